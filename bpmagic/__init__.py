@@ -1,0 +1,23 @@
+"""bpmagic: backpropagation you can see and steer, inside Jupyter.
+
+    import bpmagic as bp
+    g = bp.grad(lambda w: bp.mean((x @ w - y) ** 2))(w)
+    print(bp.trace(f, x))            # the traced graph as readable Python
+"""
+from . import ops
+from .api import GradcheckResult, grad, gradcheck, primitive, trace, value_and_grad
+from .backends import get_backend
+from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, TracingError
+from .ir import Eqn, Graph, Var
+from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
+from .train import CompiledStep, compile_step, optim
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ops contributed by plugins (entry-point group bpmagic.ops) appear as bp.<name> too
+    registry = ops.registry()
+    if name in registry:
+        return registry[name]
+    raise AttributeError(f"module 'bpmagic' has no attribute {name!r}")

@@ -1,0 +1,294 @@
+"""The public functions: trace, grad, value_and_grad, gradcheck and primitive.
+
+Everything the notebook front ends do goes through these, so it can be done from a plain script too.
+"""
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import numpy as np
+
+from . import autodiff
+from .backends import array_module, is_array
+from .errors import BackpropError, ShapeError
+from .ops.core import Primitive
+from .pytree import flatten, unflatten
+from .trace import Tracer, current_trace, new_trace
+
+__all__ = ["trace", "grad", "value_and_grad", "gradcheck", "primitive", "GradcheckResult"]
+
+
+def _arg_names(fn, n):
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (names + [f"arg{i}" for i in range(len(names), n)])[:n]
+
+
+def _backend_of(leaves):
+    xp = array_module(*leaves)
+    return "numpy" if xp is np else "cupy"
+
+
+def _trace_inputs(tr, fn, args, argnums=None):
+    """Replace array leaves of the chosen args by input Tracers (named after the function's parameters)."""
+    new_args, inputs = list(args), []
+    for i, (arg, argname) in enumerate(zip(args, _arg_names(fn, len(args)))):
+        if argnums is not None and i not in argnums:
+            continue
+        leaves, treedef, names = flatten(arg, argname if not isinstance(arg, (dict, list, tuple)) else "")
+        traced = []
+        for leaf, name in zip(leaves, names):
+            if isinstance(leaf, Tracer) and leaf._bp_trace is tr:
+                traced.append(leaf)
+            else:
+                if isinstance(leaf, Tracer):
+                    leaf = leaf.value
+                if not is_array(leaf) and not isinstance(leaf, numbers.Number):
+                    raise BackpropError(f"argument {argname!r} holds a {type(leaf).__name__}; "
+                                        "expected arrays (or dicts / lists / tuples of arrays)")
+                traced.append(tr.new_input(leaf, name=name))
+        inputs.append((i, treedef, traced))
+        new_args[i] = unflatten(treedef, traced)
+    return new_args, inputs
+
+
+def trace(fn, *args, backend="numpy", name=None):
+    """Run `fn(*args)` on traced values and return its Graph (prints as readable Python).
+
+    Array leaves of `args` (which may be dicts / lists / tuples of arrays) become the graph's inputs.
+    """
+    from .compile.passes import dead_code_elimination
+
+    with new_trace(backend) as tr:
+        new_args, inputs = _trace_inputs(tr, fn, args)
+        out = fn(*new_args)
+        out_leaves, _, _ = flatten(out)
+        graph = tr.graph([t for _, _, ts in inputs for t in ts], out_leaves,
+                         name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
+    return dead_code_elimination(graph)
+
+
+def _as_tuple(argnums):
+    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+
+def value_and_grad(fn, argnums=0, has_aux=False):
+    """A function returning (fn(*args), gradient of fn with respect to the args at `argnums`).
+
+    fn must return a scalar (or, with has_aux, a pair (scalar, aux)). Arguments may be arrays or dicts / lists /
+    tuples of arrays; each gradient has the structure of its argument. Works inside traced code too, so
+    grad(grad(f)) and grads inside compiled steps are recorded as ordinary graphs.
+    """
+    nums = _as_tuple(argnums)
+
+    def value_and_grad_fn(*args):
+        for n in nums:
+            if n >= len(args):
+                raise BackpropError(f"argnums={argnums} but the function got only {len(args)} argument(s)")
+        tr = current_trace() or _trace_of(args)
+        if tr is not None:
+            return _value_and_grad_in(tr, fn, args, nums, argnums, has_aux)
+        leaves = [leaf for a in args for leaf in flatten(a)[0]]
+        with new_trace(_backend_of(leaves)) as tr:
+            value, grads = _value_and_grad_in(tr, fn, args, nums, argnums, has_aux)
+            return _concrete(value), _concrete(grads)
+
+    _wrap(value_and_grad_fn, fn, "value_and_grad")
+    return value_and_grad_fn
+
+
+def grad(fn, argnums=0, has_aux=False):
+    """A function returning the gradient of scalar-valued `fn` with respect to the args at `argnums` (JAX-like)."""
+    vg = value_and_grad(fn, argnums, has_aux)
+
+    def grad_fn(*args):
+        value, g = vg(*args)
+        return (g, value[1]) if has_aux else g
+
+    _wrap(grad_fn, fn, "grad")
+    return grad_fn
+
+
+def _wrap(wrapper, fn, prefix):
+    """Give `wrapper` fn's signature (so traced graphs name their inputs after fn's parameters)."""
+    try:
+        wrapper.__signature__ = inspect.signature(fn)
+    except (TypeError, ValueError):
+        pass
+    wrapper.__name__ = f"{prefix}_{getattr(fn, '__name__', 'f')}".replace("<lambda>", "f")
+
+
+def _trace_of(args):
+    for a in args:
+        for leaf in flatten(a)[0]:
+            if isinstance(leaf, Tracer):
+                return leaf._bp_trace
+    return None
+
+
+def _concrete(tree):
+    def value(x):
+        return x.value if isinstance(x, Tracer) else x
+
+    leaves, treedef, _ = flatten(tree)
+    return unflatten(treedef, [value(x) for x in leaves])
+
+
+def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
+    start = len(tr.eqns)
+    new_args, inputs = _trace_inputs(tr, fn, args, nums)
+    for i, _, traced in inputs:
+        for t in traced:
+            if np.dtype(t.dtype).kind not in "fc":
+                raise BackpropError(
+                    f"grad with respect to argument {i} ({t.var.name}: {t.var.type_str}) is undefined: it holds "
+                    "integers. Differentiate with respect to float arrays (e.g. x.astype(np.float32)), and pass "
+                    "integer data (labels, indices) as an argument not listed in argnums.")
+    result = fn(*new_args)
+    value, aux = result if has_aux else (result, None)
+    if tuple(getattr(value, "shape", ())) != ():
+        raise ShapeError(f"grad needs a function that returns a scalar, but it returned shape "
+                         f"{tuple(value.shape)}; reduce it first (e.g. .sum() or .mean())")
+    all_wrt = [t for _, _, ts in inputs for t in ts]
+    if isinstance(value, Tracer) and value._bp_trace is tr:
+        seed = tr.const(np.ones((), value.dtype))
+        grads = autodiff.backward(tr, start, value, seed, all_wrt)
+    else:
+        grads = [None] * len(all_wrt)
+    grads = [g if g is not None else tr.const(np.zeros(t.shape, t.dtype)) for g, t in zip(grads, all_wrt)]
+    it = iter(grads)
+    per_arg = [unflatten(treedef, [next(it) for _ in ts]) for _, treedef, ts in inputs]
+    g = per_arg[0] if isinstance(argnums, int) else tuple(per_arg)
+    return (value, aux) if has_aux else value, g
+
+
+def primitive(fn=None, *, name=None, shape_rule=None):
+    """Decorator: make `fn(xp, *arrays, **params)` a primitive; give it a VJP with `@<name>.defvjp`.
+
+        @bp.primitive
+        def softplus(xp, x):
+            return xp.logaddexp(0, x)
+
+        @softplus.defvjp
+        def _(g, out, x):               # g: adjoint of the output; out: the output; x: the input
+            return g * bp.sigmoid(x)    # written with bpmagic ops, so grad-of-grad works too
+
+    The shape rule defaults to running `fn` on zero arrays of the input shapes.
+    """
+    def make(f):
+        return Primitive(name or f.__name__, f, shape_rule)
+
+    return make(fn) if fn is not None else make
+
+
+class GradcheckResult:
+    """Outcome of bp.gradcheck: true when every check passed; prints a short report."""
+
+    def __init__(self, passed, lines, worst):
+        self.passed, self.lines, self.worst = passed, lines, worst
+
+    def __bool__(self):
+        return self.passed
+
+    def __repr__(self):
+        head = "gradcheck passed" if self.passed else "gradcheck FAILED"
+        return "\n".join([head] + self.lines)
+
+    _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
+
+
+def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, seed=0, argnums=None):
+    """Compare bpmagic's gradient of `fn` with central finite differences, in float64.
+
+    Checks `directions` random directions per argument, and every single entry of small arguments, then reports
+    the worst mismatch by name and index. `fn` may return an array: it is reduced with a fixed random weighting.
+    order=2 checks the gradient of the gradient the same way. Returns a GradcheckResult (truthy if passed).
+    """
+    rng = np.random.default_rng(seed)
+    args64 = [_to_float64(a) for a in args]
+    nums = tuple(range(len(args))) if argnums is None else _as_tuple(argnums)
+    nums = tuple(i for i in nums if _is_float_tree(args64[i]))
+    weights = {}
+
+    def scalar_fn(*a):
+        out = fn(*a)
+        if tuple(getattr(out, "shape", ())) == ():
+            return out
+        w = weights.setdefault(tuple(out.shape), rng.standard_normal(out.shape))
+        from .ops import sum as _sum
+        return _sum(out * w)
+
+    target = scalar_fn
+    if order == 2:
+        inner = grad(scalar_fn, argnums=nums)
+        probes = [_tree_like(args64[i], rng) for i in nums]
+
+        def target(*a):
+            from .ops import sum as _sum
+            gs = inner(*a)
+            total = 0.0
+            for g, p in zip(gs, probes):
+                for gl, pl in zip(flatten(g)[0], flatten(p)[0]):
+                    total = total + _sum(gl * pl)
+            return total
+
+    analytic = grad(target, argnums=nums)(*args64)
+    names = _arg_names(fn, len(args))
+    lines, worst, passed = [], (0.0, ""), True
+    for i, g in zip(nums, analytic):
+        leaves, treedef, leaf_names = flatten(args64[i], names[i])
+        g_leaves = flatten(g)[0]
+        for k, (x, gx, lname) in enumerate(zip(leaves, g_leaves, leaf_names)):
+            gx = np.asarray(gx)
+
+            def f_at(xk):
+                new_leaves = list(leaves)
+                new_leaves[k] = xk
+                new_args = list(args64)
+                new_args[i] = unflatten(treedef, new_leaves)
+                return float(np.asarray(target(*new_args)))
+
+            checks = [(rng.standard_normal(x.shape), "random direction") for _ in range(directions)]
+            if x.size <= 64:
+                for idx in np.ndindex(*x.shape):
+                    e = np.zeros(x.shape)
+                    e[idx] = 1.0
+                    checks.append((e, f"{lname}{list(idx) if idx else ''}"))
+            for v, label in checks:
+                numeric = (f_at(x + eps * v) - f_at(x - eps * v)) / (2 * eps)
+                exact = float(np.sum(gx * v))
+                err = abs(numeric - exact)
+                allowed = atol + rtol * abs(numeric)
+                if err / allowed > worst[0]:
+                    worst = (err / allowed, f"{label if label != 'random direction' else lname + ' ' + label}: "
+                                            f"analytic {exact:.6g}, numeric {numeric:.6g}, |diff| {err:.3g}")
+                if err > allowed:
+                    passed = False
+    lines.append(f"worst: {worst[1]} ({worst[0]:.2f} of the tolerance atol={atol} + rtol={rtol}*|numeric|)"
+                 if worst[1] else "nothing to check: no float arguments")
+    if order == 2:
+        lines.append("(order 2: the gradient of <grad f, random probe>)")
+    return GradcheckResult(passed, lines, worst)
+
+
+def _to_float64(a):
+    leaves, treedef, _ = flatten(a)
+    return unflatten(treedef, [np.asarray(x, np.float64) if _is_float(x) else x for x in leaves])
+
+
+def _is_float(x):
+    return (is_array(x) or isinstance(x, float)) and np.dtype(getattr(x, "dtype", float)).kind == "f"
+
+
+def _is_float_tree(a):
+    leaves = flatten(a)[0]
+    return bool(leaves) and all(_is_float(x) for x in leaves)
+
+
+def _tree_like(a, rng):
+    leaves, treedef, _ = flatten(a)
+    return unflatten(treedef, [rng.standard_normal(np.shape(x)) for x in leaves])

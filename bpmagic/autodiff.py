@@ -1,0 +1,73 @@
+"""Reverse-mode differentiation: from the equations recorded in a trace, emit the backward pass into the same trace.
+
+Walking the equations in reverse, each primitive's VJP rule maps the adjoint (cotangent) of its output to adjoints
+of its inputs, and adjoints of a value used several times are summed: Linnainmaa's reverse accumulation. Because
+VJP rules are themselves traced primitives, the backward pass is an ordinary part of the graph — it can be printed,
+compiled, and differentiated again (grad of grad).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .ir import Var
+
+
+def _differentiable(dtype) -> bool:
+    return np.dtype(dtype).kind in "fc"
+
+
+def active_vars(eqns, wrt_vars) -> set:
+    """Vars that depend differentiably on `wrt_vars`: only these need adjoints."""
+    active = set(wrt_vars)
+    for e in eqns:
+        prim = e.primitive
+        if prim.vjp is None:
+            continue
+        if any(isinstance(v, Var) and v in active for i, v in enumerate(e.inputs) if i not in prim.nondiff_inputs):
+            active.update(v for v in e.outputs if _differentiable(v.dtype))
+    return active
+
+
+def backward(trace, start, output, seed, wrt):
+    """Adjoints of `wrt` (Tracers) for the scalar `output`, through trace.eqns[start:].
+
+    Returns one Tracer per `wrt` entry, or None where the output does not depend on it. Values recorded before
+    `start` are constants here (that is what makes nested grads differentiate only their own function).
+    """
+    eqns = trace.eqns[start:]
+    active = active_vars(eqns, {t.var for t in wrt})
+    if output.var not in active:
+        return [None] * len(wrt)
+    adjoint = {output.var: seed}
+    with trace.recording(phase="backward"):
+        for e in reversed(eqns):
+            out = e.outputs[0]
+            g = adjoint.pop(out, None)
+            if g is None or out not in active:
+                continue
+            _name_adjoint(g, out)
+            inputs = [trace.tracers[v] if isinstance(v, Var) else v.value for v in e.inputs]
+            with trace.recording(source=e.source):
+                cts = e.primitive.vjp(g, trace.tracers[out], *inputs, **e.params)
+                if not isinstance(cts, (tuple, list)):
+                    cts = (cts,)
+                assert len(cts) == len(e.inputs), f"VJP of {e.primitive.name} returned {len(cts)} cotangents"
+                for v, ct in zip(e.inputs, cts):
+                    if ct is None or not isinstance(v, Var) or v not in active:
+                        continue
+                    assert tuple(ct.shape) == v.shape, (e.primitive.name, ct.shape, v.shape)
+                    # a value used twice gets the sum of both adjoints
+                    adjoint[v] = ops.add(adjoint[v], ct) if v in adjoint else ct
+    grads = [adjoint.get(t.var) for t in wrt]
+    for t, g in zip(wrt, grads):
+        if g is not None:
+            _name_adjoint(g, t.var)
+    return grads
+
+
+def _name_adjoint(g, var):
+    """Call the adjoint of `h` "dh" when printing, if nothing better names it."""
+    gv = getattr(g, "var", None)
+    if var.name and gv is not None and gv.name is None:
+        gv.name = "d" + var.name.split(".")[-1]

@@ -1,0 +1,36 @@
+"""The interface every array backend implements."""
+from __future__ import annotations
+
+
+class Backend:
+    """An array module plus device transfers. Subclasses set `name` and `xp`."""
+
+    name: str = "?"
+    xp = None
+    install_hint: str = ""  # what to do when unavailable_reason() is not None
+
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when usable here, else a short reason why not (install_hint says how to fix it)."""
+        return None
+
+    def asarray(self, x, dtype=None):
+        """`x` as an array on this backend's device."""
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        """`x` as a NumPy array on the host."""
+        import numpy as np
+
+        return np.asarray(x)
+
+    def owns(self, x) -> bool:
+        """True when `x` already lives on this backend's device."""
+        return isinstance(x, self.xp.ndarray)
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (no-op on the CPU)."""
+
+    def __repr__(self):
+        return f"<bpmagic backend {self.name}>"

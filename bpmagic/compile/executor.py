@@ -1,0 +1,220 @@
+"""Run a graph on a backend: a straight-line Python function generated once, over buffers reused between calls.
+
+Code generation removes the interpreter loop; buffer planning removes allocation: every primitive that can write
+into an `out=` array (ufuncs, matmul, sum) gets a buffer from a pool keyed by shape and dtype, taken back as soon as
+the last reader of its value has run. Donated inputs (the parameters and optimizer state of a training step) are
+written in place. Outputs are valid until the next call.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ..ir import Graph, Literal, Var
+
+# primitives whose implementation accepts out= (beyond those that name a ufunc)
+_OUT_KWARG = {"sum"}
+
+
+class GuardFailed(Exception):
+    """A guard value was not finite: nothing donated has been written."""
+
+
+def _writes_out(prim) -> bool:
+    return bool(prim.ufunc) or prim.name in _OUT_KWARG
+
+
+class Executable:
+    """`graph` compiled for `backend`. Call with the graph's inputs; returns its outputs (a list).
+
+    donate: {output index: input index} — write that output into that input's array, in place.
+    guards: output indices that must be finite before any donated array is touched (else GuardFailed).
+    """
+
+    def __init__(self, graph: Graph, backend, donate=None, guards=()):
+        self.graph = graph
+        self.backend = backend
+        self.donate = dict(donate or {})
+        self.guards = list(guards)
+        self.source, namespace = self._generate()
+        code = compile(self.source, f"<bpmagic step {graph.name}>", "exec")
+        exec(code, namespace)
+        self._fn = namespace["run"]
+
+    def __call__(self, *inputs):
+        return self._fn(*inputs)
+
+    # -- planning ----------------------------------------------------------------------------------------------------
+    def _schedule(self):
+        """Equations in an order where everything the guards need comes first."""
+        g = self.graph
+        if not self.guards:
+            return list(g.eqns)
+        needed = {g.outputs[i] for i in self.guards}
+        first = set()
+        for e in reversed(g.eqns):
+            if any(v in needed for v in e.outputs):
+                first.add(id(e))
+                needed.update(v for v in e.inputs if isinstance(v, Var))
+        return [e for e in g.eqns if id(e) in first] + [e for e in g.eqns if id(e) not in first]
+
+    def _generate(self):
+        g, xp = self.graph, self.backend.xp
+        eqns = self._schedule()
+        guard_vars = {g.outputs[i] for i in self.guards}
+        n_guard = max((k + 1 for k, e in enumerate(eqns) if any(v in guard_vars for v in e.outputs)), default=0)
+        last_use = {}
+        for k, e in enumerate(eqns):
+            for v in e.inputs:
+                if isinstance(v, Var):
+                    last_use[v] = k
+        for v in g.outputs:
+            last_use[v] = len(eqns)
+        donated_out = {g.outputs[o]: g.inputs[i] for o, i in self.donate.items()}
+
+        ns = {"xp": xp, "GuardFailed": GuardFailed, "_isfinite": _isfinite}
+        names = {}
+        for i, v in enumerate(g.inputs):
+            names[v] = f"i{i}"
+        for j, (v, value) in enumerate(g.consts.items()):
+            names[v] = f"c{j}"
+            ns[f"c{j}"] = self.backend.asarray(value)
+
+        # storage: root[var] = set of buffer names the var may alias; refcount per buffer name
+        roots = {v: {names[v]} for v in list(g.inputs) + list(g.consts)}
+        live = {r: 1 for rs in roots.values() for r in rs}
+        free: dict = {}
+        shapes = {}
+        lines = [f"def run({', '.join(f'i{i}' for i in range(len(g.inputs)))}):"]
+        counter = [0]
+
+        def alloc(shape, dtype):
+            key = (shape, np.dtype(dtype).str)
+            pool = free.get(key)
+            if pool:
+                return pool.pop()
+            counter[0] += 1
+            name = f"b{counter[0]}"
+            ns[name] = xp.empty(shape, dtype)
+            shapes[name] = key
+            return name
+
+        def retire(var):
+            for r in roots.pop(var, ()):
+                live[r] = live.get(r, 1) - 1
+                if live[r] == 0 and r in shapes:
+                    free.setdefault(shapes[r], []).append(r)
+
+        def atom(v):
+            if isinstance(v, Literal):
+                x = v.value
+                lit = f"k{len(ns)}"
+                ns[lit] = x.item() if np.dtype(x.dtype).kind == "f" else x
+                return lit
+            return names[v]
+
+        def emit_guard():
+            checks = " and ".join(f"_isfinite({names[g.outputs[i]]})" for i in self.guards)
+            lines.append(f"    if not ({checks}):")
+            lines.append("        raise GuardFailed()")
+
+        for k, e in enumerate(eqns):
+            if k == n_guard and self.guards:
+                emit_guard()
+            out = e.outputs[0]
+            args = [atom(v) for v in e.inputs]
+            prim = e.primitive
+            target = None
+            if _writes_out(prim):
+                donor = donated_out.get(out)
+                if donor is not None and self._can_write(donor, k, last_use, roots, eqns, e):
+                    target = names[donor]
+                else:
+                    target = self._reuse_input(e, k, last_use, roots, names, shapes) or alloc(out.shape, out.dtype)
+                    live.setdefault(target, 0)
+                if prim.ufunc:
+                    call = f"xp.{prim.ufunc}({', '.join(args)}, out={target})"
+                elif prim.name == "sum" and xp is np:  # skips np.sum's Python wrapper
+                    call = (f"xp.add.reduce({args[0]}, axis={e.params['axis']!r}, "
+                            f"keepdims={e.params['keepdims']!r}, out={target})")
+                else:
+                    fname = f"f{k}"
+                    ns[fname] = functools.partial(prim.impl, xp, **e.params)
+                    call = f"{fname}({', '.join(args)}, out={target})"
+                lines.append(f"    {call}")
+                names[out] = target
+                roots[out] = {target}
+                live[target] = live.get(target, 0) + 1
+            else:
+                name = f"v{k}"
+                lines.append(f"    {name} = {self._call(prim, args, e.params, ns, k)}")
+                names[out] = name
+                # the result may be a view of any input: keep their buffers alive while it lives
+                roots[out] = set().union(*(roots.get(v, set()) for v in e.inputs if isinstance(v, Var)))
+                for r in roots[out]:
+                    live[r] = live.get(r, 0) + 1
+            for v in set(x for x in e.inputs if isinstance(x, Var)):
+                if last_use.get(v) == k:
+                    retire(v)
+        if n_guard == len(eqns) and self.guards:
+            emit_guard()
+        for out, donor in donated_out.items():
+            if names[out] != names[donor]:
+                lines.append(f"    xp.copyto({names[donor]}, {names[out]})")
+        lines.append(f"    return [{', '.join(names[v] for v in g.outputs)}]")
+        return "\n".join(lines) + "\n", ns
+
+    @staticmethod
+    def _call(prim, args, params, ns, k):
+        """The expression that computes a primitive without an out= buffer (views are taken directly)."""
+        if prim.name == "reshape":
+            return f"{args[0]}.reshape({params['shape']!r})"
+        if prim.name == "transpose":
+            return f"{args[0]}.transpose({params['axes']!r})"
+        fname = f"f{k}"
+        ns[fname] = functools.partial(prim.impl, ns["xp"], **params)
+        return f"{fname}({', '.join(args)})"
+
+    @staticmethod
+    def _can_write(donor, k, last_use, roots, eqns, e):
+        """May equation k write into the donated input `donor`? Only if nothing reads donor (or a view of it) later."""
+        if last_use.get(donor, -1) > k:
+            return False
+        donor_roots = roots.get(donor, set())
+        for v, rs in roots.items():
+            if v is not donor and rs & donor_roots and last_use.get(v, -1) > k:
+                return False
+        # elementwise in-place is safe; matmul or a reduction reading the donor while writing it is not
+        return e.primitive.ufunc not in (None, "matmul") or donor not in e.inputs
+
+    @staticmethod
+    def _reuse_input(e, k, last_use, roots, names, shapes):
+        """An input buffer that dies here and has the output's shape: write the elementwise result over it."""
+        if not e.primitive.ufunc or e.primitive.ufunc == "matmul":
+            return None
+        out = e.outputs[0]
+        for v in e.inputs:
+            if (isinstance(v, Var) and last_use.get(v) == k and v.shape == out.shape and v.dtype == out.dtype
+                    and names.get(v) in shapes and roots.get(v) == {names[v]}
+                    and sum(1 for w, rs in roots.items() if names[v] in rs) == 1):
+                return names[v]
+        return None
+
+
+def _isfinite(x) -> bool:
+    return math.isfinite(x)  # 0-d arrays (a loss, a sum of gradients) convert directly
+
+
+def evaluate(graph: Graph, inputs, xp, on_value=None):
+    """Interpret `graph` one equation at a time (slow, but it can inspect every value: `on_value(eqn, value)`)."""
+    env = dict(zip(graph.inputs, inputs))
+    env.update({v: xp.asarray(a) for v, a in graph.consts.items()})
+    for e in graph.eqns:
+        args = [env[v] if isinstance(v, Var) else v.value for v in e.inputs]
+        value = e.primitive.impl(xp, *args, **e.params)
+        env[e.outputs[0]] = value
+        if on_value is not None:
+            on_value(e, value)
+    return [env[v] for v in graph.outputs]

@@ -1,0 +1,119 @@
+"""What a primitive is, and how a call to one is dispatched.
+
+A Primitive bundles, in one place, its implementation over an array module `xp`, its shape/dtype rule and its VJP
+rule. The VJP rule is written with primitives too, so backward passes are ordinary graphs that can be printed,
+compiled and differentiated again.
+
+Calling a primitive on plain arrays computes the result at once (eagerly). Calling it with a traced value hands the
+call to that value's trace (`_bp_trace`), which records an equation and also computes the concrete value.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backends import array_module, is_array
+from ..errors import ShapeError
+
+# name -> Primitive, for every primitive ever created (built-in or plugin)
+PRIMITIVES: dict = {}
+
+
+class Primitive:
+    """An operation the tracer records as one equation.
+
+    impl(xp, *arrays, **params) -> array
+    shape_rule(*avals, **params) -> (shape, dtype); avals have .shape and .dtype. Raise ShapeError on misuse.
+        When omitted, the rule is found by running `impl` on zero-filled NumPy arrays of the input shapes.
+    vjp(g, out, *inputs, **params) -> one cotangent per input (None where there is no gradient), written with
+        primitives so it can be traced. When omitted, the primitive is not differentiable.
+    ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
+        memory). nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
+    """
+
+    def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, nondiff_inputs=(), doc=None):
+        self.name = name
+        self.impl = impl
+        self.shape_rule = shape_rule or _shape_by_evaluation(impl)
+        self.vjp = vjp
+        self.ufunc = ufunc
+        self.nondiff_inputs = tuple(nondiff_inputs)
+        self.__doc__ = doc or getattr(impl, "__doc__", None)
+        PRIMITIVES[name] = self
+
+    def defvjp(self, rule):
+        """Decorator: set the VJP rule `rule(g, out, *inputs, **params)`."""
+        self.vjp = rule
+        return rule
+
+    def defshape(self, rule):
+        """Decorator: set the shape rule `rule(*avals, **params) -> (shape, dtype)`."""
+        self.shape_rule = rule
+        return rule
+
+    def bind(self, *args, **params):
+        for a in args:
+            trace = getattr(a, "_bp_trace", None)
+            if trace is not None:
+                return trace.record(self, args, params)
+        return self.apply(args, params)
+
+    __call__ = bind
+
+    def apply(self, args, params):
+        """Compute eagerly on concrete arrays (and Python scalars), checking shapes first."""
+        arrays = promote_scalars(args)
+        self.shape_rule(*arrays, **params)
+        xp = array_module(*arrays)
+        return self.impl(xp, *arrays, **params)
+
+    def __repr__(self):
+        return f"<primitive {self.name}>"
+
+
+def promote_scalars(args):
+    """Python scalars become 0-d arrays of the dtype they would combine to (NumPy's weak-scalar rule)."""
+    if not any(isinstance(a, numbers.Number) for a in args):
+        return list(args)
+    typed = [a.dtype for a in args if not isinstance(a, numbers.Number) and a is not None]
+    scalars = [a for a in args if isinstance(a, numbers.Number)]
+    dtype = np.result_type(*typed, *scalars) if typed else np.result_type(*scalars)
+    out = []
+    for a in args:
+        if isinstance(a, numbers.Number):
+            xp = array_module(*[t for t in args if is_array(t)])
+            out.append(xp.asarray(a, dtype=dtype))
+        else:
+            out.append(a)
+    return out
+
+
+class _Aval:
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+
+def aval(shape, dtype):
+    """An abstract value: just a shape and dtype."""
+    return _Aval(shape, dtype)
+
+
+def _shape_by_evaluation(impl):
+    def rule(*avals, **params):
+        zeros = [np.zeros(a.shape, a.dtype) for a in avals]
+        with np.errstate(all="ignore"):
+            out = impl(np, *zeros, **params)
+        return out.shape, out.dtype
+
+    return rule
+
+
+def fmt_shapes(*avals) -> str:
+    return " and ".join(str(tuple(a.shape)) for a in avals)
+
+
+def shape_error(prim_name, avals, detail) -> ShapeError:
+    return ShapeError(f"{prim_name} of {fmt_shapes(*avals)}: {detail}")

@@ -1,0 +1,172 @@
+"""Elementwise primitives: unary math, broadcasting binary arithmetic, comparisons, where, astype.
+
+Every binary primitive broadcasts like NumPy, and its VJP sums the cotangent back to each operand's shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import shape as _shape
+from .core import Primitive, shape_error
+
+__all__ = [
+    "add", "subtract", "multiply", "divide", "negative", "power", "exp", "log", "tanh", "sigmoid", "relu",
+    "maximum", "minimum", "where", "abs", "sqrt", "sign", "greater", "greater_equal", "less", "less_equal",
+    "equal", "not_equal", "astype", "stop_gradient", "square",
+]
+
+
+# -- shape rules ------------------------------------------------------------------------------------------------
+def _broadcast(name):
+    def rule(*avals):
+        try:
+            shape = np.broadcast_shapes(*(a.shape for a in avals))
+        except ValueError:
+            raise shape_error(name, avals, "shapes do not broadcast (trailing axes must be equal or 1)") from None
+        return shape, np.result_type(*(a.dtype for a in avals))
+
+    return rule
+
+
+def _same(a):
+    return a.shape, a.dtype
+
+
+def _float_same(a):
+    return a.shape, (a.dtype if np.dtype(a.dtype).kind in "fc" else np.result_type(a.dtype, np.float32))
+
+
+def _compare(name):
+    rule = _broadcast(name)
+    return lambda a, b: (rule(a, b)[0], np.dtype(bool))
+
+
+def _unbroadcast(g, a):
+    return _shape.unbroadcast(g, a.shape)
+
+
+# -- unary --------------------------------------------------------------------------------------------------------
+negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative")
+exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp")
+log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log")
+tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x: (g * (1 - out * out),),
+                 ufunc="tanh")
+sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt")
+sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, ufunc="sign")
+abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute")
+
+
+def _sigmoid(xp, x):
+    # the tanh form never overflows (1 / (1 + exp(-x)) warns for x << 0)
+    out = xp.multiply(x, 0.5)
+    xp.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),))
+relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0), _same,
+                 lambda g, out, x: (where(x > 0, g, 0.0),))
+
+
+# (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
+square = Primitive("square", lambda xp, x: xp.square(x), _same, lambda g, out, x: ((g * 2.0) * x,),
+                   ufunc="square")
+
+
+# -- binary -------------------------------------------------------------------------------------------------------
+add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
+                lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add")
+subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
+                     lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract")
+multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
+                     lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply")
+
+
+def _divide_vjp(g, out, a, b):
+    ga = g / b
+    return _unbroadcast(ga, a), _unbroadcast(-ga * out, b)
+
+
+divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,
+                   ufunc="true_divide")
+
+
+def _power_vjp(g, out, x, y):
+    if getattr(y, "_bp_trace", None) is None and y.ndim == 0:  # a constant exponent, as in x ** 2
+        k = y.item()
+        gx = g * k * (x if k == 2 else power(x, k - 1))
+        return _unbroadcast(gx, x), None
+    gx = g * y * power(x, y - 1)
+    # d/dy x**y = log(x) x**y; where x <= 0 the log is undefined, and there we give 0 (as JAX does)
+    gy = g * out * log(where(x > 0, x, 1.0))
+    return _unbroadcast(gx, x), _unbroadcast(gy, y)
+
+
+power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power")
+
+
+def _minmax_vjp(pick):
+    def rule(g, out, a, b):
+        a_wins = pick(a, b)
+        tie = equal(a, b)
+        # ties split the gradient evenly, so that maximum(x, x) has gradient 1 in total
+        wa = astype(a_wins, g.dtype) + 0.5 * astype(tie, g.dtype)
+        return _unbroadcast(g * wa, a), _unbroadcast(g * (1 - wa), b)
+
+    return rule
+
+
+maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("maximum"),
+                    _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum")
+minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
+                    _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum")
+
+# -- comparisons (no gradient) ----------------------------------------------------------------------------------
+greater = Primitive("greater", lambda xp, a, b: xp.greater(a, b), _compare("greater"), ufunc="greater")
+greater_equal = Primitive("greater_equal", lambda xp, a, b: xp.greater_equal(a, b), _compare("greater_equal"),
+                          ufunc="greater_equal")
+less = Primitive("less", lambda xp, a, b: xp.less(a, b), _compare("less"), ufunc="less")
+less_equal = Primitive("less_equal", lambda xp, a, b: xp.less_equal(a, b), _compare("less_equal"),
+                       ufunc="less_equal")
+equal = Primitive("equal", lambda xp, a, b: xp.equal(a, b), _compare("equal"), ufunc="equal")
+not_equal = Primitive("not_equal", lambda xp, a, b: xp.not_equal(a, b), _compare("not_equal"), ufunc="not_equal")
+
+
+# -- where, astype, stop_gradient ----------------------------------------------------------------------------------
+def _where_rule(c, a, b):
+    shape, _ = _broadcast("where")(c, a, b)
+    return shape, np.result_type(a.dtype, b.dtype)
+
+
+def _where_vjp(g, out, c, a, b):
+    return None, _unbroadcast(where(c, g, 0.0), a), _unbroadcast(where(c, 0.0, g), b)
+
+
+_where = Primitive("where", lambda xp, c, a, b: xp.where(c, a, b), _where_rule, _where_vjp, nondiff_inputs=(0,))
+
+
+def where(condition, a, b):
+    """Elementwise choice: a where `condition` is true, else b (broadcasting). Differentiable in a and b."""
+    return _where(condition, a, b)
+
+
+def _astype_vjp(g, out, x, dtype):
+    return (astype(g, x.dtype) if np.dtype(x.dtype).kind in "fc" else None),
+
+
+_astype = Primitive("astype", lambda xp, x, dtype: x.astype(dtype), lambda x, dtype: (x.shape, np.dtype(dtype)),
+                    _astype_vjp)
+
+
+def astype(x, dtype):
+    """x converted to `dtype` (the gradient converts back)."""
+    dtype = np.dtype(dtype)
+    if getattr(x, "dtype", None) == dtype:
+        return x
+    return _astype(x, dtype=dtype)
+
+
+stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same,
+                          doc="x itself, but no gradient flows back through it.")

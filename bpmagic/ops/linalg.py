@@ -1,0 +1,48 @@
+"""Matrix multiplication, batched like NumPy's `@`."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import shape as _shape
+from .core import Primitive, shape_error
+
+__all__ = ["matmul", "dot"]
+
+
+def _matmul_rule(a, b):
+    if len(a.shape) < 2 or len(b.shape) < 2:
+        raise shape_error("matmul", [a, b], "the primitive needs 2-d or batched operands")
+    if a.shape[-1] != b.shape[-2]:
+        raise shape_error("matmul", [a, b], f"inner sizes differ ({a.shape[-1]} vs {b.shape[-2]}); "
+                          f"the left operand's last axis must equal the right operand's second-to-last")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise shape_error("matmul", [a, b], "batch axes do not broadcast") from None
+    return batch + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+
+
+def _matmul_vjp(g, out, a, b):
+    ga = _matmul(g, _shape.swapaxes(b, -1, -2))
+    gb = _matmul(_shape.swapaxes(a, -1, -2), g)
+    return _shape.unbroadcast(ga, a.shape), _shape.unbroadcast(gb, b.shape)
+
+
+_matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _matmul_vjp, ufunc="matmul")
+
+
+def matmul(a, b):
+    """a @ b: matrix product; 1-d operands act as row/column vectors and that axis is dropped, as in NumPy."""
+    a_vec, b_vec = len(a.shape) == 1, len(b.shape) == 1
+    if a_vec:
+        a = _shape.reshape(a, (1, a.shape[0]))
+    if b_vec:
+        b = _shape.reshape(b, (b.shape[0], 1))
+    out = _matmul(a, b)
+    if a_vec or b_vec:
+        keep = out.shape[:-2] + (() if a_vec else out.shape[-2:-1]) + (() if b_vec else out.shape[-1:])
+        out = _shape.reshape(out, keep)
+    return out
+
+
+dot = matmul

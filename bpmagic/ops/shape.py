@@ -1,0 +1,258 @@
+"""Primitives that move data without arithmetic: reshape, transpose, broadcast_to, indexing, concatenate."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..errors import ShapeError
+from . import reduce as _reduce
+from .core import Primitive, shape_error
+
+__all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take", "concatenate", "stack",
+           "expand_dims", "squeeze", "unbroadcast", "flatten"]
+
+
+# -- reshape ------------------------------------------------------------------------------------------------------
+def _reshape_rule(x, shape):
+    if int(np.prod(shape, dtype=np.int64)) != int(np.prod(x.shape, dtype=np.int64)):
+        raise shape_error("reshape", [x], f"cannot hold its {int(np.prod(x.shape))} elements in shape {shape}")
+    return shape, x.dtype
+
+
+_reshape = Primitive("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_rule,
+                     lambda g, out, x, shape: (reshape(g, x.shape),))
+
+
+def _resolve_shape(old_shape, shape):
+    shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    if shape.count(-1) > 1:
+        raise ShapeError(f"reshape of {tuple(old_shape)} to {shape}: only one axis may be -1")
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1], dtype=np.int64))
+        total = int(np.prod(old_shape, dtype=np.int64))
+        if known == 0 or total % known:
+            raise ShapeError(f"reshape of {tuple(old_shape)} to {shape}: {total} elements do not fit")
+        shape = tuple(total // known if s == -1 else s for s in shape)
+    return shape
+
+
+def reshape(x, shape):
+    """x with a new shape holding the same elements (one axis may be -1)."""
+    shape = _resolve_shape(x.shape, shape)
+    return x if tuple(x.shape) == shape else _reshape(x, shape=shape)
+
+
+def flatten(x):
+    return reshape(x, (-1,))
+
+
+# -- transpose -----------------------------------------------------------------------------------------------------
+def _transpose_rule(x, axes):
+    if sorted(axes) != list(range(len(x.shape))):
+        raise shape_error("transpose", [x], f"axes {axes} are not a permutation of {len(x.shape)} axes")
+    return tuple(x.shape[a] for a in axes), x.dtype
+
+
+_transpose = Primitive("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpose_rule,
+                       lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes).tolist())),))
+
+
+def transpose(x, axes=None):
+    """Permute axes (default: reverse them, as NumPy's x.T)."""
+    n = len(x.shape)
+    axes = tuple(reversed(range(n))) if axes is None else tuple(int(a) % n if n else int(a) for a in axes)
+    return x if axes == tuple(range(n)) else _transpose(x, axes=axes)
+
+
+def swapaxes(x, a, b):
+    axes = list(range(len(x.shape)))
+    axes[a], axes[b] = axes[b], axes[a]
+    return transpose(x, axes)
+
+
+# -- broadcasting ------------------------------------------------------------------------------------------------
+def _broadcast_rule(x, shape):
+    try:
+        out = np.broadcast_shapes(x.shape, shape)
+    except ValueError:
+        out = None
+    if out != tuple(shape):
+        raise shape_error("broadcast_to", [x], f"cannot broadcast to {tuple(shape)}")
+    return tuple(shape), x.dtype
+
+
+_broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape), _broadcast_rule,
+                          lambda g, out, x, shape: (unbroadcast(g, x.shape),))
+
+
+def broadcast_to(x, shape):
+    shape = tuple(int(s) for s in shape)
+    return x if tuple(x.shape) == shape else _broadcast_to(x, shape=shape)
+
+
+def unbroadcast(g, shape):
+    """Sum g down to `shape`: the adjoint of broadcasting (every binary op's VJP ends with it)."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = len(g.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    return reshape(_reduce.sum(g, axis=axes), shape)
+
+
+def expand_dims(x, axis):
+    shape = list(x.shape)
+    axis = axis % (len(shape) + 1)
+    shape.insert(axis, 1)
+    return reshape(x, shape)
+
+
+def squeeze(x, axis=None):
+    if axis is None:
+        return reshape(x, [s for s in x.shape if s != 1])
+    axes = {a % len(x.shape) for a in ((axis,) if isinstance(axis, int) else axis)}
+    return reshape(x, [s for i, s in enumerate(x.shape) if i not in axes])
+
+
+# -- indexing -------------------------------------------------------------------------------------------------------
+class IndexSpec(tuple):
+    """A normalised index: slices, ints, None, Ellipsis, and `Slot(k)` for the k-th integer-array input."""
+
+    def build(self, arrays):
+        return tuple(arrays[i.k] if isinstance(i, Slot) else i for i in self)
+
+    def __repr__(self):
+        def one(i):
+            if isinstance(i, slice):
+                return ":".join("" if v is None else str(v) for v in (i.start, i.stop)) + (
+                    f":{i.step}" if i.step not in (None, 1) else "")
+            return {None: "None", Ellipsis: "..."}.get(i, str(i)) if not isinstance(i, Slot) else f"idx{i.k}"
+        return "[" + ", ".join(one(i) for i in self) + "]"
+
+
+class Slot:
+    __slots__ = ("k",)
+
+    def __init__(self, k):
+        self.k = k
+
+    def __eq__(self, other):
+        return isinstance(other, Slot) and other.k == self.k
+
+    def __hash__(self):
+        return hash(("slot", self.k))
+
+
+def _split_index(idx):
+    """(IndexSpec, integer-array operands) for a user's index expression."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    spec, arrays = [], []
+    for i in items:
+        if isinstance(i, (slice, type(None), type(Ellipsis))):
+            spec.append(i)
+        elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
+            spec.append(int(i))
+        else:
+            if isinstance(i, (list, tuple)):
+                i = np.asarray(i)
+            dtype = getattr(i, "dtype", None)
+            if dtype is None or np.dtype(dtype).kind not in "iu":
+                kind = "boolean masks give data-dependent shapes" if dtype == bool else f"got {type(i).__name__}"
+                raise ShapeError(f"indexing supports ints, slices, None, ... and integer arrays ({kind}); "
+                                 "use bp.where(mask, x, 0) instead of a boolean mask")
+            spec.append(Slot(len(arrays)))
+            arrays.append(i)
+    return IndexSpec(spec), arrays
+
+
+def _getitem_impl(xp, x, *arrays, spec):
+    return x[spec.build(arrays)]
+
+
+def _getitem_rule(x, *arrays, spec):
+    probe = np.lib.stride_tricks.as_strided(np.zeros((), x.dtype), shape=x.shape, strides=(0,) * len(x.shape))
+    try:
+        out = probe[spec.build([np.zeros(a.shape, np.int64) for a in arrays])]
+    except IndexError as e:
+        raise shape_error("indexing", [x], f"{spec!r} does not fit: {e}") from None
+    return out.shape, x.dtype
+
+
+def _getitem_vjp(g, out, x, *arrays, spec):
+    return (scatter_add(g, *arrays, spec=spec, shape=tuple(x.shape)),) + (None,) * len(arrays)
+
+
+_getitem = Primitive("getitem", _getitem_impl, _getitem_rule, _getitem_vjp, nondiff_inputs=range(1, 64))
+
+
+def _scatter_add_impl(xp, g, *arrays, spec, shape):
+    out = xp.zeros(shape, g.dtype)
+    if arrays:
+        xp.add.at(out, spec.build(arrays), g)  # repeated indices accumulate, as the chain rule requires
+    else:
+        out[spec.build(arrays)] = g
+    return out
+
+
+scatter_add = Primitive(
+    "scatter_add", _scatter_add_impl, lambda g, *arrays, spec, shape: (shape, g.dtype),
+    lambda g, out, upd, *arrays, spec, shape: (_getitem(g, *arrays, spec=spec),) + (None,) * len(arrays),
+    nondiff_inputs=range(1, 64),
+    doc="zeros(shape) with `g` added at the index (repeats accumulate): the VJP of indexing.",
+)
+
+
+def getitem(x, idx):
+    """x[idx] for ints, slices, None, ... and integer arrays; its VJP scatters (and adds) back."""
+    spec, arrays = _split_index(idx)
+    if all(isinstance(i, slice) and i == slice(None) for i in spec):
+        return x
+    return _getitem(x, *arrays, spec=spec)
+
+
+def take(x, indices, axis=0):
+    """x's entries at integer `indices` along `axis` (gathers rows for axis 0)."""
+    idx = (slice(None),) * (axis % len(x.shape)) + (indices,)
+    return getitem(x, idx)
+
+
+# -- concatenate / stack ------------------------------------------------------------------------------------------
+def _concat_rule(*xs, axis):
+    first = xs[0].shape
+    for x in xs[1:]:
+        if len(x.shape) != len(first) or any(a != b for i, (a, b) in enumerate(zip(x.shape, first)) if i != axis):
+            raise shape_error("concatenate", xs, f"all axes but axis {axis} must match")
+    size = sum(x.shape[axis] for x in xs)
+    return first[:axis] + (size,) + first[axis + 1:], np.result_type(*(x.dtype for x in xs))
+
+
+def _concat_vjp(g, out, *xs, axis):
+    grads, start = [], 0
+    for x in xs:
+        stop = start + x.shape[axis]
+        grads.append(getitem(g, (slice(None),) * axis + (slice(start, stop),)))
+        start = stop
+    return tuple(grads)
+
+
+_concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), _concat_rule,
+                         _concat_vjp)
+
+
+def concatenate(xs, axis=0):
+    """Join arrays along an existing axis."""
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("concatenate needs at least one array")
+    return _concatenate(*xs, axis=axis % len(xs[0].shape))
+
+
+def stack(xs, axis=0):
+    """Join arrays along a new axis."""
+    xs = list(xs)
+    if not xs:
+        raise ShapeError("stack needs at least one array")
+    if any(tuple(x.shape) != tuple(xs[0].shape) for x in xs):
+        raise ShapeError(f"stack needs arrays of one shape, got {', '.join(str(tuple(x.shape)) for x in xs)}")
+    return concatenate([expand_dims(x, axis) for x in xs], axis=axis % (len(xs[0].shape) + 1))

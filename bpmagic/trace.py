@@ -1,0 +1,269 @@
+"""Concrete tracing: running Python code on Tracers records equations, with the user's source lines.
+
+Every Tracer carries a real value computed on the chosen backend as it is recorded, so errors name the user's line
+with real shapes, `print` shows numbers, and Python control flow runs at trace time (loops unroll). Asking a traced
+value for a Python bool (`if x > 0:`) is an error: the recorded graph could not follow a branch taken at trace time.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import ops
+from .backends import get_backend, is_array
+from .errors import BackpropError, ShapeError, TracingError
+from .ir import Eqn, Graph, Literal, Source, Var
+from .ops.core import fmt_shapes, promote_scalars
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_local = threading.local()
+
+
+def user_source(skip_dirs=(_PACKAGE_DIR,)) -> Source | None:
+    """The innermost frame outside bpmagic: where the user wrote the current operation."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(skip_dirs) and "importlib" not in filename:
+            return Source(filename, frame.f_lineno, _line_text(frame, filename))
+        frame = frame.f_back
+    return None
+
+
+def _line_text(frame, filename) -> str:
+    import linecache
+
+    return linecache.getline(filename, frame.f_lineno, frame.f_globals).strip()
+
+
+class Trace:
+    """An open recording: equations in order, and the Tracer of each Var (autodiff reads their values)."""
+
+    def __init__(self, backend="numpy"):
+        self.backend = get_backend(backend)
+        self.eqns: list[Eqn] = []
+        self.tracers: dict[Var, Tracer] = {}
+        self.consts: dict[Var, object] = {}
+        self._const_ids: dict[int, Var] = {}
+        self.phase = "forward"
+        self.source_override: Source | None = None
+
+    # -- values entering the trace --------------------------------------------------------------------------
+    def new_input(self, value, name=None) -> "Tracer":
+        value = self.backend.asarray(value)
+        var = Var(value.shape, value.dtype, name)
+        return self._tracer(var, value)
+
+    def _tracer(self, var, value):
+        t = Tracer(self, var, value)
+        self.tracers[var] = t
+        return t
+
+    def const(self, value) -> "Tracer":
+        """An array from outside the trace: a constant of the graph (deduplicated by identity)."""
+        key = id(value)
+        var = self._const_ids.get(key)
+        if var is None or self.consts[var] is not value:
+            dev = self.backend.asarray(value)
+            var = Var(dev.shape, dev.dtype)
+            self.consts[var] = value  # keep the caller's object alive so that id() stays unique
+            self._const_ids[key] = var
+            self.tracers[var] = Tracer(self, var, dev)
+        return self.tracers[var]
+
+    def _atom(self, x):
+        """Var or Literal for an argument; its concrete value."""
+        if isinstance(x, Tracer):
+            if x._bp_trace is self:
+                return x.var, x.value
+            x = x.value  # a value from another (finished or outer) trace is a constant here
+        if isinstance(x, np.ndarray) and x.ndim == 0 or isinstance(x, np.generic):
+            value = self.backend.asarray(x)
+            return Literal(value), value
+        if is_array(x):
+            t = self.const(x)
+            return t.var, t.value
+        raise TypeError(f"cannot trace a value of type {type(x).__name__}: {x!r}")
+
+    # -- recording -----------------------------------------------------------------------------------------
+    def record(self, prim, args, params):
+        source = self.source_override or user_source()
+        args = promote_scalars(args)
+        atoms, values = zip(*(self._atom(a) for a in args)) if args else ((), ())
+        try:
+            shape, dtype = prim.shape_rule(*values, **params)
+        except ShapeError as e:
+            raise _at(source, e) from None
+        try:
+            value = prim.impl(self.backend.xp, *values, **params)
+        except BackpropError as e:
+            raise _at(source, e) from None
+        except Exception as e:
+            raise _at(source, BackpropError(f"{prim.name} of {fmt_shapes(*values)} failed: "
+                                            f"{type(e).__name__}: {e}")) from None
+        assert tuple(value.shape) == tuple(shape), (prim.name, value.shape, shape)
+        var = Var(shape, np.dtype(dtype))
+        self.eqns.append(Eqn(prim, list(atoms), [var], dict(params), source, self.phase))
+        return self._tracer(var, value)
+
+    @contextmanager
+    def recording(self, phase=None, source=None):
+        """Within this block, new equations are tagged with `phase` and (if given) attributed to `source`."""
+        saved = self.phase, self.source_override
+        self.phase = phase or self.phase
+        self.source_override = source or self.source_override
+        try:
+            yield
+        finally:
+            self.phase, self.source_override = saved
+
+    def graph(self, inputs, outputs, name="f") -> Graph:
+        """The Graph from `inputs` to `outputs` (Tracers or Vars) of everything recorded so far."""
+        ins = [getattr(t, "var", t) for t in inputs]
+        outs = [self._atom(t)[0] if not isinstance(t, Tracer) or t._bp_trace is not self else t.var
+                for t in outputs]
+        outs = [o if isinstance(o, Var) else self._literal_var(o) for o in outs]
+        g = Graph(ins, list(self.eqns), outs, dict(self.consts), name)
+        return g
+
+    def _literal_var(self, lit):
+        t = self.const(self.backend.to_numpy(lit.value))
+        return t.var
+
+
+def _at(source, error: BackpropError) -> BackpropError:
+    """`error` with the user's line in front of its message (once)."""
+    msg = str(error)
+    if source is not None and not msg.startswith("line "):
+        where = f"line {source.lineno}"
+        if source.filename and not source.filename.startswith("<"):
+            where = f"{os.path.basename(source.filename)}, {where}"
+        msg = f"{where}: {msg}" + (f"\n    {source.line}" if source.line else "")
+    new = type(error)(msg)
+    new.source = source
+    return new
+
+
+def current_trace() -> Trace | None:
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+@contextmanager
+def new_trace(backend="numpy"):
+    """Open a Trace for this thread."""
+    t = Trace(backend)
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(t)
+    try:
+        yield t
+    finally:
+        stack.pop()
+
+
+class Tracer:
+    """A traced array: a Var in a Trace plus its concrete value. Behaves like an array in user code."""
+
+    __slots__ = ("_bp_trace", "var", "value")
+    __array_ufunc__ = None  # make `numpy_array + tracer` defer to Tracer.__radd__
+
+    def __init__(self, trace, var, value):
+        self._bp_trace = trace
+        self.var = var
+        self.value = value
+
+    shape = property(lambda self: self.var.shape)
+    dtype = property(lambda self: self.var.dtype)
+    ndim = property(lambda self: len(self.var.shape))
+    size = property(lambda self: int(np.prod(self.var.shape, dtype=np.int64)))
+    T = property(lambda self: ops.transpose(self))
+
+    def __repr__(self):
+        value = self._bp_trace.backend.to_numpy(self.value)
+        return f"Tracer({self.var.type_str}, value={np.array2string(value, precision=4, threshold=20)})"
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d traced value")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        raise TracingError(
+            f"{_here()}Python `if`/`while`/`and`/`or` on a traced value ({self.var.type_str}): the graph records "
+            "array operations, not which way Python branched. Use bp.where(condition, a, b) to choose values, or "
+            "branch on something that is not traced (a Python number, a shape)."
+        )
+
+    def _concrete(self, kind):
+        raise TracingError(
+            f"{_here()}{kind}() of a traced value ({self.var.type_str}) would freeze its value into the graph. "
+            "Keep it as an array; to read a number out, do it after training (the params are plain arrays then)."
+        )
+
+    __float__ = lambda self: self._concrete("float")
+    __int__ = lambda self: self._concrete("int")
+    __index__ = lambda self: self._concrete("index")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TracingError(
+            f"{_here()}a NumPy function was given a traced value ({self.var.type_str}). Inside traced code use "
+            "bpmagic's functions (bp.exp, bp.sum, ..., or the bare names in a %%backprop cell) instead of np.*."
+        )
+
+    # arithmetic
+    __add__ = lambda a, b: ops.add(a, b)
+    __radd__ = lambda a, b: ops.add(b, a)
+    __sub__ = lambda a, b: ops.subtract(a, b)
+    __rsub__ = lambda a, b: ops.subtract(b, a)
+    __mul__ = lambda a, b: ops.multiply(a, b)
+    __rmul__ = lambda a, b: ops.multiply(b, a)
+    __truediv__ = lambda a, b: ops.divide(a, b)
+    __rtruediv__ = lambda a, b: ops.divide(b, a)
+    __pow__ = lambda a, b: ops.power(a, b)
+    __rpow__ = lambda a, b: ops.power(b, a)
+    __matmul__ = lambda a, b: ops.matmul(a, b)
+    __rmatmul__ = lambda a, b: ops.matmul(b, a)
+    __neg__ = lambda a: ops.negative(a)
+    __pos__ = lambda a: a
+    __abs__ = lambda a: ops.abs(a)
+    __gt__ = lambda a, b: ops.greater(a, b)
+    __ge__ = lambda a, b: ops.greater_equal(a, b)
+    __lt__ = lambda a, b: ops.less(a, b)
+    __le__ = lambda a, b: ops.less_equal(a, b)
+    __eq__ = lambda a, b: ops.equal(a, b)
+    __ne__ = lambda a, b: ops.not_equal(a, b)
+    __hash__ = object.__hash__
+    __getitem__ = lambda a, idx: ops.getitem(a, idx)
+
+    def reshape(self, *shape):
+        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes):
+        return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
+
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis=axis, keepdims=keepdims)
+
+    def astype(self, dtype):
+        return ops.astype(self, dtype)
+
+    def flatten(self):
+        return ops.reshape(self, (-1,))
+
+
+def _here() -> str:
+    src = user_source()
+    return f"line {src.lineno}: " if src else ""

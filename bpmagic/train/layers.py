@@ -1,0 +1,17 @@
+"""Which layer a parameter belongs to: params whose names end in the same number form one layer (W1, b1 -> "1")."""
+from __future__ import annotations
+
+import re
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def layer_of(name: str) -> str:
+    """The layer of a parameter named `name`: its trailing number, else the name itself."""
+    m = _TRAILING_NUMBER.search(name)
+    return m.group(1) if m else name
+
+
+def default_groups(names) -> dict:
+    """name -> layer for each parameter name, by `layer_of`."""
+    return {n: layer_of(n) for n in names}

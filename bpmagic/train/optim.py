@@ -1,0 +1,209 @@
+"""Optimizers whose hyperparameters can be changed at any time, from any thread, taking effect at the next step.
+
+An optimizer holds its hyperparameters behind a lock; the training step reads one consistent snapshot per step and
+passes the values into the compiled graph as inputs, so changing them never recompiles. Only a change of
+*structure* (momentum switched on, weight decay turned from zero to non-zero) compiles a new plan once.
+
+Update rules are written with bpmagic ops, so they are traced into the same graph as forward and backward.
+Per-group learning-rate multipliers (a group is usually a layer) scale the learning rate of their parameters.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+__all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
+
+
+def _check(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (
+        hi is not None and (v >= hi if hi_open else v > hi))
+    if bad:
+        lo_s = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if hi_open else '<='} {hi}"
+        raise ValueError(f"{name} must be a finite number {' and '.join(filter(None, [lo_s, hi_s]))}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class. Subclasses define `hyper_rules`, `structure`, `state_slots`, `scalars` and `update`."""
+
+    name = "optimizer"
+    # True when scalars() depends on the step number (Adam's bias corrections), so it is called every step
+    step_dependent = False
+    # hyperparameter -> dict of bounds for _check
+    hyper_rules: dict = {"lr": dict(lo=0, lo_open=True)}
+
+    def __init__(self, **hyper):
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_hyper", {})
+        object.__setattr__(self, "_multipliers", {})
+        object.__setattr__(self, "version", 0)
+        self.set(**hyper)
+
+    # -- live hyperparameters -------------------------------------------------------------------------------------
+    def set(self, **changes):
+        """Change hyperparameters (validated; an invalid value raises ValueError and changes nothing)."""
+        checked = {}
+        for k, v in changes.items():
+            if k not in self.hyper_rules:
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {k!r}; it has "
+                                 f"{', '.join(self.hyper_rules)}")
+            checked[k] = self._validate(k, v)
+        with self._lock:
+            self._hyper.update(checked)
+            object.__setattr__(self, "version", self.version + 1)
+
+    def _validate(self, key, value):
+        return _check(key, value, **self.hyper_rules[key])
+
+    def __getattr__(self, key):
+        hyper = self.__dict__.get("_hyper", {})
+        if key in hyper:
+            return hyper[key]
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {key!r}")
+
+    def __setattr__(self, key, value):
+        if key in self.hyper_rules:
+            self.set(**{key: value})
+        else:
+            object.__setattr__(self, key, value)
+
+    def hyperparameters(self) -> dict:
+        """A consistent snapshot of all hyperparameters, with the learning-rate multipliers under 'lr_multipliers'."""
+        return self.snapshot()[1]
+
+    def snapshot(self):
+        """(version, hyperparameters): the version changes whenever any hyperparameter or multiplier does."""
+        with self._lock:
+            snap = dict(self._hyper)
+            snap["lr_multipliers"] = dict(self._multipliers)
+            return self.version, snap
+
+    def set_lr_multiplier(self, group: str, value: float):
+        """Scale the learning rate of the parameters in `group` (a layer) by `value` (1 = no change)."""
+        v = _check(f"lr multiplier of {group!r}", value, lo=0)
+        with self._lock:
+            self._multipliers[str(group)] = v
+            object.__setattr__(self, "version", self.version + 1)
+
+    @property
+    def lr_multipliers(self) -> dict:
+        with self._lock:
+            return dict(self._multipliers)
+
+    # -- what a compiled step needs --------------------------------------------------------------------------------
+    def structure(self, hyper) -> tuple:
+        """What decides the graph's shape (not its numbers): a new structure compiles a new plan."""
+        return ()
+
+    def state_slots(self, structure) -> tuple:
+        """Names of the per-parameter state arrays (each shaped like its parameter)."""
+        return ()
+
+    def scalars(self, hyper, step: int) -> dict:
+        """Scalar inputs of step number `step` (1-based), shared by all parameters.
+
+        Those whose names start with "lr" are multiplied by the parameter's group learning-rate multiplier."""
+        return {"lr": hyper["lr"]}
+
+    def update(self, p, g, state: dict, s: dict, structure):
+        """(new p, new state) for one parameter. `s` holds its scalars as traced values."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        hyper = ", ".join(f"{k}={v:g}" for k, v in self.hyperparameters().items() if k != "lr_multipliers")
+        return f"{type(self).__name__}({hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (heavy ball or Nesterov) and L2 weight decay.
+
+    Matches torch.optim.SGD: v = momentum * v + g; p -= lr * (g + momentum * v if nesterov else v).
+    """
+
+    name = "sgd"
+    hyper_rules = {"lr": dict(lo=0, lo_open=True), "momentum": dict(lo=0, hi=1, hi_open=True),
+                   "weight_decay": dict(lo=0)}
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay)
+        object.__setattr__(self, "nesterov", bool(nesterov))
+
+    def structure(self, hyper):
+        return (hyper["momentum"] > 0, self.nesterov and hyper["momentum"] > 0, hyper["weight_decay"] > 0)
+
+    def state_slots(self, structure):
+        return ("velocity",) if structure[0] else ()
+
+    def scalars(self, hyper, step):
+        return {"lr": hyper["lr"], "momentum": hyper["momentum"], "weight_decay": hyper["weight_decay"]}
+
+    def update(self, p, g, state, s, structure):
+        use_momentum, nesterov, decay = structure
+        if decay:
+            g = g + s["weight_decay"] * p
+        if not use_momentum:
+            return p - s["lr"] * g, {}
+        v = s["momentum"] * state["velocity"] + g
+        d = g + s["momentum"] * v if nesterov else v
+        return p - s["lr"] * d, {"velocity": v}
+
+
+class Adam(Optimizer):
+    """Adam; with weight decay, decoupled (AdamW) by default. Matches torch.optim.Adam / AdamW."""
+
+    name = "adam"
+    step_dependent = True
+    hyper_rules = {"lr": dict(lo=0, lo_open=True), "beta1": dict(lo=0, hi=1, hi_open=True),
+                   "beta2": dict(lo=0, hi=1, hi_open=True), "eps": dict(lo=0, lo_open=True),
+                   "weight_decay": dict(lo=0)}
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=True):
+        super().__init__(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
+        object.__setattr__(self, "decoupled", bool(decoupled))
+
+    @property
+    def betas(self):
+        return (self.beta1, self.beta2)
+
+    def structure(self, hyper):
+        return (hyper["weight_decay"] > 0, self.decoupled)
+
+    def state_slots(self, structure):
+        return ("m", "v")
+
+    def scalars(self, hyper, step):
+        b1, b2 = hyper["beta1"], hyper["beta2"]
+        # bias corrections folded into two scalars, as PyTorch does
+        return {"lr": hyper["lr"] / (1 - b1 ** step), "lr_decay": hyper["lr"] * hyper["weight_decay"],
+                "beta1": b1, "one_minus_beta1": 1 - b1, "beta2": b2, "one_minus_beta2": 1 - b2,
+                "inv_sqrt_bc2": 1 / math.sqrt(1 - b2 ** step), "eps": hyper["eps"],
+                "weight_decay": hyper["weight_decay"]}
+
+    def update(self, p, g, state, s, structure):
+        from .. import ops
+
+        decay, decoupled = structure
+        if decay and not decoupled:
+            g = g + s["weight_decay"] * p
+        m = s["beta1"] * state["m"] + s["one_minus_beta1"] * g
+        v = s["beta2"] * state["v"] + s["one_minus_beta2"] * (g * g)
+        if decay and decoupled:
+            p = p - s["lr_decay"] * p
+        denom = ops.sqrt(v) * s["inv_sqrt_bc2"] + s["eps"]
+        return p - s["lr"] * (m / denom), {"m": m, "v": v}
+
+
+def get_optimizer(name: str, **hyper) -> Optimizer:
+    """An optimizer by entry-point name (bpmagic.optimizers: 'sgd', 'adam', or a plugin's)."""
+    from ..plugins import load_group
+
+    classes = load_group("bpmagic.optimizers")
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(classes))}")
+    return classes[name](**hyper)

@@ -1,0 +1,256 @@
+"""compile_step: forward, backward and optimizer update traced into one graph, compiled once per input shape.
+
+The step graph's inputs are the parameters, the optimizer state, the batch and the per-step scalars (learning
+rates, ...). Its outputs are the loss, a finiteness check, the new parameters and state, and optionally per-layer
+statistics. Parameters and state are donated: the update writes into their arrays in place, but only after the
+loss and gradients were checked finite, so a NaN step leaves the parameters as they were.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import ops
+from ..api import _arg_names, value_and_grad
+from ..backends import get_backend
+from ..compile.executor import Executable, GuardFailed, evaluate
+from ..compile.passes import optimize
+from ..errors import BackpropError, NonFiniteError
+from ..ir import Source
+from ..trace import new_trace
+from .layers import default_groups
+from .optim import Optimizer, SGD
+
+
+@dataclass
+class Plan:
+    """One compiled step: for one batch shape and one optimizer structure."""
+
+    graph: object
+    executable: Executable
+    n_params: int
+    n_state: int
+    stat_names: list
+    compile_seconds: float
+
+
+@dataclass
+class StepInfo:
+    """What the last step did: its loss, the hyperparameters it used, and statistics if asked for."""
+
+    step: int
+    loss: float
+    hyper: dict
+    lrs: dict
+    stats: dict = field(default_factory=dict)
+
+
+class CompiledStep:
+    """A training step for `loss_fn(params, *batch)`. Call it with a batch; returns the loss as a float.
+
+    Created by `bp.compile_step`. Attributes: params (updated in place), optimizer (change its hyperparameters at
+    any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), graph / forward_graph /
+    backward_graph / update_graph (of the latest plan).
+    """
+
+    def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False):
+        if not isinstance(params, dict) or not params:
+            raise BackpropError("params must be a non-empty dict mapping names to arrays")
+        self.backend = get_backend(backend, verbose=(backend == "auto"))
+        for name, p in params.items():
+            kind = np.dtype(getattr(p, "dtype", np.float64)).kind
+            if kind != "f":
+                raise BackpropError(
+                    f"parameter {name!r} has dtype {getattr(p, 'dtype', type(p).__name__)} {tuple(np.shape(p))}: "
+                    "parameters must be floating point to be trained. Create it as floats, e.g. "
+                    f"params[{name!r}] = params[{name!r}].astype(np.float32)")
+            if not self.backend.owns(p) or not getattr(p, "flags", None) or not p.flags.writeable:
+                params[name] = self.backend.asarray(np.array(p) if not self.backend.owns(p) else p.copy())
+        self.loss_fn = loss_fn
+        self.params = params
+        self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
+        if not isinstance(self.optimizer, Optimizer):
+            raise BackpropError(f"optimizer must be a bpmagic optimizer (bp.optim.SGD, bp.optim.Adam, ...), "
+                                f"got {type(self.optimizer).__name__}")
+        self.groups = dict(default_groups(params)) if groups is None else {n: str(groups.get(n, n)) for n in params}
+        self.with_stats = stats
+        self.state: dict = {name: {} for name in params}
+        self.plans: dict = {}
+        self.step_count = 0
+        self.last: StepInfo | None = None
+        self._cached = None
+        self._lock = threading.Lock()
+        self._batch_names = _arg_names(loss_fn, 1 + len(example_batch))[1:]
+        self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters())
+
+    # -- compiling ----------------------------------------------------------------------------------------------------
+    def _prepare(self, batch):
+        return [b if self.backend.owns(b) else self.backend.asarray(b) for b in batch]
+
+    def _plan_for(self, batch, hyper) -> Plan:
+        structure = self.optimizer.structure(hyper)
+        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = self.plans[key] = self._compile(batch, hyper, structure)
+        return plan
+
+    def _ensure_state(self, structure):
+        xp = self.backend.xp
+        for name, p in self.params.items():
+            for slot in self.optimizer.state_slots(structure):
+                if slot not in self.state[name]:
+                    self.state[name][slot] = xp.zeros_like(p)
+
+    def _scalars(self, hyper, step):
+        """name -> {scalar: value} per parameter: the shared scalars, with learning rates scaled per group."""
+        shared = self.optimizer.scalars(hyper, step)
+        mult = hyper.get("lr_multipliers", {})
+        out = {}
+        for name in self.params:
+            m = mult.get(self.groups[name], 1.0)
+            out[name] = {k: (v * m if k.startswith("lr") else v) for k, v in shared.items()}
+        return out
+
+    def _compile(self, batch, hyper, structure) -> Plan:
+        t0 = time.perf_counter()
+        self._ensure_state(structure)
+        opt, names = self.optimizer, list(self.params)
+        slots = opt.state_slots(structure)
+        scalars = self._scalars(hyper, max(self.step_count, 0) + 1)
+        dtype = {n: self.params[n].dtype for n in names}
+        with new_trace(self.backend) as tr:
+            p_in = {n: tr.new_input(self.params[n], name=n) for n in names}
+            s_in = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
+            b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self._batch_names)]
+            k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
+                    for n in names}
+            loss, grads = value_and_grad(self.loss_fn)(p_in, *b_in)
+            if tuple(getattr(loss, "shape", ())) != ():
+                raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
+                                    "reduce it (e.g. .mean())")
+            if not hasattr(loss, "var"):
+                raise BackpropError("the loss does not depend on the parameters, so there is nothing to train")
+            with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
+                sq = {n: ops.sum(grads[n] * grads[n]) for n in names} if self.with_stats else {}
+                check = _total([sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names])
+                new_p, new_s = {}, {}
+                for n in names:
+                    new_p[n], new_s[n] = opt.update(p_in[n], grads[n], s_in[n], k_in[n], structure)
+                stat_vals, stat_names = [], []
+                if self.with_stats:
+                    for n in names:
+                        stat_names += [f"grad_sq/{n}", f"update_sq/{n}", f"param_sq/{n}"]
+                        d = new_p[n] - p_in[n]
+                        stat_vals += [sq[n], ops.sum(d * d), ops.sum(p_in[n] * p_in[n])]
+            inputs = ([p_in[n] for n in names] + [s_in[n][s] for n in names for s in slots] + b_in
+                      + [k_in[n][k] for n in names for k in scalars[n]])
+            outputs = ([loss, check] + [new_p[n] for n in names] + [new_s[n][s] for n in names for s in slots]
+                       + stat_vals)
+            graph = tr.graph(inputs, outputs, name="train_step")
+        graph = optimize(graph)
+        n, ns = len(names), len(names) * len(slots)
+        donate = {2 + i: i for i in range(n + ns)}
+        exe = Executable(graph, self.backend, donate=donate, guards=[0, 1])
+        return Plan(graph, exe, n, ns, stat_names, time.perf_counter() - t0)
+
+    # -- running ------------------------------------------------------------------------------------------------------
+    def __call__(self, *batch) -> float:
+        with self._lock:
+            batch = self._prepare(batch)
+            opt, names = self.optimizer, list(self.params)
+            signature = tuple((b.shape, b.dtype) for b in batch)
+            cached = self._cached
+            if (cached is None or cached[0] != signature or cached[1] != opt.version or opt.step_dependent):
+                cached = self._cached = self._prepare_call(batch, signature)
+            _, _, plan, hyper, structure, scalar_values, lrs = cached
+            slots = opt.state_slots(structure)
+            inputs = ([self.params[n] for n in names] + [self.state[n][s] for n in names for s in slots] + batch
+                      + scalar_values)
+            try:
+                outs = plan.executable(*inputs)
+            except GuardFailed:
+                raise self._diagnose(plan, inputs) from None
+            self.step_count += 1
+            loss = float(outs[0])
+            stats = {}
+            if plan.stat_names:
+                values = outs[2 + plan.n_params + plan.n_state:]
+                stats = dict(zip(plan.stat_names, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
+            self.last = StepInfo(self.step_count, loss, hyper, lrs, stats)
+            return loss
+
+    def _prepare_call(self, batch, signature):
+        """What stays the same from step to step until the batch shape or a hyperparameter changes."""
+        version, hyper = self.optimizer.snapshot()
+        plan = self._plan_for(batch, hyper)
+        structure = self.optimizer.structure(hyper)
+        self._ensure_state(structure)
+        scalars = self._scalars(hyper, self.step_count + 1)
+        # Python floats: NumPy and CuPy treat them as weakly typed, so float32 math stays float32
+        values = [float(v) for n in self.params for v in scalars[n].values()]
+        lrs = {n: scalars[n].get("lr") for n in self.params}
+        return signature, version, plan, hyper, structure, values, lrs
+
+    def _diagnose(self, plan, inputs) -> NonFiniteError:
+        """Find the first equation whose value is not finite, and name the user's line."""
+        xp = self.backend.xp
+        found = []
+
+        def check(eqn, value):
+            if not found and np.dtype(value.dtype).kind == "f" and not bool(xp.isfinite(value).all()):
+                found.append((eqn, value))
+
+        with np.errstate(all="ignore"):
+            evaluate(plan.graph, inputs, xp, on_value=check)
+        step = self.step_count + 1
+        if not found:
+            return NonFiniteError(f"step {step}: the loss or a gradient was not finite; the step was not applied "
+                                  "and the parameters keep their values from before it.")
+        eqn, value = found[0]
+        kind = "nan" if bool(xp.isnan(value).any()) else "inf"
+        src = eqn.source
+        where = f"line {src.lineno}: " if src else ""
+        part = {"forward": "", "backward": "the backward pass of this line: ", "update": "the optimizer update: "}
+        shapes = " and ".join(str(tuple(v.shape)) for v in eqn.inputs)
+        code = f"\n    {src.line}" if src and src.line else ""
+        err = NonFiniteError(
+            f"{where}{part.get(eqn.phase, '')}{eqn.primitive.name} of {shapes} produced {kind} at step {step}.{code}\n"
+            "The step was not applied: the parameters keep their values from before it. Common causes: a learning "
+            "rate too high (the gradients exploded), or log / division / sqrt of zero or a negative number.")
+        err.source, err.step = src, step
+        return err
+
+    # -- graphs --------------------------------------------------------------------------------------------------------
+    def _latest(self):
+        return list(self.plans.values())[-1]
+
+    graph = property(lambda self: self._latest().graph, doc="The whole step graph (forward, backward, update).")
+    forward_graph = property(lambda self: self._latest().graph.part("forward"))
+    backward_graph = property(lambda self: self._latest().graph.part("backward"))
+    update_graph = property(lambda self: self._latest().graph.part("update"))
+
+
+def _total(values):
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
+def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False):
+    """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
+
+    params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
+    (default SGD(lr=0.01)); its hyperparameters may be changed at any time. backend: "numpy", "cupy" or "auto".
+    groups: param name -> layer name for per-layer learning-rate multipliers (default: names ending in the same
+    number form a layer). stats=True also computes per-parameter gradient, update and weight norms (step.last.stats).
+
+        step = bp.compile_step(loss_fn, params, X[:32], Y[:32], optimizer=bp.optim.SGD(lr=0.1))
+        for xb, yb in batches:
+            loss = step(xb, yb)
+    """
+    return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats)
