@@ -1,0 +1,328 @@
+"""compile_step: forward + backward + update as one compiled graph, on every backend that is usable here."""
+import threading
+
+import numpy as np
+import pytest
+
+import bpmagic as bp
+from bpmagic.backends import available_backends
+
+
+def _backend_or_skip(name):
+    reason = available_backends()[name].unavailable_reason()
+    if reason:
+        pytest.skip(f"{name} backend unusable here: {reason}")
+    return bp.get_backend(name)
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def backend(request):
+    return _backend_or_skip(request.param)
+
+
+def to_numpy(backend, a):
+    return backend.to_numpy(a)
+
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+XOR_Y = np.array([[0], [1], [1], [0]], np.float32)
+
+
+def xor_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"W1": (rng.standard_normal((2, 8)) * 0.5).astype(np.float32), "b1": np.zeros(8, np.float32),
+            "W2": (rng.standard_normal((8, 1)) * 0.5).astype(np.float32), "b2": np.zeros(1, np.float32)}
+
+
+def xor_loss(p, x, y):
+    h = bp.tanh(x @ p["W1"] + p["b1"])
+    return bp.mse(h @ p["W2"] + p["b2"], y)
+
+
+def train_xor(backend, steps=2000):
+    params = xor_params()
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=bp.optim.SGD(lr=0.2, momentum=0.9),
+                           backend=backend)
+    return [step(XOR_X, XOR_Y) for _ in range(steps)], params
+
+
+def test_xor_learns_and_is_deterministic(backend):
+    losses, params = train_xor(backend)
+    first_below = next(i for i, l in enumerate(losses) if l < 0.01)
+    assert first_below < 2000 and losses[-1] < 0.01
+    again, params2 = train_xor(backend)
+    assert again == losses
+    for k in params:
+        assert np.array_equal(to_numpy(backend, params[k]), to_numpy(backend, params2[k]))
+
+
+# -- the compiled step equals an eager reference, step after step --------------------------------------------------
+def reference_sgd(params, grads, state, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    for k in params:
+        g = grads[k] + weight_decay * params[k]
+        if momentum:
+            v = state[k] = momentum * state.get(k, np.zeros_like(g)) + g
+            g = g + momentum * v if nesterov else v
+        params[k] = params[k] - lr * g
+
+
+def reference_adam(params, grads, state, t, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True):
+    for k in params:
+        g = grads[k]
+        if weight_decay and not decoupled:
+            g = g + weight_decay * params[k]
+        m, v = state.get(k, (np.zeros_like(g), np.zeros_like(g)))
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        state[k] = (m, v)
+        p = params[k]
+        if weight_decay and decoupled:
+            p = p * (1 - lr * weight_decay)
+        params[k] = p - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+
+
+OPTIMIZERS = {
+    "sgd": (lambda: bp.optim.SGD(lr=0.1), lambda p, g, s, t: reference_sgd(p, g, s, 0.1)),
+    "momentum": (lambda: bp.optim.SGD(lr=0.1, momentum=0.9),
+                 lambda p, g, s, t: reference_sgd(p, g, s, 0.1, momentum=0.9)),
+    "nesterov+wd": (lambda: bp.optim.SGD(lr=0.1, momentum=0.8, nesterov=True, weight_decay=0.01),
+                    lambda p, g, s, t: reference_sgd(p, g, s, 0.1, 0.8, True, 0.01)),
+    "adam": (lambda: bp.optim.Adam(lr=0.01), lambda p, g, s, t: reference_adam(p, g, s, t, 0.01)),
+    "adamw": (lambda: bp.optim.Adam(lr=0.01, weight_decay=0.1),
+              lambda p, g, s, t: reference_adam(p, g, s, t, 0.01, weight_decay=0.1)),
+    "adam-l2": (lambda: bp.optim.Adam(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1, decoupled=False),
+                lambda p, g, s, t: reference_adam(p, g, s, t, 0.01, 0.8, 0.99, weight_decay=0.1,
+                                                  decoupled=False)),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_compiled_step_matches_eager_reference(name, backend):
+    make_opt, reference = OPTIMIZERS[name]
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((16, 5))
+    labels = rng.integers(0, 3, 16)
+    params = {"W1": rng.standard_normal((5, 7)) * 0.5, "b1": np.zeros(7), "W2": rng.standard_normal((7, 3)) * 0.5,
+              "b2": np.zeros(3)}
+    ref = {k: v.copy() for k, v in params.items()}
+
+    def loss_fn(p, x, y):
+        h = bp.relu(x @ p["W1"] + p["b1"])
+        return bp.cross_entropy(h @ p["W2"] + p["b2"], y)
+
+    step = bp.compile_step(loss_fn, params, X[:8], labels[:8], optimizer=make_opt(), backend=backend)
+    state = {}
+    for t in range(1, 7):
+        batch = slice(0, 8) if t % 2 else slice(8, 16)  # alternate batches: buffers must not leak across calls
+        loss = step(X[batch], labels[batch])
+        ref_loss, grads = bp.value_and_grad(loss_fn)(ref, X[batch], labels[batch])
+        reference(ref, grads, state, t)
+        assert loss == pytest.approx(float(ref_loss), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(to_numpy(backend, params[k]), ref[k], rtol=1e-10, atol=1e-12)
+
+
+def test_against_torch_optimizers():
+    torch = pytest.importorskip("torch", reason="torch is optional (the bench installs torch==2.13.0)")
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((4, 3))
+    x = rng.standard_normal((6, 4))
+    for make, tmake in [(lambda: bp.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+                         lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+                        (lambda: bp.optim.Adam(lr=0.01, weight_decay=0.1),
+                         lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1))]:
+        params = {"w": w0.copy()}
+        step = bp.compile_step(lambda p, x: bp.mean(bp.tanh(x @ p["w"]) ** 2), params, x, optimizer=make(),
+                               backend="numpy")
+        tw = torch.tensor(w0, requires_grad=True)
+        opt = tmake([tw])
+        for _ in range(5):
+            step(x)
+            opt.zero_grad()
+            torch.mean(torch.tanh(torch.tensor(x) @ tw) ** 2).backward()
+            opt.step()
+        np.testing.assert_allclose(params["w"], tw.detach().numpy(), rtol=1e-10)
+
+
+# -- plans, shapes, structure -------------------------------------------------------------------------------------
+def test_same_shapes_reuse_the_plan_and_new_shapes_compile_once():
+    params = xor_params()
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
+    for _ in range(3):
+        step(XOR_X, XOR_Y)
+    assert len(step.plans) == 1
+    step(XOR_X[:2], XOR_Y[:2])
+    step(XOR_X[:2], XOR_Y[:2])
+    assert len(step.plans) == 2
+    step(XOR_X, XOR_Y)
+    assert len(step.plans) == 2
+
+
+def test_switching_momentum_on_mid_training_compiles_once_and_keeps_going():
+    params = xor_params()
+    opt = bp.optim.SGD(lr=0.1)
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=opt, backend="numpy")
+    step(XOR_X, XOR_Y)
+    opt.momentum = 0.9
+    step(XOR_X, XOR_Y)
+    assert len(step.plans) == 2 and np.any(step.state["W1"]["velocity"] != 0)
+    assert "velocity" in str(step.update_graph)
+
+
+def test_graphs_of_the_step():
+    params = xor_params()
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
+    fwd, bwd, upd = str(step.forward_graph), str(step.backward_graph), str(step.update_graph)
+    assert "tanh(" in fwd and "matmul(" in fwd
+    assert "dW1 = matmul(" in bwd and "backward of line" in bwd
+    assert "subtract(W1," in upd
+
+
+# -- live hyperparameters ---------------------------------------------------------------------------------------
+def test_learning_rate_changed_from_another_thread_applies_at_the_next_step():
+    params = xor_params()
+    opt = bp.optim.SGD(lr=0.1)
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=opt, backend="numpy")
+    used = []
+    changed_at = []
+    ready, done = threading.Event(), threading.Event()
+
+    def changer():
+        ready.wait()
+        opt.lr = 0.05
+        done.set()
+
+    t = threading.Thread(target=changer)
+    t.start()
+    for i in range(20):
+        if i == 10:
+            ready.set()
+            done.wait()
+            changed_at.append(step.step_count)
+        step(XOR_X, XOR_Y)
+        used.append(step.last.lrs["W1"])
+    t.join()
+    k = changed_at[0]
+    assert used[:k] == [pytest.approx(0.1)] * k and used[k:] == [pytest.approx(0.05)] * (20 - k)
+    assert len(step.plans) == 1  # a new learning rate is an input, not a new graph
+
+
+def test_per_layer_lr_multiplier():
+    params = xor_params()
+    opt = bp.optim.SGD(lr=0.1)
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=opt, backend="numpy")
+    assert step.groups == {"W1": "1", "b1": "1", "W2": "2", "b2": "2"}
+    opt.set_lr_multiplier("1", 0.0)
+    before = {k: v.copy() for k, v in params.items()}
+    step(XOR_X, XOR_Y)
+    assert np.array_equal(params["W1"], before["W1"]) and np.array_equal(params["b1"], before["b1"])
+    assert not np.array_equal(params["W2"], before["W2"])
+    assert step.last.lrs == {"W1": 0.0, "b1": 0.0, "W2": pytest.approx(0.1), "b2": pytest.approx(0.1)}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, float("inf"), "fast"])
+def test_invalid_hyperparameters_are_rejected_and_change_nothing(bad):
+    opt = bp.optim.SGD(lr=0.1, momentum=0.5)
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.lr = bad
+    assert opt.lr == 0.1
+    with pytest.raises(ValueError, match="momentum"):
+        opt.set(momentum=1.5)
+    assert opt.momentum == 0.5
+    with pytest.raises(ValueError, match="no hyperparameter 'beta'"):
+        opt.set(beta=0.3)
+
+
+def test_stats_are_squared_norms():
+    params = xor_params()
+    before = {k: v.copy() for k, v in params.items()}
+    step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=bp.optim.SGD(lr=0.1), backend="numpy",
+                           stats=True)
+    _, grads = bp.value_and_grad(xor_loss)(before, XOR_X, XOR_Y)
+    step(XOR_X, XOR_Y)
+    for k in params:
+        assert step.last.stats[f"grad_sq/{k}"] == pytest.approx(float(np.sum(grads[k] ** 2)), rel=1e-5)
+        assert step.last.stats[f"update_sq/{k}"] == pytest.approx(float(np.sum((0.1 * grads[k]) ** 2)), rel=1e-4)
+        assert step.last.stats[f"param_sq/{k}"] == pytest.approx(float(np.sum(before[k] ** 2)), rel=1e-5)
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
+def test_nan_loss_keeps_params_and_names_the_line():
+    params = {"w": np.array([1.0, 2.0])}
+
+    def loss_fn(p, x):
+        z = p["w"] * x
+        return bp.sum(bp.log(z))  # log of a negative number is nan
+
+    step = bp.compile_step(loss_fn, params, np.ones(2), optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
+    step(np.ones(2))
+    before = params["w"].copy()
+    with pytest.raises(bp.NonFiniteError) as info:
+        step(np.array([1.0, -1.0]))
+    msg = str(info.value)
+    assert f"line {loss_fn.__code__.co_firstlineno + 2}: log of (2,) produced nan at step 2" in msg
+    assert "return bp.sum(bp.log(z))" in msg and "keep their values" in msg
+    assert np.array_equal(params["w"], before)
+    assert step.step_count == 1
+
+
+def test_nan_gradient_with_finite_loss_keeps_params():
+    params = {"w": np.array([0.0, 4.0])}
+    step = bp.compile_step(lambda p: bp.sum(bp.sqrt(p["w"])), params, optimizer=bp.optim.SGD(lr=0.1),
+                           backend="numpy")
+    with pytest.raises(bp.NonFiniteError, match="backward pass"):
+        step()  # d sqrt(w)/dw = inf at w = 0, while the loss (2.0) is finite
+    assert np.array_equal(params["w"], [0.0, 4.0])
+
+
+def test_integer_params_are_refused():
+    with pytest.raises(bp.BackpropError, match=r"parameter 'W' has dtype int64 \(2, 2\).*astype"):
+        bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((2, 2), int)}, np.ones((1, 2)),
+                        backend="numpy")
+
+
+def test_shape_mismatch_in_loss_names_the_line():
+    def loss_fn(p, x):
+        return bp.sum(x @ p["W"])
+
+    with pytest.raises(bp.ShapeError, match=r"line \d+: matmul of \(4, 3\) and \(2, 5\)"):
+        bp.compile_step(loss_fn, {"W": np.ones((2, 5))}, np.ones((4, 3)), backend="numpy")
+
+
+def test_cupy_without_gpu_is_a_clear_error():
+    reason = available_backends()["cupy"].unavailable_reason()
+    if reason is None:
+        pytest.skip("a GPU is usable here, so there is no error to check")
+    with pytest.raises(bp.BackendError, match=r"'cupy' backend cannot be used here.*pip install 'bpmagic\[gpu\]'"):
+        bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="cupy")
+
+
+def test_auto_backend_says_which(capsys):
+    bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="auto")
+    assert "backend 'auto' chose" in capsys.readouterr().err
+
+
+# -- a convolutional net exercises indexing, unfold/fold and pooling in the compiled executor -----------------------
+def test_small_convnet_compiled_equals_eager(backend):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((6, 1, 8, 8))
+    y = rng.integers(0, 4, 6)
+    params = {"K1": rng.standard_normal((3, 1, 3, 3)) * 0.3, "c1": np.zeros((1, 3, 1, 1)),
+              "W2": rng.standard_normal((3 * 3 * 3, 4)) * 0.3, "b2": np.zeros(4)}
+    ref = {k: v.copy() for k, v in params.items()}
+
+    def loss_fn(p, x, y):
+        h = bp.relu(bp.conv2d(x, p["K1"], padding=1) + p["c1"])
+        h = bp.max_pool2d(h, 2)[:, :, 1:, 1:]
+        logits = h.reshape(h.shape[0], -1) @ p["W2"] + p["b2"]
+        return bp.cross_entropy(logits, y) + 0.01 * bp.sum(bp.embedding(p["W2"], np.array([0, 0, 5])) ** 2)
+
+    step = bp.compile_step(loss_fn, params, X, y, optimizer=bp.optim.SGD(lr=0.1), backend=backend)
+    for _ in range(3):
+        loss = step(X, y)
+        ref_loss, g = bp.value_and_grad(loss_fn)(ref, X, y)
+        for k in ref:
+            ref[k] = ref[k] - 0.1 * g[k]
+        assert loss == pytest.approx(float(ref_loss), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(to_numpy(backend, params[k]), ref[k], rtol=1e-10, atol=1e-12)

@@ -1,0 +1,86 @@
+"""A tiny plugin package (tests/plugin_pkg) is pip-installed; its primitive, backend and optimizer are then found
+through the entry-point groups, exactly like the built-ins."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PLUGIN = Path(__file__).parent / "plugin_pkg"
+
+
+@pytest.fixture(scope="module")
+def installed_plugin():
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(PLUGIN)]
+    subprocess.run(cmd, check=True)
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "bpmagic-testplugin"], check=True)
+
+
+def run_python(code: str) -> dict:
+    """Run code in a fresh interpreter (entry points are read at start-up) and return the JSON it prints."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_builtins_come_from_entry_points():
+    from importlib.metadata import entry_points
+
+    groups = {g: {ep.name for ep in entry_points(group=g)} for g in
+              ("bpmagic.ops", "bpmagic.backends", "bpmagic.optimizers")}
+    assert {"elementwise", "nn", "composite"} <= groups["bpmagic.ops"]
+    assert {"numpy", "cupy"} <= groups["bpmagic.backends"]
+    assert {"sgd", "adam"} <= groups["bpmagic.optimizers"]
+
+
+def test_plugin_primitive_backend_and_optimizer(installed_plugin):
+    result = run_python("""
+        import json
+        import numpy as np
+        import bpmagic as bp
+        from bpmagic.backends import available_backends
+        from bpmagic.train.optim import get_optimizer
+
+        x = np.linspace(-3, 3, 7)
+        softplus = bp.softplus                      # found through the bpmagic.ops entry point
+        check = bp.gradcheck(lambda x: bp.sum(softplus(x) ** 2), x, order=2)
+        g = bp.grad(lambda x: bp.sum(softplus(x)))(x)
+
+        backend = bp.get_backend("checked-numpy")   # found through bpmagic.backends
+        opt = get_optimizer("signsgd", lr=0.1)      # found through bpmagic.optimizers
+        params = {"w": np.array([1.0, -2.0, 3.0])}
+        step = bp.compile_step(lambda p, t: bp.sum((p["w"] - t) ** 2), params, np.zeros(3),
+                               optimizer=opt, backend=backend)
+        losses = [step(np.zeros(3)) for _ in range(3)]
+        print(json.dumps({
+            "gradcheck": bool(check), "grad": g.tolist(), "sigmoid": (1 / (1 + np.exp(-x))).tolist(),
+            "backends": sorted(available_backends()), "w": params["w"].tolist(), "losses": losses,
+            "transfers": type(backend).transfers, "in_graph": "softplus" in str(bp.trace(softplus, x)),
+        }))
+    """)
+    assert result["gradcheck"]
+    assert result["grad"] == pytest.approx(result["sigmoid"])
+    assert "checked-numpy" in result["backends"] and "numpy" in result["backends"]
+    assert result["w"] == pytest.approx([0.7, -1.7, 2.7])     # three signSGD steps of 0.1
+    assert result["losses"][0] == pytest.approx(14.0)
+    assert result["transfers"] > 0
+    assert result["in_graph"]
+
+
+def test_broken_plugin_is_reported_not_fatal(monkeypatch):
+    import bpmagic.plugins as plugins
+
+    class FakeEP:
+        name, value = "broken", "no_such_module_xyz:thing"
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEP()] if group == "bpmagic.ops" else [])
+    plugins.reload_plugins()
+    try:
+        with pytest.warns(UserWarning, match="broken"):
+            loaded = plugins.load_group("bpmagic.ops")
+        assert "elementwise" in loaded  # built-ins still load
+    finally:
+        plugins.reload_plugins()
