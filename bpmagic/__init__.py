@@ -7,12 +7,20 @@
 from . import ops
 from .api import GradcheckResult, grad, gradcheck, primitive, trace, value_and_grad
 from .backends import get_backend
+from .cell import Input, Loss, Param, Target
 from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, TracingError
 from .ir import Eqn, Graph, Var
 from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
-from .train import CompiledStep, compile_step, optim
+from .train import CompiledStep, Controls, Run, compile_step, fit, optim
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext bpmagic` registers the %%backprop cell magic."""
+    from .magic import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name):

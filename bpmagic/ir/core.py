@@ -45,7 +45,7 @@ class Literal:
     dtype = property(lambda self: self.value.dtype)
 
     def __repr__(self):
-        return repr(self.value.item())
+        return str(self.value)  # a 0-d array prints its shortest form for its dtype: 1e-07, not 1.00000001e-07
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keyword
 
-from .core import Literal, Var
+from .core import Literal
 
 
 class Namer:

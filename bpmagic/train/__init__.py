@@ -1,6 +1,8 @@
 """Training: optimizers with live hyperparameters and the compiled training step."""
 from . import optim
 from .layers import default_groups, layer_of
+from .controls import Controls
 from .step import CompiledStep, compile_step
+from .trainer import Run, fit
 
-__all__ = ["optim", "CompiledStep", "compile_step", "layer_of", "default_groups"]
+__all__ = ["optim", "CompiledStep", "compile_step", "layer_of", "default_groups", "Controls", "Run", "fit"]

@@ -1,0 +1,186 @@
+"""The %%backprop cell language: annotated Python turned into a loss function over parameters and a batch.
+
+    W1: Param = randn(2, 8) * 0.5      # a parameter and its initialiser
+    x: Input = X                       # a whole data set from the namespace, batched along axis 0
+    y: Target = Y
+    h = tanh(x @ W1 + b1)              # ordinary Python, run at trace time
+    loss: Loss = mse(h @ W2, y)        # the scalar to minimise
+
+Params declared inside `with layer("name"):` form a named layer; otherwise params whose names end in the same
+number form one (W1, b1 -> layer "1"). This module knows Python's ast, not IPython: the magic is a thin client.
+"""
+from __future__ import annotations
+
+import ast
+import linecache
+from dataclasses import dataclass, field
+
+from .errors import BackpropError
+
+ANNOTATIONS = ("Param", "Input", "Target", "Loss")
+
+
+class _Annotation:
+    """A marker for annotated names in %%backprop cells (importable, so linters and plain Python accept them)."""
+
+    def __init__(self, name):
+        self.__name__ = self._name = name
+
+    def __repr__(self):
+        return f"bpmagic.{self._name}"
+
+
+Param, Input, Target, Loss = (_Annotation(n) for n in ANNOTATIONS)
+
+
+class CellError(BackpropError):
+    """A mistake in the cell itself, reported at its line."""
+
+
+@dataclass
+class ParamSpec:
+    name: str
+    init: ast.expr  # the initialiser expression
+    lineno: int
+    layer: str | None = None
+
+
+@dataclass
+class CellProgram:
+    """A parsed cell: declarations, and a code object that defines the loss function."""
+
+    params: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)  # (name, expression source, lineno), in order
+    targets: list = field(default_factory=list)
+    loss_name: str = "loss"
+    loss_lineno: int = 0
+    filename: str = "<backprop cell>"
+    code: object = None  # compiled module defining __bp_loss__(__params, *batch)
+    source_lines: list = field(default_factory=list)
+
+    @property
+    def data_names(self) -> list:
+        """The batch arguments of the loss function: inputs, then targets."""
+        return [n for n, _, _ in self.inputs] + [n for n, _, _ in self.targets]
+
+    def expression(self, node) -> str:
+        return ast.unparse(node)
+
+    def loss_function(self, namespace: dict):
+        """The loss function `f(params, *batch)`, with `namespace` as its globals."""
+        scope = dict(namespace)
+        exec(self.code, scope)
+        return scope["__bp_loss__"]
+
+    def line(self, lineno) -> str:
+        return self.source_lines[lineno - 1].strip() if 0 < lineno <= len(self.source_lines) else ""
+
+
+def layer(name: str):
+    """`with layer("hidden"):` — the Params declared inside form the layer "hidden" (a no-op when run)."""
+    import contextlib
+
+    return contextlib.nullcontext(name)
+
+
+def _error(lineno, message, line=""):
+    text = f"line {lineno}: {message}" if lineno else message
+    return CellError(text + (f"\n    {line}" if line else ""))
+
+
+def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int = 2) -> CellProgram:
+    """Parse the body of a %%backprop cell. `first_line` is the number a user sees on the body's first line (the
+    %%backprop line is line 1), so every message and traced source line matches what the user sees."""
+    offset = first_line - 1
+    lines = [""] * offset + source.splitlines()
+    prog = CellProgram(filename=filename, source_lines=lines)
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as e:
+        lineno = (e.lineno or 0) + offset
+        raise _error(lineno, f"syntax error: {e.msg}", prog.line(lineno)) from None
+    ast.increment_lineno(tree, offset)
+
+    body: list = []
+    losses = []
+    for stmt in tree.body:
+        body.append(_declarations(stmt, prog, losses, layer=None, top=True))
+    if not losses:
+        raise _error(0, "the cell has no Loss: mark the scalar to minimise, e.g. `loss: Loss = mse(pred, y)`")
+    if len(losses) > 1:
+        where = ", ".join(f"line {n}" for _, n in losses)
+        raise _error(losses[1][1], f"the cell has {len(losses)} Losses ({where}); mark exactly one",
+                     prog.line(losses[1][1]))
+    if not prog.params:
+        raise _error(0, "the cell has no Param: declare what to train, e.g. `W: Param = randn(2, 8) * 0.5`")
+    prog.loss_name, prog.loss_lineno = losses[0]
+
+    # def __bp_loss__(__params, <inputs>, <targets>): <body>; return <loss>
+    args = [ast.arg("__params")] + [ast.arg(n) for n in prog.data_names]
+    fn = ast.FunctionDef(
+        name="__bp_loss__",
+        args=ast.arguments(posonlyargs=[], args=args, vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+                           defaults=[]),
+        body=[s for s in body if s is not None] + [ast.Return(ast.Name(prog.loss_name, ast.Load()))],
+        decorator_list=[], returns=None, type_params=[],
+    )
+    module = ast.Module(body=[fn], type_ignores=[])
+    ast.fix_missing_locations(module)
+    for node in ast.walk(module):  # the synthetic nodes: attribute them to the loss line
+        if getattr(node, "lineno", 1) < first_line:
+            node.lineno = node.end_lineno = prog.loss_lineno
+    prog.code = compile(module, filename, "exec")
+    # so that tracebacks and traced graphs can show the cell's own lines
+    linecache.cache[filename] = (len(source), None, [line + "\n" for line in lines], filename)
+    return prog
+
+
+def _annotation_of(stmt):
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        ann = stmt.annotation
+        name = ann.id if isinstance(ann, ast.Name) else ann.attr if isinstance(ann, ast.Attribute) else None
+        if name in ANNOTATIONS:
+            return name
+    return None
+
+
+def _declarations(stmt, prog, losses, layer, top):
+    """Record declarations in `stmt`; return the statement the loss function runs in its place."""
+    kind = _annotation_of(stmt)
+    if kind is None:
+        if isinstance(stmt, ast.With) and _layer_name(stmt) is not None:
+            name = _layer_name(stmt)
+            stmt.body = [_declarations(s, prog, losses, name, top=False) or ast.Pass() for s in stmt.body]
+            return stmt
+        for node in ast.walk(stmt):
+            if node is not stmt and isinstance(node, ast.AnnAssign) and _annotation_of(node):
+                raise _error(node.lineno, f"declare {_annotation_of(node)}s at the top level of the cell (or "
+                             "directly inside `with layer(...):`), not inside other blocks", prog.line(node.lineno))
+        return stmt
+    name, lineno = stmt.target.id, stmt.lineno
+    if stmt.value is None:
+        raise _error(lineno, f"{name}: {kind} needs a value, e.g. `{name}: {kind} = ...`", prog.line(lineno))
+    if kind == "Loss":
+        losses.append((name, lineno))
+        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], stmt.value), stmt)
+    if kind != "Param" and not top:
+        raise _error(lineno, f"declare {kind}s at the top level of the cell", prog.line(lineno))
+    if kind == "Param":
+        if any(p.name == name for p in prog.params):
+            raise _error(lineno, f"Param {name!r} is declared twice", prog.line(lineno))
+        prog.params.append(ParamSpec(name, stmt.value, lineno, layer))
+        # in the loss function the name is bound to the traced parameter
+        value = ast.Subscript(ast.Name("__params", ast.Load()), ast.Constant(name), ast.Load())
+        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), stmt)
+    (prog.inputs if kind == "Input" else prog.targets).append((name, stmt.value, lineno))
+    return None  # bound as an argument of the loss function
+
+
+def _layer_name(stmt):
+    if len(stmt.items) != 1:
+        return None
+    call = stmt.items[0].context_expr
+    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "layer"
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+        return call.args[0].value
+    return None

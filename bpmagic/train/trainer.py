@@ -1,0 +1,273 @@
+"""fit and Run: training in a worker thread that can be watched and steered while it runs.
+
+The worker runs the compiled steps and reads `Controls` once per step, so the thread that started training (a
+notebook cell, a script) stays free to wait, show progress, or change hyperparameters. Whatever ends training —
+the last step, stop(), an interrupt, an error, a NaN — ends it at a step boundary: the parameters are always those
+of the last completed step, and the Run records why it ended.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+
+import numpy as np
+
+from ..errors import BackpropError, NonFiniteError
+from . import checkpoint
+from .controls import Controls
+from .step import CompiledStep
+
+__all__ = ["fit", "Run"]
+
+
+class Run:
+    """One training run: live while it trains, a record afterwards.
+
+    history: column -> per-step list ("step", "epoch", "loss", "lr", "time", "grad_norm/<layer>",
+    "update_ratio/<layer>", and "val_loss" when validating: None except at epoch ends).
+    """
+
+    def __init__(self, name: str, step: CompiledStep | None, controls: Controls | None):
+        self.name = name
+        self.step = step
+        self.controls = controls
+        self.params = step.params if step is not None else {}
+        self.history: dict = {}
+        self.status = "created"
+        self.ended_because: str | None = None
+        self.error: BaseException | None = None
+        self.total_steps = 0
+        self.epochs = 0
+        self.started_at = self.finished_at = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list = []
+        self._history_lock = threading.Lock()
+
+    # -- what a user asks of a run -------------------------------------------------------------------------------
+    @property
+    def optimizer(self):
+        return self.controls.optimizer if self.controls else None
+
+    @property
+    def layers(self) -> dict:
+        """layer -> names of its parameters."""
+        groups = self.step.groups if self.step else {}
+        out: dict = {}
+        for name, layer in groups.items():
+            out.setdefault(layer, []).append(name)
+        return out
+
+    graph = property(lambda self: self.step.forward_graph, doc="The forward graph of the training step.")
+    backward_graph = property(lambda self: self.step.backward_graph, doc="The backward graph of the step.")
+    step_graph = property(lambda self: self.step.graph, doc="Forward, backward and update as one graph.")
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.history.get("step", ()))
+
+    @property
+    def loss(self) -> float | None:
+        losses = self.history.get("loss")
+        return losses[-1] if losses else None
+
+    def wait(self, timeout: float | None = None) -> "Run":
+        """Block until training ends (or `timeout` seconds pass); returns the run."""
+        self._done.wait(timeout)
+        return self
+
+    def stop(self):
+        """End training at the next step boundary."""
+        if self.controls:
+            self.controls.stop("stopped")
+        return self
+
+    def pause(self):
+        self.controls.pause()
+        return self
+
+    def resume(self):
+        self.controls.resume()
+        return self
+
+    def step_once(self):
+        """While paused, run exactly one step."""
+        self.controls.step_once()
+        return self
+
+    def __await__(self):
+        return asyncio.get_event_loop().run_in_executor(None, self.wait).__await__()
+
+    def subscribe(self, listener):
+        """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end."""
+        self._listeners.append(listener)
+
+    # -- saving -----------------------------------------------------------------------------------------------------
+    def save(self, path):
+        """Write parameters, optimizer state, hyperparameters and history to `path` (.npz)."""
+        opt = self.optimizer
+        meta = {"name": self.name, "status": self.status, "ended_because": self.ended_because,
+                "optimizer": type(opt).__name__ if opt else None,
+                "hyperparameters": opt.hyperparameters() if opt else {},
+                "step_count": self.step.step_count if self.step else self.total_steps,
+                "groups": self.step.groups if self.step else {}, "history": self.history}
+        checkpoint.save(path, self.params, self.step.state if self.step else self.optimizer_state, meta)
+
+    @classmethod
+    def load(cls, path) -> "Run":
+        """A finished Run from `save`: params, optimizer_state, history and hyperparameters (not trainable by
+        itself: pass run.params and run.optimizer_state to bp.fit to continue)."""
+        params, state, meta = checkpoint.load(path)
+        run = cls(meta["name"], None, None)
+        run.params, run.optimizer_state, run.history = params, state, meta["history"]
+        run.status, run.ended_because = "loaded", meta["ended_because"]
+        run.hyperparameters, run.total_steps = meta["hyperparameters"], meta["step_count"]
+        run.saved_status = meta["status"]
+        run._done.set()
+        return run
+
+    def __repr__(self):
+        loss = f", loss {self.loss:.4g}" if self.loss is not None else ""
+        why = f" ({self.ended_because})" if self.ended_because and self.ended_because != self.status else ""
+        return f"<Run {self.name}: {self.status}{why} after {self.steps_done} steps{loss}>"
+
+    # -- the worker ---------------------------------------------------------------------------------------------
+    def _start(self, data, *, epochs, steps, batch_size, seed, validation):
+        self.status = "running"
+        self.started_at = time.time()
+        self._thread = threading.Thread(target=self._train, name=f"bpmagic-{self.name}", daemon=True,
+                                        args=(data, epochs, steps, batch_size, seed, validation))
+        self._thread.start()
+
+    def _train(self, data, epochs, steps, batch_size, seed, validation):
+        # a NaN is reported once, clearly, by the step's guard; NumPy's warnings would only add noise
+        np.seterr(all="ignore")  # this worker thread only
+        try:
+            self._loop(data, epochs, steps, batch_size, seed, validation)
+        except NonFiniteError as e:
+            self._end("failed", "non-finite", e)
+        except Exception as e:  # ends training; the message is shown by whoever waits
+            self._end("failed", "error", e)
+        finally:
+            self._end("finished", "finished")
+
+    def _loop(self, data, epochs, steps, batch_size, seed, validation):
+        step, controls = self.step, self.controls
+        xp = step.backend.xp
+        n = int(data[0].shape[0])
+        bs = n if batch_size is None else max(1, min(int(batch_size), n))
+        per_epoch = math.ceil(n / bs)
+        self.total_steps = total = int(steps) if steps is not None else int(epochs) * per_epoch
+        self.epochs = math.ceil(total / per_epoch)
+        rng = np.random.default_rng(seed)
+        done, epoch, last_publish = 0, 0, 0.0
+        t0 = time.perf_counter()
+        while done < total:
+            order = None if bs == n else xp.asarray(rng.permutation(n))
+            for i in range(per_epoch):
+                if done >= total:
+                    break
+                if not controls.wait_for_next_step():
+                    reason = controls.stop_reason
+                    self._end("interrupted" if reason == "interrupted" else "stopped", reason)
+                    return
+                batch = data if order is None else [d[order[i * bs:(i + 1) * bs]] for d in data]
+                loss = step(*batch)
+                done += 1
+                self._record(step, epoch, loss, time.perf_counter() - t0)
+                now = time.perf_counter()
+                if now - last_publish > 0.1:
+                    last_publish = now
+                    self._publish()
+            epoch += 1
+            if validation is not None:
+                self._validate(validation)
+
+    def _record(self, step, epoch, loss, elapsed):
+        info = step.last
+        row = {"step": info.step, "epoch": epoch, "loss": loss, "lr": info.hyper.get("lr"), "time": elapsed}
+        if info.stats:
+            for layer, names in self.layers.items():
+                g = sum(info.stats[f"grad_sq/{n}"] for n in names)
+                u = sum(info.stats[f"update_sq/{n}"] for n in names)
+                w = sum(info.stats[f"param_sq/{n}"] for n in names)
+                row[f"grad_norm/{layer}"] = math.sqrt(g)
+                row[f"update_ratio/{layer}"] = math.sqrt(u) / math.sqrt(w) if w > 0 else float("nan")
+        with self._history_lock:
+            for key, value in row.items():
+                self.history.setdefault(key, []).append(value)
+            if "val_loss" in self.history:
+                self.history["val_loss"].append(None)
+
+    def _validate(self, validation):
+        loss = float(self.step.backend.to_numpy(self.step.loss_fn(self.params, *validation)))
+        with self._history_lock:
+            column = self.history.setdefault("val_loss", [None] * len(self.history.get("step", ())))
+            if column:
+                column[-1] = loss
+
+    def _publish(self):
+        for listener in list(self._listeners):
+            try:
+                listener(self)
+            except Exception as e:  # a broken view must not stop training
+                import warnings
+
+                warnings.warn(f"bpmagic: a run listener failed: {e!r}")
+                self._listeners.remove(listener)
+
+    def _end(self, status, reason, error=None):
+        if self._done.is_set():
+            return
+        self.status, self.ended_because, self.error = status, reason, error
+        self.finished_at = time.time()
+        self._publish()
+        self._done.set()
+
+
+def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
+        seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None) -> Run:
+    """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0) in a worker thread.
+
+    epochs or steps: how long (default 1 epoch). batch_size: default the whole data set. optimizer: default
+    SGD(lr=0.01). validation: arrays like `data`, evaluated after each epoch. background=False blocks until
+    training ends (Ctrl-C stops it cleanly at a step boundary); background=True returns the live Run at once.
+    Parameters are updated in place; they are always those of the last completed step.
+    """
+    data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not data:
+        raise BackpropError("fit needs at least one data array")
+    lengths = {int(np.shape(d)[0]) if np.ndim(d) else -1 for d in data}
+    if len(lengths) != 1 or -1 in lengths:
+        shapes = ", ".join(str(tuple(np.shape(d))) for d in data)
+        raise BackpropError(f"the data arrays must have the same length along axis 0, got shapes {shapes}")
+    if epochs is None and steps is None:
+        epochs = 1
+    n = lengths.pop()
+    bs = n if batch_size is None else max(1, min(int(batch_size), n))
+    from .optim import SGD
+
+    optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
+    example = tuple(d[:bs] for d in data)
+    step = CompiledStep(loss_fn, params, example, optimizer, backend, groups, stats=True)
+    if optimizer_state:
+        for pname, slots in optimizer_state.items():
+            step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
+    device_data = [step.backend.asarray(d) for d in data]
+    device_val = None if validation is None else [step.backend.asarray(v) for v in validation]
+    run = Run(name, step, Controls(optimizer))
+    run._start(device_data, epochs=epochs, steps=steps, batch_size=bs, seed=seed, validation=device_val)
+    if not background:
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            run.controls.stop("interrupted")
+            run._thread.join()
+            raise
+    return run

@@ -1,0 +1,91 @@
+"""%%backprop on a real kernel: a notebook run by nbclient (as Run All / papermill would), and a kernel interrupt
+sent through jupyter_client while a cell is training."""
+import json
+import time
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+from test_magic import XOR_CELL
+
+SETUP = ("%load_ext bpmagic\nimport numpy as np\nX = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)\n"
+         "Y = np.array([[0], [1], [1], [0]], np.float32)")
+
+
+def test_notebook_runs_top_to_bottom_with_nbclient():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(SETUP),
+        nbformat.v4.new_code_cell("%%backprop --epochs 300 --lr 0.5 --batch-size 4 --name xor --no-dashboard\n"
+                                  + XOR_CELL),
+        nbformat.v4.new_code_cell("import json\nprint(json.dumps({'loss': xor.loss, 'status': xor.status,"
+                                  " 'W1': W1.shape, 'steps': xor.steps_done}))"),
+    ]
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    train_out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert "Trained 300 steps" in train_out
+    result = json.loads(nb.cells[2].outputs[-1]["text"])
+    assert result == {"loss": pytest.approx(result["loss"]), "status": "finished", "W1": [2, 8], "steps": 300}
+    assert result["loss"] < 0.05
+
+
+def execute(kc, code, timeout=60):
+    """Run code on the kernel; returns (reply content, stdout text)."""
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            out.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+
+
+@pytest.fixture
+def kernel():
+    km, kc = start_new_kernel(kernel_name="python3")
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def test_interrupt_while_training_stops_at_a_step_boundary(kernel):
+    km, kc = kernel
+    execute(kc, SETUP)
+    msg_id = kc.execute("%%backprop --steps 100000000 --lr 0.5 --batch-size 2 --no-dashboard\n" + XOR_CELL)
+    deadline = time.time() + 30
+    while True:  # wait until training has really started
+        reply, out = execute_probe(kc, km, msg_id)
+        if out or time.time() > deadline:
+            break
+    time.sleep(1.0)
+    km.interrupt_kernel()
+    while True:
+        msg = kc.get_shell_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            break
+    reply, out = execute(kc, "import json\nsnap = {k: globals()[k].copy() for k in ('W1', 'b1', 'W2', 'b2')}\n"
+                             "print(json.dumps({'status': _bp.status, 'why': _bp.ended_because, "
+                             "'steps': _bp.steps_done}))")
+    state = json.loads(out.strip().splitlines()[-1])
+    assert state["status"] == "interrupted" and state["why"] == "interrupted" and state["steps"] > 0
+    # training is deterministic: the same number of steps from the same seed gives the same parameters
+    execute(kc, f"%%backprop --steps {state['steps']} --lr 0.5 --batch-size 2 --no-dashboard --reset\n" + XOR_CELL)
+    reply, out = execute(kc, "print(all(np.array_equal(snap[k], globals()[k]) for k in snap))")
+    assert out.strip() == "True"
+
+
+def execute_probe(kc, km, msg_id):
+    """Has the training cell printed progress yet? (reads IOPub for up to 0.5 s)"""
+    try:
+        msg = kc.get_iopub_msg(timeout=0.5)
+    except Exception:
+        return None, ""
+    if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+        return None, msg["content"]["text"]
+    return None, ""
