@@ -29,16 +29,19 @@ def active_vars(eqns, wrt_vars) -> set:
     return active
 
 
-def backward(trace, start, output, seed, wrt):
+def backward(trace, start, output, seed, wrt, keep=()):
     """Adjoints of `wrt` (Tracers) for the scalar `output`, through trace.eqns[start:].
 
     Returns one Tracer per `wrt` entry, or None where the output does not depend on it. Values recorded before
     `start` are constants here (that is what makes nested grads differentiate only their own function).
+    With `keep` (Vars computed in the region), returns (grads, {var: adjoint}) — the backpropagated signal at
+    those values, as a dashboard shows per layer.
     """
     eqns = trace.eqns[start:]
     active = active_vars(eqns, {t.var for t in wrt})
+    kept = {}
     if output.var not in active:
-        return [None] * len(wrt)
+        return ([None] * len(wrt), kept) if keep else [None] * len(wrt)
     adjoint = {output.var: seed}
     with trace.recording(phase="backward"):
         for e in reversed(eqns):
@@ -46,6 +49,8 @@ def backward(trace, start, output, seed, wrt):
             g = adjoint.pop(out, None)
             if g is None or out not in active:
                 continue
+            if out in keep:
+                kept[out] = g
             _name_adjoint(g, out)
             inputs = [trace.tracers[v] if isinstance(v, Var) else v.value for v in e.inputs]
             with trace.recording(source=e.source):
@@ -63,7 +68,31 @@ def backward(trace, start, output, seed, wrt):
     for t, g in zip(wrt, grads):
         if g is not None:
             _name_adjoint(g, t.var)
-    return grads
+    return (grads, kept) if keep else grads
+
+
+def layer_outputs(eqns, layers: dict) -> dict:
+    """layer -> the Var where that layer's parameters have all entered (z = x @ W + b): its output.
+
+    `layers` maps a layer name to the Vars of its parameters. The adjoint at this Var is the signal that
+    backpropagation delivers to the layer (the textbook delta).
+    """
+    owner = {v: layer for layer, vs in layers.items() for v in vs}
+    deps: dict = {v: {owner[v]: {v}} for v in owner}
+    found = {}
+    for e in eqns:
+        merged: dict = {}
+        for v in e.inputs:
+            for layer, vs in deps.get(v, {}).items():
+                merged.setdefault(layer, set()).update(vs)
+        if not merged:
+            continue
+        out = e.outputs[0]
+        deps[out] = merged
+        for layer, vs in merged.items():
+            if layer not in found and len(vs) == len(layers[layer]):
+                found[layer] = out
+    return found
 
 
 def _name_adjoint(g, var):

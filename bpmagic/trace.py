@@ -99,7 +99,7 @@ class Trace:
         except ShapeError as e:
             raise _at(source, e) from None
         try:
-            value = prim.impl(self.backend.xp, *values, **params)
+            value = self.backend.xp.asarray(prim.impl(self.backend.xp, *values, **params))
         except BackpropError as e:
             raise _at(source, e) from None
         except Exception as e:

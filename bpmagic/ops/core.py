@@ -66,7 +66,7 @@ class Primitive:
         arrays = promote_scalars(args)
         self.shape_rule(*arrays, **params)
         xp = array_module(*arrays)
-        return self.impl(xp, *arrays, **params)
+        return xp.asarray(self.impl(xp, *arrays, **params))  # NumPy returns scalars for 0-d results
 
     def __repr__(self):
         return f"<primitive {self.name}>"

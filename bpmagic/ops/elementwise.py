@@ -58,7 +58,7 @@ abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * si
 
 def _sigmoid(xp, x):
     # the tanh form never overflows (1 / (1 + exp(-x)) warns for x << 0)
-    out = xp.multiply(x, 0.5)
+    out = xp.asarray(xp.multiply(x, 0.5))  # an array even for 0-d x, so that it can be written in place
     xp.tanh(out, out=out)
     out *= 0.5
     out += 0.5

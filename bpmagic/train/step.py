@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops
-from ..api import _arg_names, value_and_grad
+from .. import autodiff
+from ..api import _arg_names
 from ..backends import get_backend
 from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
@@ -128,12 +129,24 @@ class CompiledStep:
             b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self._batch_names)]
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
-            loss, grads = value_and_grad(self.loss_fn)(p_in, *b_in)
+            start = len(tr.eqns)
+            loss = self.loss_fn(p_in, *b_in)
             if tuple(getattr(loss, "shape", ())) != ():
                 raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
                                     "reduce it (e.g. .mean())")
-            if not hasattr(loss, "var"):
+            if getattr(loss, "_bp_trace", None) is not tr:
                 raise BackpropError("the loss does not depend on the parameters, so there is nothing to train")
+            probes = {}
+            if self.with_stats:
+                layer_vars = {}
+                for n in names:
+                    layer_vars.setdefault(self.groups[n], []).append(p_in[n].var)
+                probes = autodiff.layer_outputs(tr.eqns[start:], layer_vars)
+            seed = tr.const(np.ones((), loss.dtype))
+            grad_list, signals = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
+                                                   keep=set(probes.values()) or {None})
+            grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
+                     for n, g in zip(names, grad_list)}
             with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
                 sq = {n: ops.sum(grads[n] * grads[n]) for n in names} if self.with_stats else {}
                 check = _total([sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names])
@@ -142,6 +155,11 @@ class CompiledStep:
                     new_p[n], new_s[n] = opt.update(p_in[n], grads[n], s_in[n], k_in[n], structure)
                 stat_vals, stat_names = [], []
                 if self.with_stats:
+                    for layer, var in probes.items():
+                        if var in signals:
+                            g = signals[var]
+                            stat_names.append(f"signal_sq/{layer}")
+                            stat_vals.append(ops.sum(g * g))
                     for n in names:
                         stat_names += [f"grad_sq/{n}", f"update_sq/{n}", f"param_sq/{n}"]
                         d = new_p[n] - p_in[n]

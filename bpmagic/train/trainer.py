@@ -25,8 +25,9 @@ __all__ = ["fit", "Run"]
 class Run:
     """One training run: live while it trains, a record afterwards.
 
-    history: column -> per-step list ("step", "epoch", "loss", "lr", "time", "grad_norm/<layer>",
-    "update_ratio/<layer>", and "val_loss" when validating: None except at epoch ends).
+    history: column -> per-step list ("step", "epoch", "loss", "lr", "time", and per layer "grad_norm/<layer>"
+    (norm of its parameters' gradient), "signal_norm/<layer>" (norm of the gradient arriving at its output),
+    "update_ratio/<layer>" (|update| / |weights|); "val_loss" when validating: None except at epoch ends).
     """
 
     def __init__(self, name: str, step: CompiledStep | None, controls: Controls | None):
@@ -199,6 +200,8 @@ class Run:
                 w = sum(info.stats[f"param_sq/{n}"] for n in names)
                 row[f"grad_norm/{layer}"] = math.sqrt(g)
                 row[f"update_ratio/{layer}"] = math.sqrt(u) / math.sqrt(w) if w > 0 else float("nan")
+                signal = info.stats.get(f"signal_sq/{layer}")
+                row[f"signal_norm/{layer}"] = math.sqrt(signal) if signal is not None else float("nan")
         with self._history_lock:
             for key, value in row.items():
                 self.history.setdefault(key, []).append(value)
