@@ -206,9 +206,17 @@ class Backprop(Magics):
             raise _usage(e) from None
         user_ns.update(run.params)  # the very arrays the worker updates in place
         user_ns[args.name] = run
+        show_dashboard = opts["dashboard"] and not args.no_dashboard and has_widget_frontend(self.shell)
+        if show_dashboard:
+            from IPython.display import display
+
+            from .dashboard import Dashboard
+
+            run.dashboard = Dashboard(run)
+            display(run.dashboard)
         if args.background:
             return None
-        self._wait(run)
+        self._wait(run, text=not show_dashboard)
         return None
 
     # -- helpers ----------------------------------------------------------------------------------------------------
@@ -220,6 +228,7 @@ class Backprop(Magics):
             "weight_decay": pick(args.weight_decay, self.weight_decay),
             "batch_size": pick(args.batch_size, self.batch_size), "backend": pick(args.backend, self.backend),
             "seed": pick(args.seed, self.seed), "dtype": pick(args.dtype, self.dtype),
+            "dashboard": self.dashboard,
         }
         if opts["dtype"] not in _DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(_DTYPES)}, got {opts['dtype']!r}")
@@ -245,16 +254,22 @@ class Backprop(Magics):
                             f"{arrays[1].shape[0]}")
         return tuple(arrays)
 
-    def _wait(self, run):
+    def _wait(self, run, text=True):
         """Block until the run ends, with a throttled progress line; Interrupt stops at a step boundary."""
         progress = TextProgress(run, self.progress_interval)
         try:
             while not run.wait(0.1).done:
-                progress.update()
+                if text:
+                    progress.update()
         except KeyboardInterrupt:
             run.controls.stop("interrupted")
             run._thread.join()
-        progress.finish()
+        progress.finish(text)
+
+
+def has_widget_frontend(shell) -> bool:
+    """True in a Jupyter kernel (widgets can render); False in terminal IPython."""
+    return getattr(shell, "kernel", None) is not None
 
 
 def optim_names():
@@ -285,9 +300,10 @@ class TextProgress:
             sys.stdout.write("\r" + self.line())
             sys.stdout.flush()
 
-    def finish(self):
+    def finish(self, text=True):
         run = self.run
-        sys.stdout.write("\r" + self.line() + "\n")
+        if text:
+            sys.stdout.write("\r" + self.line() + "\n")
         h = run.history
         took = time.perf_counter() - self.started
         if run.status == "failed":

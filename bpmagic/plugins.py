@@ -23,6 +23,12 @@ _BUILTINS = {
         "nn": "bpmagic.ops.nn",
         "composite": "bpmagic.ops.composite",
     },
+    "bpmagic.panels": {
+        "loss": "bpmagic.dashboard.panels.loss:LossPanel",
+        "gradients": "bpmagic.dashboard.panels.gradients:GradientPanel",
+        "update_ratio": "bpmagic.dashboard.panels.update_ratio:UpdateRatioPanel",
+        "controls": "bpmagic.dashboard.panels.controls:ControlsPanel",
+    },
     "bpmagic.optimizers": {
         "sgd": "bpmagic.train.optim:SGD",
         "adam": "bpmagic.train.optim:Adam",

@@ -45,6 +45,7 @@ class Run:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []
+        self.dashboard = None  # set by front ends that show one
         self._history_lock = threading.Lock()
 
     # -- what a user asks of a run -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The built-in panels, registered in the entry-point group bpmagic.panels like any plugin's."""

@@ -1,0 +1,20 @@
+"""Update-to-weight ratio per layer: |lr * update| / |weights|; around 1e-3 is healthy (Karpathy's rule of thumb)."""
+from __future__ import annotations
+
+from ..dashboard import Panel
+from ..views import LayerBarsView, f32
+from .gradients import latest
+
+
+class UpdateRatioPanel(Panel):
+    order = 30
+
+    def __init__(self, run):
+        super().__init__(run)
+        self.layers = list(run.layers)
+        self.widget = LayerBarsView(title="Update / weight ratio per layer", layers=self.layers,
+                                    series=["update / weights"], reference=1e-3)
+
+    def update(self, run):
+        h = run.history
+        self.widget.values = f32([[latest(h, f"update_ratio/{layer}")] for layer in self.layers])

@@ -1,0 +1,43 @@
+"""The browser views (anywidget ES modules in the top-level widgets/ folder, shipped in the wheel)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import anywidget
+import numpy as np
+from traitlets import Bool, Bytes, Float, Int, List, Unicode
+
+
+def asset(name: str) -> Path:
+    """widgets/<name>: from the installed wheel (bpmagic/widgets) or, in a source checkout, the repo's widgets/."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "widgets" / name, here.parent / "widgets" / name):
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"bpmagic's browser view {name} is missing from the installation")
+
+
+def f32(values) -> bytes:
+    """A float32 buffer (sent to the browser as a binary buffer, not JSON)."""
+    return np.asarray(values, dtype=np.float32).tobytes()
+
+
+class LossView(anywidget.AnyWidget):
+    _esm = asset("loss_chart.js")
+    steps = Bytes(b"").tag(sync=True)
+    loss = Bytes(b"").tag(sync=True)
+    val_steps = Bytes(b"").tag(sync=True)
+    val_loss = Bytes(b"").tag(sync=True)
+    status = Unicode("").tag(sync=True)
+    log_scale = Bool(True).tag(sync=True)
+
+
+class LayerBarsView(anywidget.AnyWidget):
+    _esm = asset("layer_bars.js")
+    title = Unicode("").tag(sync=True)
+    layers = List(Unicode()).tag(sync=True)
+    series = List(Unicode()).tag(sync=True)
+    values = Bytes(b"").tag(sync=True)  # float32 [layers, series]
+    strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
+    strip_cols = Int(0).tag(sync=True)
+    reference = Float(0.0).tag(sync=True)

@@ -1,0 +1,83 @@
+// Loss panel of the bpmagic dashboard: training (and validation) loss drawn on a canvas, plus a status line.
+// Data arrive as float32 binary buffers (DataViews) at most ~10 times a second.
+
+function floats(view) {
+  if (!view || !view.byteLength) return new Float32Array(0);
+  return new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4);
+}
+
+function niceLog(v) {
+  return v > 0 ? Math.log10(v) : NaN;
+}
+
+function draw(model, canvas, status) {
+  const steps = floats(model.get("steps"));
+  const loss = floats(model.get("loss"));
+  const vsteps = floats(model.get("val_steps"));
+  const vloss = floats(model.get("val_loss"));
+  const logScale = model.get("log_scale");
+  status.textContent = model.get("status");
+
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || 420, h = canvas.clientHeight || 200;
+  canvas.width = w * ratio; canvas.height = h * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  const pad = { l: 48, r: 10, t: 8, b: 22 };
+  const all = [...loss, ...vloss].filter(Number.isFinite);
+  if (!steps.length || !all.length) {
+    ctx.fillStyle = "#888"; ctx.font = "12px sans-serif";
+    ctx.fillText("waiting for the first step…", pad.l, h / 2);
+    return;
+  }
+  const f = logScale ? niceLog : (v) => v;
+  const ys = all.map(f).filter(Number.isFinite);
+  let lo = Math.min(...ys), hi = Math.max(...ys);
+  if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
+  const x0 = steps[0], x1 = Math.max(steps[steps.length - 1], x0 + 1);
+  const X = (s) => pad.l + ((s - x0) / (x1 - x0)) * (w - pad.l - pad.r);
+  const Y = (v) => pad.t + (1 - (f(v) - lo) / (hi - lo)) * (h - pad.t - pad.b);
+
+  ctx.strokeStyle = "#ddd"; ctx.fillStyle = "#666"; ctx.font = "10px sans-serif"; ctx.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + ((hi - lo) * i) / 4, y = pad.t + (1 - i / 4) * (h - pad.t - pad.b);
+    ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(w - pad.r, y); ctx.stroke();
+    const label = logScale ? Math.pow(10, v).toPrecision(2) : v.toPrecision(3);
+    ctx.fillText(label, 4, y + 3);
+  }
+  ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
+
+  ctx.strokeStyle = "#1f77b4"; ctx.lineWidth = 1.5; ctx.beginPath();
+  let started = false;
+  for (let i = 0; i < steps.length; i++) {
+    if (!Number.isFinite(f(loss[i]))) { started = false; continue; }
+    const x = X(steps[i]), y = Y(loss[i]);
+    started ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+    started = true;
+  }
+  ctx.stroke();
+  ctx.fillStyle = "#d62728";
+  for (let i = 0; i < vsteps.length; i++) {
+    if (!Number.isFinite(f(vloss[i]))) continue;
+    ctx.beginPath(); ctx.arc(X(vsteps[i]), Y(vloss[i]), 3, 0, 2 * Math.PI); ctx.fill();
+  }
+}
+
+export default {
+  render({ model, el }) {
+    el.classList.add("bpmagic-loss");
+    const status = document.createElement("div");
+    status.className = "bpmagic-status";
+    status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";
+    const canvas = document.createElement("canvas");
+    canvas.style.cssText = "width: 100%; height: 200px; display: block";
+    el.append(status, canvas);
+    const redraw = () => draw(model, canvas, status);
+    for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) {
+      model.on(`change:${name}`, redraw);
+    }
+    requestAnimationFrame(redraw);
+    return () => { for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) model.off(`change:${name}`, redraw); };
+  },
+};
