@@ -1,4 +1,5 @@
-"""The backprop kernel: IPython with bpmagic loaded, whose dashboard controls stay live during a %%backprop cell.
+"""The backprop kernel: IPython with bpmagic loaded, whose dashboard controls stay live during a %%backprop cell,
+whatever the frontend (see live_comms: plain comm messages and subshell-tagged ones alike).
 
     python -m bpmagic.kernel install [--user | --sys-prefix]   # install the kernelspec by hand
     python -m bpmagic.kernel -f CONNECTION_FILE                 # what Jupyter runs (see kernels/backprop)
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from ipykernel.ipkernel import IPythonKernel
 
-from . import __version__
+from . import __version__, live_comms
 
 KERNEL_NAME = "backprop"
 
@@ -24,6 +25,10 @@ class BackpropKernel(IPythonKernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.shell.extension_manager.load_extension("bpmagic")
+
+    def start(self):
+        super().start()  # registers ipykernel's shell-stream callback: live comms wrap it, so they come after
+        live_comms.enable(self)
 
 
 def kernelspec_dir() -> Path:

@@ -299,7 +299,7 @@ def test_cupy_without_gpu_is_a_clear_error():
 
 def test_auto_backend_says_which(capsys):
     bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="auto")
-    assert "backend 'auto' chose" in capsys.readouterr().err
+    assert "backend 'auto' chose" in capsys.readouterr().out
 
 
 # -- a convolutional net exercises indexing, unfold/fold and pooling in the compiled executor -----------------------

@@ -33,7 +33,7 @@ def get_backend(name: str | Backend = "auto", *, verbose: bool = False) -> Backe
         chosen = "cupy" if reason is None else "numpy"
         if verbose:
             why = "a GPU is usable" if reason is None else f"no usable GPU: {reason}"
-            print(f"bpmagic: backend 'auto' chose {chosen} ({why}).", file=sys.stderr)
+            print(f"bpmagic: backend 'auto' chose {chosen} ({why}).")
         name = chosen
     if name not in classes:
         raise BackendError(

@@ -17,7 +17,9 @@ class CupyBackend(Backend):
     def unavailable_reason(cls) -> str | None:
         try:
             import cupy
-        except Exception as e:  # ImportError, or a CUDA library that fails to load
+        except ModuleNotFoundError:
+            return "CuPy is not installed"
+        except Exception as e:  # a CUDA library that fails to load
             return f"CuPy is not importable ({type(e).__name__}: {e})"
         try:
             if cupy.cuda.runtime.getDeviceCount() < 1:

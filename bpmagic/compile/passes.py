@@ -62,7 +62,7 @@ def fold_constants(graph: Graph) -> Graph:
         if e.primitive.name != "uniform" and all(isinstance(v, Literal) or v in consts for v in e.inputs):
             args = [consts[v] if isinstance(v, Var) else np.asarray(v.value) for v in e.inputs]
             args = [np.asarray(a.get() if hasattr(a, "get") else a) for a in args]  # CuPy arrays to the host
-            consts[e.outputs[0]] = np.ascontiguousarray(e.primitive.impl(np, *args, **e.params))
+            consts[e.outputs[0]] = np.array(e.primitive.impl(np, *args, **e.params), order="C")  # keeps 0-d
         else:
             eqns.append(e)
     return Graph(list(graph.inputs), eqns, list(graph.outputs), consts, graph.name)

@@ -8,6 +8,15 @@ import ipywidgets as widgets
 from ..plugins import load_group
 
 
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return getattr(get_ipython(), "kernel", None) is not None
+    except ImportError:
+        return False
+
+
 class Panel:
     """A dashboard panel. Subclasses build `self.widget` in __init__ and refresh it in update(run).
 
@@ -21,6 +30,7 @@ class Panel:
     def __init__(self, run):
         self.run = run
         self.widget: widgets.Widget = widgets.HTML("")
+        self.live_widgets: list = []  # widgets whose browser messages must apply while a cell runs
 
     def update(self, run):
         pass
@@ -46,6 +56,12 @@ class Dashboard:
         self.widget = widgets.Box(boxes, layout=widgets.Layout(display="flex", flex_flow="row wrap",
                                                                justify_content="space-between", width="100%"))
         self.widget.add_class("bpmagic-dashboard")
+        if _in_kernel():
+            from .. import live_comms
+
+            for p in self.panels:
+                for w in p.live_widgets:
+                    live_comms.make_live(w)
         self.update(run)
         run.subscribe(self.update)
 

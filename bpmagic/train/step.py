@@ -68,7 +68,7 @@ class CompiledStep:
                     f"parameter {name!r} has dtype {getattr(p, 'dtype', type(p).__name__)} {tuple(np.shape(p))}: "
                     "parameters must be floating point to be trained. Create it as floats, e.g. "
                     f"params[{name!r}] = params[{name!r}].astype(np.float32)")
-            if not self.backend.owns(p) or not getattr(p, "flags", None) or not p.flags.writeable:
+            if not self.backend.owns(p) or not getattr(getattr(p, "flags", None), "writeable", True):
                 params[name] = self.backend.asarray(np.array(p) if not self.backend.owns(p) else p.copy())
         self.loss_fn = loss_fn
         self.params = params

@@ -8,6 +8,7 @@ of the last completed step, and the Run records why it ended.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import threading
 import time
@@ -143,8 +144,11 @@ class Run:
     def _start(self, data, *, epochs, steps, batch_size, seed, validation):
         self.status = "running"
         self.started_at = time.time()
-        self._thread = threading.Thread(target=self._train, name=f"bpmagic-{self.name}", daemon=True,
-                                        args=(data, epochs, steps, batch_size, seed, validation))
+        # run in a copy of the caller's context: the worker's output stays with the cell that started it, even
+        # after widget messages handled on other threads have changed the kernel's current parent
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, name=f"bpmagic-{self.name}", daemon=True,
+                                        args=(self._train, data, epochs, steps, batch_size, seed, validation))
         self._thread.start()
 
     def _train(self, data, epochs, steps, batch_size, seed, validation):

@@ -118,6 +118,8 @@ class ControlsPanel(Panel):
         for b, cls in ((self.pause, "bpmagic-pause"), (self.step, "bpmagic-step"), (self.stop, "bpmagic-stop")):
             b.add_class(cls)
         self.message = widgets.HTML("")
+        self.live_widgets = [self.lr, *self.hyper_sliders.values(), *self.multipliers.values(), self.pause,
+                             self.step, self.stop]
         self.widget = widgets.VBox([widgets.HTML("<b>Controls</b> <small>(take effect at the next step)</small>"),
                                     *rows, widgets.HBox([self.pause, self.step, self.stop]), self.message])
 

@@ -1,0 +1,882 @@
+"""Random straight-line programs: bpmagic against JAX (CPU, float64), in value and gradient.
+
+Hypothesis builds each program ONCE as a plain description (a list of `Step(op, operand indices, params)` over 1-3
+inputs of small random shapes, 0-d to 3-d), then `run_program` interprets it twice: with bpmagic and with jax.numpy.
+The op table `OPS` maps an op name to (bpmagic callable, JAX callable, generator); the generator picks operands among
+the values computed so far (broadcast-compatible shapes of different rank are common) and the op's parameters, and
+records the result's shape. Every value that no later step reads is reduced to a scalar as sum (or mean) of
+value * fixed random weights, and those scalars are added up: the loss, whose gradient w.r.t. every input is
+compared. Python operators on traced values (a + b, a @ b, a[idx], c / a, ...) and method forms (a.sum(), a.T) are
+used for some steps, so the overloads are exercised too.
+
+Tests (all derandomized, so CI sees the same programs on every run):
+  * test_value_and_grad_match_jax: bp.value_and_grad vs jax.value_and_grad w.r.t. all inputs (250 programs);
+  * test_every_op_on_every_rank: every op of the table on inputs of rank 0 to 3 (3 programs per rank);
+  * test_second_order_matches_jax: grad of <grad f, v> vs JAX's, for ops smooth everywhere (50 programs);
+  * test_traced_*_compiled_matches_jax: bp.trace, then executor.evaluate and Executable(optimize(graph)) called on
+    two data sets and the first again, for the forward graph and for the value_and_grad graph (30 programs each).
+
+A failure prints the program (one line per step, with shapes; `loss` names the reduction), the data seed (inputs
+and weights: see make_data) and the largest error. `--hypothesis-show-statistics` shows how often each op came up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+import bpmagic as bp
+from bpmagic.compile import optimize
+from bpmagic.compile.executor import Executable, evaluate
+
+RTOL, ATOL = 1e-9, 1e-12
+MAX_SIZE = 64          # no value has more elements than this
+MAX_NDIM = 4
+MAX_STEPS = 8
+LN_EPS = 1e-5          # bp.layer_norm's default eps
+
+# report_multiple_bugs=False: shrink one failure only (every example compiles with XLA, so shrinking is not cheap)
+COMMON = {"deadline": None, "derandomize": True, "print_blob": True, "report_multiple_bugs": False,
+          "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _jax_float64():
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)
+
+
+# ================================================================================================================
+# programs
+# ================================================================================================================
+@dataclasses.dataclass
+class Step:
+    op: str
+    args: tuple        # indices of earlier values (inputs first, then steps)
+    params: dict
+    shape: tuple       # the result's shape, as the generator expects it
+
+
+@dataclasses.dataclass
+class Program:
+    input_shapes: list
+    steps: list
+    sinks: list        # (value index, "sum" | "mean", style): the terms of the loss
+    seed: int          # data: inputs and loss weights come from np.random.default_rng(seed)
+
+    @property
+    def n_inputs(self):
+        return len(self.input_shapes)
+
+    def name(self, i):
+        return f"x{i}" if i < self.n_inputs else f"v{i}"
+
+    def shapes(self):
+        return list(self.input_shapes) + [s.shape for s in self.steps]
+
+    def __repr__(self):
+        lines = [f"Program(seed={self.seed}): "
+                 + ", ".join(f"{self.name(i)}: f64{s}" for i, s in enumerate(self.input_shapes))]
+        for k, s in enumerate(self.steps):
+            i = self.n_inputs + k
+            params = ", ".join(f"{key}={_fmt(v)}" for key, v in s.params.items())
+            call = f"{s.op}({', '.join(self.name(a) for a in s.args)}{', ' if params else ''}{params})"
+            doc = OPS[s.op].doc
+            lines.append(f"  {self.name(i)} = {call:<70} -> {s.shape}" + (f"    # {doc}" if doc else ""))
+        terms = [f"{red}({self.name(i)} * W{i})" for i, red, _ in self.sinks]
+        lines.append(f"  loss = {' + '.join(terms)}    (W*: fixed random weights of the value's shape)")
+        return "\n".join(lines)
+
+
+def _fmt(v):
+    if isinstance(v, np.generic):
+        v = np.asarray(v)
+    if isinstance(v, np.ndarray):
+        return f"<const f64{v.shape}>" if v.dtype.kind == "f" else repr(v.tolist())
+    if isinstance(v, slice):
+        return ":".join("" if x is None else str(x) for x in (v.start, v.stop)) + (
+            "" if v.step is None else f":{v.step}")
+    if v is Ellipsis:
+        return "..."
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_fmt(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return repr(v)
+
+
+def make_data(prog, seed=None):
+    """Inputs and loss weights of a program, from its seed (or another one)."""
+    rng = np.random.default_rng(prog.seed if seed is None else seed)
+    inputs = [rng.standard_normal(s) for s in prog.input_shapes]
+    shapes = prog.shapes()
+    weights = [rng.standard_normal(shapes[i]) for i, _, _ in prog.sinks]
+    return inputs, weights
+
+
+def run_program(prog, lib, inputs, weights):
+    """Interpret `prog` with lib = "bp" or "jax" on the given (traced or concrete) inputs; returns the loss."""
+    vals = list(inputs)
+    for k, s in enumerate(prog.steps):
+        fn = OPS[s.op].bp if lib == "bp" else OPS[s.op].jax
+        out = fn(*(vals[i] for i in s.args), **s.params)
+        if tuple(out.shape) != tuple(s.shape):
+            raise AssertionError(f"{lib}: step {prog.name(prog.n_inputs + k)} = {s.op} gave shape "
+                                 f"{tuple(out.shape)}, expected {s.shape}\n{prog!r}")
+        vals.append(out)
+    loss = None
+    for (i, red, style), w in zip(prog.sinks, weights):
+        v = vals[i]
+        if lib == "bp":
+            if style == "method":
+                term = (v * w).sum() if red == "sum" else (v * w).mean()
+            else:
+                term = bp.sum(v * w) if red == "sum" else bp.mean(v * w)
+        else:
+            term = jnp.sum(v * w) if red == "sum" else jnp.mean(v * w)
+        loss = term if loss is None else loss + term
+    return loss
+
+
+# ================================================================================================================
+# the op table: name -> Op(bpmagic callable, JAX callable, generator, smooth)
+#   generator(draw, shapes) -> (operand indices, params, result shape), or None when it does not apply
+#   smooth: twice differentiable everywhere (allowed in the second-order test)
+# ================================================================================================================
+@dataclasses.dataclass
+class Op:
+    bp: object
+    jax: object
+    gen: object
+    smooth: bool = True
+    doc: str = ""      # what the step computes from its operands a, b, ... where the name does not say it
+
+
+def _size(shape):
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _bcast(*shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        return None
+
+
+def _fits(shape):
+    return shape is not None and 0 < _size(shape) <= MAX_SIZE and len(shape) <= MAX_NDIM
+
+
+def _pick(draw, shapes, ok=lambda s: True):
+    """An index of a value whose shape satisfies `ok`; 0 draws (what hypothesis shrinks to) the most recent one."""
+    cands = [i for i, s in enumerate(shapes) if ok(tuple(s))]
+    if not cands:
+        return None
+    return cands[len(cands) - 1 - draw(st.integers(0, len(cands) - 1))]
+
+
+# Hypothesis favours small and repeated choices; the low bits of a wide integer are close to uniform (and shrink)
+_WIDE = st.integers(0, 2 ** 20)
+
+
+def _style(draw, *styles):
+    return draw(st.sampled_from(styles or ("op", "fn")))
+
+
+# -- elementwise unary ----------------------------------------------------------------------------------------------
+def _gen_unary(*styles):
+    def gen(draw, shapes):
+        i = _pick(draw, shapes)
+        return (i,), ({"style": _style(draw, *styles)} if styles else {}), shapes[i]
+    return gen
+
+
+def _gen_pow_const(draw, shapes):
+    i = _pick(draw, shapes)
+    return (i,), {"k": draw(st.sampled_from([2, 3, 2.0, 3.0])), "style": _style(draw)}, shapes[i]
+
+
+SCALAR_FORMS = ["a*c", "c*a", "a+c", "c+a", "a-c", "c-a", "c/(1.5+a*a)"]
+
+
+def _gen_scalar(draw, shapes):
+    i = _pick(draw, shapes)
+    return (i,), {"form": draw(st.sampled_from(SCALAR_FORMS)), "c": draw(st.sampled_from([0.5, -1.25, 2.0]))}, \
+        shapes[i]
+
+
+def _scalar(a, form, c):
+    return {"a*c": lambda: a * c, "c*a": lambda: c * a, "a+c": lambda: a + c, "c+a": lambda: c + a,
+            "a-c": lambda: a - c, "c-a": lambda: c - a, "c/(1.5+a*a)": lambda: c / (1.5 + a * a)}[form]()
+
+
+# -- elementwise binary, broadcasting -------------------------------------------------------------------------------
+def _gen_binary(*styles, extra=None):
+    def gen(draw, shapes):
+        i = _pick(draw, shapes)
+        j = _pick(draw, shapes, lambda s: _fits(_bcast(shapes[i], s)))
+        params = {"style": _style(draw, *styles)} if styles else {}
+        if extra:
+            params.update(extra(draw))
+        return (i, j), params, _bcast(shapes[i], shapes[j])
+    return gen
+
+
+def _bp_den(b, den):
+    # a denominator that stays away from 0
+    return {"1.5+b*b": lambda: 1.5 + b * b, "square(b)+1.5": lambda: bp.square(b) + 1.5,
+            "exp(b)": lambda: bp.exp(b)}[den]()
+
+
+def _jax_den(b, den):
+    return {"1.5+b*b": lambda: 1.5 + b * b, "square(b)+1.5": lambda: jnp.square(b) + 1.5,
+            "exp(b)": lambda: jnp.exp(b)}[den]()
+
+
+def _bp_divide(a, b, style, den):
+    d = _bp_den(b, den)
+    return a / d if style == "op" else bp.divide(a, d)
+
+
+def _bp_pow_traced(a, b, style):
+    base = bp.exp(bp.tanh(a))  # positive, and bounded so that base ** b cannot overflow
+    return base ** b if style == "op" else bp.power(base, b)
+
+
+# -- reductions -----------------------------------------------------------------------------------------------------
+def _gen_axis(draw, n, allow_tuple=True, allow_none=True):
+    kinds = ["int"] * (n > 0) + ["tuple"] * (n > 0 and allow_tuple) + ["none"] * allow_none
+    kind = draw(st.sampled_from(kinds))
+    if kind == "none":
+        return None
+    if kind == "int":
+        return draw(st.integers(-n, n - 1))
+    axes = draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n))
+    return tuple(a - n if draw(st.booleans()) else a for a in axes)
+
+
+def _reduced(shape, axis, keepdims):
+    n = len(shape)
+    axes = set(range(n)) if axis is None else {a % n for a in ((axis,) if isinstance(axis, int) else axis)}
+    return tuple(1 if i in axes else s for i, s in enumerate(shape) if keepdims or i not in axes)
+
+
+def _gen_reduce(*styles):
+    def gen(draw, shapes):
+        i = _pick(draw, shapes)
+        s = shapes[i]
+        axis = _gen_axis(draw, len(s))
+        keepdims = draw(st.booleans())
+        return (i,), {"axis": axis, "keepdims": keepdims, "style": _style(draw, *styles)}, \
+            _reduced(s, axis, keepdims)
+    return gen
+
+
+def _bp_reduce(name):
+    def fn(a, axis, keepdims, style):
+        if style == "method":
+            return getattr(a, name)(axis=axis, keepdims=keepdims)
+        return getattr(bp, name)(a, axis=axis, keepdims=keepdims)
+    return fn
+
+
+def _jax_reduce(name):
+    return lambda a, axis, keepdims, style: getattr(jnp, name)(a, axis=axis, keepdims=keepdims)
+
+
+# -- matmul ---------------------------------------------------------------------------------------------------------
+def _matmul_shape(a, b):
+    if len(a) == 0 or len(b) == 0:
+        return None
+    try:
+        return np.matmul(np.zeros(a), np.zeros(b)).shape
+    except ValueError:
+        return None
+
+
+def _gen_matmul(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    a = tuple(shapes[i])
+    n = a[-1]
+    mode = draw(st.sampled_from(["reshape", "swap", "direct"]))
+    params, j, bshape = {}, None, None
+    if mode == "swap" and len(a) >= 2 and _fits(a[:-1] + (a[-2],)):
+        # a @ swapaxes(c, -1, -2) with c of a's shape (often a itself): a Gram matrix
+        j = _pick(draw, shapes, lambda s: s == a)
+        bshape = a[:-2] + (a[-1], a[-2])
+    elif mode == "direct":
+        j = _pick(draw, shapes, lambda s: _fits(_matmul_shape(a, s)))
+        if j is not None:
+            bshape = tuple(shapes[j])
+    if j is None:
+        # a @ reshape(c, (n, k)): any value whose size is a multiple of n gives a compatible right operand
+        mode = "reshape"
+        j = _pick(draw, shapes, lambda s: _size(s) % n == 0 and _fits(a[:-1] + (_size(s) // n,)))
+        if j is None:
+            if len(a) < 2 or not _fits(a[:-1] + (a[-2],)):
+                return None
+            mode, j, bshape = "swap", i, a[:-2] + (a[-1], a[-2])
+        else:
+            k = _size(shapes[j]) // n
+            bshape = (n,) if k == 1 and draw(st.booleans()) else (n, k)
+            params["bshape"] = bshape
+    params["mode"] = mode
+    params["style"] = _style(draw)
+    return (i, j), params, _matmul_shape(a, bshape)
+
+
+def _bp_matmul(a, b, mode, style, bshape=None):
+    if mode == "swap":
+        b = bp.swapaxes(b, -1, -2)
+    elif mode == "reshape":
+        b = bp.reshape(b, bshape)
+    return a @ b if style == "op" else bp.matmul(a, b)
+
+
+def _jax_matmul(a, b, mode, style, bshape=None):
+    if mode == "swap":
+        b = jnp.swapaxes(b, -1, -2)
+    elif mode == "reshape":
+        b = jnp.reshape(b, bshape)
+    return jnp.matmul(a, b)
+
+
+# -- constants from outside the program (numpy arrays on either side: exercises the r-operators) ---------------------
+def _gen_const(draw, shapes):
+    i = _pick(draw, shapes)
+    s = tuple(shapes[i])
+    form = draw(st.sampled_from(["c+a", "a+c", "c-a", "a-c", "c*a", "a*c", "c/(1.5+a*a)", "a/c", "c@a", "a@c"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    if "@" in form:
+        if len(s) == 0:
+            return None
+        k = draw(st.integers(1, 3))
+        if form == "c@a":
+            cshape = (k, s[-2]) if len(s) >= 2 else (k, s[0])
+        else:
+            cshape = (s[-1], k)
+        out = _matmul_shape(cshape, s) if form == "c@a" else _matmul_shape(s, cshape)
+        if not _fits(out):
+            return None
+    else:
+        # the value's shape, a suffix of it, or either with some axes of size 1: broadcasts against the value
+        cshape = s[draw(st.integers(0, len(s))):]
+        cshape = tuple(1 if draw(st.booleans()) else d for d in cshape) if draw(st.booleans()) else cshape
+        out = _bcast(s, cshape)
+    c = rng.standard_normal(cshape)
+    if form == "a/c":
+        c = 1.5 + c * c
+    return (i,), {"form": form, "c": c}, out
+
+
+def _const(a, form, c):
+    return {"c+a": lambda: c + a, "a+c": lambda: a + c, "c-a": lambda: c - a, "a-c": lambda: a - c,
+            "c*a": lambda: c * a, "a*c": lambda: a * c, "c/(1.5+a*a)": lambda: c / (1.5 + a * a),
+            "a/c": lambda: a / c, "c@a": lambda: c @ a, "a@c": lambda: a @ c}[form]()
+
+
+# -- shape ops ------------------------------------------------------------------------------------------------------
+def _prime_factors(n):
+    out, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1
+    return out
+
+
+def _gen_reshape(draw, shapes):
+    i = _pick(draw, shapes)
+    total = _size(shapes[i])
+    k = draw(st.integers(1 if total > 1 else 0, MAX_NDIM))
+    shape = [1] * k
+    for f in _prime_factors(total):
+        shape[draw(st.integers(0, k - 1))] *= f
+    out = tuple(shape)
+    if k and draw(st.booleans()):
+        shape[draw(st.integers(0, k - 1))] = -1
+    style = _style(draw, "method", "splat", "fn") if k else _style(draw, "method", "fn")
+    return (i,), {"shape": tuple(shape), "style": style}, out
+
+
+def _bp_reshape(a, shape, style):
+    if style == "method":
+        return a.reshape(shape)
+    if style == "splat":
+        return a.reshape(*shape)
+    return bp.reshape(a, shape)
+
+
+def _gen_transpose(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    if i is None:
+        return None
+    s = shapes[i]
+    n = len(s)
+    style = _style(draw, "T", "method", "splat", "fn")
+    perms = list(itertools.permutations(range(n)))  # (st.permutations rarely makes 3-cycles)
+    perm = perms[-1] if style == "T" else perms[draw(st.integers(0, 2 ** 16)) % len(perms)]
+    if style == "fn" and draw(st.booleans()):
+        perm = tuple(p - n for p in perm)  # negative axes
+    return (i,), {"axes": perm, "style": style}, tuple(s[p] for p in perm)
+
+
+def _bp_transpose(a, axes, style):
+    if style == "T":
+        return a.T
+    if style == "method":
+        return a.transpose(axes)
+    if style == "splat":
+        return a.transpose(*axes)
+    return bp.transpose(a, axes)
+
+
+def _gen_broadcast_to(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) < MAX_NDIM)
+    if i is None:
+        return None
+    s = shapes[i]
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=min(2, MAX_NDIM - len(s)))))
+    out = lead + tuple(draw(st.integers(1, 3)) if d == 1 else d for d in s)
+    if not _fits(out):
+        return None
+    return (i,), {"shape": out}, out
+
+
+def _gen_index(draw, s):
+    """An index expression for shape s: slices, ints, integer arrays (repeats allowed), None, Ellipsis."""
+    n = len(s)
+    n_idx = draw(st.integers(0 if n == 0 else 1, n))
+    ellipsis = n_idx < n and draw(st.booleans())
+    axes = range(n - n_idx, n) if ellipsis else range(n_idx)
+    arr_shape = draw(st.sampled_from([(1,), (2,), (3,), (4,), (2, 2), (3, 1)]))
+    items = []
+    for ax in axes:
+        d = s[ax]
+        kind = ["slice", "int", "array", "full"][draw(_WIDE) % 4]  # (sampled_from would favour slices)
+        if kind == "slice":
+            start = draw(st.one_of(st.none(), st.integers(-d, d)))
+            stop = draw(st.one_of(st.none(), st.integers(-d - 1, d + 2)))
+            step = draw(st.sampled_from([None, 1, 2, -1, -2]))
+            sl = slice(start, stop, step)
+            items.append(sl if len(range(d)[sl]) else slice(None))
+        elif kind == "int":
+            items.append(draw(st.integers(-d, d - 1)))
+        elif kind == "array":
+            shape = arr_shape if draw(st.booleans()) else arr_shape[-1:]
+            vals = draw(st.lists(st.integers(-d, d - 1), min_size=_size(shape), max_size=_size(shape)))
+            items.append(np.array(vals, dtype=np.int64).reshape(shape))
+        else:
+            items.append(slice(None))
+    if ellipsis:
+        items.insert(0, Ellipsis)
+    if draw(st.integers(0, 3)) == 0:
+        items.insert(draw(st.integers(0, len(items))), None)
+    return tuple(items)
+
+
+def _gen_getitem(draw, shapes):
+    i = _pick(draw, shapes)
+    s = tuple(shapes[i])
+    idx = _gen_index(draw, s)
+    out = np.zeros(s)[idx].shape
+    if not _fits(out):
+        return None
+    if len(idx) == 1 and draw(st.booleans()):
+        idx = idx[0]  # a[i] rather than a[(i,)]
+    return (i,), {"idx": idx, "style": _style(draw)}, out
+
+
+def _gen_concatenate(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    n = len(s)
+    axis = draw(st.integers(0, n - 1))
+    ok = [j for j, t in enumerate(shapes) if len(t) == n and all(t[k] == s[k] for k in range(n) if k != axis)]
+    others = [ok[draw(st.integers(0, len(ok) - 1))] for _ in range(draw(st.integers(1, 2)))]
+    out = s[:axis] + (sum(shapes[j][axis] for j in [i] + others),) + s[axis + 1:]
+    if not _fits(out):
+        return None
+    return (i, *others), {"axis": axis - n if draw(st.booleans()) else axis}, out
+
+
+def _gen_stack(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) < MAX_NDIM)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    ok = [j for j, t in enumerate(shapes) if tuple(t) == s]
+    others = [ok[draw(st.integers(0, len(ok) - 1))] for _ in range(draw(st.integers(1, 2)))]
+    axis = draw(st.integers(-len(s) - 1, len(s)))
+    out = list(s)
+    out.insert(axis % (len(s) + 1), 1 + len(others))
+    if not _fits(tuple(out)):
+        return None
+    return (i, *others), {"axis": axis}, tuple(out)
+
+
+# -- composites -----------------------------------------------------------------------------------------------------
+def _gen_softmax_like(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    return (i,), {"axis": draw(st.integers(-len(shapes[i]), len(shapes[i]) - 1))}, shapes[i]
+
+
+def _gen_logsumexp(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    s = shapes[i]
+    axis = _gen_axis(draw, len(s))
+    if axis == ():
+        axis = -1
+    keepdims = draw(st.booleans())
+    return (i,), {"axis": axis, "keepdims": keepdims}, _reduced(s, axis, keepdims)
+
+
+def _jax_layer_norm(x, axis):
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    d = x - mu
+    var = jnp.mean(d * d, axis=axis, keepdims=True)
+    return d / jnp.sqrt(var + LN_EPS)
+
+
+# -- the table ------------------------------------------------------------------------------------------------------
+OPS = {
+    # elementwise unary
+    "negative": Op(lambda a, style: -a if style == "op" else bp.negative(a), lambda a, style: -a,
+                   _gen_unary("op", "fn")),
+    "square": Op(lambda a: bp.square(a), lambda a: jnp.square(a), _gen_unary()),
+    "exp": Op(lambda a: bp.exp(bp.tanh(a)), lambda a: jnp.exp(jnp.tanh(a)), _gen_unary(), doc="exp(tanh(a))"),
+    "log": Op(lambda a: bp.log(1 + a * a), lambda a: jnp.log(1 + a * a), _gen_unary(), doc="log(1 + a * a)"),
+    "tanh": Op(lambda a: bp.tanh(a), lambda a: jnp.tanh(a), _gen_unary()),
+    "sigmoid": Op(lambda a: bp.sigmoid(a), lambda a: jax.nn.sigmoid(a), _gen_unary()),
+    "sqrt": Op(lambda a: bp.sqrt(1.0 + bp.square(a)), lambda a: jnp.sqrt(1.0 + jnp.square(a)), _gen_unary(),
+               doc="sqrt(1.0 + square(a))"),
+    "relu": Op(lambda a: bp.relu(a), lambda a: jax.nn.relu(a), _gen_unary(), smooth=False),
+    "abs": Op(lambda a, style: abs(a) if style == "op" else bp.abs(a), lambda a, style: jnp.abs(a),
+              _gen_unary("op", "fn"), smooth=False),
+    "power_const": Op(lambda a, k, style: a ** k if style == "op" else bp.power(a, k),
+                      lambda a, k, style: a ** k, _gen_pow_const, doc="a ** k"),
+    "rpow": Op(lambda a: 1.5 ** bp.tanh(a), lambda a: 1.5 ** jnp.tanh(a), _gen_unary(), doc="1.5 ** tanh(a)"),
+    "scalar": Op(_scalar, _scalar, _gen_scalar, doc="form, with the Python float c"),
+    "const": Op(_const, _const, _gen_const, doc="form, with the NumPy array c"),
+    # elementwise binary (broadcasting)
+    "add": Op(lambda a, b, style: a + b if style == "op" else bp.add(a, b), lambda a, b, style: a + b,
+              _gen_binary("op", "fn")),
+    "subtract": Op(lambda a, b, style: a - b if style == "op" else bp.subtract(a, b), lambda a, b, style: a - b,
+                   _gen_binary("op", "fn")),
+    "multiply": Op(lambda a, b, style: a * b if style == "op" else bp.multiply(a, b), lambda a, b, style: a * b,
+                   _gen_binary("op", "fn")),
+    "divide": Op(_bp_divide, lambda a, b, style, den: a / _jax_den(b, den),
+                 _gen_binary("op", "fn", extra=lambda draw: {
+                     "den": draw(st.sampled_from(["1.5+b*b", "square(b)+1.5", "exp(b)"]))}), doc="a / den"),
+    "power_traced": Op(_bp_pow_traced, lambda a, b, style: jnp.exp(jnp.tanh(a)) ** b, _gen_binary("op", "fn"),
+                       doc="exp(tanh(a)) ** b"),
+    "maximum": Op(lambda a, b: bp.maximum(a, b), lambda a, b: jnp.maximum(a, b), _gen_binary(), smooth=False),
+    "minimum": Op(lambda a, b: bp.minimum(a, b), lambda a, b: jnp.minimum(a, b), _gen_binary(), smooth=False),
+    "where": Op(lambda a, b, style: bp.where(a > b, a, b) if style == "op" else bp.where(bp.greater(a, b), a, b),
+                lambda a, b, style: jnp.where(a > b, a, b), _gen_binary("op", "fn"), smooth=False,
+                doc="where(a > b, a, b)"),
+    # reductions
+    "sum": Op(_bp_reduce("sum"), _jax_reduce("sum"), _gen_reduce("fn", "method")),
+    "mean": Op(_bp_reduce("mean"), _jax_reduce("mean"), _gen_reduce("fn", "method")),
+    "max": Op(_bp_reduce("max"), _jax_reduce("max"), _gen_reduce("fn", "method"), smooth=False),
+    "min": Op(_bp_reduce("min"), _jax_reduce("min"), _gen_reduce("fn"), smooth=False),
+    # linear algebra
+    "matmul": Op(_bp_matmul, _jax_matmul, _gen_matmul,
+                 doc="a @ b (mode=swap: a @ swapaxes(b, -1, -2); mode=reshape: a @ reshape(b, bshape))"),
+    # shape
+    "reshape": Op(_bp_reshape, lambda a, shape, style: jnp.reshape(a, shape), _gen_reshape),
+    "transpose": Op(_bp_transpose, lambda a, axes, style: jnp.transpose(a, axes), _gen_transpose),
+    "broadcast_to": Op(lambda a, shape: bp.broadcast_to(a, shape), lambda a, shape: jnp.broadcast_to(a, shape),
+                       _gen_broadcast_to),
+    "getitem": Op(lambda a, idx, style: a[idx] if style == "op" else bp.getitem(a, idx),
+                  lambda a, idx, style: a[idx], _gen_getitem),
+    "concatenate": Op(lambda *xs, axis: bp.concatenate(list(xs), axis=axis),
+                      lambda *xs, axis: jnp.concatenate(xs, axis=axis), _gen_concatenate),
+    "stack": Op(lambda *xs, axis: bp.stack(list(xs), axis=axis), lambda *xs, axis: jnp.stack(xs, axis=axis),
+                _gen_stack),
+    # composites
+    "softmax": Op(lambda a, axis: bp.softmax(a, axis=axis), lambda a, axis: jax.nn.softmax(a, axis=axis),
+                  _gen_softmax_like),
+    "log_softmax": Op(lambda a, axis: bp.log_softmax(a, axis=axis),
+                      lambda a, axis: jax.nn.log_softmax(a, axis=axis), _gen_softmax_like),
+    "logsumexp": Op(lambda a, axis, keepdims: bp.logsumexp(a, axis=axis, keepdims=keepdims),
+                    lambda a, axis, keepdims: jsp.logsumexp(a, axis=axis, keepdims=keepdims), _gen_logsumexp),
+    "layer_norm": Op(lambda a, axis: bp.layer_norm(a, axis=axis), _jax_layer_norm, _gen_softmax_like,
+                     doc=f"(a - mean) / sqrt(var + {LN_EPS})"),
+}
+# how often each op is drawn (relative): ops with more ways to go wrong (indexing, shapes, matmul) come up more
+WEIGHTS = {"add": 2, "multiply": 2, "maximum": 2, "where": 2, "const": 2, "sum": 2, "mean": 2, "max": 2, "matmul": 4,
+           "reshape": 2, "transpose": 3, "broadcast_to": 2, "getitem": 4, "concatenate": 2, "stack": 2}
+ALL_OPS = tuple(name for name in OPS for _ in range(WEIGHTS.get(name, 1)))
+SMOOTH_OPS = tuple(name for name in ALL_OPS if OPS[name].smooth)
+
+
+# ================================================================================================================
+# the strategy
+# ================================================================================================================
+def _shape(draw):
+    ndim = draw(st.sampled_from([1, 2, 3, 2, 0]))  # 0-d values are rarer: fewer ops apply to them
+    return tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+
+
+@st.composite
+def programs(draw, ops=ALL_OPS, max_steps=MAX_STEPS):
+    base = _shape(draw)
+    shapes = [base]
+    for _ in range(draw(st.integers(0, 2))):
+        # broadcasting is the common case: a suffix of the first shape, some of its axes set to 1, or a new shape
+        kind = draw(st.sampled_from(["suffix", "ones", "same", "other"]))
+        if kind == "other":
+            s = _shape(draw)
+        else:
+            s = base[draw(st.integers(0, len(base))):] if kind != "same" else base
+            if kind == "ones":
+                s = tuple(1 if draw(st.booleans()) else d for d in s)
+        shapes.append(tuple(s))
+    input_shapes = list(shapes)
+    steps = []
+    # Hypothesis favours small and repeated choices: st.sampled_from(ops) would cover ops unevenly, and
+    # st.integers(1, max_steps) would make a third of all programs one step long. The low bits of wide integers,
+    # shifted by offsets from a drawn seed, are close to uniform and still shrink (towards 1 step, any op).
+    offsets = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1))).integers(len(ops), size=max_steps)
+    for k in range(1 + draw(_WIDE) % max_steps):
+        name = ops[(draw(_WIDE) + int(offsets[k])) % len(ops)]
+        made = OPS[name].gen(draw, shapes)
+        if made is None:  # does not apply to any value here: fall back to tanh of one
+            name, made = "tanh", _gen_unary()(draw, shapes)
+        args, params, out = made
+        steps.append(Step(name, tuple(args), params, tuple(out)))
+        shapes.append(tuple(out))
+    used = {a for s in steps for a in s.args}
+    sinks = [(i, draw(st.sampled_from(["sum", "mean"])), _style(draw, "fn", "method"))
+             for i in range(len(input_shapes), len(shapes)) if i not in used]
+    return Program(input_shapes, steps, sinks, draw(st.integers(0, 2 ** 32 - 1)))
+
+
+# ================================================================================================================
+# comparison
+# ================================================================================================================
+def _check_close(what, got, want, prog, inputs, rtol=RTOL, atol=ATOL, note=""):
+    got = np.asarray(got)
+    want = np.asarray(want)
+    problem = None
+    if want.dtype != np.float64:
+        problem = f"JAX computed in {want.dtype}: is jax_enable_x64 off?"
+    elif got.shape != want.shape:
+        problem = f"shape {got.shape}, JAX's {want.shape}"
+    elif got.dtype != np.float64:
+        problem = f"dtype {got.dtype}, expected float64"
+    else:
+        err = np.abs(got - want)
+        bad = ~(err <= atol + rtol * np.abs(want))  # NaN counts as bad
+        if bad.any():
+            k = np.unravel_index(np.argmax(np.where(np.isnan(err), np.inf, err)), err.shape) if err.ndim else ()
+            problem = (f"max |error| {np.nanmax(err) if not np.isnan(err).all() else np.nan:.3g} "
+                       f"(rtol={rtol}, atol={atol}) in {int(bad.sum())} of {bad.size} entries; at {list(k)}: "
+                       f"bpmagic {got[k]!r}, JAX {want[k]!r}")
+    if problem:
+        with np.printoptions(precision=6, threshold=50):
+            raise AssertionError(
+                f"{what}: {problem}\n{note}{prog!r}\n"
+                f"input shapes: {[tuple(np.shape(x)) for x in inputs]}\n"
+                f"bpmagic: {got!r}\nJAX:     {want!r}")
+
+
+def _bp_call(what, prog, fn):
+    try:
+        return fn()
+    except AssertionError:
+        raise
+    except Exception as e:
+        raise AssertionError(f"{what} raised {type(e).__name__}: {e}\n{prog!r}") from e
+
+
+# XLA compiles each small kernel slowly on CPU (tens of ms); op-by-op (eager) JAX compiles every primitive for every
+# new shape, so each program is compiled once as a whole instead, with the options that compile fastest. They are
+# XLA debug options: where this XLA does not know them, compile with the defaults.
+_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+
+
+def _jax_compiled(fn, *args):
+    global _COMPILE_OPTIONS
+    lowered = jax.jit(fn).lower(*args)
+    if _COMPILE_OPTIONS:
+        try:
+            return lowered.compile(_COMPILE_OPTIONS)
+        except Exception:  # noqa: BLE001  (an option this jaxlib does not have)
+            _COMPILE_OPTIONS = {}
+    return lowered.compile()
+
+
+def _finite_and_moderate(*arrays):
+    big = max(float(np.abs(np.asarray(a)).max(initial=0.0)) for a in arrays)
+    return np.isfinite(big) and big < 1e12
+
+
+def _jax_value_and_grad(prog, inputs, weights):
+    argnums = tuple(range(prog.n_inputs))
+    def f(*xs):
+        return run_program(prog, "jax", xs, weights)
+
+    value, grads = _jax_compiled(jax.value_and_grad(f, argnums=argnums), *inputs)(*inputs)
+    value, grads = np.asarray(value), [np.asarray(g) for g in grads]
+    # programs are built to stay finite; the rare one that overflows (exp(b) of a large b) is skipped
+    assume(_finite_and_moderate(value, *grads))
+    return value, grads
+
+
+# ================================================================================================================
+# the tests
+# ================================================================================================================
+def _check_first_order(prog):
+    inputs, weights = make_data(prog)
+    want_value, want_grads = _jax_value_and_grad(prog, inputs, weights)
+    argnums = tuple(range(prog.n_inputs))
+    def f(*xs):
+        return run_program(prog, "bp", xs, weights)
+
+    value, grads = _bp_call("bp.value_and_grad", prog, lambda: bp.value_and_grad(f, argnums=argnums)(*inputs))
+    _check_close("value", value, want_value, prog, inputs)
+    assert len(grads) == prog.n_inputs
+    for i, (g, w) in enumerate(zip(grads, want_grads)):
+        _check_close(f"gradient w.r.t. x{i}", g, w, prog, inputs)
+
+
+@settings(max_examples=250, **COMMON)
+@given(programs())
+def test_value_and_grad_match_jax(prog):
+    for s in prog.steps:
+        event(f"op {s.op}")
+    _check_first_order(prog)
+
+
+@st.composite
+def _every_op_programs(draw, ndim):
+    """One input of rank `ndim`, and every op of the table that applies to it applied to it: each op on each rank,
+    which random programs might miss (0-d values in particular)."""
+    shape = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    steps = []
+    for name, op in OPS.items():
+        made = op.gen(draw, [shape])  # only x0 to choose from
+        if made is not None:
+            args, params, out = made
+            steps.append(Step(name, tuple(args), params, tuple(out)))
+    sinks = [(1 + k, draw(st.sampled_from(["sum", "mean"])), "fn") for k in range(len(steps))]
+    return Program([shape], steps, sinks, draw(st.integers(0, 2 ** 32 - 1)))
+
+
+@pytest.mark.parametrize("ndim", [0, 1, 2, 3])
+@settings(max_examples=3, **COMMON)
+@given(data=st.data())
+def test_every_op_on_every_rank(ndim, data):
+    _check_first_order(data.draw(_every_op_programs(ndim), label="prog"))
+
+
+@settings(max_examples=50, **COMMON)
+@given(programs(ops=SMOOTH_OPS, max_steps=6))
+def test_second_order_matches_jax(prog):
+    """grad of <grad f, v> w.r.t. all inputs: a Hessian-vector product, through every VJP rule's own VJP."""
+    inputs, weights = make_data(prog)
+    _jax_value_and_grad(prog, inputs, weights)  # skips programs that overflow
+    rng = np.random.default_rng(prog.seed ^ 0x5EED)
+    probes = [rng.standard_normal(s) for s in prog.input_shapes]
+    argnums = tuple(range(prog.n_inputs))
+
+    def jax_outer(*xs):
+        gs = jax.grad(lambda *ys: run_program(prog, "jax", ys, weights), argnums=argnums)(*xs)
+        return sum(jnp.sum(g * v) for g, v in zip(gs, probes))
+
+    def bp_outer(*xs):
+        gs = bp.grad(lambda *ys: run_program(prog, "bp", ys, weights), argnums=argnums)(*xs)
+        total = bp.sum(gs[0] * probes[0])
+        for g, v in zip(gs[1:], probes[1:]):
+            total = total + bp.sum(g * v)
+        return total
+
+    want_value, want_grads = _jax_compiled(jax.value_and_grad(jax_outer, argnums=argnums), *inputs)(*inputs)
+    want_grads = [np.asarray(g) for g in want_grads]
+    assume(_finite_and_moderate(want_value, *want_grads))
+    value, grads = _bp_call("bp.value_and_grad of grad", prog,
+                            lambda: bp.value_and_grad(bp_outer, argnums=argnums)(*inputs))
+    note = "(second order: d/dx <grad f(x), v> for random probes v)\n"
+    _check_close("<grad f, v>", value, np.asarray(want_value), prog, inputs, note=note)
+    for i, (g, w) in enumerate(zip(grads, want_grads)):
+        _check_close(f"second-order gradient w.r.t. x{i}", g, w, prog, inputs, note=note)
+
+
+def _check_compiled(prog, bp_fn, jax_fn, labels):
+    """Trace bp_fn(weights), run the graph with the interpreter and compiled (on two data sets, then the first
+    again); every output must match jax_fn(weights)."""
+    data = [make_data(prog), make_data(prog, seed=prog.seed + 1)]
+    weights = data[0][1]  # constants of the graph; the inputs change
+    inputs_sets = [data[0][0], data[1][0]]
+    compiled_jax = _jax_compiled(jax_fn(weights), *inputs_sets[0])
+    wants = [[np.asarray(w) for w in compiled_jax(*inputs)] for inputs in inputs_sets]
+    assume(all(_finite_and_moderate(*want) for want in wants))
+
+    graph = _bp_call("bp.trace", prog, lambda: bp.trace(bp_fn(weights), *inputs_sets[0]))
+    for call, (inputs, want) in enumerate(zip(inputs_sets, wants)):
+        # the interpreter, on the graph as traced
+        outs = _bp_call("evaluate(graph)", prog, lambda xs=inputs: evaluate(graph, [x.copy() for x in xs], np))
+        for out, w, label in zip(outs, want, labels):
+            _check_close(f"evaluate(graph), data set {call + 1}: {label}", out, w, prog, inputs)
+
+    executable = _bp_call("Executable(optimize(graph))", prog,
+                          lambda: Executable(optimize(graph), bp.get_backend("numpy")))
+    note = f"compiled source:\n{executable.source}\n"
+    # data set 1, data set 2, then data set 1 again: buffers reused across calls must not leak state
+    for call, k in enumerate([0, 1, 0]):
+        inputs = inputs_sets[k]
+        outs = _bp_call(f"Executable call {call + 1}", prog, lambda xs=inputs: executable(*[x.copy() for x in xs]))
+        outs = [np.array(o, copy=True) for o in outs]  # outputs are valid only until the next call
+        for out, w, label in zip(outs, wants[k], labels):
+            _check_close(f"Executable(optimize(graph)) call {call + 1} (data set {k + 1}): {label}", out, w, prog,
+                         inputs, note=note)
+
+
+@settings(max_examples=30, **COMMON)
+@given(programs())
+def test_traced_graph_compiled_matches_jax(prog):
+    """The forward graph from bp.trace, interpreted and compiled (constant folding, CSE, buffer reuse)."""
+    def bp_fn(weights):
+        return lambda *xs: run_program(prog, "bp", xs, weights)
+
+    def jax_fn(weights):
+        return lambda *xs: [run_program(prog, "jax", xs, weights)]
+
+    _check_compiled(prog, bp_fn, jax_fn, ["value"])
+
+
+@settings(max_examples=30, **COMMON)
+@given(programs())
+def test_traced_value_and_grad_compiled_matches_jax(prog):
+    """The same for the traced value_and_grad graph (forward + backward), where buffer reuse matters most."""
+    argnums = tuple(range(prog.n_inputs))
+
+    def bp_fn(weights):
+        return bp.value_and_grad(lambda *xs: run_program(prog, "bp", xs, weights), argnums=argnums)
+
+    def jax_fn(weights):
+        def fn(*xs):
+            value, grads = jax.value_and_grad(lambda *ys: run_program(prog, "jax", ys, weights),
+                                              argnums=argnums)(*xs)
+            return [value, *grads]
+        return fn
+
+    _check_compiled(prog, bp_fn, jax_fn, ["value"] + [f"gradient w.r.t. x{i}" for i in argnums])
