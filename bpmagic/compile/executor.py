@@ -14,8 +14,8 @@ import numpy as np
 
 from ..ir import Graph, Literal, Var
 
-# primitives whose implementation accepts out= (beyond those that name a ufunc)
-_OUT_KWARG = {"sum"}
+# on NumPy, reductions called as ufunc methods skip np.sum / np.max's Python wrappers
+_NUMPY_REDUCE = {"sum": "add", "max": "maximum"}
 
 
 class GuardFailed(Exception):
@@ -23,7 +23,7 @@ class GuardFailed(Exception):
 
 
 def _writes_out(prim) -> bool:
-    return bool(prim.ufunc) or prim.name in _OUT_KWARG
+    return bool(prim.ufunc) or prim.accepts_out
 
 
 class Executable:
@@ -136,8 +136,8 @@ class Executable:
                     live.setdefault(target, 0)
                 if prim.ufunc:
                     call = f"xp.{prim.ufunc}({', '.join(args)}, out={target})"
-                elif prim.name == "sum" and xp is np:  # skips np.sum's Python wrapper
-                    call = (f"xp.add.reduce({args[0]}, axis={e.params['axis']!r}, "
+                elif prim.name in _NUMPY_REDUCE and xp is np:
+                    call = (f"xp.{_NUMPY_REDUCE[prim.name]}.reduce({args[0]}, axis={e.params['axis']!r}, "
                             f"keepdims={e.params['keepdims']!r}, out={target})")
                 else:
                     fname = f"f{k}"
@@ -173,6 +173,8 @@ class Executable:
             return f"{args[0]}.reshape({params['shape']!r})"
         if prim.name == "transpose":
             return f"{args[0]}.transpose({params['axes']!r})"
+        if prim.name == "stop_gradient":  # the identity when running
+            return args[0]
         fname = f"f{k}"
         ns[fname] = functools.partial(prim.impl, ns["xp"], **params)
         return f"{fname}({', '.join(args)})"

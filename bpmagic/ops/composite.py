@@ -46,10 +46,14 @@ def cross_entropy(logits, labels):
         if tuple(labels.shape) != tuple(logits.shape[:-1]):
             raise ShapeError(f"cross_entropy of {tuple(logits.shape)} and {tuple(labels.shape)}: integer labels "
                              f"must have shape {tuple(logits.shape[:-1])} (one class index per row)")
-        rows = tuple(np.arange(s).reshape((-1,) + (1,) * (len(labels.shape) - 1 - i))
-                     for i, s in enumerate(labels.shape))
-        picked = _shape.getitem(logp, rows + (labels,))
-        return -_reduce.mean(picked)
+        values = getattr(labels, "value", labels)  # concrete even while tracing: check the labels we can see
+        n_classes = logits.shape[-1]
+        if values.size and (int(values.min()) < 0 or int(values.max()) >= n_classes):
+            raise ShapeError(f"cross_entropy of {tuple(logits.shape)} and {tuple(labels.shape)}: labels must be "
+                             f"class indices in [0, {n_classes}), got {int(values.min())}..{int(values.max())}")
+        # a one-hot mask rather than logp[rows, labels]: its backward is a multiply, not a scatter-add
+        mask = _ew.equal(_shape.expand_dims(labels, -1), np.arange(logits.shape[-1]))
+        return -_reduce.mean(_reduce.sum(logp * mask, axis=-1))
     if tuple(labels.shape) != tuple(logits.shape):
         raise ShapeError(f"cross_entropy of {tuple(logits.shape)} and {tuple(labels.shape)}: one-hot targets must "
                          "have the logits' shape (or pass integer class labels)")

@@ -29,15 +29,18 @@ class Primitive:
     vjp(g, out, *inputs, **params) -> one cotangent per input (None where there is no gradient), written with
         primitives so it can be traced. When omitted, the primitive is not differentiable.
     ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
-        memory). nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
+        memory). accepts_out: impl takes an `out=` array to write into (the same benefit without a ufunc).
+    nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
     """
 
-    def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, nondiff_inputs=(), doc=None):
+    def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
+                 doc=None):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
         self.vjp = vjp
         self.ufunc = ufunc
+        self.accepts_out = accepts_out
         self.nondiff_inputs = tuple(nondiff_inputs)
         self.__doc__ = doc or getattr(impl, "__doc__", None)
         PRIMITIVES[name] = self

@@ -56,18 +56,20 @@ sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, ufunc="sign")
 abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute")
 
 
-def _sigmoid(xp, x):
+def _sigmoid(xp, x, out=None):
     # the tanh form never overflows (1 / (1 + exp(-x)) warns for x << 0)
-    out = xp.asarray(xp.multiply(x, 0.5))  # an array even for 0-d x, so that it can be written in place
+    out = xp.multiply(x, 0.5, out=out)
+    out = xp.asarray(out)  # an array even for 0-d x, so that it can be written in place
     xp.tanh(out, out=out)
     out *= 0.5
     out += 0.5
     return out
 
 
-sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),))
-relu = Primitive("relu", lambda xp, x: xp.maximum(x, 0), _same,
-                 lambda g, out, x: (where(x > 0, g, 0.0),))
+sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True)
+# g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
+relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
+                 lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True)
 
 
 # (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
@@ -86,7 +88,7 @@ multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast(
 
 def _divide_vjp(g, out, a, b):
     ga = g / b
-    return _unbroadcast(ga, a), _unbroadcast(-ga * out, b)
+    return _unbroadcast(ga, a), _unbroadcast(-(ga * out), b)
 
 
 divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,

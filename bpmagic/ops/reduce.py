@@ -44,8 +44,8 @@ def _sum_impl(xp, x, axis, keepdims, out=None):
     return xp.asarray(xp.sum(x, axis=axis, keepdims=keepdims, out=out))
 
 
-_sum = Primitive("sum", _sum_impl, _sum_rule,
-                 lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
+_sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True,
+                 vjp=lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
 
 
 def sum(x, axis=None, keepdims=False):
@@ -79,8 +79,11 @@ def _nonempty_reduced(name):
     return rule
 
 
-_max = Primitive("max", lambda xp, x, axis, keepdims: xp.asarray(xp.max(x, axis=axis, keepdims=keepdims)),
-                 _nonempty_reduced("max"), _max_vjp)
+def _max_impl(xp, x, axis, keepdims, out=None):
+    return xp.asarray(xp.max(x, axis=axis, keepdims=keepdims, out=out))
+
+
+_max = Primitive("max", _max_impl, _nonempty_reduced("max"), _max_vjp, accepts_out=True)
 
 
 def max(x, axis=None, keepdims=False):
