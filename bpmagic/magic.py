@@ -305,7 +305,7 @@ class TextProgress:
         if text:
             sys.stdout.write("\r" + self.line() + "\n")
         h = run.history
-        took = time.perf_counter() - self.started
+        took = h["time"][-1] if h.get("time") else time.perf_counter() - self.started
         if run.status == "failed":
             sys.stderr.write(f"Training stopped at step {run.steps_done}: {run.error}\n")
         elif run.ended_because == "interrupted":
