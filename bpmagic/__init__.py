@@ -12,6 +12,7 @@ from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, Tra
 from .ir import Eqn, Graph, Var
 from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
 from .train import CompiledStep, Controls, Run, compile_step, fit, optim
+from . import viz  # noqa: E402  (graphs draw themselves in notebooks)
 
 __version__ = "0.1.0"
 

@@ -99,6 +99,14 @@ class Graph:
     def _repr_pretty_(self, p, cycle):
         p.text(str(self))
 
+    # set by bpmagic.viz (a front end) so that graphs draw themselves in notebooks; the IR knows no Graphviz
+    display_hook = None
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if Graph.display_hook is None:
+            return {"text/plain": str(self)}
+        return Graph.display_hook(self, include, exclude)
+
     @property
     def vars(self) -> list:
         """Every variable: inputs, constants, then equation outputs in order."""

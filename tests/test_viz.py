@@ -1,0 +1,97 @@
+"""Graphviz drawings of graphs: structure of the DOT, escaping, collapse of repeats, and the notebook bundle."""
+import re
+import shutil
+
+import graphviz
+import numpy as np
+import pytest
+
+import bpmagic as bp
+from bpmagic.viz import graph_to_dot, repeated_blocks
+from bpmagic.viz.render import GRAPHVIZ_MIME, mimebundle
+
+
+def mlp(x, W1, b1, W2, b2):
+    h = bp.tanh(x @ W1 + b1)
+    return bp.mean((h @ W2 + b2) ** 2)
+
+
+@pytest.fixture
+def mlp_graph():
+    rng = np.random.default_rng(0)
+    args = (rng.standard_normal((4, 2)), rng.standard_normal((2, 3)), np.zeros(3), rng.standard_normal((3, 1)),
+            np.zeros(1))
+    return bp.trace(mlp, *args)
+
+
+def nodes_and_edges(source):
+    nodes = re.findall(r"^\s*(\w+) \[label=", source, re.M)
+    edges = re.findall(r"^\s*(\w+) -> (\w+)", source, re.M)
+    return nodes, edges
+
+
+def test_nodes_edges_and_layer_clusters(mlp_graph):
+    src = graph_to_dot(mlp_graph).source
+    nodes, edges = nodes_and_edges(src)
+    assert len(nodes) == 5 + len(mlp_graph.eqns) + 1  # inputs, one node per equation, the output
+    assert len(edges) == len(set(edges))
+    assert src.count("subgraph cluster_") == 2 and 'label="layer 1"' in src and 'label="layer 2"' in src
+    assert 'label="x\\n4×2"' in src and 'label="W1\\n2×3"' in src  # names and shapes
+    assert re.search(r'label="matmul\\nline \d+"', src)  # primitive and source line
+    assert "doubleoctagon" in src  # the loss is marked
+
+
+def test_hostile_names_cannot_inject_dot():
+    evil = 'a"];evil[label="x'
+    g = bp.trace(lambda p: bp.sum(p[evil] * 2), {evil: np.ones(2)})
+    src = graph_to_dot(g).source
+    assert 'label="a\\"];evil[label=\\"x' in src  # only ever inside a quoted, escaped label
+    assert not re.search(r"^\s*evil", src, re.M)
+    assert len(nodes_and_edges(src)[0]) == 1 + len(g.eqns) + 1
+    g2 = bp.trace(lambda p: bp.sum(p["a\\N"] * 2), {"a\\N": np.ones(2)})
+    assert "a\\\\N" in graph_to_dot(g2).source  # a backslash is text, not Graphviz's \N escape
+    if shutil.which("dot"):
+        svg = graphviz.Source(src).pipe(format="svg", encoding="utf-8")  # Graphviz sees no extra node
+        assert svg.count('class="node"') == 1 + len(g.eqns) + 1
+
+
+def unrolled_rnn(steps):
+    def f(x, Wx, Wh):
+        h = bp.tanh(x @ Wx)
+        for _ in range(steps):
+            h = bp.tanh(x @ Wx + h @ Wh)
+        return bp.sum(h)
+
+    rng = np.random.default_rng(1)
+    return bp.trace(f, rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal((4, 4)))
+
+
+def test_repeats_collapse_into_one_node_and_expand():
+    g = unrolled_rnn(125)  # 500 equations, like the issue's 500-node graph
+    assert len(g.eqns) > 500
+    (start, period, repeats), = repeated_blocks(g.eqns)
+    assert period * repeats >= 490
+    collapsed = graph_to_dot(g).source
+    assert len(nodes_and_edges(collapsed)[0]) < 20 and f"×{repeats}:" in collapsed
+    expanded = graph_to_dot(g, collapse=False).source
+    assert len(nodes_and_edges(expanded)[0]) > 500
+
+
+def test_bundle_with_dot(mlp_graph):
+    if not shutil.which("dot"):
+        pytest.skip("Graphviz's dot is not installed (./dev test installs Debian's graphviz)")
+    bundle = mimebundle(mlp_graph)
+    assert bundle["image/svg+xml"].lstrip().startswith(("<?xml", "<svg"))
+    assert bundle["image/svg+xml"].count('class="node"') == len(nodes_and_edges(bundle["text/plain"])[0])
+    assert bundle[GRAPHVIZ_MIME] == bundle["text/plain"]
+
+
+def test_bundle_without_dot_falls_back_cleanly(mlp_graph, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # as on a machine without Graphviz
+    bundle = mlp_graph._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle
+    assert bundle["text/plain"].startswith("digraph") and bundle[GRAPHVIZ_MIME] == bundle["text/plain"]
+
+
+def test_printing_is_still_python(mlp_graph):
+    assert str(mlp_graph).startswith("def mlp(")
