@@ -95,3 +95,23 @@ def test_bundle_without_dot_falls_back_cleanly(mlp_graph, monkeypatch):
 
 def test_printing_is_still_python(mlp_graph):
     assert str(mlp_graph).startswith("def mlp(")
+
+
+def test_gradient_flow_of_a_run():
+    rng = np.random.default_rng(2)
+    X, Y = rng.standard_normal((16, 2)), rng.standard_normal((16, 1))
+    params = {"W1": rng.standard_normal((2, 4)), "b1": np.zeros(4), "W2": rng.standard_normal((4, 1)),
+              "b2": np.zeros(1)}
+    run = bp.fit(lambda p, x, y: bp.mse(bp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"], y), params, (X, Y),
+                 steps=5, batch_size=8, backend="numpy")
+    src = bp.viz.draw(run).source
+    assert "|grad|" in src and "|data|" in src and "\n|grad|" not in src  # labels use DOT newlines only
+    widths = [float(w) for w in re.findall(r"penwidth=([\d.]+)", src)]
+    assert len(widths) >= 8 and max(widths) == pytest.approx(4.0) and min(widths) < 4.0  # scaled by |grad|
+    assert src.count("subgraph cluster_") == 2
+    from bpmagic.viz.flow import gradient_flow
+
+    graph, stats = gradient_flow(run)
+    _, grads = bp.value_and_grad(run.step.loss_fn)(run.params, X[:8], Y[:8])
+    w1 = next(v for v in graph.inputs if v.name == "W1")
+    assert f"|grad| {np.linalg.norm(grads['W1']):.3g}" in stats[w1]

@@ -47,6 +47,7 @@ class Run:
         self._thread: threading.Thread | None = None
         self._listeners: list = []
         self.dashboard = None  # set by front ends that show one
+        self.data, self.batch_size = (), None
         self._history_lock = threading.Lock()
 
     # -- what a user asks of a run -------------------------------------------------------------------------------
@@ -142,6 +143,7 @@ class Run:
 
     # -- the worker ---------------------------------------------------------------------------------------------
     def _start(self, data, *, epochs, steps, batch_size, seed, validation):
+        self.data, self.batch_size = data, batch_size  # kept for views (e.g. bp.viz.draw(run))
         self.status = "running"
         self.started_at = time.time()
         # run in a copy of the caller's context: the worker's output stays with the cell that started it, even

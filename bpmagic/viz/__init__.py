@@ -5,8 +5,8 @@ the `text/vnd.graphviz` MIME type for a browser-side renderer, and as DOT text o
 """
 from ..ir import core as _core
 from .dot import graph_to_dot, repeated_blocks
-from .render import mimebundle
+from .render import Drawing, draw, mimebundle
 
 _core.Graph.display_hook = staticmethod(mimebundle)
 
-__all__ = ["graph_to_dot", "repeated_blocks", "mimebundle"]
+__all__ = ["graph_to_dot", "repeated_blocks", "mimebundle", "draw", "Drawing"]

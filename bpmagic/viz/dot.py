@@ -18,7 +18,7 @@ def _shape(v) -> str:
 
 def _text(*lines) -> str:
     """A label: each line escaped (a backslash in a name is text, never a DOT escape), joined by DOT newlines."""
-    return "\\n".join(graphviz.escape(str(line)) for line in lines)
+    return "\\n".join(graphviz.escape(part) for line in lines for part in str(line).split("\n"))
 
 
 def _key(e):
