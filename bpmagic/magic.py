@@ -54,11 +54,13 @@ def _eval(node, namespace, prog, what):
     try:
         return eval(compile(expr, prog.filename, "eval"), namespace)
     except NameError as e:
-        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell\n    {prog.line(node.lineno)}")
+        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell\n    {prog.line(node.lineno)}"
+                        ) from None
     except BackpropError:
         raise
     except Exception as e:
-        raise CellError(f"line {node.lineno}: {what}: {type(e).__name__}: {e}\n    {prog.line(node.lineno)}")
+        raise CellError(f"line {node.lineno}: {what}: {type(e).__name__}: {e}\n    {prog.line(node.lineno)}"
+                        ) from None
 
 
 def bind_data(prog, user_ns, dtype):
