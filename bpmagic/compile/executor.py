@@ -41,10 +41,10 @@ class Executable:
         self.source, namespace = self._generate()
         code = compile(self.source, f"<bpmagic step {graph.name}>", "exec")
         exec(code, namespace)
-        self._fn = namespace["run"]
+        self.run = namespace["run"]  # the generated function itself: calling it skips a Python frame
 
     def __call__(self, *inputs):
-        return self._fn(*inputs)
+        return self.run(*inputs)
 
     # -- planning ----------------------------------------------------------------------------------------------------
     def _schedule(self):

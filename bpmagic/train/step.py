@@ -38,7 +38,7 @@ class Plan:
     compile_seconds: float
 
 
-@dataclass
+@dataclass(slots=True)
 class StepInfo:
     """What the last step did: its loss, the hyperparameters it used, and statistics if asked for."""
 
@@ -189,7 +189,7 @@ class CompiledStep:
             inputs = ([self.params[n] for n in names] + [self.state[n][s] for n in names for s in slots] + batch
                       + scalar_values)
             try:
-                outs = plan.executable(*inputs)
+                outs = plan.executable.run(*inputs)
             except GuardFailed:
                 raise self._diagnose(plan, inputs) from None
             self.step_count += 1
