@@ -63,9 +63,6 @@ class CellProgram:
         """The batch arguments of the loss function: inputs, then targets."""
         return [n for n, _, _ in self.inputs] + [n for n, _, _ in self.targets]
 
-    def expression(self, node) -> str:
-        return ast.unparse(node)
-
     def loss_function(self, namespace: dict):
         """The loss function `f(params, *batch)`, with `namespace` as its globals."""
         scope = dict(namespace)

@@ -40,7 +40,3 @@ def unflatten(treedef, leaves):
     assert next(it, None) is None, "more leaves than the structure holds"
     return out
 
-
-def tree_map(fn, tree):
-    leaves, treedef, _ = flatten(tree)
-    return unflatten(treedef, [fn(x) for x in leaves])

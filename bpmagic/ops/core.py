@@ -92,18 +92,6 @@ def promote_scalars(args):
     return out
 
 
-class _Aval:
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape, dtype):
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-
-
-def aval(shape, dtype):
-    """An abstract value: just a shape and dtype."""
-    return _Aval(shape, dtype)
-
-
 def _shape_by_evaluation(impl):
     def rule(*avals, **params):
         zeros = [np.zeros(a.shape, a.dtype) for a in avals]

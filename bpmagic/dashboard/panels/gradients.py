@@ -12,10 +12,6 @@ from ..views import LayerBarsView, f32
 STRIP_COLUMNS = 120
 
 
-def column(history, key):
-    return history.get(key, [])
-
-
 def strip(history, layers, prefix, cols=STRIP_COLUMNS):
     """float32 [layers, cols]: log10 of `prefix/<layer>` averaged over equal slices of the steps so far."""
     n = len(history.get("step", []))
@@ -25,7 +21,7 @@ def strip(history, layers, prefix, cols=STRIP_COLUMNS):
     edges = np.linspace(0, n, cols + 1).astype(int)
     out = np.full((len(layers), cols), np.nan, np.float32)
     for i, layer in enumerate(layers):
-        values = np.asarray(column(history, f"{prefix}/{layer}")[:n], np.float64)
+        values = np.asarray(history.get(f"{prefix}/{layer}", [])[:n], np.float64)
         if values.size < n:
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
