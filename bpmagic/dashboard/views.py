@@ -1,20 +1,11 @@
 """The browser views (anywidget ES modules in the top-level widgets/ folder, shipped in the wheel)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import anywidget
 import numpy as np
 from traitlets import Bool, Bytes, Float, Int, List, Unicode
 
-
-def asset(name: str) -> Path:
-    """widgets/<name>: from the installed wheel (bpmagic/widgets) or, in a source checkout, the repo's widgets/."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "widgets" / name, here.parent / "widgets" / name):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"bpmagic's browser view {name} is missing from the installation")
+from ..assets import asset
 
 
 def f32(values) -> bytes:

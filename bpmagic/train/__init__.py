@@ -3,6 +3,6 @@ from . import optim
 from .layers import default_groups, layer_of
 from .controls import Controls
 from .step import CompiledStep, compile_step
-from .trainer import Run, fit
+from .trainer import Run, fit, last_run
 
-__all__ = ["optim", "CompiledStep", "compile_step", "layer_of", "default_groups", "Controls", "Run", "fit"]
+__all__ = ["optim", "CompiledStep", "compile_step", "layer_of", "default_groups", "Controls", "Run", "fit", "last_run"]

@@ -12,6 +12,7 @@ import contextvars
 import math
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -241,6 +242,14 @@ class Run:
         self._done.set()
 
 
+_last_run = None
+
+
+def last_run() -> Run | None:
+    """The Run that bp.fit (or a %%backprop cell) started most recently, while something still holds it."""
+    return _last_run() if _last_run is not None else None
+
+
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0) in a worker thread.
@@ -272,6 +281,8 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     device_data = [step.backend.asarray(d) for d in data]
     device_val = None if validation is None else [step.backend.asarray(v) for v in validation]
     run = Run(name, step, Controls(optimizer))
+    global _last_run
+    _last_run = weakref.ref(run)
     run._start(device_data, epochs=epochs, steps=steps, batch_size=bs, seed=seed, validation=device_val)
     if not background:
         try:

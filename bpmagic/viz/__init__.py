@@ -6,7 +6,10 @@ the `text/vnd.graphviz` MIME type for a browser-side renderer, and as DOT text o
 from ..ir import core as _core
 from .dot import graph_to_dot, repeated_blocks
 from .render import Drawing, draw, mimebundle
+from .steps import backprop_steps
+from .views import GraphView, LiveGraph, StepThrough, live, step_through
 
 _core.Graph.display_hook = staticmethod(mimebundle)
 
-__all__ = ["graph_to_dot", "repeated_blocks", "mimebundle", "draw", "Drawing"]
+__all__ = ["graph_to_dot", "repeated_blocks", "mimebundle", "draw", "Drawing", "backprop_steps", "step_through",
+           "live", "GraphView", "LiveGraph", "StepThrough"]

@@ -70,6 +70,8 @@ def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) ->
     layers: param name -> layer (default: names ending in the same number form a layer, W1 and b1 -> "1").
     collapse: draw repeated blocks as one node "×k". stats: Var -> text (e.g. value|grad summaries) to show on nodes;
     `edge_weight`: Var -> float in [0, 1] in stats["_weights"] colours and thickens edges (gradient magnitude).
+    The result's `bp_edges` maps each value edge's Graphviz id ("in0->e3", its <title> in SVG) to its Var, so live
+    views can restyle edges without a new layout.
     """
     stats = stats or {}
     weights = stats.get("_weights", {})
@@ -94,6 +96,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) ->
             collapsed[k] = f"rep{b}"
     clusters: dict = {}
     edges = set()
+    dot.bp_edges = {}
     for k, e in enumerate(graph.eqns):
         if k in collapsed:
             node = collapsed[k]
@@ -122,6 +125,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) ->
                     or (producer[v], node) in edges):
                 continue
             edges.add((producer[v], node))
+            dot.bp_edges[f"{producer[v]}->{node}"] = v
             w = weights.get(v)
             style = {}
             if w is not None:
