@@ -162,7 +162,7 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
     namer = Namer()
     for v, hint in _assigned_names(graph).items():
         v.name = v.name or hint
-    names = {v: namer(v) for v in graph.inputs}
+    names = {v: namer(v) for v in list(graph.inputs) + list(graph.consts)}
     names.update({v: namer(v) for e in graph.eqns for v in e.outputs})
     dot = graph_to_dot(graph, collapse=False, stats={v: f"= {show(values[v])}" for v in names})
     into = {}

@@ -37,7 +37,7 @@ function render({ model, el: root }) {
   root.classList.add('bp-graph-view');
   root.append(el('style', null, CSS));
   const controls = el('div', 'bp-step-controls');
-  const reset = el('button', null, '⏮ Reset');
+  const reset = el('button', null, '↺ Reset');
   const back = el('button', null, '◀ Back');
   const next = el('button', null, 'Step ▶');
   const position = el('span', 'bp-step-position');
@@ -97,12 +97,21 @@ function render({ model, el: root }) {
     const edges = new Set(step ? step.edges : []);
     for (const g of svg.querySelectorAll('g.node')) {
       const id = titleOf(g);
-      g.classList.toggle('bp-active', step !== null && id === step.node);
+      const active = step !== null && id === step.node;
+      g.classList.toggle('bp-active', active);
       g.classList.toggle('bp-done', done.has(id));
+      if (active) keepInView(g);
     }
     for (const g of svg.querySelectorAll('g.edge')) {
       g.classList.toggle('bp-active', edges.has(titleOf(g)));
     }
+  }
+
+  // a tall graph scrolls inside its own box: bring the highlighted node to the middle of it, not the page
+  function keepInView(node) {
+    if (figure.scrollHeight <= figure.clientHeight) return;
+    const box = figure.getBoundingClientRect(), r = node.getBoundingClientRect();
+    figure.scrollTop += r.top - box.top - box.height / 2 + r.height / 2;
   }
 
   async function draw() {

@@ -1,0 +1,110 @@
+"""Shared fixtures for the browser tests: one real JupyterLab server and one headless Chromium (Playwright) for
+the whole session; each test writes its notebooks into `lab.root` and opens them as a person would."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    url: str
+    root: Path
+
+    def write_notebook(self, name, cells, kernel="backprop"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+        nbformat.write(nb, self.root / name)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no browser: {CHROMIUM} is missing (./dev test installs Debian's chromium)")
+    pytest.importorskip("playwright", reason="playwright is a test dependency (pip install -e '.[test]')")
+    pytest.importorskip("jupyterlab", reason="jupyterlab is a test dependency (pip install -e '.[test]')")
+    root = tmp_path_factory.mktemp("lab")
+    port = free_port()
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+    log = open(root / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         "--ServerApp.token=", "--ServerApp.password=", "--allow-root", "--LabApp.expose_app_in_browser=True",
+         f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True"],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        server.kill()
+        pytest.fail("JupyterLab did not start: " + (root / "server.log").read_text()[-2000:])
+    yield Lab(url, root)
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield pg
+    pg.close()
+
+
+def kernel_idle(page):
+    return page.evaluate("""() => {
+        const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+        return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+    }""")
+
+
+def open_notebook(page, lab, name, timeout=90):
+    """Open lab.root/name in JupyterLab and wait until its kernel is connected and idle."""
+    page.goto(f"{lab.url}/lab/tree/{name}")
+    page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
+    deadline = time.time() + timeout
+    while not kernel_idle(page):
+        assert time.time() < deadline, f"the kernel of {name} did not become idle"
+        time.sleep(0.5)
+
+
+def run_all(page):
+    # not awaited: run-all resolves only when every cell has finished
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
