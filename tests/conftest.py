@@ -68,8 +68,10 @@ def lab(tmp_path_factory):
         server.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(lab):
+    # per module: Playwright's sync API runs an event loop in this thread while it is open, which would break
+    # later tests that start their own (asyncio.run)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -97,7 +99,8 @@ def kernel_idle(page):
 
 def open_notebook(page, lab, name, timeout=90):
     """Open lab.root/name in JupyterLab and wait until its kernel is connected and idle."""
-    page.goto(f"{lab.url}/lab/tree/{name}")
+    # a workspace of its own, reset: otherwise JupyterLab restores the notebooks an earlier test had open
+    page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
     page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
     deadline = time.time() + timeout
     while not kernel_idle(page):

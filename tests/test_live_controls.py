@@ -70,9 +70,22 @@ class Kernel:
         if subshell_id:
             msg["header"]["subshell_id"] = subshell_id
         self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def wait_handled(self, msg_id, timeout=120):
+        """Until the kernel reports idle after handling message `msg_id`."""
+        end, checked = time.time() + timeout, 0
+        while True:
+            for _, m in self.iopub[checked:]:
+                if (m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                        and m["parent_header"].get("msg_id") == msg_id):
+                    return
+            checked = len(self.iopub)
+            assert time.time() < end, "the kernel did not handle the message in time"
+            self.drain(0.05)
 
     def set_value(self, css_class, value, subshell_id=None):
-        self.send_comm(css_class, {"method": "update", "state": {"value": value}, "buffer_paths": []}, subshell_id)
+        return self.send_comm(css_class, {"method": "update", "state": {"value": value}, "buffer_paths": []}, subshell_id)
 
     def click(self, css_class, subshell_id=None):
         self.send_comm(css_class, {"method": "custom", "content": {"event": "click"}}, subshell_id)
@@ -204,8 +217,9 @@ def test_a_flood_of_control_messages(backprop_kernel):
     t0 = time.time()
     values = [0.001 + 0.0001 * (i % 50) for i in range(9999)] + [0.0042]
     for v in values:
-        k.set_value("bpmagic-lr", v)
-    wait_steps(k, 3.0)
+        last = k.set_value("bpmagic-lr", v)
+    k.wait_handled(last)  # on a busy machine the kernel may need a while for 10,000 messages
+    wait_steps(k, 1.0)
     k.click("bpmagic-stop")
     k.wait_reply(msg_id, timeout=120)
     elapsed = time.time() - t0

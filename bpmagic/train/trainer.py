@@ -82,9 +82,16 @@ class Run:
         losses = self.history.get("loss")
         return losses[-1] if losses else None
 
-    def wait(self, timeout: float | None = None) -> "Run":
-        """Block until training ends (or `timeout` seconds pass); returns the run."""
-        self._done.wait(timeout)
+    def wait(self, timeout: float | None = None, until_step: int | None = None) -> "Run":
+        """Block until training ends, or `timeout` seconds pass, or (with `until_step`) that many steps are done
+        — handy in a notebook that changes a running run at a chosen moment. Returns the run."""
+        if until_step is None:
+            self._done.wait(timeout)
+            return self
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.steps_done < until_step and not self._done.wait(0.005):
+            if deadline is not None and time.monotonic() > deadline:
+                break
         return self
 
     def stop(self):
