@@ -1,0 +1,185 @@
+"""Elementwise fusion: runs of elementwise equations become one generated kernel.
+
+Small models are launch-bound on a GPU: a tanh layer's backward pass is five kernels that each read and write the
+whole array. Fused, it is one kernel that reads the inputs once and writes only what is used later. A group is a
+run of consecutive fusible equations (in the executor's order) with the same output shape, so fusing can never
+create a cycle; values used only inside the group never reach memory.
+
+Each primitive is written once as an expression template in a C-like syntax that is also valid Python when the
+names below are NumPy functions (`exp`, `max`, `float(x)` as a cast): the CuPy backend compiles it with
+`cupy.ElementwiseKernel`, and the tests evaluate the very same string with NumPy on a machine without a GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir import Literal, Var
+
+# primitive -> expression over operands {0}, {1}, {2}; {T} is the C type of the result
+TEMPLATES = {
+    "add": "({0} + {1})",
+    "subtract": "({0} - {1})",
+    "multiply": "({0} * {1})",
+    "divide": "({0} / {1})",
+    "negative": "(-{0})",
+    "square": "({0} * {0})",
+    "exp": "exp({0})",
+    "log": "log({0})",
+    "tanh": "tanh({0})",
+    "sqrt": "sqrt({0})",
+    "abs": "fabs({0})",
+    "power": "pow({0}, {1})",
+    "sigmoid": "({T}(1) / ({T}(1) + exp(-{0})))",
+    "relu": "max({0}, {T}(0))",
+    "maximum": "max({0}, {1})",
+    "minimum": "min({0}, {1})",
+    "greater": "({0} > {1})",
+    "greater_equal": "({0} >= {1})",
+    "less": "({0} < {1})",
+    "less_equal": "({0} <= {1})",
+    "equal": "({0} == {1})",
+    "not_equal": "({0} != {1})",
+    "where": "where_({0}, {1}, {2})",
+}
+C_TYPES = {"float32": "float", "float64": "double", "bool": "bool", "int32": "int", "int64": "long"}
+# the helper `where_` (CUDA has no ternary function); the kernel's preamble defines it
+PREAMBLE = "template <typename C, typename T> __device__ T where_(C c, T a, T b) { return c ? a : b; }\n"
+
+
+def _fusible(e) -> bool:
+    if e.primitive.name == "astype":
+        return str(np.dtype(e.params["dtype"])) in C_TYPES
+    return (e.primitive.name in TEMPLATES and len(e.outputs) == 1
+            and all(str(np.dtype(v.dtype)) in C_TYPES for v in list(e.inputs) + list(e.outputs)))
+
+
+@dataclass
+class Group:
+    """Consecutive fusible equations computed by one kernel."""
+
+    eqns: list
+    inputs: list = field(default_factory=list)  # Vars read from outside the group, in first-use order
+    outputs: list = field(default_factory=list)  # Vars the rest of the program (or its result) needs
+    body: str = ""  # the kernel's statements: "y0 = ...;"
+
+    @property
+    def name(self) -> str:
+        ops = "_".join(dict.fromkeys(e.primitive.name for e in self.eqns))
+        return f"bp_fused_{ops}"[:60]
+
+    def params(self):
+        """CuPy ElementwiseKernel parameter lists: ("float32 x0, float32 x1", "float32 y0")."""
+        ins = ", ".join(f"{np.dtype(v.dtype)} x{i}" for i, v in enumerate(self.inputs))
+        outs = ", ".join(f"{np.dtype(v.dtype)} y{j}" for j, v in enumerate(self.outputs))
+        return ins, outs
+
+
+def find_groups(eqns, needed_after, stops=(), min_size=2):
+    """Groups of consecutive fusible equations with equal output shapes.
+
+    needed_after(var, k): is `var` read by an equation after position k, or returned? stops: positions a group must
+    not span (the executor's guard sits there).
+    """
+    groups, run = [], []
+
+    def close():
+        if len(run) >= min_size:
+            groups.append(_build(list(run), needed_after))
+        run.clear()
+
+    for k, e in enumerate(eqns):
+        if k in stops:
+            close()
+        if _fusible(e) and (not run or e.outputs[0].shape == run[-1][1].outputs[0].shape):
+            run.append((k, e))
+        else:
+            close()
+            if _fusible(e):
+                run.append((k, e))
+    close()
+    return groups
+
+
+def _build(run, needed_after) -> Group:
+    last = run[-1][0]
+    members = [e for _, e in run]
+    made = {e.outputs[0] for e in members}
+    group = Group(members)
+    expr = {}  # Var made in the group -> its expression, or the name it was stored under
+    uses = {}
+    for e in members:
+        for v in e.inputs:
+            if isinstance(v, Var) and v in made:
+                uses[v] = uses.get(v, 0) + 1
+    for e in members:
+        args = []
+        for v in e.inputs:
+            if isinstance(v, Literal):
+                args.append(_literal(v, e))
+            elif v in made:
+                args.append(expr[v])
+            else:
+                if v not in group.inputs:
+                    group.inputs.append(v)
+                args.append(f"x{group.inputs.index(v)}")
+        out = e.outputs[0]
+        ctype = C_TYPES[str(np.dtype(out.dtype))]
+        if e.primitive.name == "astype":
+            text = f"{ctype}({args[0]})"
+        else:
+            text = TEMPLATES[e.primitive.name].format(*args, T=ctype)
+        if needed_after(out, last):
+            name = f"y{len(group.outputs)}"
+            group.outputs.append(out)
+            group.body += f"{name} = {text};\n"
+            text = name  # later members read the stored value instead of recomputing it
+        elif uses.get(out, 0) > 1:  # read twice here: a local, so expressions never grow exponentially
+            name = f"t{len(expr)}"
+            group.body += f"{ctype} {name} = {text};\n"
+            text = name
+        expr[out] = text
+    return group
+
+
+def _literal(v, e) -> str:
+    """A literal in the type of its float partner (as NumPy would treat a Python float), else its own type."""
+    x = v.value
+    partner = next((u.dtype for u in e.inputs if isinstance(u, Var) and np.dtype(u.dtype).kind == "f"), None)
+    dtype = np.dtype(partner if partner is not None and np.dtype(x.dtype).kind == "f" else x.dtype)
+    ctype = C_TYPES.get(str(dtype), "double")
+    value = x.item()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{ctype}({float(value)!r})" if dtype.kind == "f" else f"{ctype}({int(value)})"
+
+
+def numpy_namespace():
+    """Names that make a kernel body valid NumPy: for checking the generated code where there is no GPU."""
+    return {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sqrt": np.sqrt, "fabs": np.abs, "pow": np.power,
+            "max": np.maximum, "min": np.minimum, "where_": np.where, "float": np.float32, "double": np.float64,
+            "bool": np.bool_, "int": np.int32, "long": np.int64, "true": True, "false": False}
+
+
+def numpy_kernel(in_params: str, out_params: str, body: str):
+    """What the generated kernel computes, in NumPy: kernel(*inputs, *outputs) writes the outputs (broadcasting
+    the inputs like cupy.ElementwiseKernel). The reference for checking generated code without a GPU."""
+    n_in = len([p for p in in_params.split(",") if p.strip()])
+    lines = [line.rstrip(";").split(" = ", 1) for line in body.strip().splitlines()]
+
+    def kernel(*arrays):
+        inputs, outputs = arrays[:n_in], arrays[n_in:]
+        shape = outputs[0].shape
+        ns = numpy_namespace()
+        ns.update({f"x{i}": np.broadcast_to(np.asarray(x), shape) for i, x in enumerate(inputs)})
+        for target, rhs in lines:
+            name = target.split()[-1]  # "float t3" declares a local
+            ns[name] = np.asarray(eval(rhs, ns))  # noqa: S307 (our own generated code)
+            if name.startswith("y"):
+                out = outputs[int(name[1:])]
+                out[...] = ns[name]
+                ns[name] = out
+        return outputs
+
+    return kernel
