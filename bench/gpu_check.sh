@@ -6,7 +6,8 @@
 #   2. prints nvidia-smi, nvcc and the Python / NumPy / CuPy / PyTorch versions
 #   3. runs the GPU part of the test suite:  python -m pytest tests -m gpu -ra -q
 #      (missing pytest / hypothesis / jax are reported and worked around, never fatal)
-#   4. runs the benchmark on the GPU:  python bench/run.py --backend cupy [--json $OUT/gpu_bench.json]
+#   4. runs the GPU benchmark:  python bench/gpu.py [--json $OUT/gpu_bench.json]  (bpmagic graph replay and
+#      eager vs PyTorch eager and CUDA-graph replay at xor, digits, mnist, wide; the GEMM floor at wide)
 #   5. stays under 5 minutes overall (each step runs under `timeout` with what is left of the budget)
 #
 # Without a GPU it says "GPU checks skipped: no GPU" and exits 0 at once.
@@ -116,9 +117,9 @@ if [ "$t" -lt 30 ]; then
     say "not enough time left for the benchmark (${t}s)"
     summary+=("benchmark: SKIPPED (out of time)"); status=1
 else
-    # the benchmark's full budget is ~75 s of timed work plus compiling; scale it down when time is short
-    scale=1.0; [ "$t" -lt 170 ] && scale=0.5
-    args=(bench/run.py --backend cupy --scale "$scale")
+    # 4 sizes × 4 implementations × --seconds of timing, plus compiling: halve it when time is short
+    seconds=4; [ "$t" -lt 170 ] && seconds=2
+    args=(bench/gpu.py --seconds "$seconds")
     [ -n "${OUT:-}" ] && args+=(--json "$OUT/gpu_bench.json")
     say "python ${args[*]}   (timeout ${t}s)"
     log=${OUT:+$OUT/gpu_bench.txt}

@@ -95,7 +95,7 @@ def make_problem(name):
 # (a) bpmagic
 
 class BpmagicImpl:
-    def __init__(self, cfg, params, X, Y, backend):
+    def __init__(self, cfg, params, X, Y, backend, **options):
         import bpmagic as bp
 
         n_layers = len(cfg["layers"]) - 1
@@ -117,7 +117,7 @@ class BpmagicImpl:
         self.params = {k: v.copy() for k, v in params.items()}
         self.X, self.Y = self.xp.asarray(X), self.xp.asarray(Y)
         self.step = bp.compile_step(loss_fn, self.params, self.X, self.Y, optimizer=bp.optim.SGD(lr=LR),
-                                    backend=backend)
+                                    backend=backend, **options)  # options: cuda_graph, matmul_precision
 
     def __call__(self):
         return self.step(self.X, self.Y)

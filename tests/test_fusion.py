@@ -127,3 +127,113 @@ def test_a_fusing_executor_trains_like_the_plain_one(size, monkeypatch):
         fused(bad, Y)
     for k in before:
         np.testing.assert_array_equal(fused.params[k], before[k])
+
+
+class EagerReplay:
+    """Runs each part directly where CUDA would replay a captured graph: checks the split and the static inputs."""
+
+    def __init__(self, parts, static):
+        self.parts, self.static, self.launches = parts, static, 0
+
+    def load(self, inputs):
+        for dst, src in zip(self.static, inputs):
+            if dst is not src:
+                np.copyto(dst, src)
+
+    def launch(self, i):
+        self.launches += 1
+        result = self.parts[i](*self.static)
+        return result if i == len(self.parts) - 1 else None
+
+    def synchronize(self):
+        pass
+
+
+class ReplayingNumpy(FusingNumpy):
+    def matmul_kernel(self, precision):
+        self.precision = precision
+        return lambda a, b, out: np.matmul(a, b, out=out)
+
+    def graph_replay(self, parts, static):
+        self.replay = EagerReplay(parts, static)
+        return self.replay
+
+
+def test_the_step_split_for_cuda_graphs_trains_like_the_plain_one(monkeypatch):
+    loss_fn, params, X, Y = mlp_step("digits")
+    X = X.astype(np.float64)
+    params64 = {k: v.astype(np.float64) for k, v in params.items()}
+    opt_plain, opt_graph = bp.optim.SGD(lr=0.1, momentum=0.9), bp.optim.SGD(lr=0.1, momentum=0.9)
+    plain = bp.compile_step(loss_fn, {k: v.copy() for k, v in params64.items()}, X, Y, optimizer=opt_plain,
+                            backend="numpy")
+    backend = ReplayingNumpy()
+    monkeypatch.setattr("bpmagic.train.step.get_backend", lambda *a, **k: backend)
+    graphed = bp.compile_step(loss_fn, {k: v.copy() for k, v in params64.items()}, X, Y, optimizer=opt_graph,
+                              backend="numpy", matmul_precision="tf32")
+    halves = [X[:32], X[32:]], [Y[:32], Y[32:]]
+    for i in range(6):
+        if i == 3:  # a new learning rate reaches the static hyperparameter arrays
+            opt_plain.lr = opt_graph.lr = 0.05
+        xb, yb = halves[0][i % 2], halves[1][i % 2]
+        assert graphed(xb, yb) == pytest.approx(plain(xb, yb), rel=1e-12)
+    source = graphed._cached[2].executable.source
+    assert "def _part_a(" in source and "def _part_b(" in source and "_mm(" in source
+    assert backend.precision == "tf32" and backend.replay.launches == 12
+    for k in params64:
+        np.testing.assert_allclose(graphed.params[k], plain.params[k], rtol=1e-10, atol=1e-13)
+    before = {k: v.copy() for k, v in graphed.params.items()}
+    bad = X[:32].copy()
+    bad[3, 3] = np.inf
+    with pytest.raises(bp.NonFiniteError), np.errstate(invalid="ignore", over="ignore"):
+        graphed(bad, Y[:32])
+    for k in before:
+        np.testing.assert_array_equal(graphed.params[k], before[k])
+
+
+def test_precision_option_is_checked():
+    loss_fn, params, X, Y = mlp_step("xor")
+    with pytest.raises(bp.BackpropError, match="matmul_precision"):
+        bp.compile_step(loss_fn, params, X, Y, backend="numpy", matmul_precision="fp8")
+
+
+@pytest.fixture
+def cupy_backend():
+    from bpmagic.backends import available_backends
+
+    reason = available_backends()["cupy"].unavailable_reason()
+    if reason:
+        pytest.skip(f"cupy backend unusable here: {reason}")
+    return "cupy"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size", ["xor", "digits"])
+def test_cupy_graph_replay_equals_eager_and_numpy(cupy_backend, size):
+    loss_fn, params, X, Y = mlp_step(size)
+    steps = {}
+    for name, backend, graph in [("numpy", "numpy", False), ("eager", "cupy", False), ("graph", "cupy", True)]:
+        steps[name] = bp.compile_step(loss_fn, {k: v.copy() for k, v in params.items()}, X, Y,
+                                      optimizer=bp.optim.SGD(lr=0.05, momentum=0.9), backend=backend,
+                                      cuda_graph=graph)
+    for i in range(5):
+        losses = {name: step(X, Y) for name, step in steps.items()}
+        assert losses["graph"] == pytest.approx(losses["eager"], rel=1e-5)
+        assert losses["graph"] == pytest.approx(losses["numpy"], rel=1e-4)
+    source = steps["graph"]._cached[2].executable.source
+    assert "_part_a" in source and "_mm(" in source and " g" in source  # split, capturable matmul, fused kernels
+    assert steps["graph"]._cached[2].executable.run.replay not in (None, False), "the step was not captured"
+    for k in params:
+        np.testing.assert_allclose(steps["graph"].params[k].get(), steps["eager"].params[k].get(), rtol=1e-5,
+                                   atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cupy_tf32_and_bf16_matmuls_train(cupy_backend):
+    loss_fn, params, X, Y = mlp_step("digits")
+    for precision in ("tf32", "bf16"):
+        step = bp.compile_step(loss_fn, {k: v.copy() for k, v in params.items()}, X, Y, backend="cupy",
+                               optimizer=bp.optim.SGD(lr=0.1), matmul_precision=precision)
+        first = step(X, Y)
+        for _ in range(50):
+            last = step(X, Y)
+        assert last < first

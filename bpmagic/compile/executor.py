@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 
@@ -34,16 +35,22 @@ class Executable:
     guards: output indices that must be finite before any donated array is touched (else GuardFailed).
     """
 
-    def __init__(self, graph: Graph, backend, donate=None, guards=(), fuse=True):
+    def __init__(self, graph: Graph, backend, donate=None, guards=(), fuse=True, cuda_graph=False,
+                 matmul_precision="fp32"):
         self.graph = graph
         self.backend = backend
         self.donate = dict(donate or {})
         self.guards = list(guards)
         self.fuse = fuse
+        self.matmul_precision = matmul_precision
+        # CUDA-graph replay needs a backend that captures, and a matmul it can capture (see the CuPy backend)
+        self.cuda_graph = bool(cuda_graph and getattr(backend, "graph_replay", None) and self.guards)
         self.source, namespace = self._generate()
         code = compile(self.source, f"<bpmagic step {graph.name}>", "exec")
         exec(code, namespace)
         self.run = namespace["run"]  # the generated function itself: calling it skips a Python frame
+        if self.cuda_graph:
+            self.run = _Replayed(self, namespace)
 
     def __call__(self, *inputs):
         return self.run(*inputs)
@@ -123,11 +130,18 @@ class Executable:
                 return lit
             return names[v]
 
+        split = []  # where the guard sits in `lines`: the two halves become two CUDA graphs
+
         def emit_guard():
             checks = " and ".join(f"_isfinite({names[g.outputs[i]]})" for i in self.guards)
+            split.append((len(lines), checks))
             lines.append(f"    if not ({checks}):")
             lines.append("        raise GuardFailed()")
 
+        matmul = None
+        if getattr(self.backend, "matmul_kernel", None) is not None and (
+                self.cuda_graph or self.matmul_precision != "fp32"):
+            matmul = ns["_mm"] = self.backend.matmul_kernel(self.matmul_precision)
         # on a backend that compiles kernels (CuPy), runs of elementwise equations become one generated kernel
         group_at, grouped = {}, set()
         if self.fuse and getattr(self.backend, "elementwise_kernel", None) is not None:
@@ -170,7 +184,10 @@ class Executable:
                 else:
                     target = self._reuse_input(e, k, last_use, roots, names, shapes) or alloc(out.shape, out.dtype)
                     live.setdefault(target, 0)
-                if prim.ufunc:
+                if prim.ufunc == "matmul" and matmul is not None and len(e.inputs[0].shape) == 2 == len(
+                        e.inputs[1].shape):
+                    call = f"_mm({', '.join(args)}, {target})"
+                elif prim.ufunc:
                     call = f"xp.{prim.ufunc}({', '.join(args)}, out={target})"
                 elif prim.name in _NUMPY_REDUCE and xp is np:
                     axis = e.params["axis"]
@@ -204,6 +221,8 @@ class Executable:
             if names[out] != names[donor]:
                 lines.append(f"    xp.copyto({names[donor]}, {names[out]})")
         lines.append(f"    return [{', '.join(names[v] for v in g.outputs)}]")
+        if self.cuda_graph:
+            lines += _split_at_guard(lines, *split[0])
         return "\n".join(lines) + "\n", ns
 
     @staticmethod
@@ -245,6 +264,51 @@ class Executable:
                     and sum(1 for w, rs in roots.items() if names[v] in rs) == 1):
                 return names[v]
         return None
+
+
+def _split_at_guard(lines, at, checks):
+    """`_part_a` (everything before the guard) and `_part_b` (the rest), for capture as two CUDA graphs. Views
+    made in the first half and read in the second are taken again there (a view costs nothing)."""
+    header, before, after = lines[0], lines[1:at], lines[at + 2:]
+    later = "\n".join(after)
+    views = [ln for ln in before if re.match(r"    v\d+ = ", ln) and re.search(rf"\b{ln.split()[0]}\b", later)]
+    args = header[len("def run("):]
+    return ([f"def _part_a({args}"] + (before or ["    pass"]) + [f"def _part_b({args}"] + views + after
+            + [f"_checks = lambda: ({checks})"])
+
+
+class _Replayed:
+    """The step as two CUDA graphs around the host-side guard. The first call captures; if capture fails (an
+    operation CUDA cannot capture), the step says so once and runs eagerly from then on."""
+
+    def __init__(self, executable, ns):
+        self.executable, self.ns = executable, ns
+        self.eager = ns["run"]
+        self.replay = None
+        self.donated = set(executable.donate.values())
+
+    def __call__(self, *inputs):
+        if self.replay is False:
+            return self.eager(*inputs)
+        try:
+            if self.replay is None:
+                static = [x if i in self.donated else x.copy() for i, x in enumerate(inputs)]
+                self.replay = self.executable.backend.graph_replay([self.ns["_part_a"], self.ns["_part_b"]], static)
+            self.replay.load(inputs)
+            self.replay.launch(0)
+            self.replay.synchronize()
+            if self.ns["_checks"]():
+                outputs = self.replay.launch(1)
+                self.replay.synchronize()  # the caller reads the outputs on its own stream
+                return outputs
+        except Exception as e:  # noqa: BLE001  capture is an optimisation: never lose a step to it
+            # nothing donated is written before the guard, and a capture records without running: safe to redo
+            import warnings
+
+            warnings.warn(f"bpmagic: CUDA-graph capture failed ({type(e).__name__}: {e}); running eagerly")
+            self.replay = False
+            return self.eager(*inputs)
+        raise GuardFailed()
 
 
 def _isfinite(x) -> bool:

@@ -39,6 +39,9 @@ class Plan:
     compile_seconds: float
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
 @dataclass(slots=True)
 class StepInfo:
     """What the last step did: its loss, the hyperparameters it used, and statistics if asked for."""
@@ -58,10 +61,17 @@ class CompiledStep:
     backward_graph / update_graph (of the latest plan).
     """
 
-    def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False):
+    def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
+                 cuda_graph=True, matmul_precision="fp32"):
         if not isinstance(params, dict) or not params:
             raise BackpropError("params must be a non-empty dict mapping names to arrays")
+        if matmul_precision not in PRECISIONS:
+            raise BackpropError(f"matmul_precision={matmul_precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.backend = get_backend(backend, verbose=(backend == "auto"))
+        self.cuda_graph, self.matmul_precision = cuda_graph, matmul_precision
+        if matmul_precision != "fp32" and getattr(self.backend, "matmul_kernel", None) is None:
+            print(f"bpmagic: matmul_precision={matmul_precision!r} applies on the GPU (CuPy); the {self.backend.name} "
+                  "backend computes matmuls in the parameters' own precision")
         for name, p in params.items():
             kind = np.dtype(getattr(p, "dtype", np.float64)).kind
             if kind != "f":
@@ -174,7 +184,8 @@ class CompiledStep:
         graph = optimize(graph)
         n, ns = len(names), len(names) * len(slots)
         donate = {1 + n + i: i for i in range(n + ns)}
-        exe = Executable(graph, self.backend, donate=donate, guards=list(range(1 + n)))
+        exe = Executable(graph, self.backend, donate=donate, guards=list(range(1 + n)), cuda_graph=self.cuda_graph,
+                         matmul_precision=self.matmul_precision)
         return Plan(graph, exe, n, ns, n, stat_names, time.perf_counter() - t0)
 
     # -- running ------------------------------------------------------------------------------------------------------
@@ -257,16 +268,21 @@ class CompiledStep:
 
 
 
-def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False):
+def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,
+                 cuda_graph=True, matmul_precision="fp32"):
     """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
 
     params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
     (default SGD(lr=0.01)); its hyperparameters may be changed at any time. backend: "numpy", "cupy" or "auto".
     groups: param name -> layer name for per-layer learning-rate multipliers (default: names ending in the same
     number form a layer). stats=True also computes per-parameter gradient, update and weight norms (step.last.stats).
+    On CuPy, runs of elementwise operations are fused into generated kernels and, with cuda_graph=True (the
+    default), the step is replayed as CUDA graphs; matmul_precision="tf32" or "bf16" uses tensor-core math with
+    fp32 accumulation for float32 matmuls (default "fp32": exact fp32).
 
         step = bp.compile_step(loss_fn, params, X[:32], Y[:32], optimizer=bp.optim.SGD(lr=0.1))
         for xb, yb in batches:
             loss = step(xb, yb)
     """
-    return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats)
+    return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats, cuda_graph,
+                        matmul_precision)
