@@ -53,13 +53,8 @@ class TorchGraph(cpu_bench.TorchImpl):
                 q.copy_(s)
 
     def _body(self):
-        torch, p, L = self.torch, self.p, self.n_layers
-        h = self.X
-        for i in range(1, L + 1):
-            h = h @ p[f"W{i}"] + p[f"b{i}"]
-            if i < L:
-                h = self.act(h)
-        loss = self.loss(h, self.Y)
+        torch = self.torch
+        loss = self.forward_loss()
         grads = torch.autograd.grad(loss, self.plist)
         with torch.no_grad():
             for q, g in zip(self.plist, grads):

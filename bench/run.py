@@ -94,22 +94,30 @@ def make_problem(name):
 # ---------------------------------------------------------------------------------------------------------------------
 # (a) bpmagic
 
+def mlp_loss_fn(cfg):
+    """The size's loss as bpmagic code: loss_fn(params, x, y)."""
+    import bpmagic as bp
+
+    n_layers = len(cfg["layers"]) - 1
+    act = bp.tanh if cfg["act"] == "tanh" else bp.relu
+    loss = bp.mse if cfg["loss"] == "mse" else bp.cross_entropy
+
+    def loss_fn(p, x, y):
+        h = x
+        for i in range(1, n_layers + 1):
+            h = h @ p[f"W{i}"] + p[f"b{i}"]
+            if i < n_layers:
+                h = act(h)
+        return loss(h, y)
+
+    return loss_fn
+
+
 class BpmagicImpl:
     def __init__(self, cfg, params, X, Y, backend, **options):
         import bpmagic as bp
 
-        n_layers = len(cfg["layers"]) - 1
-        act = bp.tanh if cfg["act"] == "tanh" else bp.relu
-        loss = bp.mse if cfg["loss"] == "mse" else bp.cross_entropy
-
-        def loss_fn(p, x, y):
-            h = x
-            for i in range(1, n_layers + 1):
-                h = h @ p[f"W{i}"] + p[f"b{i}"]
-                if i < n_layers:
-                    h = act(h)
-            return loss(h, y)
-
+        loss_fn = mlp_loss_fn(cfg)
         self.xp = _xp(backend)
         # host (NumPy) copies: compile_step moves them to the backend's device once and keeps them in step.params.
         # (Handing it CuPy arrays directly trips `p.flags.writeable` in CompiledStep.__init__: CuPy's flags have no
@@ -209,14 +217,18 @@ class TorchImpl:
         self.act = torch.tanh if cfg["act"] == "tanh" else torch.relu
         self.loss = F.mse_loss if cfg["loss"] == "mse" else F.cross_entropy
 
-    def __call__(self):
-        torch, p, L = self.torch, self.p, self.n_layers
+    def forward_loss(self):
+        p, L = self.p, self.n_layers
         h = self.X
         for i in range(1, L + 1):
             h = h @ p[f"W{i}"] + p[f"b{i}"]
             if i < L:
                 h = self.act(h)
-        loss = self.loss(h, self.Y)
+        return self.loss(h, self.Y)
+
+    def __call__(self):
+        torch = self.torch
+        loss = self.forward_loss()
         loss.backward()
         with torch.no_grad():
             for q in self.plist:

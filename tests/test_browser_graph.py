@@ -5,7 +5,7 @@ import json
 import re
 import time
 
-from conftest import ARTIFACTS, open_notebook, run_all
+from conftest import ARTIFACTS, kernel_idle, open_notebook, run_all
 
 SETUP = """\
 import json, os, shutil
@@ -116,7 +116,7 @@ def test_graphs_in_jupyterlab_without_dot(page, lab):
     assert line.text_content().startswith("%%backprop --steps 20")
     assert "".join(line.locator(".bp-backprop-magic").all_text_contents()) == "%%backprop"
     deadline = time.time() + 60
-    while not _idle(page):
+    while not kernel_idle(page):
         assert time.time() < deadline, "the notebook did not finish"
         time.sleep(0.5)
     assert time.time() - started < 120
@@ -135,9 +135,3 @@ def test_graphs_in_jupyterlab_without_dot(page, lab):
     page.wait_for_function("() => window.jupyterapp.shell.currentWidget.content.activeCell.model.sharedModel"
                            ".getSource().startsWith('%%backprop')", timeout=10_000)
     page.screenshot(path=str(ARTIFACTS / "graphs.png"), full_page=True)
-
-
-def _idle(page):
-    from conftest import kernel_idle
-
-    return kernel_idle(page)

@@ -32,6 +32,7 @@ class CupyBackend(Backend):
         import cupy
 
         self.xp = cupy
+        self._gemm = {}  # precision -> _Gemm, made on first use
 
     def to_numpy(self, x):
         return self.xp.asnumpy(x)
@@ -47,15 +48,14 @@ class CupyBackend(Backend):
     def matmul_kernel(self, precision="fp32"):
         """A 2-d matmul `mm(a, b, out)` that calls cuBLAS directly, so it can be captured in a CUDA graph, with
         fp32, tf32 or bf16 math (fp32 accumulation in every case)."""
-        if getattr(self, "_gemm", {}).get(precision) is None:
-            self._gemm = getattr(self, "_gemm", {})
+        if precision not in self._gemm:
             self._gemm[precision] = _Gemm(self.xp, precision)
         return self._gemm[precision]
 
     def graph_replay(self, parts, static_inputs):
         """Replay `parts` (functions of the static inputs) as CUDA graphs; see _GraphReplay."""
         replay = _GraphReplay(self.xp, parts, static_inputs)
-        for gemm in getattr(self, "_gemm", {}).values():
+        for gemm in self._gemm.values():
             gemm.use_stream(replay.stream)  # before capture begins: setting it during capture is refused
         return replay
 

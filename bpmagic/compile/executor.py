@@ -33,15 +33,16 @@ class Executable:
 
     donate: {output index: input index} — write that output into that input's array, in place.
     guards: output indices that must be finite before any donated array is touched (else GuardFailed).
+    On a backend that compiles kernels, runs of elementwise equations are fused (compile/fusion.py);
+    cuda_graph: replay the step as CUDA graphs where the backend can capture; matmul_precision: "fp32", "tf32" or
+    "bf16" for float32 matmuls on such a backend.
     """
 
-    def __init__(self, graph: Graph, backend, donate=None, guards=(), fuse=True, cuda_graph=False,
-                 matmul_precision="fp32"):
+    def __init__(self, graph: Graph, backend, donate=None, guards=(), cuda_graph=False, matmul_precision="fp32"):
         self.graph = graph
         self.backend = backend
         self.donate = dict(donate or {})
         self.guards = list(guards)
-        self.fuse = fuse
         self.matmul_precision = matmul_precision
         # CUDA-graph replay needs a backend that captures, and a matmul it can capture (see the CuPy backend)
         self.cuda_graph = bool(cuda_graph and getattr(backend, "graph_replay", None) and self.guards)
@@ -118,15 +119,9 @@ class Executable:
 
         def atom(v, e):
             if isinstance(v, Literal):
-                x = v.value
                 lit = f"k{len(ns)}"
-                ns[lit] = x.item() if np.dtype(x.dtype).kind == "f" else x
-                # a float literal next to a float array: a 0-d array of that array's dtype is what a Python float
-                # would become (NEP 50), and NumPy takes that path about twice as fast
-                partner = next((u.dtype for u in e.inputs if isinstance(u, Var) and np.dtype(u.dtype).kind == "f"),
-                               None)
-                if np.dtype(x.dtype).kind == "f" and partner is not None:
-                    ns[lit] = self.backend.asarray(np.asarray(x, partner))
+                # a 0-d array in the dtype the literal computes in: NumPy takes it about twice as fast as a float
+                ns[lit] = self.backend.asarray(np.asarray(v.value, v.dtype_in(e)))
                 return lit
             return names[v]
 
@@ -144,13 +139,12 @@ class Executable:
             matmul = ns["_mm"] = self.backend.matmul_kernel(self.matmul_precision)
         # on a backend that compiles kernels (CuPy), runs of elementwise equations become one generated kernel
         group_at, grouped = {}, set()
-        if self.fuse and getattr(self.backend, "elementwise_kernel", None) is not None:
+        if getattr(self.backend, "elementwise_kernel", None) is not None:
             outputs = set(g.outputs)
             for group in find_groups(eqns, lambda v, k: v in outputs or last_use.get(v, -1) > k,
                                      stops={n_guard} if self.guards else ()):
-                first = eqns.index(group.eqns[0])
-                group_at[first] = group
-                grouped.update(range(first, first + len(group.eqns)))
+                group_at[group.start] = group
+                grouped.update(range(group.start, group.start + len(group.eqns)))
 
         for k, e in enumerate(eqns):
             if k == n_guard and self.guards:

@@ -59,6 +59,7 @@ def _fusible(e) -> bool:
 class Group:
     """Consecutive fusible equations computed by one kernel."""
 
+    start: int  # position of the first equation in the list given to find_groups
     eqns: list
     inputs: list = field(default_factory=list)  # Vars read from outside the group, in first-use order
     outputs: list = field(default_factory=list)  # Vars the rest of the program (or its result) needs
@@ -90,14 +91,11 @@ def find_groups(eqns, needed_after, stops=(), min_size=2):
         run.clear()
 
     for k, e in enumerate(eqns):
-        if k in stops:
+        fusible = _fusible(e)
+        if k in stops or not fusible or (run and e.outputs[0].shape != run[-1][1].outputs[0].shape):
             close()
-        if _fusible(e) and (not run or e.outputs[0].shape == run[-1][1].outputs[0].shape):
+        if fusible:
             run.append((k, e))
-        else:
-            close()
-            if _fusible(e):
-                run.append((k, e))
     close()
     return groups
 
@@ -106,7 +104,7 @@ def _build(run, needed_after) -> Group:
     last = run[-1][0]
     members = [e for _, e in run]
     made = {e.outputs[0] for e in members}
-    group = Group(members)
+    group = Group(run[0][0], members)
     expr = {}  # Var made in the group -> its expression, or the name it was stored under
     uses = {}
     for e in members:
@@ -144,12 +142,10 @@ def _build(run, needed_after) -> Group:
 
 
 def _literal(v, e) -> str:
-    """A literal in the type of its float partner (as NumPy would treat a Python float), else its own type."""
-    x = v.value
-    partner = next((u.dtype for u in e.inputs if isinstance(u, Var) and np.dtype(u.dtype).kind == "f"), None)
-    dtype = np.dtype(partner if partner is not None and np.dtype(x.dtype).kind == "f" else x.dtype)
+    """A literal written in the C type it computes in (see Literal.dtype_in)."""
+    dtype = np.dtype(v.dtype_in(e))
     ctype = C_TYPES.get(str(dtype), "double")
-    value = x.item()
+    value = v.value.item()
     if isinstance(value, bool):
         return "true" if value else "false"
     return f"{ctype}({float(value)!r})" if dtype.kind == "f" else f"{ctype}({int(value)})"

@@ -47,6 +47,15 @@ class Literal:
     def __repr__(self):
         return str(self.value)  # a 0-d array prints its shortest form for its dtype: 1e-07, not 1.00000001e-07
 
+    def dtype_in(self, eqn):
+        """The dtype this literal computes in within `eqn`: a float literal beside a float array takes that array's
+        dtype (what NumPy does with a Python float, NEP 50), so float32 math stays float32; else its own."""
+        if self.dtype.kind == "f":
+            for v in eqn.inputs:
+                if isinstance(v, Var) and getattr(v.dtype, "kind", "") == "f":
+                    return v.dtype
+        return self.dtype
+
 
 @dataclass(frozen=True)
 class Source:

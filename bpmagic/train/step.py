@@ -34,7 +34,6 @@ class Plan:
     executable: Executable
     n_params: int
     n_state: int
-    n_checks: int  # outputs after the loss whose finiteness guards the update (one per gradient)
     stat_names: list
     compile_seconds: float
 
@@ -186,7 +185,7 @@ class CompiledStep:
         donate = {1 + n + i: i for i in range(n + ns)}
         exe = Executable(graph, self.backend, donate=donate, guards=list(range(1 + n)), cuda_graph=self.cuda_graph,
                          matmul_precision=self.matmul_precision)
-        return Plan(graph, exe, n, ns, n, stat_names, time.perf_counter() - t0)
+        return Plan(graph, exe, n, ns, stat_names, time.perf_counter() - t0)
 
     # -- running ------------------------------------------------------------------------------------------------------
     def __call__(self, *batch) -> float:
@@ -206,7 +205,8 @@ class CompiledStep:
             loss = float(outs[0])
             stats = {}
             if plan.stat_names:
-                values = outs[1 + plan.n_checks + plan.n_params + plan.n_state:]
+                # outputs: loss, one check per gradient, new params, new state, then the statistics
+                values = outs[1 + 2 * plan.n_params + plan.n_state:]
                 stats = dict(zip(plan.stat_names, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
             self.last = StepInfo(self.step_count, loss, hyper, lrs, stats)
             return loss

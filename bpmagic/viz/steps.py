@@ -17,6 +17,7 @@ from ..errors import BackpropError
 from ..ir import Literal, Var
 from ..ir.printer import Namer
 from ..trace import new_trace
+from .dot import graph_to_dot
 
 _INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**", "matmul": "@"}
 _OPERATORS = set(_INFIX) | {"negative"}
@@ -147,8 +148,6 @@ def _local_rule(e, g_value, values, names):
 
 def backprop_steps(fn, *args, name=None) -> BackpropSteps:
     """Trace `fn(*args)` (a scalar program) and replay its backward pass node by node."""
-    from .dot import graph_to_dot
-
     with new_trace("numpy") as tr:
         new_args, inputs = api._trace_inputs(tr, fn, args)
         out = fn(*new_args)

@@ -11,6 +11,9 @@ from traitlets import Dict, Int, List, Unicode
 
 from ..assets import asset
 from ..errors import BackpropError
+from .dot import graph_to_dot
+from .flow import gradient_flow
+from .steps import backprop_steps, show
 
 
 def _bundle():
@@ -44,15 +47,13 @@ class StepThrough(GraphView):
     `.steps_data` holds the numbers (a BackpropSteps); `.current` is the step shown."""
 
     def __init__(self, fn, *args, name=None):
-        from .steps import backprop_steps
-
         data = backprop_steps(fn, *args, name=name)
         super().__init__(
             dot=data.dot.source,
             steps=[{"node": s.node, "edges": s.edges, "text": s.text} for s in data],
             intro=(f"L = {data.value:.6g}. Press Step ▶ to send the adjoint dL/dL = 1 backwards, one node at a "
                    f"time, in reverse topological order ({len(data)} steps)."),
-            status="gradients at the inputs: " + ", ".join(f"dL/d{k} = {_short(v)}"
+            status="gradients at the inputs: " + ", ".join(f"dL/d{k} = {show(v)}"
                                                            for k, v in data.gradients.items()))
         self.steps_data = data
 
@@ -72,20 +73,11 @@ class StepThrough(GraphView):
         self.index = -1
 
 
-def _short(value) -> str:
-    from .steps import show
-
-    return show(value)
-
-
 class LiveGraph(GraphView):
     """A Run's forward graph; while it trains, edge colour and width follow the gradient magnitude at each value
     (log scale, relative to the largest), refreshed about once a second from the run's own thread."""
 
     def __init__(self, run, interval=1.0):
-        from .dot import graph_to_dot
-        from .flow import gradient_flow
-
         graph, stats = gradient_flow(run)
         dot = graph_to_dot(graph, layers=run.step.groups)
         order = _value_order(graph)
@@ -104,8 +96,6 @@ class LiveGraph(GraphView):
         if not self._lock.acquire(blocking=False):
             return
         try:
-            from .flow import gradient_flow
-
             self._last = now
             self._show(*gradient_flow(run))
         finally:
@@ -127,13 +117,3 @@ def _value_order(graph) -> dict:
     """Var -> its position among the graph's inputs and equation outputs."""
     values = list(graph.inputs) + [e.outputs[0] for e in graph.eqns]
     return {v: i for i, v in enumerate(values)}
-
-
-def step_through(fn, *args, name=None) -> StepThrough:
-    """A step-through of backpropagation for the scalar function `fn` at `args` (a scalar program, a tiny MLP)."""
-    return StepThrough(fn, *args, name=name)
-
-
-def live(run, interval=1.0) -> LiveGraph:
-    """The graph of `run`, its edges following gradient magnitudes while it trains."""
-    return LiveGraph(run, interval)
