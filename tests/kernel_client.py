@@ -1,0 +1,95 @@
+"""A real kernel driven through jupyter_client, with the dashboard's comms found as a browser finds them.
+
+Used by the live-controls tests and by bench/controls.py. Messages are built exactly as a browser's widget manager
+sends them (``comm_msg`` with ``method: update``/``custom``), optionally tagged with a subshell id as JupyterLab >= 4.4
+does.
+"""
+import json
+import time
+
+from jupyter_client.manager import start_new_kernel
+
+
+class Kernel:
+    """A kernel plus the dashboard's comm ids, found in the comm_open messages it publishes."""
+
+    def __init__(self, name):
+        self.km, self.kc = start_new_kernel(kernel_name=name)
+        self.comms = {}  # css class -> comm id
+        self.iopub = []
+
+    def drain(self, timeout=0.05):
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=timeout)
+            except Exception:
+                return
+            self.iopub.append((time.time(), msg))
+            if msg["msg_type"] in ("comm_open", "comm_msg"):  # classes come with the state or a later update
+                state = msg["content"].get("data", {}).get("state", {})
+                for cls in state.get("_dom_classes", []):
+                    self.comms.setdefault(cls, msg["content"]["comm_id"])
+
+    def run(self, code, timeout=120):
+        """Execute and wait; returns stdout."""
+        msg_id = self.kc.execute(code)
+        reply = self.wait_reply(msg_id, timeout)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        self.drain(0.2)
+        return "".join(m["content"].get("text", "") for _, m in self.iopub
+                       if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream")
+
+    def wait_reply(self, msg_id, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.drain(0.01)
+            try:
+                reply = self.kc.get_shell_msg(timeout=0.05)
+            except Exception:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+        raise TimeoutError(msg_id)
+
+    def send_comm(self, css_class, data, subshell_id=None):
+        content = {"comm_id": self.comms[css_class], "data": data}
+        msg = self.kc.session.msg("comm_msg", content)
+        if subshell_id:
+            msg["header"]["subshell_id"] = subshell_id
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def wait_handled(self, msg_id, timeout=120):
+        """Until the kernel reports idle after handling message `msg_id`."""
+        end, checked = time.time() + timeout, 0
+        while True:
+            for _, m in self.iopub[checked:]:
+                if (m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+                        and m["parent_header"].get("msg_id") == msg_id):
+                    return
+            checked = len(self.iopub)
+            assert time.time() < end, "the kernel did not handle the message in time"
+            self.drain(0.05)
+
+    def set_value(self, css_class, value, subshell_id=None):
+        return self.send_comm(css_class, {"method": "update", "state": {"value": value}, "buffer_paths": []}, subshell_id)
+
+    def click(self, css_class, subshell_id=None):
+        self.send_comm(css_class, {"method": "custom", "content": {"event": "click"}}, subshell_id)
+
+    def create_subshell(self):
+        msg = self.kc.session.msg("create_subshell_request", {})
+        self.kc.control_channel.send(msg)
+        while True:
+            reply = self.kc.control_channel.get_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                return reply["content"]["subshell_id"]
+
+    def history(self, *columns):
+        out = self.run("import json\nprint(json.dumps({c: _bp.history[c] for c in %r} | "
+                       "{'status': _bp.status, 'why': _bp.ended_because}))" % (columns,))
+        return json.loads(out.strip().splitlines()[-1])
+
+    def close(self):
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
