@@ -7,9 +7,9 @@ Why the trainer gives the interpreter up between steps: every control message is
 threads (shell channel, subshell, IOPub), each of which needs the interpreter lock several times per message, and a
 tight loop of small steps holds that lock until Python's switch interval (5 ms) forces it off. Measured on 2 cores
 (bench/controls.py, xor size): a message cost ~40 ms. So every millisecond the trainer steps aside for a moment
-(`time.sleep(0)`), which brings one message's effect to a few ms; and while
-writes arrive in a burst (a slider dragged, a flood of messages) it sleeps a few milliseconds between steps, so the
-kernel keeps up with the traffic (10,000 messages in ~27 s instead of > 120 s).
+(`time.sleep(0)`, ~50 us of timer slack), which brings one message's effect to ~5 ms; and while writes arrive in a
+burst (a slider dragged, a flood of messages) it sleeps a few milliseconds between steps, so the kernel keeps up
+with the traffic (10,000 messages in 32-41 s instead of more than 120 s).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ BURST_GAP = 0.05
 #: ... which lasts this long after its last write; meanwhile the trainer sleeps YIELD seconds between steps
 BURST_TAIL = 0.1
 YIELD = 0.005
-#: otherwise the trainer releases the interpreter this often (costs ~5% of training time at the smallest sizes)
+#: otherwise the trainer releases the interpreter this often (~5% of training time at the smallest sizes)
 YIELD_EVERY = 0.001
 
 
@@ -93,11 +93,6 @@ class Controls:
         return {**hyper, "paused": self._paused, "stopping": self._stop_reason is not None}
 
     # -- the trainer's side -------------------------------------------------------------------------------------------
-    @property
-    def steered(self) -> bool:
-        """True during a burst of writes (see the module's docstring)."""
-        return time.monotonic() < self._burst_until
-
     def wait_for_next_step(self) -> bool:
         """Called by the worker before each step: blocks while paused; False once training must stop."""
         now = time.monotonic()  # outside the lock (see the module's docstring)
