@@ -3,7 +3,8 @@
 
     .venv/bin/python bench/controls.py [--sizes xor digits mnist] [--flood 10000] [--singles 50] [--json PATH]
 
-For each bench size (the models of bench/run.py, written as a cell) a blocking training cell runs, and:
+For each of bench/run.py's sizes (as a relu MLP with cross-entropy, written as a cell) a blocking training cell
+runs, and:
   flood    N learning-rate messages sent back to back, as fast as the client can, built as a browser builds them;
            reported: seconds until the kernel reported idle for the last one (target: N = 10,000 in <= 30 s)
   single   one message every 100 ms; its effect is the first step trained with the new value (the step's time in
@@ -42,7 +43,7 @@ def cell(layers):
 
 
 def start(k, batch, layers):
-    k.run("import numpy as np, time\nrng = np.random.default_rng(0)\n"
+    k.run("import numpy as np\nrng = np.random.default_rng(0)\n"
           f"X = rng.standard_normal(({batch * 8}, {layers[0]})).astype(np.float32)\n"
           f"Y = rng.integers(0, {layers[-1]}, {batch * 8})")
     msg_id = k.kc.execute(f"%%backprop --steps 100000000 --lr 0.1 --batch-size {batch}\n{cell(layers)}")

@@ -134,6 +134,7 @@ def test_a_flood_of_control_messages(backprop_kernel):
         last = k.set_value("bpmagic-lr", v)
     # how fast is bench/controls.py's business; here only a generous deadline for a busy machine
     k.wait_handled(last, timeout=900)
+    wait_steps(k, 1.0)  # some steps with the last value before Stop (thousands a second at this size)
     k.click("bpmagic-stop")
     k.wait_reply(msg_id, timeout=300)
     h = k.history("lr")
