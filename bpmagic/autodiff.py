@@ -53,7 +53,7 @@ def backward(trace, start, output, seed, wrt, keep=()):
                 kept[out] = g
             _name_adjoint(g, out)
             inputs = [trace.tracers[v] if isinstance(v, Var) else v.value for v in e.inputs]
-            with trace.recording(source=e.source):
+            with trace.recording(source=e.source, scope=e.scope):
                 cts = e.primitive.vjp(g, trace.tracers[out], *inputs, **e.params)
                 if not isinstance(cts, (tuple, list)):
                     cts = (cts,)

@@ -51,6 +51,7 @@ class Trace:
         self._const_ids: dict[int, Var] = {}
         self.phase = "forward"
         self.source_override: Source | None = None
+        self.scope: tuple = ()  # the composite calls now running (see ops.core.composite)
 
     # -- values entering the trace --------------------------------------------------------------------------
     def new_input(self, value, name=None) -> "Tracer":
@@ -107,19 +108,27 @@ class Trace:
                                             f"{type(e).__name__}: {e}")) from None
         assert tuple(value.shape) == tuple(shape), (prim.name, value.shape, shape)
         var = Var(shape, np.dtype(dtype))
-        self.eqns.append(Eqn(prim, list(atoms), [var], dict(params), source, self.phase))
+        self.eqns.append(Eqn(prim, list(atoms), [var], dict(params), source, self.phase, self.scope))
         return self._tracer(var, value)
 
     @contextmanager
-    def recording(self, phase=None, source=None):
-        """Within this block, new equations are tagged with `phase` and (if given) attributed to `source`."""
-        saved = self.phase, self.source_override
+    def recording(self, phase=None, source=None, scope=None):
+        """Within this block, new equations are tagged with `phase`, (if given) attributed to `source` and recorded in
+        `scope` (a tuple of composite names, replacing the current one)."""
+        saved = self.phase, self.source_override, self.scope
         self.phase = phase or self.phase
         self.source_override = source or self.source_override
+        self.scope = self.scope if scope is None else tuple(scope)
         try:
             yield
         finally:
-            self.phase, self.source_override = saved
+            self.phase, self.source_override, self.scope = saved
+
+    @contextmanager
+    def in_composite(self, name):
+        """Equations recorded within this block belong to the composite `name` (nested inside the current ones)."""
+        with self.recording(scope=self.scope + (name,)):
+            yield
 
     def graph(self, inputs, outputs, name="f") -> Graph:
         """The Graph from `inputs` to `outputs` (Tracers or Vars) of everything recorded so far."""

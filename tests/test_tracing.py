@@ -105,3 +105,19 @@ def test_pytree_arguments_name_inputs():
     params = {"W": np.ones((2, 2)), "b": np.zeros(2)}
     g = bp.trace(lambda p, x: bp.sum(x @ p["W"] + p["b"]), params, np.ones((3, 2)))
     assert [v.name for v in g.inputs] == ["W", "b", "x"]
+
+
+def test_a_composites_equations_carry_its_scope_forward_and_backward():
+    import bpmagic as bp
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(4, 3)), np.array([0, 2, 1, 0])
+    loss = lambda z: bp.cross_entropy(bp.tanh(z), labels)
+    scopes = {e.primitive.name: e.scope for e in bp.trace(loss, logits).eqns}
+    assert scopes["tanh"] == ()
+    assert scopes["exp"][:1] == ("cross_entropy",) and "logsumexp" in scopes["exp"]
+    assert bp.cross_entropy.op_info.kind == "composite" and bp.tanh.op_info.numpy_name == "tanh"
+
+    back = [e for e in bp.trace(bp.grad(loss), logits).eqns if e.phase == "backward"]
+    assert any(e.scope[:1] == ("cross_entropy",) for e in back)
+    assert any(e.scope == () for e in back)  # tanh's VJP is outside the composite

@@ -74,6 +74,8 @@ class Eqn:
     """`outputs = primitive(*inputs, **params)`, recorded at `source`.
 
     `phase` is "forward", "backward" or "update": which part of a training step wrote the equation.
+    `scope` names the composite calls that recorded it, outermost first (("cross_entropy", "logsumexp")), so a view
+    can draw a composite as one node; a backward equation carries the scope of the forward equation it differentiates.
     """
 
     primitive: Any
@@ -82,6 +84,7 @@ class Eqn:
     params: dict = field(default_factory=dict)
     source: Source | None = None
     phase: str = "forward"
+    scope: tuple = ()
 
     @property
     def out(self) -> Var:

@@ -9,7 +9,10 @@ call to that value's trace (`_bp_trace`), which records an equation and also com
 """
 from __future__ import annotations
 
+import functools
 import numbers
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -18,6 +21,28 @@ from ..errors import ShapeError
 
 # name -> Primitive, for every primitive ever created (built-in or plugin)
 PRIMITIVES: dict = {}
+
+
+@dataclass
+class OpInfo:
+    """What the tests and the reference page need to know about an op, declared with the op (PyTorch's OpInfo idea).
+
+    samples(rng) -> list of (args, kwargs): inputs to check the op on. float64 arrays among args are differentiated;
+        integer or boolean arrays and Python values are held fixed.
+    reference(jax) -> a function with the op's signature computed with JAX (`jax` is the jax module), so tests can
+        compare forward values and gradients with an independent implementation.
+    numpy_name: the NumPy function the op stands for (`np.<numpy_name>`), or None when NumPy has none.
+    kind: "primitive" or "composite".
+    """
+
+    samples: Callable | None = None
+    reference: Callable | None = None
+    numpy_name: str | None = None
+    kind: str = "primitive"
+
+
+def _default_numpy_name(name):
+    return name if callable(getattr(np, name, None)) else None
 
 
 class Primitive:
@@ -31,10 +56,11 @@ class Primitive:
     ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
         memory). accepts_out: impl takes an `out=` array to write into (the same benefit without a ufunc).
     nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
+    samples, reference, numpy_name: see OpInfo (kept as `op_info`).
     """
 
     def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
-                 doc=None):
+                 doc=None, samples=None, reference=None, numpy_name=...):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
@@ -43,6 +69,7 @@ class Primitive:
         self.accepts_out = accepts_out
         self.nondiff_inputs = tuple(nondiff_inputs)
         self.__doc__ = doc or getattr(impl, "__doc__", None)
+        self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name)
         PRIMITIVES[name] = self
 
     def defvjp(self, rule):
@@ -73,6 +100,46 @@ class Primitive:
 
     def __repr__(self):
         return f"<primitive {self.name}>"
+
+
+def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=...):
+    """Decorator: `fn`, written with primitives, is a composite op named `name` (default: fn's name).
+
+    Called on traced values, its equations are recorded inside the composite's scope (Eqn.scope), so views can draw it
+    as one node; its VJP comes from its primitives'. samples / reference / numpy_name are its OpInfo (`fn.op_info`).
+    """
+
+    def wrap(f):
+        op_name = name or f.__name__
+
+        @functools.wraps(f)
+        def call(*args, **kwargs):
+            trace = _trace_of(args, kwargs)
+            if trace is None:
+                return f(*args, **kwargs)
+            with trace.in_composite(op_name):
+                return f(*args, **kwargs)
+
+        nname = _default_numpy_name(op_name) if numpy_name is ... else numpy_name
+        call.op_info = OpInfo(samples, reference, nname, kind="composite")
+        return call
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _trace_of(args, kwargs):
+    """The trace of the first traced value among the arguments (looking one level into lists and tuples)."""
+    for a in (*args, *kwargs.values()):
+        for x in (a if isinstance(a, (list, tuple)) else (a,)):
+            trace = getattr(x, "_bp_trace", None)
+            if trace is not None:
+                return trace
+    return None
+
+
+def op_info(op) -> OpInfo | None:
+    """The OpInfo declared with a primitive or a composite, or None for a plain function."""
+    return getattr(op, "op_info", None)
 
 
 def promote_scalars(args):

@@ -13,7 +13,7 @@ from . import elementwise as _ew
 from . import linalg as _linalg
 from . import reduce as _reduce
 from . import shape as _shape
-from .core import Primitive, shape_error
+from .core import Primitive, composite, shape_error
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "uniform", "unfold", "fold", "pad2d"]
 
@@ -82,6 +82,7 @@ def _pair(v):
 
 
 # -- convolution and pooling ---------------------------------------------------------------------------------------
+@composite
 def conv2d(x, w, stride=1, padding=0):
     """2-d cross-correlation, as in PyTorch: x is (N, C, H, W), w is (out, C, kh, kw) -> (N, out, OH, OW)."""
     if len(x.shape) != 4 or len(w.shape) != 4:
@@ -110,17 +111,20 @@ def _pool_windows(x, kernel_size, stride, name):
     return _shape.reshape(cols, (n, c, kh * kw, oh, ow))
 
 
+@composite
 def max_pool2d(x, kernel_size, stride=None):
     """Largest value in each window (stride defaults to the window size)."""
     return _reduce.max(_pool_windows(x, kernel_size, stride, "max_pool2d"), axis=2)
 
 
+@composite
 def avg_pool2d(x, kernel_size, stride=None):
     """Average of each window (stride defaults to the window size)."""
     return _reduce.mean(_pool_windows(x, kernel_size, stride, "avg_pool2d"), axis=2)
 
 
 # -- embedding -----------------------------------------------------------------------------------------------------
+@composite
 def embedding(table, ids):
     """Rows of `table` (vocab, dim) for integer `ids` of any shape -> ids.shape + (dim,)."""
     if len(table.shape) != 2:
@@ -145,6 +149,7 @@ def uniform(key, shape, dtype=np.float32):
     return _uniform(key, shape=tuple(shape), dtype=np.dtype(dtype))
 
 
+@composite
 def dropout(x, rate, key):
     """Zero each entry with probability `rate` and scale the rest by 1/(1 - rate); reproducible by `key`."""
     if not 0 <= rate < 1:
