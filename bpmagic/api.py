@@ -145,7 +145,7 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
         for t in traced:
             if np.dtype(t.dtype).kind not in "fc":
                 raise BackpropError(
-                    f"grad with respect to argument {i} ({t.var.name}: {t.var.type_str}) is undefined: it holds "
+                    f"grad with respect to argument {i} ({t._bp_var.name}: {t._bp_var.type_str}) is undefined: it holds "
                     "integers. Differentiate with respect to float arrays (e.g. x.astype(np.float32)), and pass "
                     "integer data (labels, indices) as an argument not listed in argnums.")
     result = fn(*new_args)

@@ -38,11 +38,11 @@ def backward(trace, start, output, seed, wrt, keep=()):
     those values, as a dashboard shows per layer.
     """
     eqns = trace.eqns[start:]
-    active = active_vars(eqns, {t.var for t in wrt})
+    active = active_vars(eqns, {t._bp_var for t in wrt})
     kept = {}
-    if output.var not in active:
+    if output._bp_var not in active:
         return ([None] * len(wrt), kept) if keep else [None] * len(wrt)
-    adjoint = {output.var: seed}
+    adjoint = {output._bp_var: seed}
     with trace.recording(phase="backward"):
         for e in reversed(eqns):
             out = e.outputs[0]
@@ -64,10 +64,10 @@ def backward(trace, start, output, seed, wrt, keep=()):
                     assert tuple(ct.shape) == v.shape, (e.primitive.name, ct.shape, v.shape)
                     # a value used twice gets the sum of both adjoints
                     adjoint[v] = ops.add(adjoint[v], ct) if v in adjoint else ct
-    grads = [adjoint.get(t.var) for t in wrt]
+    grads = [adjoint.get(t._bp_var) for t in wrt]
     for t, g in zip(wrt, grads):
         if g is not None:
-            _name_adjoint(g, t.var)
+            _name_adjoint(g, t._bp_var)
     return (grads, kept) if keep else grads
 
 
@@ -97,6 +97,6 @@ def layer_outputs(eqns, layers: dict) -> dict:
 
 def _name_adjoint(g, var):
     """Call the adjoint of `h` "dh" when printing, if nothing better names it."""
-    gv = getattr(g, "var", None)
+    gv = getattr(g, "_bp_var", None)
     if var.name and gv is not None and gv.name is None:
         gv.name = "d" + var.name.split(".")[-1]

@@ -80,14 +80,14 @@ class Trace:
         """Var or Literal for an argument; its concrete value."""
         if isinstance(x, Tracer):
             if x._bp_trace is self:
-                return x.var, x.value
+                return x._bp_var, x.value
             x = x.value  # a value from another (finished or outer) trace is a constant here
         if isinstance(x, np.ndarray) and x.ndim == 0 or isinstance(x, np.generic):
             value = self.backend.asarray(x)
             return Literal(value), value
         if is_array(x):
             t = self.const(x)
-            return t.var, t.value
+            return t._bp_var, t.value
         raise TypeError(f"cannot trace a value of type {type(x).__name__}: {x!r}")
 
     # -- recording -----------------------------------------------------------------------------------------
@@ -132,8 +132,8 @@ class Trace:
 
     def graph(self, inputs, outputs, name="f") -> Graph:
         """The Graph from `inputs` to `outputs` (Tracers or Vars) of everything recorded so far."""
-        ins = [getattr(t, "var", t) for t in inputs]
-        outs = [self._atom(t)[0] if not isinstance(t, Tracer) or t._bp_trace is not self else t.var
+        ins = [getattr(t, "_bp_var", t) for t in inputs]
+        outs = [self._atom(t)[0] if not isinstance(t, Tracer) or t._bp_trace is not self else t._bp_var
                 for t in outputs]
         outs = [o if isinstance(o, Var) else self._literal_var(o) for o in outs]
         g = Graph(ins, list(self.eqns), outs, dict(self.consts), name)
@@ -141,7 +141,7 @@ class Trace:
 
     def _literal_var(self, lit):
         t = self.const(self.backend.to_numpy(lit.value))
-        return t.var
+        return t._bp_var
 
 
 def _at(source, error: BackpropError) -> BackpropError:
@@ -177,23 +177,24 @@ def new_trace(backend="numpy"):
 class Tracer:
     """A traced array: a Var in a Trace plus its concrete value. Behaves like an array in user code."""
 
-    __slots__ = ("_bp_trace", "var", "value")
+    # `_bp_trace` / `_bp_var`: underscored so they never shadow an ndarray method (`h.var()` is NumPy's variance)
+    __slots__ = ("_bp_trace", "_bp_var", "value")
     __array_ufunc__ = None  # make `numpy_array + tracer` defer to Tracer.__radd__
 
     def __init__(self, trace, var, value):
         self._bp_trace = trace
-        self.var = var
+        self._bp_var = var
         self.value = value
 
-    shape = property(lambda self: self.var.shape)
-    dtype = property(lambda self: self.var.dtype)
-    ndim = property(lambda self: len(self.var.shape))
-    size = property(lambda self: int(np.prod(self.var.shape, dtype=np.int64)))
+    shape = property(lambda self: self._bp_var.shape)
+    dtype = property(lambda self: self._bp_var.dtype)
+    ndim = property(lambda self: len(self._bp_var.shape))
+    size = property(lambda self: int(np.prod(self._bp_var.shape, dtype=np.int64)))
     T = property(lambda self: ops.transpose(self))
 
     def __repr__(self):
         value = self._bp_trace.backend.to_numpy(self.value)
-        return f"Tracer({self.var.type_str}, value={np.array2string(value, precision=4, threshold=20)})"
+        return f"Tracer({self._bp_var.type_str}, value={np.array2string(value, precision=4, threshold=20)})"
 
     def __len__(self):
         if not self.shape:
@@ -205,14 +206,14 @@ class Tracer:
 
     def __bool__(self):
         raise TracingError(
-            f"{_here()}Python `if`/`while`/`and`/`or` on a traced value ({self.var.type_str}): the graph records "
+            f"{_here()}Python `if`/`while`/`and`/`or` on a traced value ({self._bp_var.type_str}): the graph records "
             "array operations, not which way Python branched. Use bp.where(condition, a, b) to choose values, or "
             "branch on something that is not traced (a Python number, a shape)."
         )
 
     def _concrete(self, kind):
         raise TracingError(
-            f"{_here()}{kind}() of a traced value ({self.var.type_str}) would freeze its value into the graph. "
+            f"{_here()}{kind}() of a traced value ({self._bp_var.type_str}) would freeze its value into the graph. "
             "Keep it as an array; to read a number out, do it after training (the params are plain arrays then)."
         )
 
@@ -222,7 +223,7 @@ class Tracer:
 
     def __array__(self, dtype=None, copy=None):
         raise TracingError(
-            f"{_here()}a NumPy function was given a traced value ({self.var.type_str}). Inside traced code use "
+            f"{_here()}a NumPy function was given a traced value ({self._bp_var.type_str}). Inside traced code use "
             "bpmagic's functions (bp.exp, bp.sum, ..., or the bare names in a %%backprop cell) instead of np.*."
         )
 

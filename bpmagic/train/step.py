@@ -150,7 +150,7 @@ class CompiledStep:
             if self.with_stats:
                 layer_vars = {}
                 for n in names:
-                    layer_vars.setdefault(self.groups[n], []).append(p_in[n].var)
+                    layer_vars.setdefault(self.groups[n], []).append(p_in[n]._bp_var)
                 probes = autodiff.layer_outputs(tr.eqns[start:], layer_vars)
             seed = tr.const(np.ones((), loss.dtype))
             grad_list, signals = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],

@@ -38,7 +38,7 @@ def gradient_flow(run, batch=None):
         grads, adjoints = autodiff.backward(tr, 0, loss, seed, list(p_in.values()), keep=set(forward) or {None})
         graph = tr.graph(list(p_in.values()) + b_in, [loss], name=f"{run.name}_gradient_flow")
         graph.eqns = [e for e in graph.eqns if e.phase == "forward"]
-        adjoints.update({t.var: g for t, g in zip(p_in.values(), grads) if g is not None})
+        adjoints.update({t._bp_var: g for t, g in zip(p_in.values(), grads) if g is not None})
         stats, norms = {}, {}
         for v in list(graph.inputs) + forward:
             if not isinstance(v, Var) or v not in tr.tracers:

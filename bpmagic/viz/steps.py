@@ -139,10 +139,10 @@ def _local_rule(e, g_value, values, names):
         cts = e.primitive.vjp(g, out, *ins, **e.params)
         if not isinstance(cts, (tuple, list)):
             cts = (cts,)
-        shown = {g.var: "g", out.var: names[e.outputs[0]]}
-        shown.update({t.var: names[v] for t, v in zip(ins, e.inputs) if isinstance(v, Var)})
+        shown = {g._bp_var: "g", out._bp_var: names[e.outputs[0]]}
+        shown.update({t._bp_var: names[v] for t, v in zip(ins, e.inputs) if isinstance(v, Var)})
         eqn_of = {o: x for x in scratch.eqns for o in x.outputs}
-        rules = [None if ct is None else expression(getattr(ct, "var", ct), eqn_of, shown) for ct in cts]
+        rules = [None if ct is None else expression(getattr(ct, "_bp_var", ct), eqn_of, shown) for ct in cts]
         return [None if ct is None else np.asarray(getattr(ct, "value", ct)) for ct in cts], rules
 
 
@@ -151,7 +151,7 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
     with new_trace("numpy") as tr:
         new_args, inputs = api._trace_inputs(tr, fn, args)
         out = fn(*new_args)
-        if not hasattr(out, "var") or out.var.shape != ():
+        if not hasattr(out, "_bp_var") or out._bp_var.shape != ():
             raise BackpropError("step_through needs a function that returns a scalar (the loss) computed from "
                                 f"its arguments; this one returned {type(out).__name__} "
                                 f"{getattr(out, 'shape', '')}")
@@ -168,7 +168,7 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
     for key, var in dot.bp_edges.items():
         into.setdefault(key.split("->")[1], []).append(key)
     active = active_vars(graph.eqns, set(graph.inputs))
-    adjoint = {out.var: np.ones((), values[out.var].dtype)}
+    adjoint = {out._bp_var: np.ones((), values[out._bp_var].dtype)}
     steps = []
     for k in reversed(range(len(graph.eqns))):
         e = graph.eqns[k]
@@ -189,4 +189,4 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
                                                    ct, adjoint[v]))
         steps.append(step)
     gradients = {names[v]: adjoint.get(v, np.zeros(v.shape, v.dtype)) for v in graph.inputs}
-    return BackpropSteps(graph, steps, gradients, values[out.var], dot)
+    return BackpropSteps(graph, steps, gradients, values[out._bp_var], dot)

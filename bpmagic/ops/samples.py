@@ -1,0 +1,62 @@
+"""Sample inputs an op declares with itself (OpInfo.samples), for the generated gradient-check table and docs.
+
+Each generator takes a NumPy Generator and returns float64 arrays drawn where finite differences are meaningful:
+away from the kinks of non-smooth ops (relu, abs, max, clip) and inside the domains of log, sqrt and power.
+`unary` and `binary` build a whole `samples(rng)` function for an elementwise op over the usual shapes (0-d,
+size-1 axes, broadcasting pairs), so most ops declare their samples in one short expression.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+UNARY_SHAPES = [(3, 4), (), (2, 1, 3)]
+# broadcasting pairs: same shape, (3,1)+(1,4), rank promotion, 0-d on either side, size-1 axes on both sides
+BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 1), (1, 4)), ((2, 3, 4), (4,)), ((), (3,)), ((3,), ()), ((), ()),
+                 ((2, 1, 4), (3, 1)), ((1, 1), (3, 4))]
+
+
+def normal(rng, *shape):
+    return np.asarray(rng.standard_normal(shape), np.float64)
+
+
+def uniform_in(rng, lo, hi, *shape):
+    return np.asarray(rng.uniform(lo, hi, shape), np.float64)
+
+
+def positive(rng, *shape):
+    """In [0.5, 2]: inside the domain of log, sqrt and power with a traced exponent."""
+    return uniform_in(rng, 0.5, 2.0, *shape)
+
+
+def away0(rng, *shape):
+    """|x| in [0.2, 1.5], random sign: away from the kinks of relu, abs, sign and the pole of 1/x."""
+    return np.asarray(rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 1.5, shape), np.float64)
+
+
+def distinct(rng, *shapes):
+    """Arrays whose entries (across all of them) differ pairwise by >= 0.1: no ties for max/min/maximum/sort."""
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    vals = (rng.permutation(sum(sizes)) - sum(sizes) / 2) * 0.13 + rng.uniform(0, 0.02)
+    out, start = [], 0
+    for s, n in zip(shapes, sizes):
+        out.append(np.asarray(vals[start:start + n].reshape(s), np.float64))
+        start += n
+    return tuple(out)
+
+
+def avoiding(rng, bands, *shape):
+    """Values drawn uniformly from the given (lo, hi) bands (to stay clear of clip bounds and other kinks)."""
+    which = rng.integers(0, len(bands), shape)
+    lo = np.array([b[0] for b in bands])[which]
+    hi = np.array([b[1] for b in bands])[which]
+    return np.asarray(lo + (hi - lo) * rng.uniform(0, 1, shape), np.float64)
+
+
+def unary(gen=normal, shapes=UNARY_SHAPES, **kwargs):
+    """samples(rng) for a one-input op: `gen` over each shape, with the same keyword arguments."""
+    return lambda rng: [((gen(rng, *s),), dict(kwargs)) for s in shapes]
+
+
+def binary(gen_a=normal, gen_b=normal, shapes=BINARY_SHAPES):
+    """samples(rng) for a broadcasting two-input op."""
+    return lambda rng: [((gen_a(rng, *sa), gen_b(rng, *sb)), {}) for sa, sb in shapes]
