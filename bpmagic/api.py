@@ -166,7 +166,7 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
     return (value, aux) if has_aux else value, g
 
 
-def primitive(fn=None, *, name=None, shape_rule=None):
+def primitive(fn=None, *, name=None, shape_rule=None, **facets):
     """Decorator: make `fn(xp, *arrays, **params)` a primitive; give it a VJP with `@<name>.defvjp`.
 
         @bp.primitive
@@ -177,10 +177,12 @@ def primitive(fn=None, *, name=None, shape_rule=None):
         def _(g, out, x):               # g: adjoint of the output; out: the output; x: the input
             return g * bp.sigmoid(x)    # written with bpmagic ops, so grad-of-grad works too
 
-    The shape rule defaults to running `fn` on zero arrays of the input shapes.
+    The shape rule defaults to running `fn` on zero arrays of the input shapes. `facets` are Primitive's other
+    keywords (fused=, effects=, lowering=, symbol=, samples=, reference=, ...), so a plugin's op is fused,
+    marked effectful and checked exactly like a built-in one.
     """
     def make(f):
-        return Primitive(name or f.__name__, f, shape_rule)
+        return Primitive(name or f.__name__, f, shape_rule, **facets)
 
     return make(fn) if fn is not None else make
 

@@ -1,5 +1,6 @@
-"""A tiny plugin package (tests/plugin_pkg) is pip-installed; its primitive, backend and optimizer are then found
-through the entry-point groups, exactly like the built-ins."""
+"""A tiny plugin package (tests/plugin_pkg) is pip-installed; its primitives, backend and optimizer are then found
+through the entry-point groups, exactly like the built-ins, and its primitives' facets (a fused template, an effect)
+are honoured by the compiler exactly like a built-in's."""
 import json
 import subprocess
 import sys
@@ -45,9 +46,9 @@ def test_plugin_primitive_backend_and_optimizer(installed_plugin):
         from bpmagic.train.optim import get_optimizer
 
         x = np.linspace(-3, 3, 7)
-        softplus = bp.softplus                      # found through the bpmagic.ops entry point
-        check = bp.gradcheck(lambda x: bp.sum(softplus(x) ** 2), x, order=2)
-        g = bp.grad(lambda x: bp.sum(softplus(x)))(x)
+        softsign = bp.softsign                      # found through the bpmagic.ops entry point
+        check = bp.gradcheck(lambda x: bp.sum(softsign(x) ** 2), x, order=2)
+        g = bp.grad(lambda x: bp.sum(softsign(x)))(x)
 
         backend = bp.get_backend("checked-numpy")   # found through bpmagic.backends
         opt = get_optimizer("signsgd", lr=0.1)      # found through bpmagic.optimizers
@@ -56,18 +57,59 @@ def test_plugin_primitive_backend_and_optimizer(installed_plugin):
                                optimizer=opt, backend=backend)
         losses = [step(np.zeros(3)) for _ in range(3)]
         print(json.dumps({
-            "gradcheck": bool(check), "grad": g.tolist(), "sigmoid": (1 / (1 + np.exp(-x))).tolist(),
+            "gradcheck": bool(check), "grad": g.tolist(), "expected": (1 / (1 + np.abs(x)) ** 2).tolist(),
             "backends": sorted(available_backends()), "w": params["w"].tolist(), "losses": losses,
-            "transfers": type(backend).transfers, "in_graph": "softplus" in str(bp.trace(softplus, x)),
+            "transfers": type(backend).transfers, "in_graph": "softsign" in str(bp.trace(softsign, x)),
         }))
     """)
     assert result["gradcheck"]
-    assert result["grad"] == pytest.approx(result["sigmoid"])
+    assert result["grad"] == pytest.approx(result["expected"])
     assert "checked-numpy" in result["backends"] and "numpy" in result["backends"]
     assert result["w"] == pytest.approx([0.7, -1.7, 2.7])     # three signSGD steps of 0.1
     assert result["losses"][0] == pytest.approx(14.0)
     assert result["transfers"] > 0
     assert result["in_graph"]
+
+
+def test_plugin_primitives_are_fused_and_effects_respected(installed_plugin):
+    result = run_python("""
+        import json
+        import numpy as np
+        import bpmagic as bp
+        from bpmagic.backends.numpy_backend import NumpyBackend
+        from bpmagic.compile.executor import Executable
+        from bpmagic.compile.fusion import numpy_kernel
+        from bpmagic.compile.passes import fold_constants, optimize
+        from bpmagic.ir import Graph
+
+        class FusingNumpy(NumpyBackend):  # runs fused kernel bodies with NumPy, as tests/test_fusion.py does
+            kernels = []
+
+            def elementwise_kernel(self, in_params, out_params, body, name, preamble):
+                self.kernels.append(name)
+                return numpy_kernel(in_params, out_params, body)
+
+        x = np.linspace(-3, 3, 7)
+        graph = bp.trace(lambda x: bp.softsign(x * 2.0) + 1.0, x)
+        backend = FusingNumpy()
+        fused = Executable(graph, backend)(x)[0]
+
+        twice = optimize(bp.trace(lambda x: bp.jitter(x) - bp.jitter(x), x))
+        diff = Executable(twice, NumpyBackend())(x)[0]
+        traced = bp.trace(lambda x, c: x + bp.jitter(c), x, np.ones(7))
+        as_const = Graph(traced.inputs[:1], traced.eqns, traced.outputs, {traced.inputs[1]: np.ones(7)})
+        run = Executable(fold_constants(as_const), NumpyBackend())
+        a, b = run(x)[0].copy(), run(x)[0].copy()
+        print(json.dumps({
+            "kernels": backend.kernels, "fused": fused.tolist(), "expected": (2 * x / (1 + np.abs(2 * x)) + 1).tolist(),
+            "jitters": sum(e.primitive.name == "jitter" for e in twice.eqns), "diff_nonzero": bool(np.all(diff != 0)),
+            "two_runs_differ": bool(np.all(a != b)),
+        }))
+    """)
+    assert result["kernels"] == ["bp_fused_multiply_softsign_add"]
+    assert result["fused"] == pytest.approx(result["expected"], rel=1e-14)
+    assert result["jitters"] == 2 and result["diff_nonzero"]  # two draws, never merged into one
+    assert result["two_runs_differ"]  # a draw on a constant input is not folded into a constant
 
 
 def test_broken_plugin_is_reported_not_fatal(monkeypatch):

@@ -16,16 +16,26 @@ import numpy as np
 from ..ir import Graph, Literal, Var
 from .fusion import PREAMBLE, find_groups
 
-# on NumPy, reductions called as ufunc methods skip np.sum / np.max's Python wrappers
-_NUMPY_REDUCE = {"sum": "add", "max": "maximum"}
 
 
 class GuardFailed(Exception):
     """A guard value was not finite: nothing donated has been written."""
 
 
-def _writes_out(prim) -> bool:
-    return bool(prim.ufunc) or prim.accepts_out
+class Lowering:
+    """What a primitive's lowering rule (Primitive.lowering) may know about the code being generated."""
+
+    def __init__(self, backend, namespace, cuda_graph, matmul_precision):
+        self.backend, self.xp = backend, backend.xp
+        self.cuda_graph, self.matmul_precision = cuda_graph, matmul_precision
+        self._ns = namespace
+        self.inputs = ()  # the equation's operands (Vars and Literals: .shape, .dtype)
+
+    def bind(self, key: str, make):
+        """The name under which the generated code sees `make()`, made once per step and shared by all rules."""
+        if key not in self._ns:
+            self._ns[key] = make()
+        return key
 
 
 class Executable:
@@ -133,10 +143,7 @@ class Executable:
             lines.append(f"    if not ({checks}):")
             lines.append("        raise GuardFailed()")
 
-        matmul = None
-        if getattr(self.backend, "matmul_kernel", None) is not None and (
-                self.cuda_graph or self.matmul_precision != "fp32"):
-            matmul = ns["_mm"] = self.backend.matmul_kernel(self.matmul_precision)
+        lowering = Lowering(self.backend, ns, self.cuda_graph, self.matmul_precision)
         # on a backend that compiles kernels (CuPy), runs of elementwise equations become one generated kernel
         group_at, grouped = {}, set()
         if getattr(self.backend, "elementwise_kernel", None) is not None:
@@ -171,36 +178,21 @@ class Executable:
             args = [atom(v, e) for v in e.inputs]
             prim = e.primitive
             target = None
-            if _writes_out(prim):
+            lowering.inputs = e.inputs
+            if prim.writes_out:
                 donor = donated_out.get(out)
                 if donor is not None and self._can_write(donor, k, last_use, roots, eqns, e):
                     target = names[donor]
                 else:
                     target = self._reuse_input(e, k, last_use, roots, names, shapes) or alloc(out.shape, out.dtype)
                     live.setdefault(target, 0)
-                if prim.ufunc == "matmul" and matmul is not None and len(e.inputs[0].shape) == 2 == len(
-                        e.inputs[1].shape):
-                    call = f"_mm({', '.join(args)}, {target})"
-                elif prim.ufunc:
-                    call = f"xp.{prim.ufunc}({', '.join(args)}, out={target})"
-                elif prim.name in _NUMPY_REDUCE and xp is np:
-                    axis = e.params["axis"]
-                    if tuple(axis) == tuple(range(len(e.inputs[0].shape))) and not e.params["keepdims"]:
-                        axis = None  # the whole array: NumPy's fastest reduction path
-                    # positional (array, axis, dtype, out, keepdims): keyword parsing costs a little at every call
-                    call = (f"xp.{_NUMPY_REDUCE[prim.name]}.reduce({args[0]}, {axis!r}, None, {target}, "
-                            f"{e.params['keepdims']!r})")
-                else:
-                    fname = f"f{k}"
-                    ns[fname] = functools.partial(prim.impl, xp, **e.params)
-                    call = f"{fname}({', '.join(args)}, out={target})"
-                lines.append(f"    {call}")
+                lines.append(f"    {self._call(prim, args, e.params, ns, k, lowering, target)}")
                 names[out] = target
                 roots[out] = {target}
                 live[target] = live.get(target, 0) + 1
             else:
                 name = f"v{k}"
-                lines.append(f"    {name} = {self._call(prim, args, e.params, ns, k)}")
+                lines.append(f"    {name} = {self._call(prim, args, e.params, ns, k, lowering)}")
                 names[out] = name
                 # the result may be a view of any input: keep their buffers alive while it lives
                 roots[out] = set().union(*(roots.get(v, set()) for v in e.inputs if isinstance(v, Var)))
@@ -220,19 +212,18 @@ class Executable:
         return "\n".join(lines) + "\n", ns
 
     @staticmethod
-    def _call(prim, args, params, ns, k):
-        """The expression that computes a primitive without an out= buffer (views are taken directly)."""
-        if prim.name == "reshape":
-            return f"{args[0]}.reshape({params['shape']!r})"
-        if prim.name == "transpose":
-            if tuple(params["axes"]) == tuple(reversed(range(len(params["axes"])))):
-                return f"{args[0]}.T"  # the attribute is cheaper than the call
-            return f"{args[0]}.transpose({params['axes']!r})"
-        if prim.name == "stop_gradient":  # the identity when running
-            return args[0]
+    def _call(prim, args, params, ns, k, lowering, out=None):
+        """The expression that computes a primitive: its own lowering rule's, else a ufunc with `out=` or a call
+        of its implementation."""
+        if prim.lowering is not None:
+            text = prim.lowering(lowering, *args, out=out, **params)
+            if text is not None:
+                return text
+        if out is not None and prim.ufunc:
+            return f"xp.{prim.ufunc}({', '.join(args)}, out={out})"
         fname = f"f{k}"
         ns[fname] = functools.partial(prim.impl, ns["xp"], **params)
-        return f"{fname}({', '.join(args)})"
+        return f"{fname}({', '.join(args + ([f'out={out}'] if out is not None else []))})"
 
     @staticmethod
     def _can_write(donor, k, last_use, roots, eqns, e):
@@ -244,12 +235,12 @@ class Executable:
             if v is not donor and rs & donor_roots and last_use.get(v, -1) > k:
                 return False
         # elementwise in-place is safe; matmul or a reduction reading the donor while writing it is not
-        return e.primitive.ufunc not in (None, "matmul") or donor not in e.inputs
+        return e.primitive.elementwise or donor not in e.inputs
 
     @staticmethod
     def _reuse_input(e, k, last_use, roots, names, shapes):
         """An input buffer that dies here and has the output's shape: write the elementwise result over it."""
-        if not e.primitive.ufunc or e.primitive.ufunc == "matmul":
+        if not (e.primitive.ufunc and e.primitive.elementwise):
             return None
         out = e.outputs[0]
         for v in e.inputs:

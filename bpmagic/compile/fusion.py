@@ -5,9 +5,10 @@ whole array. Fused, it is one kernel that reads the inputs once and writes only 
 run of consecutive fusible equations (in the executor's order) with the same output shape, so fusing can never
 create a cycle; values used only inside the group never reach memory.
 
-Each primitive is written once as an expression template in a C-like syntax that is also valid Python when the
-names below are NumPy functions (`exp`, `max`, `float(x)` as a cast): the CuPy backend compiles it with
-`cupy.ElementwiseKernel`, and the tests evaluate the very same string with NumPy on a machine without a GPU.
+Each elementwise primitive declares its expression template with itself (Primitive.fused), in a C-like syntax that
+is also valid Python when the names below are NumPy functions (`exp`, `max`, `float(x)` as a cast): the CuPy
+backend compiles it with `cupy.ElementwiseKernel`, and the tests evaluate the very same string with NumPy on a
+machine without a GPU. The language's functions are CUDA's math library; `numpy_namespace` lists them.
 """
 from __future__ import annotations
 
@@ -17,41 +18,13 @@ import numpy as np
 
 from ..ir import Literal, Var
 
-# primitive -> expression over operands {0}, {1}, {2}; {T} is the C type of the result
-TEMPLATES = {
-    "add": "({0} + {1})",
-    "subtract": "({0} - {1})",
-    "multiply": "({0} * {1})",
-    "divide": "({0} / {1})",
-    "negative": "(-{0})",
-    "square": "({0} * {0})",
-    "exp": "exp({0})",
-    "log": "log({0})",
-    "tanh": "tanh({0})",
-    "sqrt": "sqrt({0})",
-    "abs": "fabs({0})",
-    "power": "pow({0}, {1})",
-    "sigmoid": "({T}(1) / ({T}(1) + exp(-{0})))",
-    "relu": "max({0}, {T}(0))",
-    "maximum": "max({0}, {1})",
-    "minimum": "min({0}, {1})",
-    "greater": "({0} > {1})",
-    "greater_equal": "({0} >= {1})",
-    "less": "({0} < {1})",
-    "less_equal": "({0} <= {1})",
-    "equal": "({0} == {1})",
-    "not_equal": "({0} != {1})",
-    "where": "where_({0}, {1}, {2})",
-}
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool", "int32": "int", "int64": "long"}
 # the helper `where_` (CUDA has no ternary function); the kernel's preamble defines it
 PREAMBLE = "template <typename C, typename T> __device__ T where_(C c, T a, T b) { return c ? a : b; }\n"
 
 
 def _fusible(e) -> bool:
-    if e.primitive.name == "astype":
-        return str(np.dtype(e.params["dtype"])) in C_TYPES
-    return (e.primitive.name in TEMPLATES and len(e.outputs) == 1
+    return (e.primitive.elementwise and len(e.outputs) == 1
             and all(str(np.dtype(v.dtype)) in C_TYPES for v in list(e.inputs) + list(e.outputs)))
 
 
@@ -124,10 +97,7 @@ def _build(run, needed_after) -> Group:
                 args.append(f"x{group.inputs.index(v)}")
         out = e.outputs[0]
         ctype = C_TYPES[str(np.dtype(out.dtype))]
-        if e.primitive.name == "astype":
-            text = f"{ctype}({args[0]})"
-        else:
-            text = TEMPLATES[e.primitive.name].format(*args, T=ctype)
+        text = e.primitive.fused.format(*args, T=ctype)
         if needed_after(out, last):
             name = f"y{len(group.outputs)}"
             group.outputs.append(out)
@@ -153,9 +123,14 @@ def _literal(v, e) -> str:
 
 def numpy_namespace():
     """Names that make a kernel body valid NumPy: for checking the generated code where there is no GPU."""
-    return {"exp": np.exp, "log": np.log, "tanh": np.tanh, "sqrt": np.sqrt, "fabs": np.abs, "pow": np.power,
-            "max": np.maximum, "min": np.minimum, "where_": np.where, "float": np.float32, "double": np.float64,
-            "bool": np.bool_, "int": np.int32, "long": np.int64, "true": True, "false": False}
+    same = ["exp", "log", "tanh", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "log1p", "expm1", "log2", "log10",
+            "exp2", "floor", "ceil", "rint", "copysign"]
+    ns = {name: getattr(np, name) for name in same}
+    ns.update({"asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh, "atanh": np.arctanh,
+               "fabs": np.abs, "pow": np.power, "max": np.maximum, "min": np.minimum,
+               "where_": np.where, "float": np.float32, "double": np.float64, "bool": np.bool_, "int": np.int32,
+               "long": np.int64, "true": True, "false": False})
+    return ns
 
 
 def numpy_kernel(in_params: str, out_params: str, body: str):

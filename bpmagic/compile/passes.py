@@ -38,10 +38,10 @@ def common_subexpressions(graph: Graph) -> Graph:
     seen, rename, eqns = {}, {}, []
     for e in graph.eqns:
         inputs = [rename.get(v, v) if isinstance(v, Var) else v for v in e.inputs]
-        if e.primitive.name == "uniform":  # randomness: two draws are never the same value
+        if e.primitive.effects:  # a random draw (or any effect): two calls are never the same value
             key = None
         else:
-            key = (e.primitive.name, tuple(_key_of(v) for v in inputs), _params_key(e.params))
+            key = (e.primitive, tuple(_key_of(v) for v in inputs), _params_key(e.params))
         if key is not None and key in seen:
             rename[e.outputs[0]] = seen[key]
             continue
@@ -54,12 +54,13 @@ def common_subexpressions(graph: Graph) -> Graph:
 
 def fold_constants(graph: Graph) -> Graph:
     """Compute, once, every equation whose inputs are all constants (the backward seed 1.0 * 0.25, reshaped and
-    broadcast, say); the result becomes a constant of the graph. Random draws are left alone."""
+    broadcast, say); the result becomes a constant of the graph. Effectful equations (random draws) are left alone:
+    their value belongs to each run."""
     import numpy as np
 
     consts, eqns = dict(graph.consts), []
     for e in graph.eqns:
-        if e.primitive.name != "uniform" and all(isinstance(v, Literal) or v in consts for v in e.inputs):
+        if not e.primitive.effects and all(isinstance(v, Literal) or v in consts for v in e.inputs):
             args = [consts[v] if isinstance(v, Var) else np.asarray(v.value) for v in e.inputs]
             args = [np.asarray(a.get() if hasattr(a, "get") else a) for a in args]  # CuPy arrays to the host
             consts[e.outputs[0]] = np.array(e.primitive.impl(np, *args, **e.params), order="C")  # keeps 0-d

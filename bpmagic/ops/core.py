@@ -1,8 +1,10 @@
 """What a primitive is, and how a call to one is dispatched.
 
-A Primitive bundles, in one place, its implementation over an array module `xp`, its shape/dtype rule and its VJP
-rule. The VJP rule is written with primitives too, so backward passes are ordinary graphs that can be printed,
-compiled and differentiated again.
+A Primitive bundles, in one place, every facet of an operation: its implementation over an array module `xp`, its
+shape/dtype rule, its VJP rule, its fused-kernel template, its lowering in the executor's generated code, its effects
+and the operator it prints as. Nothing outside ops/ looks a primitive up by its name: passes, the executor, fusion
+and the views read these facets, so an op (built in, or a plugin's) is added in one place. The VJP rule is written
+with primitives too, so backward passes are ordinary graphs that can be printed, compiled and differentiated again.
 
 Calling a primitive on plain arrays computes the result at once (eagerly). Calling it with a traced value hands the
 call to that value's trace (`_bp_trace`), which records an equation and also computes the concrete value.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -33,12 +35,20 @@ class OpInfo:
         compare forward values and gradients with an independent implementation.
     numpy_name: the NumPy function the op stands for (`np.<numpy_name>`), or None when NumPy has none.
     kind: "primitive" or "composite".
+    differentiable: False for ops without a gradient (comparisons, argmax), declared explicitly: the checks
+        compare their forward values only. Ops whose gradient is zero almost everywhere (floor, sign) are
+        differentiable, with a VJP that says so.
+    gradcheck: extra keyword arguments for bp.gradcheck on this op's samples (looser tolerances where float32
+        rounding is involved); orders: the derivative orders the checks cover.
     """
 
     samples: Callable | None = None
     reference: Callable | None = None
     numpy_name: str | None = None
     kind: str = "primitive"
+    differentiable: bool = True
+    gradcheck: dict = field(default_factory=dict)
+    orders: tuple = (1, 2)
 
 
 def _default_numpy_name(name):
@@ -56,11 +66,22 @@ class Primitive:
     ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
         memory). accepts_out: impl takes an `out=` array to write into (the same benefit without a ufunc).
     nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
-    samples, reference, numpy_name: see OpInfo (kept as `op_info`).
+    fused: for an elementwise primitive, its expression in the fused-kernel language (compile/fusion.py): operands
+        {0}, {1}, {2}, the result's C type {T}, C math functions that NumPy also has (exp, tanh, floor, ...).
+        Declaring it is what makes a primitive elementwise: fusible, and safe to compute in place over an input.
+    lowering: rule(ctx, *args, out=None, **params) -> the Python expression the executor's generated code uses for
+        this primitive, or None for the default call; args are the operands' names in that code, `out` the buffer
+        to write into (given when the primitive writes out=), ctx a compile.executor.Lowering (xp, backend,
+        operand shapes, `ctx.bind(key, make)` to name an object once per step).
+    effects: names of effects ("random", "io", ...). An effectful primitive may give different values for the same
+        inputs, so it is never constant-folded or computed once for two equal calls.
+    symbol: the Python operator that writes it ("+" between two operands, "-" before one), for readable rules.
+    samples, reference, numpy_name, differentiable, gradcheck, orders: see OpInfo (kept as `op_info`).
     """
 
     def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
-                 doc=None, samples=None, reference=None, numpy_name=...):
+                 doc=None, fused=None, lowering=None, effects=(), symbol=None, samples=None, reference=None,
+                 numpy_name=..., differentiable=True, gradcheck=None, orders=(1, 2)):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
@@ -68,13 +89,34 @@ class Primitive:
         self.ufunc = ufunc
         self.accepts_out = accepts_out
         self.nondiff_inputs = tuple(nondiff_inputs)
+        self.fused = fused
+        self.lowering = lowering
+        self.effects = frozenset(effects)
+        self.symbol = symbol
         self.__doc__ = doc or getattr(impl, "__doc__", None)
-        self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name)
+        self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name,
+                              differentiable=differentiable,
+                              gradcheck=dict(gradcheck or {}), orders=tuple(orders))
         PRIMITIVES[name] = self
+
+    @property
+    def elementwise(self) -> bool:
+        """Computed entry by entry (it has a fused template): fusible, and may write over an input of its shape."""
+        return self.fused is not None
+
+    @property
+    def writes_out(self) -> bool:
+        """Can write its result into a given buffer (a ufunc's or impl's `out=`)."""
+        return bool(self.ufunc) or self.accepts_out
 
     def defvjp(self, rule):
         """Decorator: set the VJP rule `rule(g, out, *inputs, **params)`."""
         self.vjp = rule
+        return rule
+
+    def deflowering(self, rule):
+        """Decorator: set the executor lowering `rule(ctx, *args, out=None, **params) -> str | None`."""
+        self.lowering = rule
         return rule
 
     def defshape(self, rule):
@@ -102,11 +144,12 @@ class Primitive:
         return f"<primitive {self.name}>"
 
 
-def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=...):
+def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..., differentiable=True,
+              gradcheck=None, orders=(1, 2)):
     """Decorator: `fn`, written with primitives, is a composite op named `name` (default: fn's name).
 
     Called on traced values, its equations are recorded inside the composite's scope (Eqn.scope), so views can draw it
-    as one node; its VJP comes from its primitives'. samples / reference / numpy_name are its OpInfo (`fn.op_info`).
+    as one node; its VJP comes from its primitives'. The other keywords are its OpInfo (`fn.op_info`).
     """
 
     def wrap(f):
@@ -121,7 +164,8 @@ def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..
                 return f(*args, **kwargs)
 
         nname = _default_numpy_name(op_name) if numpy_name is ... else numpy_name
-        call.op_info = OpInfo(samples, reference, nname, kind="composite")
+        call.op_info = OpInfo(samples, reference, nname, kind="composite", differentiable=differentiable,
+                              gradcheck=dict(gradcheck or {}), orders=tuple(orders))
         return call
 
     return wrap(fn) if fn is not None else wrap

@@ -46,14 +46,21 @@ def _unbroadcast(g, a):
 
 
 # -- unary --------------------------------------------------------------------------------------------------------
-negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative")
-exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp")
-log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log")
+negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
+                     fused="(-{0})", symbol="-")
+exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp",
+                fused="exp({0})")
+log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log",
+                fused="log({0})")
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x: (g * (1 - out * out),),
-                 ufunc="tanh")
-sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt")
-sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, ufunc="sign")
-abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute")
+                 ufunc="tanh", fused="tanh({0})")
+sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt",
+                 fused="sqrt({0})")
+# zero gradient almost everywhere (None: no cotangent flows back)
+sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, lambda g, out, x: (None,), ufunc="sign",
+                 fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))")
+abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute",
+                fused="fabs({0})")
 
 
 def _sigmoid(xp, x, out=None):
@@ -66,24 +73,28 @@ def _sigmoid(xp, x, out=None):
     return out
 
 
-sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True)
+sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True,
+                    fused="({T}(0.5) * tanh({T}(0.5) * {0}) + {T}(0.5))")  # the same tanh form
 # g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
 relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
-                 lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True)
+                 lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))")
 
 
 # (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
 square = Primitive("square", lambda xp, x: xp.square(x), _same, lambda g, out, x: ((g * 2.0) * x,),
-                   ufunc="square")
+                   ufunc="square", fused="({0} * {0})")
 
 
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
-                lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add")
+                lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add", fused="({0} + {1})",
+                symbol="+")
 subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
-                     lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract")
+                     lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract",
+                     fused="({0} - {1})", symbol="-")
 multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
-                     lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply")
+                     lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply",
+                     fused="({0} * {1})", symbol="*")
 
 
 def _divide_vjp(g, out, a, b):
@@ -92,7 +103,7 @@ def _divide_vjp(g, out, a, b):
 
 
 divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,
-                   ufunc="true_divide")
+                   ufunc="true_divide", fused="({0} / {1})", symbol="/")
 
 
 def _power_vjp(g, out, x, y):
@@ -106,7 +117,8 @@ def _power_vjp(g, out, x, y):
     return _unbroadcast(gx, x), _unbroadcast(gy, y)
 
 
-power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power")
+power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power",
+                  fused="pow({0}, {1})", symbol="**")
 
 
 def _minmax_vjp(pick):
@@ -121,19 +133,22 @@ def _minmax_vjp(pick):
 
 
 maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("maximum"),
-                    _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum")
+                    _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})")
 minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
-                    _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum")
+                    _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})")
 
 # -- comparisons (no gradient) ----------------------------------------------------------------------------------
-greater = Primitive("greater", lambda xp, a, b: xp.greater(a, b), _compare("greater"), ufunc="greater")
-greater_equal = Primitive("greater_equal", lambda xp, a, b: xp.greater_equal(a, b), _compare("greater_equal"),
-                          ufunc="greater_equal")
-less = Primitive("less", lambda xp, a, b: xp.less(a, b), _compare("less"), ufunc="less")
-less_equal = Primitive("less_equal", lambda xp, a, b: xp.less_equal(a, b), _compare("less_equal"),
-                       ufunc="less_equal")
-equal = Primitive("equal", lambda xp, a, b: xp.equal(a, b), _compare("equal"), ufunc="equal")
-not_equal = Primitive("not_equal", lambda xp, a, b: xp.not_equal(a, b), _compare("not_equal"), ufunc="not_equal")
+def _comparison(name, ufunc, op):
+    return Primitive(name, lambda xp, a, b: getattr(xp, ufunc)(a, b), _compare(name), ufunc=ufunc,
+                     fused=f"({{0}} {op} {{1}})", differentiable=False)
+
+
+greater = _comparison("greater", "greater", ">")
+greater_equal = _comparison("greater_equal", "greater_equal", ">=")
+less = _comparison("less", "less", "<")
+less_equal = _comparison("less_equal", "less_equal", "<=")
+equal = _comparison("equal", "equal", "==")
+not_equal = _comparison("not_equal", "not_equal", "!=")
 
 
 # -- where, astype, stop_gradient ----------------------------------------------------------------------------------
@@ -146,7 +161,8 @@ def _where_vjp(g, out, c, a, b):
     return None, _unbroadcast(where(c, g, 0.0), a), _unbroadcast(where(c, 0.0, g), b)
 
 
-_where = Primitive("where", lambda xp, c, a, b: xp.where(c, a, b), _where_rule, _where_vjp, nondiff_inputs=(0,))
+_where = Primitive("where", lambda xp, c, a, b: xp.where(c, a, b), _where_rule, _where_vjp, nondiff_inputs=(0,),
+                   fused="where_({0}, {1}, {2})")
 
 
 def where(condition, a, b):
@@ -159,7 +175,7 @@ def _astype_vjp(g, out, x, dtype):
 
 
 _astype = Primitive("astype", lambda xp, x, dtype: x.astype(dtype), lambda x, dtype: (x.shape, np.dtype(dtype)),
-                    _astype_vjp)
+                    _astype_vjp, fused="{T}({0})")
 
 
 def astype(x, dtype):
@@ -170,5 +186,5 @@ def astype(x, dtype):
     return _astype(x, dtype=dtype)
 
 
-stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same,
-                          doc="x itself, but no gradient flows back through it.")
+stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same, lowering=lambda ctx, x, out=None: x,
+                          differentiable=False, doc="x itself, but no gradient flows back through it.")

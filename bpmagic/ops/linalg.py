@@ -28,7 +28,18 @@ def _matmul_vjp(g, out, a, b):
     return _shape.unbroadcast(ga, a.shape), _shape.unbroadcast(gb, b.shape)
 
 
-_matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _matmul_vjp, ufunc="matmul")
+def _matmul_lowering(ctx, a, b, out=None):
+    # a backend's own 2-d matmul kernel, when the step asks for a precision or a capturable call (CuPy's cuBLAS)
+    make = getattr(ctx.backend, "matmul_kernel", None)
+    if make is None or not (ctx.cuda_graph or ctx.matmul_precision != "fp32") or out is None:
+        return None
+    if not len(ctx.inputs[0].shape) == 2 == len(ctx.inputs[1].shape):
+        return None
+    return f"{ctx.bind('_mm', lambda: make(ctx.matmul_precision))}({a}, {b}, {out})"
+
+
+_matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _matmul_vjp, ufunc="matmul",
+                    lowering=_matmul_lowering, symbol="@")
 
 
 def matmul(a, b):

@@ -140,6 +140,7 @@ def _uniform_impl(xp, key, shape, dtype):
 
 
 _uniform = Primitive("uniform", _uniform_impl, lambda key, shape, dtype: (tuple(shape), np.dtype(dtype)),
+                     effects=("random",), differentiable=False,
                      doc="Uniform [0, 1) numbers, reproducible from an integer key.")
 
 

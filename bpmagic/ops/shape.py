@@ -21,7 +21,8 @@ def _reshape_rule(x, shape):
 
 
 _reshape = Primitive("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_rule,
-                     lambda g, out, x, shape: (reshape(g, x.shape),))
+                     lambda g, out, x, shape: (reshape(g, x.shape),),
+                     lowering=lambda ctx, x, out=None, shape=(): f"{x}.reshape({shape!r})")  # a view, no call
 
 
 def _resolve_shape(old_shape, shape):
@@ -54,8 +55,15 @@ def _transpose_rule(x, axes):
     return tuple(x.shape[a] for a in axes), x.dtype
 
 
+def _transpose_lowering(ctx, x, out=None, axes=()):
+    if tuple(axes) == tuple(reversed(range(len(axes)))):
+        return f"{x}.T"  # the attribute is cheaper than the call
+    return f"{x}.transpose({axes!r})"
+
+
 _transpose = Primitive("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpose_rule,
-                       lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes).tolist())),))
+                       lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes).tolist())),),
+                       lowering=_transpose_lowering)
 
 
 def transpose(x, axes=None):

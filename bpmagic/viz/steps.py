@@ -19,8 +19,6 @@ from ..ir.printer import Namer
 from ..trace import new_trace
 from .dot import graph_to_dot
 
-_INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/", "power": "**", "matmul": "@"}
-_OPERATORS = set(_INFIX) | {"negative"}
 
 
 def show(value) -> str:
@@ -43,15 +41,16 @@ def expression(var, eqn_of: dict, names: dict) -> str:
     if e is None:
         return "const"
     args = [expression(v, eqn_of, names) for v in e.inputs]
-    op = e.primitive.name
-    nested = [f"({a})" if isinstance(v, Var) and v in eqn_of and eqn_of[v].primitive.name in _OPERATORS
-              else a for v, a in zip(e.inputs, args)]
-    if op in _INFIX and len(args) == 2:
-        return f"{nested[0]} {_INFIX[op]} {nested[1]}"
-    if op == "negative":
-        return f"-{nested[0]}"
+    # operands written with an operator of their own are parenthesised: g * (1 - out * out)
+    nested = [f"({a})" if isinstance(v, Var) and v in eqn_of and eqn_of[v].primitive.symbol else a
+              for v, a in zip(e.inputs, args)]
+    symbol = e.primitive.symbol
+    if symbol and len(args) == 2:
+        return f"{nested[0]} {symbol} {nested[1]}"
+    if symbol and len(args) == 1:
+        return f"{symbol}{nested[0]}"
     shown = [f"{k}={v!r}" for k, v in e.params.items() if not k.startswith("_") and not hasattr(v, "shape")]
-    return f"{op}({', '.join(args + shown)})"
+    return f"{e.primitive.name}({', '.join(args + shown)})"
 
 
 @dataclass

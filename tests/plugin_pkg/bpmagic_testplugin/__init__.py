@@ -1,4 +1,9 @@
-"""A third-party bpmagic plugin, as a user would write one: a primitive, a backend and an optimizer."""
+"""A third-party bpmagic plugin, as a user would write one: primitives, a backend and an optimizer.
+
+`softsign` declares a fused-kernel template (the executor fuses it on a kernel-compiling backend) and `jitter`
+declares an effect (a fresh random draw per call, so passes never fold or deduplicate it): every facet a built-in
+primitive has, declared in the one place the plugin defines its op.
+"""
 import numpy as np
 
 import bpmagic as bp
@@ -6,15 +11,26 @@ from bpmagic.backends.numpy_backend import NumpyBackend
 from bpmagic.train.optim import Optimizer
 
 
-@bp.primitive
-def softplus(xp, x):
-    """log(1 + exp(x)), computed without overflow."""
-    return xp.logaddexp(0, x)
+@bp.primitive(fused="({0} / ({T}(1) + fabs({0})))", samples=lambda rng: [((rng.standard_normal((3, 4)),), {})],
+              reference=lambda jax: lambda x: x / (1 + jax.numpy.abs(x)))
+def softsign(xp, x):
+    """x / (1 + |x|)."""
+    return x / (1 + xp.abs(x))
 
 
-@softplus.defvjp
-def _softplus_vjp(g, out, x):
-    return g * bp.sigmoid(x)
+@softsign.defvjp
+def _softsign_vjp(g, out, x):
+    d = 1 + bp.abs(x)
+    return g / (d * d)
+
+
+_draws = np.random.default_rng(0)
+
+
+@bp.primitive(effects=("random",), differentiable=False)
+def jitter(xp, x):
+    """x plus fresh uniform noise in [0, 1e-3): different at every call."""
+    return x + xp.asarray(_draws.uniform(0, 1e-3, x.shape), x.dtype)
 
 
 class CheckedNumpyBackend(NumpyBackend):
