@@ -22,6 +22,9 @@ _BUILTINS = {
         "shape": "bpmagic.ops.shape",
         "nn": "bpmagic.ops.nn",
         "composite": "bpmagic.ops.composite",
+        "elementary": "bpmagic.ops.elementary",
+        "activations": "bpmagic.ops.activations",
+        "special": "bpmagic.ops.special",
     },
     "bpmagic.panels": {
         "loss": "bpmagic.dashboard.panels.loss:LossPanel",

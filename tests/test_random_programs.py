@@ -554,6 +554,41 @@ def _jax_layer_norm(x, axis):
     return d / jnp.sqrt(var + LN_EPS)
 
 
+def _gen_spread_reduce(draw, shapes):
+    """var / std / prod: an axis set that reduces at least two entries (std's gradient is infinite at zero spread)."""
+    i = _pick(draw, shapes, lambda s: _size(s) >= 2)
+    if i is None:
+        return None
+    s = shapes[i]
+    axis = _gen_axis(draw, len(s))
+    axes = set(range(len(s))) if axis is None else {a % len(s) for a in ((axis,) if isinstance(axis, int) else axis)}
+    n = _size([s[a] for a in axes])
+    if n < 2:
+        axis, n = None, _size(s)
+    keepdims = draw(st.booleans())
+    return (i,), {"axis": axis, "keepdims": keepdims, "ddof": draw(st.sampled_from([0, 0, 1]))}, \
+        _reduced(s, axis, keepdims)
+
+
+def _gen_cumsum(draw, shapes):
+    i = _pick(draw, shapes)
+    s = shapes[i]
+    axis = None if not s or draw(st.integers(0, 3)) == 0 else draw(st.integers(-len(s), len(s) - 1))
+    return (i,), {"axis": axis}, ((_size(s),) if axis is None else tuple(s))
+
+
+def _gen_param(name, values):
+    def gen(draw, shapes):
+        i = _pick(draw, shapes)
+        return (i,), {name: draw(st.sampled_from(values))}, shapes[i]
+    return gen
+
+
+def _wrapped(name, inner_bp, inner_jax, doc, jax_fn=None, smooth=True):
+    bp_fn, jax_fn = getattr(bp, name), jax_fn or getattr(jnp, name)
+    return Op(lambda a: bp_fn(inner_bp(a)), lambda a: jax_fn(inner_jax(a)), _gen_unary(), smooth=smooth, doc=doc)
+
+
 # -- the table ------------------------------------------------------------------------------------------------------
 OPS = {
     # elementwise unary
@@ -573,6 +608,44 @@ OPS = {
                       lambda a, k, style: a ** k, _gen_pow_const, doc="a ** k"),
     "rpow": Op(lambda a: 1.5 ** bp.tanh(a), lambda a: 1.5 ** jnp.tanh(a), _gen_unary(), doc="1.5 ** tanh(a)"),
     "scalar": Op(_scalar, _scalar, _gen_scalar, doc="form, with the Python float c"),
+    # elementary functions and activations, kept inside their domains (and from overflow) by an inner function
+    "sin": Op(bp.sin, jnp.sin, _gen_unary()),
+    "cos": Op(bp.cos, jnp.cos, _gen_unary()),
+    "tan": _wrapped("tan", bp.tanh, jnp.tanh, "tan(tanh(a))"),
+    "arcsin": _wrapped("arcsin", lambda a: 0.9 * bp.tanh(a), lambda a: 0.9 * jnp.tanh(a), "arcsin(0.9 * tanh(a))"),
+    "arccos": _wrapped("arccos", lambda a: 0.9 * bp.tanh(a), lambda a: 0.9 * jnp.tanh(a), "arccos(0.9 * tanh(a))"),
+    "arctan": Op(bp.arctan, jnp.arctan, _gen_unary()),
+    "sinh": _wrapped("sinh", bp.tanh, jnp.tanh, "sinh(tanh(a))"),
+    "cosh": _wrapped("cosh", bp.tanh, jnp.tanh, "cosh(tanh(a))"),
+    "arcsinh": Op(bp.arcsinh, jnp.arcsinh, _gen_unary()),
+    "arctanh": _wrapped("arctanh", lambda a: 0.9 * bp.tanh(a), lambda a: 0.9 * jnp.tanh(a),
+                        "arctanh(0.9 * tanh(a))"),
+    "log1p": _wrapped("log1p", lambda a: a * a, lambda a: a * a, "log1p(a * a)"),
+    "expm1": _wrapped("expm1", bp.tanh, jnp.tanh, "expm1(tanh(a))"),
+    "log2": _wrapped("log2", lambda a: 1 + a * a, lambda a: 1 + a * a, "log2(1 + a * a)"),
+    "log10": _wrapped("log10", lambda a: 1 + a * a, lambda a: 1 + a * a, "log10(1 + a * a)"),
+    "exp2": _wrapped("exp2", bp.tanh, jnp.tanh, "exp2(tanh(a))"),
+    "reciprocal": _wrapped("reciprocal", lambda a: 1.5 + a * a, lambda a: 1.5 + a * a, "reciprocal(1.5 + a * a)"),
+    "erf": Op(bp.erf, jax.scipy.special.erf, _gen_unary()),
+    "sign": Op(bp.sign, jnp.sign, _gen_unary(), smooth=False),
+    "floor": Op(bp.floor, jnp.floor, _gen_unary(), smooth=False),
+    "ceil": Op(bp.ceil, jnp.ceil, _gen_unary(), smooth=False),
+    "round": Op(lambda a, decimals: bp.round(a, decimals), lambda a, decimals: jnp.round(a, decimals),
+                _gen_param("decimals", [0, 1]), smooth=False),
+    "clip": Op(lambda a: bp.clip(a, -0.5, 0.7), lambda a: jnp.clip(a, -0.5, 0.7), _gen_unary(), smooth=False,
+               doc="clip(a, -0.5, 0.7)"),
+    "softplus": Op(bp.softplus, jax.nn.softplus, _gen_unary()),
+    "gelu": Op(lambda a, approximate: bp.gelu(a, approximate=approximate),
+               lambda a, approximate: jax.nn.gelu(a, approximate=approximate == "tanh"),
+               _gen_param("approximate", ["none", "tanh"])),
+    "silu": Op(bp.silu, jax.nn.silu, _gen_unary()),
+    "leaky_relu": Op(lambda a, negative_slope: bp.leaky_relu(a, negative_slope),
+                     lambda a, negative_slope: jax.nn.leaky_relu(a, negative_slope),
+                     _gen_param("negative_slope", [0.01, 0.2]), smooth=False),
+    "elu": Op(lambda a, alpha: bp.elu(a, alpha), lambda a, alpha: jax.nn.elu(a, alpha),
+              _gen_param("alpha", [1.0, 0.5]), smooth=False),
+    "selu": Op(bp.selu, jax.nn.selu, _gen_unary(), smooth=False),
+    "hard_tanh": Op(bp.hard_tanh, lambda a: jnp.clip(a, -1.0, 1.0), _gen_unary(), smooth=False),
     "const": Op(_const, _const, _gen_const, doc="form, with the NumPy array c"),
     # elementwise binary (broadcasting)
     "add": Op(lambda a, b, style: a + b if style == "op" else bp.add(a, b), lambda a, b, style: a + b,
@@ -588,6 +661,7 @@ OPS = {
                        doc="exp(tanh(a)) ** b"),
     "maximum": Op(lambda a, b: bp.maximum(a, b), lambda a, b: jnp.maximum(a, b), _gen_binary(), smooth=False),
     "minimum": Op(lambda a, b: bp.minimum(a, b), lambda a, b: jnp.minimum(a, b), _gen_binary(), smooth=False),
+    "logaddexp": Op(bp.logaddexp, jnp.logaddexp, _gen_binary()),
     "where": Op(lambda a, b, style: bp.where(a > b, a, b) if style == "op" else bp.where(bp.greater(a, b), a, b),
                 lambda a, b, style: jnp.where(a > b, a, b), _gen_binary("op", "fn"), smooth=False,
                 doc="where(a > b, a, b)"),
@@ -596,6 +670,15 @@ OPS = {
     "mean": Op(_bp_reduce("mean"), _jax_reduce("mean"), _gen_reduce("fn", "method")),
     "max": Op(_bp_reduce("max"), _jax_reduce("max"), _gen_reduce("fn", "method"), smooth=False),
     "min": Op(_bp_reduce("min"), _jax_reduce("min"), _gen_reduce("fn"), smooth=False),
+    "var": Op(lambda a, axis, keepdims, ddof: bp.var(a, axis=axis, keepdims=keepdims, ddof=ddof),
+              lambda a, axis, keepdims, ddof: jnp.var(a, axis=axis, keepdims=keepdims, ddof=ddof),
+              _gen_spread_reduce),
+    "std": Op(lambda a, axis, keepdims, ddof: bp.std(a, axis=axis, keepdims=keepdims, ddof=ddof),
+              lambda a, axis, keepdims, ddof: jnp.std(a, axis=axis, keepdims=keepdims, ddof=ddof),
+              _gen_spread_reduce),
+    "prod": Op(lambda a, axis, keepdims, ddof: bp.prod(a, axis=axis, keepdims=keepdims),
+               lambda a, axis, keepdims, ddof: jnp.prod(a, axis=axis, keepdims=keepdims), _gen_spread_reduce),
+    "cumsum": Op(lambda a, axis: bp.cumsum(a, axis=axis), lambda a, axis: jnp.cumsum(a, axis=axis), _gen_cumsum),
     # linear algebra
     "matmul": Op(_bp_matmul, _jax_matmul, _gen_matmul,
                  doc="a @ b (mode=swap: a @ swapaxes(b, -1, -2); mode=reshape: a @ reshape(b, bshape))"),

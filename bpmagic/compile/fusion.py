@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Literal, Var
+from ..ops.special import erf_impl  # CUDA's erf, for evaluating kernel bodies with NumPy
 
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool", "int32": "int", "int64": "long"}
 # the helper `where_` (CUDA has no ternary function); the kernel's preamble defines it
@@ -127,7 +128,7 @@ def numpy_namespace():
             "exp2", "floor", "ceil", "rint", "copysign"]
     ns = {name: getattr(np, name) for name in same}
     ns.update({"asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh, "atanh": np.arctanh,
-               "fabs": np.abs, "pow": np.power, "max": np.maximum, "min": np.minimum,
+               "erf": lambda x: erf_impl(np, x), "fabs": np.abs, "pow": np.power, "max": np.maximum, "min": np.minimum,
                "where_": np.where, "float": np.float32, "double": np.float64, "bool": np.bool_, "int": np.int32,
                "long": np.int64, "true": True, "false": False})
     return ns

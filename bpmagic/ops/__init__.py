@@ -5,13 +5,16 @@ both are found through the entry-point group ``bpmagic.ops``.
 """
 from __future__ import annotations
 
+from .activations import *  # noqa: F401,F403
 from .composite import *  # noqa: F401,F403
 from .core import PRIMITIVES, Primitive
+from .elementary import *  # noqa: F401,F403
 from .elementwise import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
+from .special import *  # noqa: F401,F403
 
 
 def registry() -> dict:

@@ -145,23 +145,24 @@ class Primitive:
 
 
 def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..., differentiable=True,
-              gradcheck=None, orders=(1, 2)):
+              gradcheck=None, orders=(1, 2), scoped=True):
     """Decorator: `fn`, written with primitives, is a composite op named `name` (default: fn's name).
 
     Called on traced values, its equations are recorded inside the composite's scope (Eqn.scope), so views can draw it
-    as one node; its VJP comes from its primitives'. The other keywords are its OpInfo (`fn.op_info`).
+    as one node; its VJP comes from its primitives'. scoped=False records no scope (for a helper that every VJP
+    calls, such as unbroadcast, whose equations belong to the op being differentiated). The other keywords are its
+    OpInfo (`fn.op_info`).
     """
 
     def wrap(f):
         op_name = name or f.__name__
 
-        @functools.wraps(f)
-        def call(*args, **kwargs):
-            trace = _trace_of(args, kwargs)
-            if trace is None:
-                return f(*args, **kwargs)
-            with trace.in_composite(op_name):
-                return f(*args, **kwargs)
+        if not scoped:
+            call = f
+        else:
+            @functools.wraps(f)
+            def call(*args, **kwargs):
+                return _call_in_scope(f, op_name, args, kwargs)
 
         nname = _default_numpy_name(op_name) if numpy_name is ... else numpy_name
         call.op_info = OpInfo(samples, reference, nname, kind="composite", differentiable=differentiable,
@@ -169,6 +170,30 @@ def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..
         return call
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _call_in_scope(f, op_name, args, kwargs):
+    trace = _trace_of(args, kwargs)
+    if trace is None:
+        return f(*args, **kwargs)
+    with trace.in_composite(op_name):
+        return f(*args, **kwargs)
+
+
+def exposes(prim, **info):
+    """Decorator: `fn` is the public face of primitive `prim` (it normalises arguments, then binds `prim`).
+
+    `fn` shares the primitive's OpInfo; keywords (samples=, reference=, differentiable=, ...) are set on it here,
+    beside the function a learner calls, so that the checks run on the arguments a learner passes."""
+
+    def wrap(fn):
+        for key, value in info.items():
+            setattr(prim.op_info, key, value)
+        fn.op_info = prim.op_info
+        fn.primitive = prim
+        return fn
+
+    return wrap
 
 
 def _trace_of(args, kwargs):

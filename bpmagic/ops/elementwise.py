@@ -1,18 +1,25 @@
 """Elementwise primitives: unary math, broadcasting binary arithmetic, comparisons, where, astype.
 
 Every binary primitive broadcasts like NumPy, and its VJP sums the cotangent back to each operand's shape.
+A function is a primitive here when it cannot be composed accurately from the others: exp/log and their
+log1p/expm1 (accurate near 0), tanh, sin/cos, arctan (the inverse trigonometric and hyperbolic functions are
+composed from it and log1p in ops/elementary.py), sqrt, and the piecewise-constant floor/ceil/rint/sign (gradient
+zero). sigmoid and relu are primitives because they are the step's hot path (one in-place kernel each); logaddexp
+because its gradient, exp(a - out), is smooth at a = b, where every composition through max or |a - b| has a kink.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import samples as S
 from . import shape as _shape
-from .core import Primitive, shape_error
+from .core import Primitive, exposes, shape_error
 
 __all__ = [
     "add", "subtract", "multiply", "divide", "negative", "power", "exp", "log", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "where", "abs", "sqrt", "sign", "greater", "greater_equal", "less", "less_equal",
-    "equal", "not_equal", "astype", "stop_gradient", "square",
+    "equal", "not_equal", "astype", "stop_gradient", "square", "sin", "cos", "arctan", "log1p", "expm1",
+    "floor", "ceil", "rint", "logaddexp",
 ]
 
 
@@ -47,20 +54,21 @@ def _unbroadcast(g, a):
 
 # -- unary --------------------------------------------------------------------------------------------------------
 negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
-                     fused="(-{0})", symbol="-")
+                     fused="(-{0})", symbol="-", samples=S.unary(), reference=S.jax_numpy("negative"))
 exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp",
-                fused="exp({0})")
+                fused="exp({0})", samples=S.unary(), reference=S.jax_numpy("exp"))
 log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log",
-                fused="log({0})")
+                fused="log({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log"))
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x: (g * (1 - out * out),),
-                 ufunc="tanh", fused="tanh({0})")
+                 ufunc="tanh", fused="tanh({0})", samples=S.unary(), reference=S.jax_numpy("tanh"))
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt",
-                 fused="sqrt({0})")
+                 fused="sqrt({0})", samples=S.unary(S.positive), reference=S.jax_numpy("sqrt"))
 # zero gradient almost everywhere (None: no cotangent flows back)
 sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, lambda g, out, x: (None,), ufunc="sign",
-                 fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))")
+                 fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))", samples=S.unary(S.away0),
+                 reference=S.jax_numpy("sign"))
 abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute",
-                fused="fabs({0})")
+                fused="fabs({0})", samples=S.unary(S.away0), reference=S.jax_numpy("abs"))
 
 
 def _sigmoid(xp, x, out=None):
@@ -74,27 +82,57 @@ def _sigmoid(xp, x, out=None):
 
 
 sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True,
-                    fused="({T}(0.5) * tanh({T}(0.5) * {0}) + {T}(0.5))")  # the same tanh form
+                    fused="({T}(0.5) * tanh({T}(0.5) * {0}) + {T}(0.5))",  # the same tanh form
+                    samples=S.join(S.unary(), S.unary(shapes=[(3, 4)], gen=lambda rng, *s: 8 * S.normal(rng, *s))),
+                    reference=lambda jax: jax.nn.sigmoid)
 # g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
 relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
-                 lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))")
+                 lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))",
+                 samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu)
 
 
 # (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
 square = Primitive("square", lambda xp, x: xp.square(x), _same, lambda g, out, x: ((g * 2.0) * x,),
-                   ufunc="square", fused="({0} * {0})")
+                   ufunc="square", fused="({0} * {0})", samples=S.unary(), reference=S.jax_numpy("square"))
+
+
+# sin and cos are each other's derivative; arctan's derivative is algebraic
+sin = Primitive("sin", lambda xp, x: xp.sin(x), _float_same, lambda g, out, x: (g * cos(x),), ufunc="sin",
+                fused="sin({0})", samples=S.unary(), reference=S.jax_numpy("sin"))
+cos = Primitive("cos", lambda xp, x: xp.cos(x), _float_same, lambda g, out, x: (-(g * sin(x)),), ufunc="cos",
+                fused="cos({0})", samples=S.unary(), reference=S.jax_numpy("cos"))
+arctan = Primitive("arctan", lambda xp, x: xp.arctan(x), _float_same, lambda g, out, x: (g / (1 + x * x),),
+                   ufunc="arctan", fused="atan({0})", samples=S.unary(), reference=S.jax_numpy("arctan"))
+# log(1 + x) and exp(x) - 1, exact near 0 where the plain forms lose every digit
+log1p = Primitive("log1p", lambda xp, x: xp.log1p(x), _float_same, lambda g, out, x: (g / (1 + x),),
+                  ufunc="log1p", fused="log1p({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log1p"))
+expm1 = Primitive("expm1", lambda xp, x: xp.expm1(x), _float_same, lambda g, out, x: (g * (out + 1),),
+                  ufunc="expm1", fused="expm1({0})", samples=S.unary(), reference=S.jax_numpy("expm1"))
+
+
+def _rounding(name, ufunc, c_name):
+    # piecewise constant: the gradient is zero wherever it exists (as in JAX and PyTorch)
+    return Primitive(name, lambda xp, x: getattr(xp, ufunc)(x), _same, lambda g, out, x: (None,), ufunc=ufunc,
+                     fused=f"{c_name}({{0}})", samples=S.unary(), reference=S.jax_numpy(name))
+
+
+floor = _rounding("floor", "floor", "floor")
+ceil = _rounding("ceil", "ceil", "ceil")
+rint = _rounding("rint", "rint", "rint")  # to the nearest integer, halves to even, as NumPy's round
 
 
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
                 lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add", fused="({0} + {1})",
-                symbol="+")
+                symbol="+", samples=S.join(S.binary(), S.scalar_mixes()), reference=S.jax_numpy("add"))
 subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
                      lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract",
-                     fused="({0} - {1})", symbol="-")
+                     fused="({0} - {1})", symbol="-", samples=S.join(S.binary(), S.scalar_mixes()),
+                     reference=S.jax_numpy("subtract"))
 multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
                      lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply",
-                     fused="({0} * {1})", symbol="*")
+                     fused="({0} * {1})", symbol="*", samples=S.join(S.binary(), S.scalar_mixes(scalar=3)),
+                     reference=S.jax_numpy("multiply"))
 
 
 def _divide_vjp(g, out, a, b):
@@ -103,7 +141,10 @@ def _divide_vjp(g, out, a, b):
 
 
 divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,
-                   ufunc="true_divide", fused="({0} / {1})", symbol="/")
+                   ufunc="true_divide", fused="({0} / {1})", symbol="/",
+                   samples=S.join(S.binary(S.normal, S.away0), lambda rng: [
+                       ((1.0, S.away0(rng, 3, 4)), {}), ((S.normal(rng, 3, 4), 2.0), {})]),
+                   reference=S.jax_numpy("divide"))
 
 
 def _power_vjp(g, out, x, y):
@@ -117,8 +158,28 @@ def _power_vjp(g, out, x, y):
     return _unbroadcast(gx, x), _unbroadcast(gy, y)
 
 
+def _power_samples(rng):
+    """A traced exponent over broadcasting pairs; constant exponents (the VJP's constant branch: 2, 3.0, 0.5,
+    -1.5, an array); a constant base."""
+    fixed = [((S.normal(rng, 3, 4), 2), {}), ((S.normal(rng, 3, 4), 3.0), {}), ((S.positive(rng, 3, 4), 0.5), {}),
+             ((S.positive(rng, 3, 4), -1.5), {}), ((S.positive(rng, 3, 4), np.array([1, 2, -1, 3])), {}),
+             ((2.0, S.normal(rng, 3, 4)), {}), ((S.positive(rng), S.normal(rng, 3)), {})]
+    return S.binary(S.positive, S.normal)(rng) + fixed
+
+
 power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power",
-                  fused="pow({0}, {1})", symbol="**")
+                  fused="pow({0}, {1})", symbol="**", samples=_power_samples, reference=S.jax_numpy("power"))
+
+
+def _logaddexp_samples(rng):
+    ties = np.array([0.3, -1.0, 2.0])
+    return S.binary()(rng) + [((S.normal(rng, 3, 4) * 30, S.normal(rng, 3, 4) * 30), {}), ((ties, ties.copy()), {})]
+
+
+logaddexp = Primitive("logaddexp", lambda xp, a, b: xp.logaddexp(a, b), _broadcast("logaddexp"),
+                      lambda g, out, a, b: (_unbroadcast(g * exp(a - out), a), _unbroadcast(g * exp(b - out), b)),
+                      ufunc="logaddexp", fused="(max({0}, {1}) + log1p(exp(-fabs({0} - {1}))))",
+                      samples=_logaddexp_samples, reference=S.jax_numpy("logaddexp"))
 
 
 def _minmax_vjp(pick):
@@ -132,15 +193,27 @@ def _minmax_vjp(pick):
     return rule
 
 
+def _distinct_pairs(rng):
+    return [(S.distinct(rng, sa, sb), {}) for sa, sb in S.BINARY_SHAPES]  # no ties: one side always wins
+
+
 maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("maximum"),
-                    _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})")
+                    _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})",
+                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4),
+                                                                   0.3), {})]),
+                    reference=S.jax_numpy("maximum"))
 minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
-                    _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})")
+                    _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})",
+                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4),
+                                                                   -0.3), {})]),
+                    reference=S.jax_numpy("minimum"))
 
 # -- comparisons (no gradient) ----------------------------------------------------------------------------------
 def _comparison(name, ufunc, op):
     return Primitive(name, lambda xp, a, b: getattr(xp, ufunc)(a, b), _compare(name), ufunc=ufunc,
-                     fused=f"({{0}} {op} {{1}})", differentiable=False)
+                     fused=f"({{0}} {op} {{1}})", differentiable=False, reference=S.jax_numpy(ufunc),
+                     samples=S.join(S.binary(), lambda rng: [((np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])),
+                                                              {})]))  # with ties: == and >= are exact
 
 
 greater = _comparison("greater", "greater", ">")
@@ -165,6 +238,15 @@ _where = Primitive("where", lambda xp, c, a, b: xp.where(c, a, b), _where_rule, 
                    fused="where_({0}, {1}, {2})")
 
 
+def _where_samples(rng):
+    return [((S.away0(rng, 3, 4) > 0, S.normal(rng, 3, 4), S.normal(rng, 3, 4)), {}),
+            ((S.normal(rng, 3, 1) > 0, S.normal(rng, 1, 4), S.normal(rng)), {}),  # all three broadcast
+            ((S.normal(rng, 1, 4) < 0, S.normal(rng, 3, 4), S.normal(rng, 3, 1)), {}),
+            ((S.away0(rng, 3, 4) > 0, S.normal(rng, 3, 4), 0.0), {}),  # a Python scalar branch
+            ((np.bool_(True), S.normal(rng), S.normal(rng, 3)), {})]
+
+
+@exposes(_where, samples=_where_samples, reference=S.jax_numpy("where"))
 def where(condition, a, b):
     """Elementwise choice: a where `condition` is true, else b (broadcasting). Differentiable in a and b."""
     return _where(condition, a, b)
@@ -178,6 +260,12 @@ _astype = Primitive("astype", lambda xp, x, dtype: x.astype(dtype), lambda x, dt
                     _astype_vjp, fused="{T}({0})")
 
 
+def _astype_samples(rng):
+    return [((S.normal(rng, 3, 4), np.float64), {}), ((S.away0(rng, 3, 4) > 0, np.float64), {}),
+            ((np.arange(6).reshape(2, 3), np.float64), {})]
+
+
+@exposes(_astype, samples=_astype_samples, reference=lambda jax: lambda x, dtype: jax.numpy.asarray(x).astype(dtype))
 def astype(x, dtype):
     """x converted to `dtype` (the gradient converts back)."""
     dtype = np.dtype(dtype)
@@ -187,4 +275,5 @@ def astype(x, dtype):
 
 
 stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same, lowering=lambda ctx, x, out=None: x,
-                          differentiable=False, doc="x itself, but no gradient flows back through it.")
+                          differentiable=False, samples=S.unary(), reference=lambda jax: jax.lax.stop_gradient,
+                          doc="x itself, but no gradient flows back through it.")

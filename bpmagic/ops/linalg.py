@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import samples as S
 from . import shape as _shape
-from .core import Primitive, shape_error
+from .core import Primitive, exposes, shape_error
 
 __all__ = ["matmul", "dot"]
 
@@ -42,6 +43,12 @@ _matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _m
                     lowering=_matmul_lowering, symbol="@")
 
 
+_MATMUL_SHAPES = [((3, 4), (4, 2)), ((3, 1), (1, 4)), ((2, 3, 4), (2, 4, 2)), ((2, 1, 3, 4), (5, 4, 2)),
+                  ((3, 4), (2, 4, 2)), ((2, 3, 4), (4, 2)), ((4,), (4, 3)), ((3, 4), (4,)), ((4,), (4,)),
+                  ((2, 3, 4), (4,)), ((4,), (2, 4, 3))]
+
+
+@exposes(_matmul, samples=S.binary(shapes=_MATMUL_SHAPES), reference=S.jax_numpy("matmul"))
 def matmul(a, b):
     """a @ b: matrix product; 1-d operands act as row/column vectors and that axis is dropped, as in NumPy."""
     a_vec, b_vec = len(a.shape) == 1, len(b.shape) == 1

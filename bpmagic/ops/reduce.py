@@ -1,4 +1,9 @@
-"""Reductions: sum, mean, max (with axis and keepdims), argmax."""
+"""Reductions: sum, mean, max, min, var, std, prod (with axis and keepdims), argmax, argmin, cumsum.
+
+Primitives: sum and max (everything else reduces through them), argmax (an index, no gradient) and cumsum (a scan:
+as a composite it would be quadratic). mean, min, var, std, prod and argmin are compositions; prod multiplies
+pairwise in a tree, so its gradient is exact even where entries are zero (unlike out / x).
+"""
 from __future__ import annotations
 
 import builtins
@@ -7,10 +12,29 @@ import numbers
 import numpy as np
 
 from . import elementwise as _ew
+from . import samples as S
 from . import shape as _shape
-from .core import Primitive, shape_error
+from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["sum", "mean", "max", "min", "argmax"]
+__all__ = ["sum", "mean", "max", "min", "argmax", "argmin", "var", "std", "prod", "cumsum"]
+
+# axis / keepdims combinations every reduction is checked on: all axes, one, several, negative, size-1
+_AXES = [dict(), dict(keepdims=True), dict(axis=0), dict(axis=1, keepdims=True), dict(axis=-1),
+         dict(axis=(0, 2)), dict(axis=(0, 2), keepdims=True), dict(axis=(-1, -3)), dict(axis=(-2,), keepdims=True)]
+
+
+def _reduction_samples(gen=S.normal, extra=()):
+    def samples(rng):
+        out = [((gen(rng, 2, 3, 4),), dict(kw)) for kw in _AXES]
+        out += [((gen(rng),), {}), ((gen(rng, 3, 1, 4),), dict(axis=1)), ((gen(rng, 5),), dict(axis=0))]
+        return out + [((gen(rng, *shape),), dict(kw)) for shape, kw in extra]
+
+    return samples
+
+
+def _distinct(rng, *shape):
+    return S.distinct(rng, shape)[0]
+
 
 
 def _norm_axis(x, axis, name):
@@ -62,6 +86,7 @@ _sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_
                  vjp=lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
 
 
+@exposes(_sum, samples=_reduction_samples(), reference=S.jax_numpy("sum"))
 def sum(x, axis=None, keepdims=False):
     """Sum over `axis` (all axes when None)."""
     axes = _norm_axis(x, axis, "sum")
@@ -70,6 +95,7 @@ def sum(x, axis=None, keepdims=False):
     return _sum(x, axis=axes, keepdims=bool(keepdims))
 
 
+@composite(samples=_reduction_samples(), reference=S.jax_numpy("mean"))
 def mean(x, axis=None, keepdims=False):
     """Average over `axis` (all axes when None)."""
     axes = _norm_axis(x, axis, "mean")
@@ -101,11 +127,13 @@ _max = Primitive("max", _max_impl, _nonempty_reduced("max"), _max_vjp, accepts_o
                  lowering=_ufunc_reduce("maximum"))
 
 
+@exposes(_max, samples=_reduction_samples(_distinct), reference=S.jax_numpy("max"))
 def max(x, axis=None, keepdims=False):
     """Largest entry over `axis`; its gradient flows to the maximal entries (shared among ties)."""
     return _max(x, axis=_norm_axis(x, axis, "max"), keepdims=bool(keepdims))
 
 
+@composite(samples=_reduction_samples(_distinct), reference=S.jax_numpy("min"))
 def min(x, axis=None, keepdims=False):
     """Smallest entry over `axis`."""
     return -max(-x, axis=axis, keepdims=keepdims)
@@ -119,6 +147,98 @@ _argmax = Primitive("argmax", lambda xp, x, axis: xp.asarray(xp.argmax(x, axis=a
                     _argmax_rule, differentiable=False)
 
 
+def _arg_samples(rng):
+    return [((_distinct(rng, 3, 4),), {}), ((_distinct(rng, 3, 4),), dict(axis=0)),
+            ((_distinct(rng, 2, 3, 4),), dict(axis=1)), ((np.array([1.0, 3.0, 3.0, 0.0]),), {})]  # first of ties
+
+
+@exposes(_argmax, samples=_arg_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.argmax(x, axis=axis))
 def argmax(x, axis=-1):
     """Index of the largest entry along `axis` (not differentiable)."""
     return _argmax(x, axis=_norm_axis(x, axis, "argmax")[0])
+
+
+@composite(samples=_arg_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.argmin(x, axis=axis),
+           differentiable=False)
+def argmin(x, axis=-1):
+    """Index of the smallest entry along `axis` (not differentiable)."""
+    return argmax(-x, axis=axis)
+
+
+def _count(x, axes):
+    return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+
+
+def _var_samples(rng):
+    return _reduction_samples()(rng) + [((S.normal(rng, 3, 4),), dict(ddof=1)),
+                                        ((S.normal(rng, 2, 3, 4),), dict(axis=(0, 2), ddof=2, keepdims=True))]
+
+
+@composite(samples=_var_samples, reference=S.jax_numpy("var"))
+def var(x, axis=None, ddof=0, keepdims=False):
+    """Variance over `axis`: mean of squared deviations, divided by (n - ddof) instead of n when ddof is given."""
+    axes = _norm_axis(x, axis, "var")
+    n = _count(x, axes)
+    if n - ddof <= 0:
+        raise shape_error("var", [x], f"ddof={ddof} leaves no degrees of freedom for {n} entries")
+    d = x - mean(x, axis=axes, keepdims=True)
+    return sum(_ew.square(d), axis=axes, keepdims=keepdims) * (1.0 / (n - ddof))
+
+
+def _std_samples(rng):
+    """var's samples that reduce two entries or more: at zero spread std has no gradient (sqrt's is infinite)."""
+    return [(args, kw) for args, kw in _var_samples(rng)
+            if _count(args[0], _norm_axis(args[0], kw.get("axis"), "std")) >= 2]
+
+
+@composite(samples=_std_samples, reference=S.jax_numpy("std"))
+def std(x, axis=None, ddof=0, keepdims=False):
+    """Standard deviation over `axis`: sqrt(var(x, axis, ddof))."""
+    return _ew.sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
+
+
+def _prod_samples(rng):
+    with_zeros = S.normal(rng, 3, 5)
+    with_zeros[0, 1] = with_zeros[2, 3] = with_zeros[2, 4] = 0.0  # one zero in a row, two in another
+    return _reduction_samples()(rng) + [((with_zeros,), dict(axis=1)), ((S.normal(rng, 7),), {})]
+
+
+@composite(samples=_prod_samples, reference=S.jax_numpy("prod"))
+def prod(x, axis=None, keepdims=False):
+    """Product of the entries over `axis`."""
+    axes = _norm_axis(x, axis, "prod")
+    rest = [a for a in range(len(x.shape)) if a not in axes]
+    kept_shape = _reduced_shape(x.shape, axes, keepdims)
+    # the reduced axes last, as one axis of n entries; then multiply halves pairwise until one is left
+    y = _shape.transpose(x, rest + list(axes)) if axes else x
+    y = _shape.reshape(y, tuple(x.shape[a] for a in rest) + (_count(x, axes),))
+    while y.shape[-1] > 1:
+        n = y.shape[-1]
+        half = n // 2
+        pairs = _shape.getitem(y, (Ellipsis, slice(0, half))) * _shape.getitem(y, (Ellipsis, slice(half, 2 * half)))
+        y = _shape.concatenate([pairs, _shape.getitem(y, (Ellipsis, slice(2 * half, n)))], axis=-1) if n % 2 else pairs
+    if y.shape[-1] == 0:  # the empty product is 1, as in NumPy (an empty sum gives the shape and backend)
+        return sum(x, axis=axes, keepdims=keepdims) * 0.0 + 1.0
+    return _shape.reshape(y, kept_shape)
+
+
+# -- cumsum: a scan primitive; its VJP is the reversed scan of the cotangent -------------------------------------
+def _flip(x, axis):
+    return _shape.getitem(x, (slice(None),) * axis + (slice(None, None, -1),))
+
+
+_cumsum = Primitive("cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis), lambda x, axis: (x.shape, x.dtype),
+                    lambda g, out, x, axis: (_flip(_cumsum(_flip(g, axis), axis=axis), axis),))
+
+
+def _cumsum_samples(rng):
+    return [((S.normal(rng, 3, 4),), dict(axis=1)), ((S.normal(rng, 3, 4),), dict(axis=0)),
+            ((S.normal(rng, 2, 3, 4),), dict(axis=-2)), ((S.normal(rng, 2, 3),), {}), ((S.normal(rng, 5),), {})]
+
+
+@exposes(_cumsum, samples=_cumsum_samples, reference=S.jax_numpy("cumsum"))
+def cumsum(x, axis=None):
+    """Running sums along `axis` (over the flattened array when None, as NumPy)."""
+    if axis is None:
+        x, axis = _shape.reshape(x, (-1,)), 0
+    return _cumsum(x, axis=_norm_axis(x, axis, "cumsum")[0])

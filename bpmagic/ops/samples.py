@@ -1,4 +1,4 @@
-"""Sample inputs an op declares with itself (OpInfo.samples), for the generated gradient-check table and docs.
+"""Sample inputs (and reference helpers) an op declares with itself (OpInfo), for the generated check table and docs.
 
 Each generator takes a NumPy Generator and returns float64 arrays drawn where finite differences are meaningful:
 away from the kinks of non-smooth ops (relu, abs, max, clip) and inside the domains of log, sqrt and power.
@@ -60,3 +60,18 @@ def unary(gen=normal, shapes=UNARY_SHAPES, **kwargs):
 def binary(gen_a=normal, gen_b=normal, shapes=BINARY_SHAPES):
     """samples(rng) for a broadcasting two-input op."""
     return lambda rng: [((gen_a(rng, *sa), gen_b(rng, *sb)), {}) for sa, sb in shapes]
+
+
+def join(*samplers):
+    """One samples function from several: their lists, concatenated."""
+    return lambda rng: [s for sampler in samplers for s in sampler(rng)]
+
+
+def scalar_mixes(gen=normal, scalar=2.0):
+    """samples(rng) for a binary op with a Python scalar on either side (weak scalars become literals)."""
+    return lambda rng: [((gen(rng, 3, 4), scalar), {}), ((scalar, gen(rng, 3, 4)), {})]
+
+
+def jax_numpy(name):
+    """reference(jax) for an op that jax.numpy has under `name`."""
+    return lambda jax: getattr(jax.numpy, name)

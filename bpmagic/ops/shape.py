@@ -7,7 +7,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from . import reduce as _reduce
-from .core import Primitive, shape_error
+from . import samples as S
+from .core import Primitive, composite, exposes, shape_error
 
 __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take", "concatenate", "stack",
            "expand_dims", "squeeze", "unbroadcast", "flatten"]
@@ -38,12 +39,22 @@ def _resolve_shape(old_shape, shape):
     return shape
 
 
+def _cases(*cases):
+    """samples(rng) from (shapes of normal inputs, kwargs) pairs."""
+    return lambda rng: [(tuple(S.normal(rng, *sh) for sh in shapes), dict(kw)) for shapes, kw in cases]
+
+
+@exposes(_reshape, samples=_cases(([(2, 3, 4)], dict(shape=(6, 4))), ([(2, 3, 4)], dict(shape=(-1,))),
+                                  ([(2, 3, 4)], dict(shape=(4, -1))), ([(2, 3, 4)], dict(shape=(2, 1, 12, 1))),
+                                  ([()], dict(shape=(1, 1)))),
+         reference=S.jax_numpy("reshape"))
 def reshape(x, shape):
     """x with a new shape holding the same elements (one axis may be -1)."""
     shape = _resolve_shape(x.shape, shape)
     return x if tuple(x.shape) == shape else _reshape(x, shape=shape)
 
 
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=lambda jax: jax.numpy.ravel)
 def flatten(x):
     return reshape(x, (-1,))
 
@@ -66,6 +77,9 @@ _transpose = Primitive("transpose", lambda xp, x, axes: xp.transpose(x, axes), _
                        lowering=_transpose_lowering)
 
 
+@exposes(_transpose, samples=_cases(([(2, 3, 4)], {}), ([(3, 4)], {}), ([(2, 3, 4)], dict(axes=(1, 0, 2))),
+                                    ([(2, 3, 4)], dict(axes=(2, 0, 1))), ([(2, 3, 4)], dict(axes=(-1, 0, 1)))),
+         reference=S.jax_numpy("transpose"))
 def transpose(x, axes=None):
     """Permute axes (default: reverse them, as NumPy's x.T)."""
     n = len(x.shape)
@@ -73,6 +87,8 @@ def transpose(x, axes=None):
     return x if axes == tuple(range(n)) else _transpose(x, axes=axes)
 
 
+@composite(samples=lambda rng: [((S.normal(rng, 2, 3, 4), 0, 2), {}), ((S.normal(rng, 2, 3, 4), -1, -2), {})],
+           reference=S.jax_numpy("swapaxes"))
 def swapaxes(x, a, b):
     axes = list(range(len(x.shape)))
     axes[a], axes[b] = axes[b], axes[a]
@@ -94,11 +110,20 @@ _broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x
                           lambda g, out, x, shape: (unbroadcast(g, x.shape),))
 
 
+@exposes(_broadcast_to, samples=_cases(([(3, 1)], dict(shape=(2, 3, 4))), ([()], dict(shape=(3,))),
+                                       ([(4,)], dict(shape=(2, 3, 4))), ([(1, 4)], dict(shape=(3, 4)))),
+         reference=S.jax_numpy("broadcast_to"))
 def broadcast_to(x, shape):
     shape = tuple(int(s) for s in shape)
     return x if tuple(x.shape) == shape else _broadcast_to(x, shape=shape)
 
 
+@composite(scoped=False, samples=_cases(([(2, 3, 4)], dict(shape=(3, 1))), ([(3, 4)], dict(shape=())),
+                                       ([(2, 3, 4)], dict(shape=(1, 4))), ([(3, 4)], dict(shape=(3, 4)))),
+           reference=lambda jax: lambda g, shape: jax.numpy.sum(
+               g, axis=tuple(range(g.ndim - len(shape))) + tuple(
+                   g.ndim - len(shape) + i for i, s in enumerate(shape) if s == 1), keepdims=False).reshape(shape),
+           numpy_name=None)
 def unbroadcast(g, shape):
     """Sum g down to `shape`: the adjoint of broadcasting (every binary op's VJP ends with it)."""
     shape = tuple(shape)
@@ -109,6 +134,8 @@ def unbroadcast(g, shape):
     return reshape(_reduce.sum(g, axis=axes), shape)
 
 
+@composite(samples=_cases(([(3, 4)], dict(axis=0)), ([(3, 4)], dict(axis=-1)), ([(3, 4)], dict(axis=1))),
+           reference=S.jax_numpy("expand_dims"))
 def expand_dims(x, axis):
     shape = list(x.shape)
     axis = axis % (len(shape) + 1)
@@ -116,6 +143,9 @@ def expand_dims(x, axis):
     return reshape(x, shape)
 
 
+@composite(samples=_cases(([(3, 1, 4, 1)], {}), ([(3, 1, 4, 1)], dict(axis=1)), ([(3, 1, 4, 1)], dict(axis=(1, 3))),
+                          ([(3, 1, 4, 1)], dict(axis=-1))),
+           reference=S.jax_numpy("squeeze"))
 def squeeze(x, axis=None):
     if axis is None:
         return reshape(x, [s for s in x.shape if s != 1])
@@ -211,6 +241,32 @@ scatter_add = Primitive(
 )
 
 
+_REPEATED = np.array([0, 2, 0, 1, 2, 2])
+
+
+def _getitem_samples(rng):
+    """Basic indexing (ints, slices with steps and negative bounds, None, ...), then integer arrays with repeats
+    (the VJP scatter-adds: repeats must accumulate), broadcasting index arrays and arrays split by a slice."""
+    x34, x53, x35, x234 = S.normal(rng, 3, 4), S.normal(rng, 5, 3), S.normal(rng, 3, 5), S.normal(rng, 2, 3, 4)
+    idx = [(x34, 1), (x34, -1), (x34, (1, -2)), (S.normal(rng, 4, 3), slice(1, 3)), (x53, slice(None, None, 2)),
+           (x53, slice(None, None, -1)), (x53, slice(-3, -1)), (x35, (slice(None), slice(-1, 0, -2))),
+           (x35, (1, slice(None, None, 2))), (x34, (None, slice(None), 1)), (x234, (Ellipsis, 1)),
+           (S.normal(rng, 2, 3), (Ellipsis, None)), (x234, (0, Ellipsis, slice(1, 3))),
+           (S.normal(rng, 3, 1), (slice(None), 0)),
+           (x34, _REPEATED), (x34, np.array([-1, 0, -1, 2, -3])), (x34, [1, 1, 0]), (x34, np.array([[0, 2], [2, 2]])),
+           (x34, (slice(None), np.array([3, 0, 3]))), (x34, (_REPEATED, slice(1, None))),
+           (x34, (np.array([0, 2, 0, 0]), np.array([1, 3, 1, 1]))), (x34, (np.array([[0], [2]]), np.array([1, 0, 1]))),
+           (x234, (np.array([1, 0, 1]), slice(None), np.array([3, 3, 0])))]
+    return [((x.copy(), i), {}) for x, i in idx]
+
+
+def _getitem_reference(jax):
+    return lambda x, idx: jax.numpy.asarray(x)[tuple(np.asarray(i) if isinstance(i, list) else i for i in idx)
+                                               if isinstance(idx, tuple) else
+                                               (np.asarray(idx) if isinstance(idx, list) else idx)]
+
+
+@exposes(_getitem, samples=_getitem_samples, reference=_getitem_reference, numpy_name=None)
 def getitem(x, idx):
     """x[idx] for ints, slices, None, ... and integer arrays; its VJP scatters (and adds) back."""
     spec, arrays = _split_index(idx)
@@ -219,6 +275,10 @@ def getitem(x, idx):
     return _getitem(x, *arrays, spec=spec)
 
 
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4), _REPEATED), {}),
+                                ((S.normal(rng, 3, 4), np.array([3, 1, 1])), dict(axis=1)),
+                                ((S.normal(rng, 2, 3, 2), np.array([[0, 1], [1, 1]])), dict(axis=-1))],
+           reference=lambda jax: lambda x, indices, axis=0: jax.numpy.take(x, indices, axis=axis))
 def take(x, indices, axis=0):
     """x's entries at integer `indices` along `axis` (gathers rows for axis 0)."""
     idx = (slice(None),) * (axis % len(x.shape)) + (indices,)
@@ -248,6 +308,11 @@ _concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs,
                          _concat_vjp)
 
 
+@exposes(_concatenate, samples=lambda rng: [
+    (([S.normal(rng, 2, 3), S.normal(rng, 1, 3), S.normal(rng, 3, 3)],), dict(axis=0)),
+    (([S.normal(rng, 2, 1), S.normal(rng, 2, 3), S.normal(rng, 2, 2)],), dict(axis=1)),
+    (([S.normal(rng, 2, 2, 3), S.normal(rng, 2, 2, 1)],), dict(axis=-1))],
+    reference=S.jax_numpy("concatenate"))
 def concatenate(xs, axis=0):
     """Join arrays along an existing axis."""
     xs = list(xs)
@@ -256,6 +321,11 @@ def concatenate(xs, axis=0):
     return _concatenate(*xs, axis=axis % len(xs[0].shape))
 
 
+@composite(samples=lambda rng: [(([S.normal(rng, 2, 3) for _ in range(3)],), {}),
+                                (([S.normal(rng, 2, 3), S.normal(rng, 2, 3)],), dict(axis=1)),
+                                (([S.normal(rng, 2, 3), S.normal(rng, 2, 3)],), dict(axis=-1)),
+                                (([S.normal(rng), S.normal(rng)],), {})],
+           reference=S.jax_numpy("stack"))
 def stack(xs, axis=0):
     """Join arrays along a new axis."""
     xs = list(xs)

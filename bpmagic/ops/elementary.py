@@ -1,0 +1,121 @@
+"""Elementary functions composed from the elementwise primitives: tan, the inverse trigonometric and hyperbolic
+functions, sinh/cosh, log2/log10/exp2, reciprocal, round.
+
+None of these is a primitive (tinygrad's lesson): each is a short formula chosen to stay accurate where the naive
+one is not (arcsin through arctan of x / sqrt((1 - x)(1 + x)), arcsinh and arctanh through log1p, sinh through
+expm1), and its gradient, of any order, comes from the primitives'.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import elementwise as _ew
+from . import samples as S
+from .core import composite
+
+__all__ = ["tan", "arcsin", "arccos", "sinh", "cosh", "arcsinh", "arctanh", "log2", "log10", "exp2", "reciprocal",
+           "round"]
+
+
+def _inside_unit(rng, *shape):
+    """In (-0.9, 0.9): the domain of arcsin, arccos and arctanh, away from the poles of their derivatives."""
+    return S.uniform_in(rng, -0.9, 0.9, *shape)
+
+
+def _away_from_poles(rng, *shape):
+    """In (-1.2, 1.2): inside tan's branch around 0."""
+    return S.uniform_in(rng, -1.2, 1.2, *shape)
+
+
+@composite(samples=S.unary(_away_from_poles), reference=S.jax_numpy("tan"))
+def tan(x):
+    """sin(x) / cos(x)."""
+    return _ew.sin(x) / _ew.cos(x)
+
+
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arcsin"))
+def arcsin(x):
+    """Inverse sine, in [-pi/2, pi/2]."""
+    # (1 - x)(1 + x) rather than 1 - x*x: exact near |x| = 1
+    return _ew.arctan(x / _ew.sqrt((1 - x) * (1 + x)))
+
+
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arccos"))
+def arccos(x):
+    """Inverse cosine, in [0, pi]."""
+    # 2 arctan(sqrt((1 - x) / (1 + x))) keeps its relative accuracy near x = 1, where pi/2 - arcsin(x) does not
+    return 2.0 * _ew.arctan(_ew.sqrt((1 - x) / (1 + x)))
+
+
+@composite(samples=S.unary(), reference=S.jax_numpy("sinh"))
+def sinh(x):
+    """(e^x - e^-x) / 2, through expm1 so that small x keep every digit."""
+    return 0.5 * (_ew.expm1(x) - _ew.expm1(-x))
+
+
+@composite(samples=S.unary(), reference=S.jax_numpy("cosh"))
+def cosh(x):
+    """(e^x + e^-x) / 2."""
+    return 0.5 * (_ew.exp(x) + _ew.exp(-x))
+
+
+def _arcsinh_samples(rng):
+    return S.unary()(rng) + [((np.array([0.0, 1e-9, -3e-5, 40.0, -1e3]),), {})]
+
+
+@composite(samples=_arcsinh_samples, reference=S.jax_numpy("arcsinh"))
+def arcsinh(x):
+    """Inverse hyperbolic sine: log(|x| + sqrt(x^2 + 1)) with x's sign, through log1p (accurate near 0)."""
+    negative = _ew.less(x, 0.0)
+    ax = _ew.where(negative, -x, x)  # |x| whose gradient at 0 is 1, as the odd function's
+    # |x| + sqrt(x^2 + 1) - 1 = |x| + x^2 / (1 + sqrt(x^2 + 1)): no cancellation
+    y = _ew.log1p(ax + ax * ax / (1 + _ew.sqrt(ax * ax + 1)))
+    return _ew.where(negative, -y, y)
+
+
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arctanh"))
+def arctanh(x):
+    """Inverse hyperbolic tangent, for |x| < 1: log((1 + x) / (1 - x)) / 2 through log1p."""
+    return 0.5 * _ew.log1p(2.0 * x / (1 - x))
+
+
+@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log2"))
+def log2(x):
+    """Base-2 logarithm."""
+    return _ew.log(x) * (1 / math.log(2))
+
+
+@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log10"))
+def log10(x):
+    """Base-10 logarithm."""
+    return _ew.log(x) * (1 / math.log(10))
+
+
+@composite(samples=S.unary(), reference=S.jax_numpy("exp2"))
+def exp2(x):
+    """2 ** x."""
+    return _ew.exp(x * math.log(2))
+
+
+@composite(samples=S.unary(S.away0), reference=S.jax_numpy("reciprocal"))
+def reciprocal(x):
+    """1 / x."""
+    return 1.0 / x
+
+
+def _round_samples(rng):
+    return S.unary()(rng) + [((S.normal(rng, 3, 4) * 10,), dict(decimals=1)),
+                             ((S.normal(rng, 3, 4) * 100,), dict(decimals=-1)),
+                             # halves go to the even neighbour; Python floats: held fixed, checked forward only
+                             ((0.5,), {}), ((1.5,), {}), ((2.5,), {}), ((-2.5,), {})]
+
+
+@composite(samples=_round_samples, reference=S.jax_numpy("round"))
+def round(x, decimals=0):
+    """x rounded to `decimals` digits (halves to even, as NumPy); its gradient is zero."""
+    if decimals == 0:
+        return _ew.rint(x)
+    scale = 10.0 ** decimals
+    return _ew.rint(x * scale) / scale  # NumPy rounds this way too
