@@ -2,7 +2,7 @@
 
 Hypothesis builds each program ONCE as a plain description (a list of `Step(op, operand indices, params)` over 1-3
 inputs of small random shapes, 0-d to 3-d), then `run_program` interprets it twice: with bpmagic and with jax.numpy.
-The op table `OPS` maps an op name to (bpmagic callable, JAX callable, generator); the generator picks operands among
+The op table `OPS` (the elementwise, activation and reduction ops included) maps an op name to (bpmagic callable, JAX callable, generator); the generator picks operands among
 the values computed so far (broadcast-compatible shapes of different rank are common) and the op's parameters, and
 records the result's shape. Every value that no later step reads is reduced to a scalar as sum (or mean) of
 value * fixed random weights, and those scalars are added up: the loss, whose gradient w.r.t. every input is
@@ -570,6 +570,11 @@ def _gen_spread_reduce(draw, shapes):
         _reduced(s, axis, keepdims)
 
 
+def _ramp(shape):
+    """0, 1, 2, ... in `shape`: added before std, whose gradient is infinite where all entries are equal."""
+    return np.arange(_size(shape), dtype=np.float64).reshape(shape)
+
+
 def _gen_cumsum(draw, shapes):
     i = _pick(draw, shapes)
     s = shapes[i]
@@ -673,9 +678,9 @@ OPS = {
     "var": Op(lambda a, axis, keepdims, ddof: bp.var(a, axis=axis, keepdims=keepdims, ddof=ddof),
               lambda a, axis, keepdims, ddof: jnp.var(a, axis=axis, keepdims=keepdims, ddof=ddof),
               _gen_spread_reduce),
-    "std": Op(lambda a, axis, keepdims, ddof: bp.std(a, axis=axis, keepdims=keepdims, ddof=ddof),
-              lambda a, axis, keepdims, ddof: jnp.std(a, axis=axis, keepdims=keepdims, ddof=ddof),
-              _gen_spread_reduce),
+    "std": Op(lambda a, axis, keepdims, ddof: bp.std(a + _ramp(a.shape), axis=axis, keepdims=keepdims, ddof=ddof),
+              lambda a, axis, keepdims, ddof: jnp.std(a + _ramp(a.shape), axis=axis, keepdims=keepdims, ddof=ddof),
+              _gen_spread_reduce, doc="std(a + ramp): the ramp keeps equal entries (a value joined to itself) apart"),
     "prod": Op(lambda a, axis, keepdims, ddof: bp.prod(a, axis=axis, keepdims=keepdims),
                lambda a, axis, keepdims, ddof: jnp.prod(a, axis=axis, keepdims=keepdims), _gen_spread_reduce),
     "cumsum": Op(lambda a, axis: bp.cumsum(a, axis=axis), lambda a, axis: jnp.cumsum(a, axis=axis), _gen_cumsum),
