@@ -4,8 +4,8 @@ Hypothesis builds each program ONCE as a plain description (a list of `Step(op, 
 inputs of small random shapes, 0-d to 3-d), then `run_program` interprets it twice: with bpmagic and with jax.numpy.
 The op table `OPS` (elementwise, activation and reduction ops, linear algebra, shape ops, composites) maps an op
 name to (bpmagic callable, JAX callable, generator); the generator picks operands among the values computed so far
-(broadcast-compatible shapes of different rank are common) and the op's parameters, and records the result's shape. Every value that no later step reads is reduced to a scalar as sum (or mean) of
-value * fixed random weights, and those scalars are added up: the loss, whose gradient w.r.t. every input is
+(broadcast-compatible shapes of different rank are common) and the op's parameters, and records the result's shape.
+Every value that no later step reads is reduced to a scalar as sum (or mean) of value * fixed random weights, and those scalars are added up: the loss, whose gradient w.r.t. every input is
 compared. Python operators on traced values (a + b, a @ b, a[idx], c / a, ...) and method forms (a.sum(), a.T) are
 used for some steps, so the overloads are exercised too.
 
