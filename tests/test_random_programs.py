@@ -5,9 +5,10 @@ inputs of small random shapes, 0-d to 3-d), then `run_program` interprets it twi
 The op table `OPS` (elementwise, activation and reduction ops, linear algebra, shape ops, composites) maps an op
 name to (bpmagic callable, JAX callable, generator); the generator picks operands among the values computed so far
 (broadcast-compatible shapes of different rank are common) and the op's parameters, and records the result's shape.
-Every value that no later step reads is reduced to a scalar as sum (or mean) of value * fixed random weights, and those scalars are added up: the loss, whose gradient w.r.t. every input is
-compared. Python operators on traced values (a + b, a @ b, a[idx], c / a, ...) and method forms (a.sum(), a.T) are
-used for some steps, so the overloads are exercised too.
+Every value that no later step reads is reduced to a scalar as sum (or mean) of value * fixed random weights, and
+those scalars are added up: the loss, whose gradient w.r.t. every input is compared. Python operators on traced
+values (a + b, a @ b, a[idx], c / a, ...) and method forms (a.sum(), a.T) are used for some steps, so the overloads
+are exercised too.
 
 Tests (all derandomized, so CI sees the same programs on every run):
   * test_value_and_grad_match_jax: bp.value_and_grad vs jax.value_and_grad w.r.t. all inputs (250 programs);
