@@ -22,3 +22,15 @@ class NonFiniteError(BackpropError):
 
 class BackendError(BackpropError):
     """The requested array backend cannot be used here."""
+
+
+def did_you_mean(word: str, candidates, prefix: str = "") -> str:
+    """" Did you mean tanh?" for the candidates closest to a misspelt `word` (difflib), or "" when none is close."""
+    import difflib
+
+    names = {c for c in candidates if isinstance(c, str) and c != word and (word.startswith("_") or
+                                                                           not c.startswith("_"))}
+    close = difflib.get_close_matches(word, sorted(names), n=3, cutoff=0.75)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(f"{prefix}{c}" for c in close) + "?"
