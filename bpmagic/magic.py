@@ -23,6 +23,7 @@ from .backends import is_array
 from .cell import CellError, layer, parse_cell
 from .errors import BackpropError
 from .initializers import initializers
+from .ops import constants
 from .train import fit, optim
 from .train.layers import layer_of
 
@@ -33,14 +34,15 @@ def _usage(error) -> UsageError:
     return UsageError(str(error))
 
 
-def cell_namespace(user_ns: dict) -> dict:
+def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
     """Globals of a cell's loss function: the notebook's names, with bpmagic's ops as bare names.
 
-    bpmagic's ops win over imported names (np.tanh would fail on traced values), but functions the user defined
-    in the notebook itself win over bpmagic's.
+    bpmagic's ops win over imported names (`from numpy import zeros` would make float64 constants), but functions
+    the user defined in the notebook itself win over bpmagic's. Constants (zeros, ones, ...) make floats of the
+    cell's `dtype`.
     """
     ns = dict(user_ns)
-    for name, op in ops.registry().items():
+    for name, op in {**ops.registry(), **constants.for_cell(dtype)}.items():
         mine = ns.get(name)
         if mine is None or getattr(mine, "__module__", None) != "__main__":
             ns[name] = op
@@ -92,7 +94,7 @@ def bind_data(prog, user_ns, dtype):
 
 def bind_params(prog, user_ns, *, seed, dtype, reset):
     """name -> array: the namespace's trained array when it fits, else a fresh one from the initialiser."""
-    init_ns = {**cell_namespace(user_ns), **initializers(np.random.default_rng(seed), dtype)}
+    init_ns = {**cell_namespace(user_ns, dtype), **initializers(np.random.default_rng(seed), dtype)}
     params, notices = {}, []
     for spec in prog.params:
         fresh = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
@@ -111,9 +113,9 @@ def bind_params(prog, user_ns, *, seed, dtype, reset):
     return params, groups, notices
 
 
-def make_loss_fn(prog, user_ns):
+def make_loss_fn(prog, user_ns, dtype=np.float32):
     """The cell as `loss_fn(params, *batch)`, checking that the Loss is a scalar."""
-    inner = prog.loss_function(cell_namespace(user_ns))
+    inner = prog.loss_function(cell_namespace(user_ns, dtype))
 
     def loss_fn(params, *batch):
         value = inner(params, *batch)
@@ -200,7 +202,7 @@ class Backprop(Magics):
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
             optimizer = make_optimizer(opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"])
-            run = fit(make_loss_fn(prog, user_ns), params, tuple(data[n] for n in prog.data_names),
+            run = fit(make_loss_fn(prog, user_ns, opts["dtype"]), params, tuple(data[n] for n in prog.data_names),
                       epochs=None if args.steps else opts["epochs"], steps=args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True)

@@ -22,6 +22,7 @@ _BUILTINS = {
         "shape": "bpmagic.ops.shape",
         "nn": "bpmagic.ops.nn",
         "composite": "bpmagic.ops.composite",
+        "constants": "bpmagic.ops.constants",
     },
     "bpmagic.panels": {
         "loss": "bpmagic.dashboard.panels.loss:LossPanel",
