@@ -21,10 +21,11 @@ from traitlets import Bool, Float, Int, Unicode
 from . import ops
 from .backends import is_array
 from .cell import CellError, layer, parse_cell
-from .errors import BackpropError
+from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
 from .train import fit, optim
+from .train.trainer import format_loss
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
@@ -56,8 +57,9 @@ def _eval(node, namespace, prog, what):
     try:
         return eval(compile(expr, prog.filename, "eval"), namespace)
     except NameError as e:
-        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell\n    {prog.line(node.lineno)}"
-                        ) from None
+        hint = did_you_mean(e.name, namespace) if getattr(e, "name", None) else ""
+        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell.{hint}\n"
+                        f"    {prog.line(node.lineno)}") from None
     except BackpropError:
         raise
     except Exception as e:
@@ -295,7 +297,7 @@ class TextProgress:
             return f"{run.name}: compiling..."
         steps, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
         return (f"{run.name}: step {steps}/{run.total_steps}  epoch {h['epoch'][-1] + 1}/{run.epochs}  "
-                f"loss {h['loss'][-1]:.4g}  lr {h['lr'][-1]:.3g}  {steps / elapsed:,.0f} steps/s")
+                f"loss {format_loss(h['loss'][-1])}  lr {h['lr'][-1]:.3g}  {steps / elapsed:,.0f} steps/s")
 
     def update(self):
         now = time.perf_counter()
@@ -318,8 +320,8 @@ class TextProgress:
             print(f"Stopped after step {run.steps_done}; the Params are those of that step.")
         else:
             first = h["loss"][0] if h.get("loss") else float("nan")
-            print(f"Trained {run.steps_done} steps in {took:.1f} s: loss {first:.4g} -> {run.loss:.4g}. "
-                  f"The Run is in {run.name}; the Params are updated in the namespace.")
+            print(f"Trained {run.steps_done} steps in {took:.1f} s: loss {format_loss(first)} -> "
+                  f"{format_loss(run.loss)}. The Run is in {run.name}; the Params are updated in the namespace.")
         sys.stdout.flush()
 
 

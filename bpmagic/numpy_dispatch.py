@@ -152,7 +152,9 @@ def _op_parameters(op):
 
 def _is_default(value, param):
     default = param.default
-    if default in _EMPTY or value is default:
+    if default in _EMPTY:  # NumPy's "not given"; anything the user passes is a request
+        return value is np._NoValue
+    if value is default:
         return True
     try:
         return bool(value == default) and type(value) is type(default)
@@ -227,7 +229,8 @@ def _unsupported(func, op, name, value) -> BackpropError:
         "initial": " Combine the start value after reducing, e.g. np.maximum(np.max(x), initial).",
     }.get(name, "")
     op_name = getattr(op, "__name__", getattr(op, "name", "the op"))
-    return BackpropError(f"{_name(func)}(..., {name}={value!r}): bpmagic's {op_name} has no `{name}` argument, so "
+    shown = f"<array of shape {tuple(value.shape)}>" if getattr(value, "shape", ()) else repr(value)
+    return BackpropError(f"{_name(func)}(..., {name}={shown}): bpmagic's {op_name} has no `{name}` argument, so "
                          f"this call cannot be traced.{advice}")
 
 
@@ -273,9 +276,12 @@ def call_method(value, name, args, kwargs):
 
     op = ops.registry().get(name)
     if op is None:
-        raise BackpropError(f".{name}() has no bpmagic equivalent yet, so it cannot run on a traced value. Use one of bpmagic's ops instead (all of them: bp.ops.registry()).")
+        raise BackpropError(f".{name}() has no bpmagic equivalent yet, so it cannot run on a traced value. Use one "
+                            "of bpmagic's ops instead (all of them: bp.ops.registry()).")
     kwargs = {k: v for k, v in kwargs.items() if k not in _MEMORY_ONLY}
-    _check_out(func or name, kwargs.pop("out", None))
+    if kwargs.pop("out", None) is not None:
+        raise BackpropError(f".{name}(out=...): a traced value cannot be written into an existing array. Assign "
+                            f"the result instead: `y = h.{name}(...)`.")
     return op(value, *args, **kwargs)
 
 
