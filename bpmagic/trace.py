@@ -216,7 +216,7 @@ def _suggestion(e, frame) -> str:
     if isinstance(e, NameError) and getattr(e, "name", None):
         import builtins
 
-        return did_you_mean(e.name, [*frame.f_code.co_varnames, *frame.f_globals, *dir(builtins)])
+        return did_you_mean(e.name, frame.f_code.co_varnames, frame.f_globals, dir(builtins))
     if isinstance(e, AttributeError) and getattr(e, "name", None) and getattr(e, "obj", None) is not None:
         return did_you_mean(e.name, dir(e.obj))
     if isinstance(e, TypeError):
