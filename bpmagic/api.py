@@ -14,7 +14,7 @@ from .backends import array_module, is_array
 from .errors import BackpropError, ShapeError
 from .ops.core import Primitive
 from .pytree import flatten, unflatten
-from .trace import Tracer, current_trace, new_trace
+from .trace import Tracer, call_user, current_trace, new_trace
 
 __all__ = ["trace", "grad", "value_and_grad", "gradcheck", "primitive", "GradcheckResult"]
 
@@ -65,7 +65,7 @@ def trace(fn, *args, backend="numpy", name=None):
 
     with new_trace(backend) as tr:
         new_args, inputs = _trace_inputs(tr, fn, args)
-        out = fn(*new_args)
+        out = call_user(fn, *new_args)
         out_leaves, _, _ = flatten(out)
         graph = tr.graph([t for _, _, ts in inputs for t in ts], out_leaves,
                          name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
@@ -148,7 +148,7 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
                     f"grad with respect to argument {i} ({t._bp_var.name}: {t._bp_var.type_str}) is undefined: it holds "
                     "integers. Differentiate with respect to float arrays (e.g. x.astype(np.float32)), and pass "
                     "integer data (labels, indices) as an argument not listed in argnums.")
-    result = fn(*new_args)
+    result = call_user(fn, *new_args)
     value, aux = result if has_aux else (result, None)
     if tuple(getattr(value, "shape", ())) != ():
         raise ShapeError(f"grad needs a function that returns a scalar, but it returned shape "

@@ -22,3 +22,17 @@ class NonFiniteError(BackpropError):
 
 class BackendError(BackpropError):
     """The requested array backend cannot be used here."""
+
+
+def did_you_mean(word: str, *candidate_groups, prefix: str = "") -> str:
+    """" Did you mean tanh?" for the name closest to a misspelt `word` (difflib), or "" when none is close.
+    Groups are tried in order (the user's own names before builtins), so `hh` suggests the cell's `h`, not `hash`."""
+    import difflib
+
+    for group in candidate_groups:
+        names = sorted({c for c in group if isinstance(c, str) and c != word
+                        and (word.startswith("_") or not c.startswith("_"))})
+        close = difflib.get_close_matches(word, names, n=1)
+        if close:
+            return f" Did you mean {prefix}{close[0]}?"
+    return ""

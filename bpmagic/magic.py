@@ -21,9 +21,11 @@ from traitlets import Bool, Float, Int, Unicode
 from . import ops
 from .backends import is_array
 from .cell import CellError, layer, parse_cell
-from .errors import BackpropError
+from .errors import BackpropError, did_you_mean
 from .initializers import initializers
+from .ops import constants
 from .train import fit, optim
+from .train.trainer import format_loss
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
@@ -33,14 +35,15 @@ def _usage(error) -> UsageError:
     return UsageError(str(error))
 
 
-def cell_namespace(user_ns: dict) -> dict:
+def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
     """Globals of a cell's loss function: the notebook's names, with bpmagic's ops as bare names.
 
-    bpmagic's ops win over imported names (np.tanh would fail on traced values), but functions the user defined
-    in the notebook itself win over bpmagic's.
+    bpmagic's ops win over imported names (`from numpy import zeros` would make float64 constants), but functions
+    the user defined in the notebook itself win over bpmagic's. Constants (zeros, ones, ...) make floats of the
+    cell's `dtype`.
     """
     ns = dict(user_ns)
-    for name, op in ops.registry().items():
+    for name, op in {**ops.registry(), **constants.for_cell(dtype)}.items():
         mine = ns.get(name)
         if mine is None or getattr(mine, "__module__", None) != "__main__":
             ns[name] = op
@@ -54,8 +57,9 @@ def _eval(node, namespace, prog, what):
     try:
         return eval(compile(expr, prog.filename, "eval"), namespace)
     except NameError as e:
-        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell\n    {prog.line(node.lineno)}"
-                        ) from None
+        hint = did_you_mean(e.name, namespace) if getattr(e, "name", None) else ""
+        raise CellError(f"line {node.lineno}: {what}: {e}; define it in an earlier cell.{hint}\n"
+                        f"    {prog.line(node.lineno)}") from None
     except BackpropError:
         raise
     except Exception as e:
@@ -92,7 +96,7 @@ def bind_data(prog, user_ns, dtype):
 
 def bind_params(prog, user_ns, *, seed, dtype, reset):
     """name -> array: the namespace's trained array when it fits, else a fresh one from the initialiser."""
-    init_ns = {**cell_namespace(user_ns), **initializers(np.random.default_rng(seed), dtype)}
+    init_ns = {**cell_namespace(user_ns, dtype), **initializers(np.random.default_rng(seed), dtype)}
     params, notices = {}, []
     for spec in prog.params:
         fresh = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
@@ -111,9 +115,9 @@ def bind_params(prog, user_ns, *, seed, dtype, reset):
     return params, groups, notices
 
 
-def make_loss_fn(prog, user_ns):
+def make_loss_fn(prog, user_ns, dtype=np.float32):
     """The cell as `loss_fn(params, *batch)`, checking that the Loss is a scalar."""
-    inner = prog.loss_function(cell_namespace(user_ns))
+    inner = prog.loss_function(cell_namespace(user_ns, dtype))
 
     def loss_fn(params, *batch):
         value = inner(params, *batch)
@@ -200,7 +204,7 @@ class Backprop(Magics):
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
             optimizer = make_optimizer(opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"])
-            run = fit(make_loss_fn(prog, user_ns), params, tuple(data[n] for n in prog.data_names),
+            run = fit(make_loss_fn(prog, user_ns, opts["dtype"]), params, tuple(data[n] for n in prog.data_names),
                       epochs=None if args.steps else opts["epochs"], steps=args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True)
@@ -293,7 +297,7 @@ class TextProgress:
             return f"{run.name}: compiling..."
         steps, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
         return (f"{run.name}: step {steps}/{run.total_steps}  epoch {h['epoch'][-1] + 1}/{run.epochs}  "
-                f"loss {h['loss'][-1]:.4g}  lr {h['lr'][-1]:.3g}  {steps / elapsed:,.0f} steps/s")
+                f"loss {format_loss(h['loss'][-1])}  lr {h['lr'][-1]:.3g}  {steps / elapsed:,.0f} steps/s")
 
     def update(self):
         now = time.perf_counter()
@@ -316,8 +320,8 @@ class TextProgress:
             print(f"Stopped after step {run.steps_done}; the Params are those of that step.")
         else:
             first = h["loss"][0] if h.get("loss") else float("nan")
-            print(f"Trained {run.steps_done} steps in {took:.1f} s: loss {first:.4g} -> {run.loss:.4g}. "
-                  f"The Run is in {run.name}; the Params are updated in the namespace.")
+            print(f"Trained {run.steps_done} steps in {took:.1f} s: loss {format_loss(first)} -> "
+                  f"{format_loss(run.loss)}. The Run is in {run.name}; the Params are updated in the namespace.")
         sys.stdout.flush()
 
 

@@ -25,6 +25,7 @@ _BUILTINS = {
         "elementary": "bpmagic.ops.elementary",
         "activations": "bpmagic.ops.activations",
         "special": "bpmagic.ops.special",
+        "constants": "bpmagic.ops.constants",
     },
     "bpmagic.panels": {
         "loss": "bpmagic.dashboard.panels.loss:LossPanel",

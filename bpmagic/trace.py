@@ -6,16 +6,19 @@ value for a Python bool (`if x > 0:`) is an error: the recorded graph could not 
 """
 from __future__ import annotations
 
+import inspect
+import linecache
 import os
 import sys
+import sysconfig
 import threading
 from contextlib import contextmanager
 
 import numpy as np
 
-from . import ops
+from . import numpy_dispatch, ops
 from .backends import get_backend, is_array
-from .errors import BackpropError, ShapeError, TracingError
+from .errors import BackpropError, ShapeError, TracingError, did_you_mean
 from .ir import Eqn, Graph, Literal, Source, Var
 from .ops.core import fmt_shapes, promote_scalars
 
@@ -35,8 +38,6 @@ def user_source(skip_dirs=(_PACKAGE_DIR,)) -> Source | None:
 
 
 def _line_text(frame, filename) -> str:
-    import linecache
-
     return linecache.getline(filename, frame.f_lineno, frame.f_globals).strip()
 
 
@@ -157,6 +158,82 @@ def _at(source, error: BackpropError) -> BackpropError:
     return new
 
 
+# -- mistakes in the user's traced code ------------------------------------------------------------------------
+_LIBRARY_DIRS = tuple({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "purelib", "platlib")})
+
+
+def _is_users(filename) -> bool:
+    return not filename.startswith((_PACKAGE_DIR,) + _LIBRARY_DIRS) and not filename.startswith("<frozen")
+
+
+def call_user(fn, *args, **kwargs):
+    """fn(*args, **kwargs) for user code run on traced values. Any exception it raises becomes one BackpropError
+    naming the user's line and its code, with "did you mean ...?" for a misspelt name. bpmagic's own errors pass
+    through (they name the line already), and so do assertions failing inside bpmagic: those are bugs of ours."""
+    try:
+        return fn(*args, **kwargs)
+    except BackpropError:
+        raise
+    except Exception as e:
+        if isinstance(e, AssertionError) and not _is_users(_innermost_frame(e).f_code.co_filename):
+            raise
+        raise user_error(e) from None
+
+
+def _innermost_frame(e):
+    tb = e.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame
+
+
+def user_error(e: Exception) -> BackpropError:
+    """The BackpropError that tells the user about exception `e`, raised by their code while it was traced."""
+    frames = []
+    tb = e.__traceback__
+    while tb is not None:
+        if _is_users(tb.tb_frame.f_code.co_filename):
+            frames.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    text = str(e) if not isinstance(e, KeyError) else repr(e.args[0]) if e.args else ""
+    detail = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    hint = _suggestion(e, frames[-1][0] if frames else _innermost_frame(e))
+    if hint:
+        detail += ("" if detail.endswith((".", "?", "!")) else ".") + hint
+    if not frames:
+        return BackpropError(detail)
+    frame, lineno = frames[-1]
+    filename = frame.f_code.co_filename
+    source = Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())
+    if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
+        detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
+    err = _at(source, BackpropError(detail))
+    err.original = e
+    return err
+
+
+def _suggestion(e, frame) -> str:
+    if isinstance(e, NameError) and getattr(e, "name", None):
+        import builtins
+
+        return did_you_mean(e.name, frame.f_code.co_varnames, frame.f_globals, dir(builtins))
+    if isinstance(e, AttributeError) and getattr(e, "name", None) and getattr(e, "obj", None) is not None:
+        return did_you_mean(e.name, dir(e.obj))
+    if isinstance(e, TypeError):
+        # "softmax() got an unexpected keyword argument 'axiss'": suggest among the function's parameters
+        import re
+
+        found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(e))
+        fn = found and (frame.f_locals.get(found[1]) or frame.f_globals.get(found[1])
+                        or ops.registry().get(found[1]))
+        if fn is not None:
+            try:
+                return did_you_mean(found[2], inspect.signature(fn).parameters)
+            except (TypeError, ValueError):
+                pass
+    return ""
+
+
 def current_trace() -> Trace | None:
     stack = getattr(_local, "stack", None)
     return stack[-1] if stack else None
@@ -179,7 +256,6 @@ class Tracer:
 
     # `_bp_trace` / `_bp_var`: underscored so they never shadow an ndarray method (`h.var()` is NumPy's variance)
     __slots__ = ("_bp_trace", "_bp_var", "value")
-    __array_ufunc__ = None  # make `numpy_array + tracer` defer to Tracer.__radd__
 
     def __init__(self, trace, var, value):
         self._bp_trace = trace
@@ -223,9 +299,22 @@ class Tracer:
 
     def __array__(self, dtype=None, copy=None):
         raise TracingError(
-            f"{_here()}a NumPy function was given a traced value ({self._bp_var.type_str}). Inside traced code use "
-            "bpmagic's functions (bp.exp, bp.sum, ..., or the bare names in a %%backprop cell) instead of np.*."
+            f"{_here()}a traced value ({self._bp_var.type_str}) was turned into a NumPy array (np.asarray, np.array, "
+            "or a library that calls them), which would freeze its value into the graph. NumPy's functions and "
+            "ufuncs work on it directly (np.tanh(h), np.sum(h, axis=0)), as do bpmagic's (bp.exp, bp.sum, ...)."
         )
+
+    # NumPy's dispatch protocols: np.tanh(h), np.sum(h, axis=0), array + h run bpmagic's ops (numpy_dispatch.py)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _with_line(numpy_dispatch.call_ufunc, ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _with_line(numpy_dispatch.call_function, func, args, kwargs)
+
+    def __setitem__(self, index, value):
+        raise TracingError(
+            f"{_here()}a traced value ({self._bp_var.type_str}) cannot be changed in place: the graph records new "
+            "values, not edits. Build a new one instead, e.g. np.where(mask, new, h) or np.concatenate([...]).")
 
     # arithmetic
     __add__ = lambda a, b: ops.add(a, b)
@@ -252,26 +341,51 @@ class Tracer:
     __hash__ = object.__hash__
     __getitem__ = lambda a, idx: ops.getitem(a, idx)
 
-    def reshape(self, *shape):
+    # ndarray's methods, with NumPy's signatures
+    def reshape(self, *shape, order="C", copy=None):
         return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def transpose(self, *axes):
         return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
 
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis=axis, keepdims=keepdims)
-
-    def astype(self, dtype):
+    def astype(self, dtype, order="K", casting="unsafe", subok=True, copy=True):
         return ops.astype(self, dtype)
 
-    def flatten(self):
+    def flatten(self, order="C"):
         return ops.reshape(self, (-1,))
+
+    ravel = flatten
+
+    def copy(self, order="C"):
+        return self  # a traced value never changes, so it is its own copy
+
+    itemsize = property(lambda self: np.dtype(self.dtype).itemsize)
+    nbytes = property(lambda self: self.size * np.dtype(self.dtype).itemsize)
+    item = lambda self, *args: self._concrete("item")
+    tolist = lambda self: self._concrete("tolist")
+
+
+def _method(name):
+    def method(self, *args, **kwargs):
+        return _with_line(numpy_dispatch.call_method, self, name, args, kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"ndarray.{name} on a traced value: runs bpmagic's op for np.{name}."
+    return method
+
+
+for _name in numpy_dispatch.METHODS:
+    if hasattr(np.ndarray, _name):
+        setattr(Tracer, _name, _method(_name))
+del _name
+
+
+def _with_line(fn, *args):
+    """fn(*args), with the user's line in front of a message it raises about their NumPy call."""
+    try:
+        return fn(*args)
+    except BackpropError as e:
+        raise _at(user_source(), e) from None
 
 
 def _here() -> str:

@@ -266,3 +266,17 @@ def test_nan_during_training_ends_at_a_step_boundary(ip, ns, capsys):
     assert run.status == "failed" and run.ended_because == "non-finite"
     assert "line 10: log of (4, 1) produced nan" in err and "keep their values" in err
     assert all(np.isfinite(ns[k]).all() for k in ("W1", "b1", "W2", "b2"))
+
+
+def test_summary_never_prints_negative_zero_nor_rounds_a_small_loss_to_zero(ip, ns, capsys):
+    from bpmagic.train.trainer import format_loss
+
+    assert [format_loss(v) for v in (-0.0, 0.0, 3e-6, -2e-9, 0.9353, 3.14159e-6, 1234.5)] == \
+        ["0", "0", "3e-6", "-2e-9", "0.9353", "3.142e-6", "1234"]
+    # a loss that is exactly -0.0, as a float32 cross-entropy that rounded to zero is
+    cell = XOR_CELL.replace("loss: Loss = binary_cross_entropy(p, y)", "loss: Loss = -mean(p * 0.0)")
+    assert backprop(ip, "--steps 3 --no-dashboard", cell).success
+    assert np.signbit(ns["_bp"].loss)
+    out = capsys.readouterr().out
+    assert "loss 0 -> 0." in out and "-0" not in out
+    assert "loss 0>" in repr(ns["_bp"])

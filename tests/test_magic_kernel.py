@@ -89,3 +89,93 @@ def execute_probe(kc, km, msg_id):
     if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
         return None, msg["content"]["text"]
     return None, ""
+
+
+# -- a learner's own cells, through a real kernel (issue 12) -----------------------------------------------------
+RNN_SETUP = ("%load_ext bpmagic\nimport numpy as np\nrng = np.random.default_rng(0)\n"
+             "S = rng.standard_normal((64, 6)).astype(np.float32)\nYsum = S.sum(axis=1, keepdims=True)\n"
+             "X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)\n"
+             "Y = np.array([[0], [1], [1], [0]], np.float32)")
+
+# an unrolled RNN that sums a sequence; its first state is a constant made in the cell body
+RNN_CELL = """\
+Wx: Param = randn(1, 16) * 0.5
+Wh: Param = randn(16, 16) * 0.1
+b: Param = zeros(16)
+Wo: Param = randn(16, 1) * 0.1
+s: Input = S
+y: Target = Ysum
+h = zeros((s.shape[0], 16))
+for t in range(s.shape[1]):
+    h = tanh(s[:, t:t + 1] @ Wx + h @ Wh + b)
+loss: Loss = mse(h @ Wo, y)
+"""
+
+# XOR written with NumPy's functions only
+NUMPY_CELL = """\
+W1: Param = randn(2, 8) * 0.5
+b1: Param = zeros(8)
+W2: Param = randn(8, 1) * 0.5
+b2: Param = zeros(1)
+x: Input = X
+y: Target = Y
+h = np.tanh(np.dot(x, W1) + b1)
+z = np.matmul(np.maximum(h, -0.9), W2) + b2
+p = np.clip(1 / (1 + np.exp(-z)), 1e-7, 1 - 1e-7)
+loss: Loss = -np.mean(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1))
+"""
+
+
+@pytest.fixture(scope="module")
+def learner_kernel():
+    km, kc = start_new_kernel(kernel_name="python3")
+    reply, _ = execute(kc, RNN_SETUP)
+    assert reply["status"] == "ok", reply
+    yield kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def losses(kc, name):
+    reply, out = execute(kc, f"import json\nprint(json.dumps([{name}.status, {name}.history['loss'][0], {name}.loss,"
+                             f" sorted(str(v.dtype) for v in {name}.graph.inputs)]))")
+    assert reply["status"] == "ok", reply
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_kernel_trains_an_unrolled_rnn_whose_first_state_is_zeros(learner_kernel):
+    reply, out = execute(learner_kernel, "%%backprop --steps 300 --lr 0.05 --optimizer adam --batch-size 32 "
+                                         "--no-dashboard --name rnn\n" + RNN_CELL, timeout=180)
+    assert reply["status"] == "ok", reply
+    status, first, last, dtypes = losses(learner_kernel, "rnn")
+    assert status == "finished" and "Trained 300 steps" in out
+    assert last < 0.05 * first, (first, last)  # measured: 5.04 -> 0.005
+    assert set(dtypes) == {"float32"}
+
+
+def test_kernel_trains_a_cell_written_with_numpy_functions_only(learner_kernel):
+    reply, out = execute(learner_kernel, "%%backprop --epochs 300 --lr 0.5 --batch-size 4 --no-dashboard "
+                                         "--name npxor\n" + NUMPY_CELL, timeout=180)
+    assert reply["status"] == "ok", reply
+    status, first, last, _ = losses(learner_kernel, "npxor")
+    assert status == "finished" and first > 0.6 and last < 0.05, (first, last)  # measured: 0.697 -> 0.018
+
+
+def test_kernel_shows_a_typo_as_one_message_without_bpmagic_frames(learner_kernel):
+    msg_id = learner_kernel.execute("%%backprop --steps 3 --no-dashboard\n" + NUMPY_CELL.replace("np.tanh(",
+                                                                                                  "np.tanhh("))
+    shown = []
+    while True:
+        msg = learner_kernel.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] in ("stream", "error"):
+            shown.append(json.dumps(msg["content"]))
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    reply = learner_kernel.get_shell_msg(timeout=60)["content"]
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    assert reply["evalue"].startswith("line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. "
+                                      "Did you mean tanh?")
+    text = "\n".join(shown) + json.dumps(reply)
+    assert "bpmagic/" not in text and "Traceback" not in text, text

@@ -21,7 +21,7 @@ from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError
 from ..ir import Source
-from ..trace import new_trace
+from ..trace import call_user, new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
 
@@ -140,7 +140,7 @@ class CompiledStep:
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
             start = len(tr.eqns)
-            loss = self.loss_fn(p_in, *b_in)
+            loss = call_user(self.loss_fn, p_in, *b_in)  # a mistake in it: one message naming the line
             if tuple(getattr(loss, "shape", ())) != ():
                 raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
                                     "reduce it (e.g. .mean())")

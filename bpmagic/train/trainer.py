@@ -21,7 +21,20 @@ from . import checkpoint
 from .controls import Controls
 from .step import CompiledStep
 
-__all__ = ["fit", "Run"]
+__all__ = ["fit", "Run", "format_loss"]
+
+
+def format_loss(loss) -> str:
+    """A loss as people read it: 4 significant digits. Zero prints as 0, never -0 (a float32 cross-entropy that
+    rounded to zero is -0.0), and a small loss keeps its digits (3e-6, not 0)."""
+    if loss is None:
+        return "-"
+    loss = float(loss)
+    if loss == 0:
+        return "0"
+    text = f"{loss:.4g}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text  # 3e-6 rather than 3e-06
 
 
 class Run:
@@ -145,7 +158,7 @@ class Run:
         return run
 
     def __repr__(self):
-        loss = f", loss {self.loss:.4g}" if self.loss is not None else ""
+        loss = f", loss {format_loss(self.loss)}" if self.loss is not None else ""
         why = f" ({self.ended_because})" if self.ended_because and self.ended_because != self.status else ""
         return f"<Run {self.name}: {self.status}{why} after {self.steps_done} steps{loss}>"
 
