@@ -34,11 +34,12 @@ def _numpy_object(name):
     return obj if callable(obj) else None
 
 
-def _numpy_name(name, op):
+def _numpy_names(name, op):
+    """The NumPy names an op stands for: the one it declares, and its registry name where NumPy has it too (an alias
+    such as bp.dot = bp.matmul stands for np.dot)."""
     info = getattr(op, "op_info", None)
-    if info is not None:
-        return info.numpy_name
-    return name if _numpy_object(name) is not None else None
+    names = [info.numpy_name] if info is not None and info.numpy_name else []
+    return names + [name] if name not in names and _numpy_object(name) is not None else names
 
 
 def numpy_table() -> dict:
@@ -50,11 +51,11 @@ def numpy_table() -> dict:
     if _table_cache.get("group") is not group:
         table, owner = {}, {}
         for name, op in ops.registry().items():
-            nname = _numpy_name(name, op)
-            target = _numpy_object(nname) if nname else None
-            # two ops for one NumPy function: the one that has NumPy's name wins (bp.dot and np.dot, say)
-            if target is not None and (target not in table or name == nname and owner[target] != nname):
-                table[target], owner[target] = op, name
+            for nname in _numpy_names(name, op):
+                target = _numpy_object(nname)
+                # two ops for one NumPy function: the one that has NumPy's name wins (bp.dot and np.dot, say)
+                if target is not None and (target not in table or name == nname and owner[target] != nname):
+                    table[target], owner[target] = op, name
         _table_cache.update(group=group, table=table, names={t: owner[t] for t in table})
     return _table_cache["table"]
 

@@ -120,7 +120,7 @@ def test_every_op_with_samples_runs_the_same_through_its_numpy_name():
             arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
             got = _run_traced(traced, args, arrays)
             want = _run_traced(direct, args, arrays)
-            np.testing.assert_allclose(got, want)
+            np.testing.assert_allclose(got, want, err_msg=f"{name}{args!r:.200}")
             checked.append(name)
     assert {"zeros_like", "ones_like", "full_like"} <= set(checked)
 

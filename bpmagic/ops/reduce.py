@@ -148,19 +148,22 @@ _argmax = Primitive("argmax", lambda xp, x, axis: xp.asarray(xp.argmax(x, axis=a
 
 
 def _arg_samples(rng):
-    return [((_distinct(rng, 3, 4),), {}), ((_distinct(rng, 3, 4),), dict(axis=0)),
+    return [((_distinct(rng, 3, 4),), {}), ((_distinct(rng, 3, 4),), dict(axis=0)), ((_distinct(rng, 3, 4),), dict(axis=-1)),
             ((_distinct(rng, 2, 3, 4),), dict(axis=1)), ((np.array([1.0, 3.0, 3.0, 0.0]),), {})]  # first of ties
 
 
-@exposes(_argmax, samples=_arg_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.argmax(x, axis=axis))
-def argmax(x, axis=-1):
-    """Index of the largest entry along `axis` (not differentiable)."""
+@exposes(_argmax, samples=_arg_samples, reference=lambda jax: lambda x, axis=None: jax.numpy.argmax(x, axis=axis))
+def argmax(x, axis=None):
+    """Index of the largest entry along `axis`; with axis=None, NumPy's index into the flattened array (not
+    differentiable)."""
+    if axis is None:
+        x, axis = _shape.reshape(x, (_count(x, range(len(x.shape))),)), 0
     return _argmax(x, axis=_norm_axis(x, axis, "argmax")[0])
 
 
-@composite(samples=_arg_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.argmin(x, axis=axis),
+@composite(samples=_arg_samples, reference=lambda jax: lambda x, axis=None: jax.numpy.argmin(x, axis=axis),
            differentiable=False)
-def argmin(x, axis=-1):
+def argmin(x, axis=None):
     """Index of the smallest entry along `axis` (not differentiable)."""
     return argmax(-x, axis=axis)
 

@@ -277,10 +277,14 @@ def getitem(x, idx):
 
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4), _REPEATED), {}),
                                 ((S.normal(rng, 3, 4), np.array([3, 1, 1])), dict(axis=1)),
-                                ((S.normal(rng, 2, 3, 2), np.array([[0, 1], [1, 1]])), dict(axis=-1))],
-           reference=lambda jax: lambda x, indices, axis=0: jax.numpy.take(x, indices, axis=axis))
-def take(x, indices, axis=0):
-    """x's entries at integer `indices` along `axis` (gathers rows for axis 0)."""
+                                ((S.normal(rng, 2, 3, 2), np.array([[0, 1], [1, 1]])), dict(axis=-1)),
+                                ((S.normal(rng, 3, 4), np.array([[0, 11], [5, 5]])), dict(axis=None))],
+           reference=lambda jax: lambda x, indices, axis=None: jax.numpy.take(x, indices, axis=axis))
+def take(x, indices, axis=None):
+    """x's entries at integer `indices` along `axis` (rows for axis=0); by default (axis=None) of the flattened
+    array, as in NumPy."""
+    if axis is None:
+        x, axis = reshape(x, (int(np.prod(x.shape, dtype=np.int64)),)), 0
     idx = (slice(None),) * (axis % len(x.shape)) + (indices,)
     return getitem(x, idx)
 
