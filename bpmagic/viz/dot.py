@@ -178,7 +178,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
             "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
             None, None)
         node_of.update((k, f"rep{b}") for k in range(start, start + period * repeats))
-    for c, (start, stop, scope) in enumerate(composite_groups(graph.eqns, expand if collapse else True)):
+    for start, stop, scope in composite_groups(graph.eqns, expand if collapse else True):
         if any(k in node_of for k in range(start, stop)):
             continue  # inside a repeated block
         body = graph.eqns[start:stop]
@@ -186,15 +186,15 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
         ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
         backward = body[0].phase != "forward"
         layer_set = {eqn_layer.get(id(e)) for e in body}
-        specs[f"c{c}"] = (_text(("∂ " if backward else "") + scope[-1], *_lines(body),
+        specs[f"c{start}"] = (_text(("∂ " if backward else "") + scope[-1], *_lines(body),
                                 *([stats[out]] if out is not None else [])), {
             "shape": "box", "style": "rounded,filled,bold" + (",dashed" if backward else ""),
             "fillcolor": "#ede7f6", "color": "#5e35b1", "class": "bp-composite",
             "tooltip": _text(f"{' › '.join(scope)}: {len(body)} operations ({ops}); "
                              f"draw with expand={{{scope[-1]!r}}} to open it")},
             layer_set.pop() if len(layer_set) == 1 else None, None)
-        dot.bp_composites[f"c{c}"] = scope[-1]
-        node_of.update((k, f"c{c}") for k in range(start, stop))
+        dot.bp_composites[f"c{start}"] = scope[-1]
+        node_of.update((k, f"c{start}") for k in range(start, stop))
     open_scope = _open_composites(graph.eqns, expand) if collapse and expand else {}
     edges = []
     for k, e in enumerate(graph.eqns):
