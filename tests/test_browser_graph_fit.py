@@ -66,6 +66,23 @@ xor.wait()
 print("TRAINED", xor.status, xor.steps_done)
 """
 
+DASHBOARD = """\
+from bpmagic.dashboard.dashboard import Dashboard
+print("LAYERS", " ".join(xor.layers))
+Dashboard(xor)
+"""
+
+# the strip's colours, sampled in the middle of each row: [layer][column] -> "r,g,b"
+STRIP_PIXELS = """(c) => { const ctx = c.getContext('2d'), r = window.devicePixelRatio || 1, rows = [];
+  const n = c.closest('.bpmagic-bars').querySelectorAll('.bpmagic-strip-rows > div').length;
+  for (let l = 0; l < n; l++) { const y = Math.floor(((l + 0.5) * c.height) / n), row = [];
+    for (let x = 2; x < c.width; x += Math.floor(c.width / 10)) row.push(Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)).join(','));
+    rows.push(row); }
+  return rows; }"""
+
+BANDS = {"8,48,107": "< 1e-5", "33,113,181": "1e-5", "107,174,214": "1e-4", "198,219,239": "0.001",
+         "229,245,224": "0.01", "161,217,155": "0.1", "253,174,107": "1", "230,85,13": "10", "165,15,21": "≥ 100"}
+
 # every node's label inside its box: [id, text, text's box, node's box] of each label that is not
 LABEL_OVERFLOWS = """(root) => {
   const bad = [];
@@ -127,7 +144,7 @@ def figure_fits(page, output, name):
 
 def test_graphs_fit_teach_and_survive(page, lab):
     ARTIFACTS.mkdir(exist_ok=True)
-    lab.write_notebook("fit.ipynb", [NO_DOT, MODELS, DRAW, BACKWARD, LIVE, TRAIN])
+    lab.write_notebook("fit.ipynb", [NO_DOT, MODELS, DRAW, BACKWARD, LIVE, TRAIN, DASHBOARD])
     open_notebook(page, lab, "fit.ipynb")
     # run everything but the last cell, which trains the live graph's run once its first colours are seen
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
@@ -190,6 +207,25 @@ def test_graphs_fit_teach_and_survive(page, lab):
     print("live graph: per-edge colour change (largest channel difference), median", statistics.median(changes),
           "max", max(changes), "of", len(changes), "edges")
     assert len(changes) > 5 and statistics.median(changes) >= 40
+
+    # the gradient panel of the trained XOR: a legend, labelled rows, a time axis, fixed colour bands
+    page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
+        nb.activeCellIndex = 6; window.jupyterapp.commands.execute('notebook:run-cell'); }""")
+    layers = printed(page, "LAYERS").split()
+    panel = output_of(page, 6).locator(".bpmagic-bars").first
+    panel.locator(".bpmagic-strip-rows > div").first.wait_for(timeout=60_000)
+    legend = panel.locator(".bpmagic-bars-legend").inner_text()
+    assert "parameter gradient" in legend and "backpropagated signal" in legend
+    assert panel.locator(".bpmagic-strip-rows > div").all_text_contents() == layers
+    time_axis = panel.locator(".bpmagic-strip-time").inner_text()
+    assert "step 0" in time_axis and "step 3000" in time_axis
+    ticks = panel.locator(".bpmagic-bars-axis > div").all_text_contents()
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks)
+    assert "same for every run" in panel.locator(".bpmagic-strip-key").inner_text()
+    pixels = panel.locator("canvas").evaluate(STRIP_PIXELS)
+    assert all(p in BANDS for row in pixels for p in row), "strip colours outside the fixed bands"
+    print("gradient strip bands per layer:", {layer: sorted({BANDS[p] for p in row}) for layer, row in zip(layers, pixels)})
+    output_of(page, 6).screenshot(path=str(ARTIFACTS / "gradient_panel.png"))
 
     # saved, the notebook carries each graph's SVG as drawn in the browser (the kernel had no `dot`)
     wait_idle(page)

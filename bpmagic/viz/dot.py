@@ -169,7 +169,11 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
     eqn_layer = _layers_of_eqns(graph, layers)
     node_of = {}  # index of eqn -> node id (several equations share a collapsed node)
     specs = {}  # node id -> (label, attrs, layer, open composite's cluster or None)
-    blocks = repeated_blocks(graph.eqns) if collapse else []
+    groups = composite_groups(graph.eqns, expand if collapse else True)
+    # a repeated block (an unrolled loop) may hold whole composite calls, never part of one
+    blocks = [(start, period, repeats) for start, period, repeats in (repeated_blocks(graph.eqns) if collapse else [])
+              if all(b <= start or a >= start + period * repeats or (start <= a and b <= start + period * repeats)
+                     for a, b, _ in groups)]
     for b, (start, period, repeats) in enumerate(blocks):
         body = graph.eqns[start:start + period]
         names = ", ".join(dict.fromkeys(x.primitive.name for x in body))
@@ -178,7 +182,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
             "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
             None, None)
         node_of.update((k, f"rep{b}") for k in range(start, start + period * repeats))
-    for start, stop, scope in composite_groups(graph.eqns, expand if collapse else True):
+    for start, stop, scope in groups:
         if any(k in node_of for k in range(start, stop)):
             continue  # inside a repeated block
         body = graph.eqns[start:stop]

@@ -49,10 +49,11 @@ class GraphView(anywidget.AnyWidget):
         super().__init__(**kwargs)
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        svg = svg_of(self.static_drawing()) if bundle else None
+        bundle = super()._repr_mimebundle_(**kwargs)  # None, a dict, or (data, metadata)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        svg = svg_of(self.static_drawing()) if data else None
         if svg is not None:
-            bundle["image/svg+xml"] = svg
+            data["image/svg+xml"] = svg
         return bundle
 
     def static_drawing(self):
