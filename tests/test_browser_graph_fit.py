@@ -145,10 +145,11 @@ def figure_fits(page, output, name):
 def test_graphs_fit_teach_and_survive(page, lab):
     ARTIFACTS.mkdir(exist_ok=True)
     lab.write_notebook("fit.ipynb", [NO_DOT, MODELS, DRAW, BACKWARD, LIVE, TRAIN, DASHBOARD])
+    page.on("console", lambda m: m.type == "error" and print("CONSOLE", m.text[:300]))
     open_notebook(page, lab, "fit.ipynb")
     # run everything but the last cell, which trains the live graph's run once its first colours are seen
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
-        nb.activeCellIndex = 4; window.jupyterapp.commands.execute('notebook:run-all-above'); }""")
+        nb.activeCellIndex = 5; window.jupyterapp.commands.execute('notebook:run-all-above'); }""")
     assert printed(page, "DOT") == "None"
 
     # the encoder: cross_entropy is one node (its max / exp / log / stop_gradient hidden), labels fit, width fits
@@ -191,7 +192,10 @@ def test_graphs_fit_teach_and_survive(page, lab):
     # the live graph: its first colours, then train, then its colours must have changed visibly
     live = output_of(page, 4)
     svg = live.locator(".bp-figure-viewport > svg")
-    svg.wait_for(timeout=120_000)
+    try:
+        svg.wait_for(timeout=120_000)
+    finally:
+        page.screenshot(path=str(ARTIFACTS / "live_wait.png"), full_page=True)
     figure_fits(page, live, "live_start")
     page.wait_for_function("(s) => s.querySelectorAll('g.edge path[stroke^=rgb]').length > 5",
                            arg=svg.element_handle(), timeout=60_000)
