@@ -261,8 +261,13 @@ def _open_composites(eqns, expand) -> dict:
 
 def _place_nodes(dot, specs):
     """Nodes into their layer's cluster and, inside it, the open composite's cluster (clusters nest properly)."""
+    layers_of: dict = {}  # an open composite sits inside a layer only if all of it belongs to that layer
+    for _, _, layer, open_cluster in specs.values():
+        layers_of.setdefault(open_cluster, set()).add(layer)
     tree: dict = {}  # layer -> {open cluster or None -> [(node, label, attrs)]}
     for node, (label, attrs, layer, open_cluster) in specs.items():
+        if open_cluster and len(layers_of[open_cluster]) > 1:
+            layer = None
         tree.setdefault(layer, {}).setdefault(open_cluster, []).append((node, label, attrs))
     for n, (layer, by_cluster) in enumerate(tree.items()):
         parent = dot.subgraph(name=f"cluster_{n}") if layer is not None else _Same(dot)
