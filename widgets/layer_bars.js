@@ -109,7 +109,8 @@ function render({ model, el }) {
     axis.replaceChildren();
     const step = Math.max(1, Math.ceil((hi - lo) / 6));
     for (let d = lo; d <= hi; d += step) {
-      const tick = div(`position: absolute; left: ${((d - lo) / (hi - lo)) * 100}%; transform: translateX(-50%)`,
+      const at = (d - lo) / (hi - lo), shift = at === 0 ? 0 : at >= 1 ? -100 : -50; // end labels stay inside
+      const tick = div(`position: absolute; left: ${at * 100}%; transform: translateX(${shift}%); white-space: nowrap`,
         number(10 ** d));
       axis.append(tick);
     }
@@ -145,7 +146,8 @@ function render({ model, el }) {
         return item;
       }));
       caption.textContent = `layers × time: ${series[0]}, averaged over slices of the steps. Dark blue ` +
-        "(below 1e-5): the layer barely learns (vanishing); red (10 and above): very large steps (exploding).";
+        "(below 1e-5) while the loss is still high: the layer barely learns (vanishing); once the loss is low it " +
+        "has simply converged. Red (10 and above): very large steps (exploding).";
     } else {
       strip.style.height = "0";
       stripNames.replaceChildren();
