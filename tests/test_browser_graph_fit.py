@@ -220,7 +220,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
     panel = output_of(page, 6).locator(".bpmagic-bars").first
     panel.locator(".bpmagic-strip-rows > div").first.wait_for(timeout=60_000)
     legend = panel.locator(".bpmagic-bars-legend").inner_text()
-    assert "parameter gradient" in legend and "backpropagated signal" in legend
+    assert "gradient of the parameters" in legend and "backpropagated signal" in legend
     assert panel.locator(".bpmagic-strip-rows > div").all_text_contents() == layers
     time_axis = panel.locator(".bpmagic-strip-time").inner_text()
     assert "step 0" in time_axis and "step 3000" in time_axis

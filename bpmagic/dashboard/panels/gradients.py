@@ -43,7 +43,7 @@ class GradientPanel(Panel):
         super().__init__(run)
         self.layers = list(run.layers)
         self.widget = LayerBarsView(title="Gradient magnitude per layer (log scale)", layers=self.layers,
-                                    series=["parameter gradient |dL/dW|",
+                                    series=["gradient of the parameters |dL/dW|",
                                             "backpropagated signal |dL/d output|"])
 
     def update(self, run):
