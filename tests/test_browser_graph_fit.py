@@ -192,10 +192,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
     # the live graph: its first colours, then train, then its colours must have changed visibly
     live = output_of(page, 4)
     svg = live.locator(".bp-figure-viewport > svg")
-    try:
-        svg.wait_for(timeout=120_000)
-    finally:
-        page.screenshot(path=str(ARTIFACTS / "live_wait.png"), full_page=True)
+    svg.wait_for(timeout=120_000)
     figure_fits(page, live, "live_start")
     page.wait_for_function("(s) => s.querySelectorAll('g.edge path[stroke^=rgb]').length > 5",
                            arg=svg.element_handle(), timeout=60_000)
