@@ -11,6 +11,7 @@ from .cell import Input, Loss, Param, Target
 from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, TracingError
 from .ir import Eqn, Graph, Var
 from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
+from .ops.core import composite  # the decorator, not the ops.composite module the star import brings
 from .train import CompiledStep, Controls, Run, compile_step, fit, last_run, optim
 from . import viz  # noqa: E402  (graphs draw themselves in notebooks)
 

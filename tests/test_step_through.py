@@ -110,4 +110,4 @@ def test_live_graph_follows_training():
     assert view.edge_weights != first
     assert "finished" in view.status and "step 400" in view.status
     keys = set(view.edge_weights)
-    assert all(f"{k.split('->')[0]} -> {k.split('->')[1]}" in view.dot for k in keys)
+    assert all(f"{k.split('->')[0]} -> {k.split('->')[1]}" in view.dot + view.dot_expanded for k in keys)

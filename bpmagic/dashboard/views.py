@@ -31,4 +31,5 @@ class LayerBarsView(anywidget.AnyWidget):
     values = Bytes(b"").tag(sync=True)  # float32 [layers, series]
     strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
     strip_cols = Int(0).tag(sync=True)
+    strip_steps = Int(0).tag(sync=True)  # steps the strip spans (its time axis)
     reference = Float(0.0).tag(sync=True)

@@ -1,15 +1,21 @@
 """DOT for a Graph: primitives as nodes (name and source line), values as edges labelled with their shapes.
 
 Params, inputs and outputs are marked; layers are drawn as clusters; repeated structure (an unrolled loop, identical
-layers) collapses into one node with a count. Every user-supplied string goes through `graphviz.escape` and the
+layers) collapses into one node with a count, and each call of a composite (Eqn.scope) into one node that can be drawn
+open; edges can be coloured by gradient magnitude. Every user-supplied string goes through `graphviz.escape` and the
 package's quoting, and node ids are our own, so a name cannot inject DOT.
 """
 from __future__ import annotations
+
+import math
 
 import graphviz
 
 from ..ir import Literal, Var
 from ..train.layers import layer_of
+
+# Graphviz knows this font's metrics, and the browser view measures its labels in the font it really uses
+FONT = "Helvetica"
 
 
 def _shape(v) -> str:
@@ -46,6 +52,38 @@ def repeated_blocks(eqns, min_repeats=3, max_period=64):
     return blocks
 
 
+def _expanded_names(expand):
+    """expand=True: every composite; False/None: none; a name or an iterable of names: those."""
+    if expand is True:
+        return True
+    if not expand:
+        return set()
+    return {expand} if isinstance(expand, str) else set(expand)
+
+
+def composite_groups(eqns, expand=False):
+    """[(start, stop, scope)]: runs of equations inside one call of a composite that is drawn as one node.
+
+    An equation belongs to the outermost composite of its scope that is not expanded (expand: True, or the names to
+    draw open); consecutive equations of the same composite scope and source line form one call.
+    """
+    names = _expanded_names(expand)
+    if names is True:
+        return []
+    groups, current = [], None
+    for k, e in enumerate(eqns):
+        depth = next((d for d, n in enumerate(e.scope) if n not in names), None)
+        key = None if depth is None else (e.scope[:depth + 1], e.phase, e.source.lineno if e.source else None)
+        if key is not None and current is not None and current[3] == key and current[1] == k:
+            current[1] = k + 1
+        elif key is not None:
+            current = [k, k + 1, key[0], key]
+            groups.append(current)
+        else:
+            current = None
+    return [(start, stop, scope) for start, stop, scope, _ in groups]
+
+
 def _layers_of_eqns(graph, param_layers):
     """Eqn -> layer: the layer of a parameter it reads, or of the single layer all its inputs come from."""
     var_layer = {v: param_layers[v.name] for v in graph.inputs if v.name in param_layers}
@@ -64,22 +102,62 @@ def _layers_of_eqns(graph, param_layers):
     return out
 
 
-def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) -> graphviz.Digraph:
+# Edge colours by gradient magnitude, smallest to largest: pale blue, amber, dark red. Views that recolour edges in
+# the browser interpolate the same stops (sent to them as `palette`).
+PALETTE = ("#c6dbef", "#fdae61", "#b2182b")
+
+
+def edge_colour(w: float) -> str:
+    """The palette at w in [0, 1], as #rrggbb."""
+    w = min(max(w, 0.0), 1.0) * (len(PALETTE) - 1)
+    i = min(int(w), len(PALETTE) - 2)
+    a, b = (tuple(int(c[j:j + 2], 16) for j in (1, 3, 5)) for c in PALETTE[i:i + 2])
+    t = w - i
+    return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(a, b))
+
+
+def edge_width(w: float) -> float:
+    return round(0.6 + 3.4 * min(max(w, 0.0), 1.0), 2)
+
+
+def log_scale(norms) -> tuple | None:
+    """(lo, hi): log10 of the smallest and largest positive norms, or None."""
+    logs = [math.log10(n) for n in norms if n > 0 and math.isfinite(n)]
+    return (min(logs), max(logs)) if logs else None
+
+
+def weight(norm: float, scale) -> float:
+    """Where |gradient| `norm` sits on the log scale (lo, hi), clipped to [0, 1]."""
+    if not norm > 0 or not math.isfinite(norm):
+        return 0.0
+    lo, hi = scale
+    return min(max((math.log10(norm) - lo) / (hi - lo), 0.0), 1.0) if hi > lo else 1.0
+
+
+def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None, grad_norms=None, scale=None,
+                 name=None) -> graphviz.Digraph:
     """A graphviz.Digraph of `graph`.
 
     layers: param name -> layer (default: names ending in the same number form a layer, W1 and b1 -> "1").
-    collapse: draw repeated blocks as one node "×k". stats: Var -> text (e.g. value|grad summaries) to show on nodes;
-    `edge_weight`: Var -> float in [0, 1] in stats["_weights"] colours and thickens edges (gradient magnitude).
+    collapse: repeated blocks (unrolled loops) drawn as one node "×k", and each call of a composite (cross_entropy,
+    softmax, layer_norm, a user's @bp.composite) as one node; collapse=False draws every equation.
+    expand: composites drawn open although collapsing: True for all, or a name or names ({"cross_entropy"}); an open
+    composite is a dotted cluster labelled with its name.
+    stats: Var -> text (e.g. value|grad summaries) shown on the node that produces it.
+    grad_norms: Var -> |gradient|: edges coloured and thickened on a log scale spanning the edges drawn (so loss
+    internals hidden in a collapsed composite do not set it), or spanning `scale` (log10 lo, log10 hi) if given.
+
     The result's `bp_edges` maps each value edge's Graphviz id ("in0->e3", its <title> in SVG) to its Var, so live
-    views can restyle edges without a new layout.
+    views can restyle edges without a new layout; `bp_scale` is the edge colour scale used (or None);
+    `bp_composites` maps each collapsed composite's node id to its name.
     """
     stats = stats or {}
-    weights = stats.get("_weights", {})
     if layers is None:
         layers = {v.name: layer_of(v.name) for v in graph.inputs if v.name and v.name[-1:].isdigit()}
-    dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": "Helvetica"},
-                           node_attr={"fontname": "Helvetica", "fontsize": "10"},
-                           edge_attr={"fontname": "Helvetica", "fontsize": "9"})
+    dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": FONT},
+                           node_attr={"fontname": FONT, "fontsize": "10"},
+                           edge_attr={"fontname": FONT, "fontsize": "9"})
+    dot.bp_edges, dot.bp_composites = {}, {}
     producer = {}  # Var -> node id
     for i, v in enumerate(graph.inputs):
         node = f"in{i}"
@@ -89,55 +167,66 @@ def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) ->
         dot.node(node, _text(v.name or f"input {i}", _shape(v), *([stats[v]] if v in stats else [])), **style)
         producer[v] = node
     eqn_layer = _layers_of_eqns(graph, layers)
-    blocks = repeated_blocks(graph.eqns) if collapse else []
-    collapsed = {}  # index of eqn -> block node id
+    node_of = {}  # index of eqn -> node id (several equations share a collapsed node)
+    specs = {}  # node id -> (label, attrs, layer, open composite's cluster or None)
+    groups = composite_groups(graph.eqns, expand if collapse else True)
+    # a repeated block (an unrolled loop) may hold whole composite calls, never part of one
+    blocks = [(start, period, repeats) for start, period, repeats in (repeated_blocks(graph.eqns) if collapse else [])
+              if all(b <= start or a >= start + period * repeats or (start <= a and b <= start + period * repeats)
+                     for a, b, _ in groups)]
     for b, (start, period, repeats) in enumerate(blocks):
-        for k in range(start, start + period * repeats):
-            collapsed[k] = f"rep{b}"
-    clusters: dict = {}
-    edges = set()
-    dot.bp_edges = {}
+        body = graph.eqns[start:start + period]
+        names = ", ".join(dict.fromkeys(x.primitive.name for x in body))
+        specs[f"rep{b}"] = (_text(f"×{repeats}: {names}", *_lines(body)), {
+            "shape": "box3d", "style": "filled", "fillcolor": "#eeeeee",
+            "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
+            None, None)
+        node_of.update((k, f"rep{b}") for k in range(start, start + period * repeats))
+    for start, stop, scope in groups:
+        if any(k in node_of for k in range(start, stop)):
+            continue  # inside a repeated block
+        body = graph.eqns[start:stop]
+        out = next((v for e in reversed(body) for v in e.outputs if v in stats), None)
+        ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
+        backward = body[0].phase != "forward"
+        layer_set = {eqn_layer.get(id(e)) for e in body}
+        specs[f"c{start}"] = (_text(("∂ " if backward else "") + scope[-1], *_lines(body),
+                                *([stats[out]] if out is not None else [])), {
+            "shape": "box", "style": "rounded,filled,bold" + (",dashed" if backward else ""),
+            "fillcolor": "#ede7f6", "color": "#5e35b1", "class": "bp-composite",
+            "tooltip": _text(f"{' › '.join(scope)}: {len(body)} operations ({ops}); "
+                             f"draw with expand={{{scope[-1]!r}}} to open it")},
+            layer_set.pop() if len(layer_set) == 1 else None, None)
+        dot.bp_composites[f"c{start}"] = scope[-1]
+        node_of.update((k, f"c{start}") for k in range(start, stop))
+    open_scope = _open_composites(graph.eqns, expand) if collapse and expand else {}
+    edges = []
     for k, e in enumerate(graph.eqns):
-        if k in collapsed:
-            node = collapsed[k]
-            if k == next(s for s, p, r in blocks if collapsed[s] == node):
-                _, period, repeats = blocks[int(node[3:])]
-                names = ", ".join(dict.fromkeys(x.primitive.name for x in graph.eqns[k:k + period]))
-                lines = sorted({x.source.lineno for x in graph.eqns[k:k + period] if x.source})
-                where = [f"line {lines[0]}" + (f"–{lines[-1]}" if len(lines) > 1 else "")] if lines else []
-                dot.node(node, _text(f"×{repeats}: {names}", *where), shape="box3d", style="filled",
-                         fillcolor="#eeeeee", tooltip=_text(f"{repeats} repeats of {period} operations; "
-                                                            "draw with collapse=False to expand"))
-        else:
-            node = f"e{k}"
+        node = node_of.get(k, f"e{k}")
+        if node not in specs:
             src = [f"line {e.source.lineno}"] if e.source and e.source.lineno else []
             extra = [stats[e.outputs[0]]] if e.outputs[0] in stats else []
-            attrs = {"shape": "box", "style": "rounded"} if e.phase == "forward" else {
-                "shape": "box", "style": "rounded,dashed"}
-            target = clusters.setdefault(eqn_layer[id(e)], []) if id(e) in eqn_layer else None
-            spec = (node, _text(e.primitive.name, *src, *extra), attrs)
-            if target is not None:
-                target.append(spec)
-            else:
-                dot.node(spec[0], spec[1], **spec[2])
+            attrs = {"shape": "box", "style": "rounded" if e.phase == "forward" else "rounded,dashed"}
+            specs[node] = (_text(e.primitive.name, *src, *extra), attrs, eqn_layer.get(id(e)), open_scope.get(k))
         for v in e.inputs:
             if (isinstance(v, Literal) or v in graph.consts or v not in producer or producer[v] == node
-                    or (producer[v], node) in edges):
+                    or f"{producer[v]}->{node}" in dot.bp_edges):
                 continue
-            edges.add((producer[v], node))
             dot.bp_edges[f"{producer[v]}->{node}"] = v
-            w = weights.get(v)
-            style = {}
-            if w is not None:
-                style = {"penwidth": f"{0.5 + 3.5 * w:.2f}", "color": f"0.0 {0.15 + 0.85 * w:.2f} 0.85"}
-            dot.edge(producer[v], node, label=_text(_shape(v)), **style)
+            edges.append((producer[v], node, v))
         for v in e.outputs:
             producer[v] = node
-    for n, (layer, specs) in enumerate(clusters.items()):
-        with dot.subgraph(name=f"cluster_{n}") as c:
-            c.attr(label=_text(f"layer {layer}"), style="rounded", color="#999999")
-            for node, label, attrs in specs:
-                c.node(node, label, **attrs)
+    _place_nodes(dot, specs)
+    grad_norms = grad_norms or {}
+    if scale is None:
+        scale = log_scale(grad_norms[v] for _, _, v in edges if v in grad_norms)
+    dot.bp_scale = scale
+    for tail, head, v in edges:
+        style = {}
+        if scale is not None and v in grad_norms:
+            w = weight(grad_norms[v], scale)
+            style = {"penwidth": str(edge_width(w)), "color": edge_colour(w)}
+        dot.edge(tail, head, label=_text(_shape(v)), **style)
     for j, v in enumerate(graph.outputs):
         out = f"out{j}"
         scalar = v.shape == ()
@@ -147,3 +236,60 @@ def graph_to_dot(graph, *, layers=None, collapse=True, stats=None, name=None) ->
         if v in producer:
             dot.edge(producer[v], out)
     return dot
+
+
+def _lines(eqns) -> list:
+    lines = sorted({e.source.lineno for e in eqns if e.source and e.source.lineno})
+    return [f"line {lines[0]}" + (f"–{lines[-1]}" if len(lines) > 1 else "")] if lines else []
+
+
+def _open_composites(eqns, expand) -> dict:
+    """Index of eqn -> (cluster id, name) of the outermost open composite call it belongs to."""
+    names = _expanded_names(expand)
+    out, last = {}, None
+    for k, e in enumerate(eqns):
+        if e.scope and (names is True or e.scope[0] in names):
+            key = (e.scope[0], e.phase, e.source.lineno if e.source else None)
+            if last is None or last[0] != key or last[1] != k - 1:
+                last = [key, k, f"cluster_open{k}"]
+            last[1] = k
+            out[k] = (last[2], e.scope[0])
+        else:
+            last = None
+    return out
+
+
+def _place_nodes(dot, specs):
+    """Nodes into their layer's cluster and, inside it, the open composite's cluster (clusters nest properly)."""
+    layers_of: dict = {}  # an open composite sits inside a layer only if all of it belongs to that layer
+    for _, _, layer, open_cluster in specs.values():
+        layers_of.setdefault(open_cluster, set()).add(layer)
+    tree: dict = {}  # layer -> {open cluster or None -> [(node, label, attrs)]}
+    for node, (label, attrs, layer, open_cluster) in specs.items():
+        if open_cluster and len(layers_of[open_cluster]) > 1:
+            layer = None
+        tree.setdefault(layer, {}).setdefault(open_cluster, []).append((node, label, attrs))
+    for n, (layer, by_cluster) in enumerate(tree.items()):
+        parent = dot.subgraph(name=f"cluster_{n}") if layer is not None else _Same(dot)
+        with parent as g:
+            if layer is not None:
+                g.attr(label=_text(f"layer {layer}"), style="rounded", color="#999999")
+            for cluster, nodes in by_cluster.items():
+                with (g.subgraph(name=cluster[0]) if cluster else _Same(g)) as c:
+                    if cluster:
+                        c.attr(label=_text(cluster[1]), style="dotted,rounded", color="#5e35b1")
+                    for node, label, attrs in nodes:
+                        c.node(node, label, **attrs)
+
+
+class _Same:
+    """A stand-in for `with dot.subgraph(...)` that draws into the graph itself."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __enter__(self):
+        return self.graph
+
+    def __exit__(self, *exc):
+        return False

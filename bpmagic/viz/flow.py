@@ -1,11 +1,10 @@
 """Gradient flow of a Run: every forward value with its gradient, micrograd's data|grad for tensors.
 
 The run's loss is traced once more on its current parameters and a batch, with the adjoint of every forward value
-kept, so each node can show a value/gradient summary and each edge can be coloured by gradient magnitude.
+kept, so each node can show a value/gradient summary and each edge can be coloured by gradient magnitude (the
+drawing sets the colour scale, over the edges it shows).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -24,7 +23,8 @@ def _summary(backend, value, grad=None) -> str:
 
 
 def gradient_flow(run, batch=None):
-    """(forward graph, stats) for `run` on `batch` (default: its first batch); stats feed graph_to_dot."""
+    """(forward graph, stats, grad_norms) for `run` on `batch` (default: its first batch): Var -> summary text and
+    Var -> |gradient|, for graph_to_dot."""
     step = run.step
     backend = step.backend
     if batch is None:
@@ -47,8 +47,4 @@ def gradient_flow(run, batch=None):
             stats[v] = _summary(backend, tr.tracers[v].value, None if g is None else g.value)
             if g is not None:
                 norms[v] = float(np.linalg.norm(np.asarray(backend.to_numpy(g.value), np.float64)))
-    logs = {v: math.log10(n) for v, n in norms.items() if n > 0}
-    if logs:
-        lo, hi = min(logs.values()), max(logs.values())
-        stats["_weights"] = {v: (x - lo) / (hi - lo) if hi > lo else 1.0 for v, x in logs.items()}
-    return graph, stats
+    return graph, stats, norms

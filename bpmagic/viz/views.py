@@ -1,6 +1,10 @@
 """Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled in
 widgets/dist/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains, and the
-backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz."""
+backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
+
+Their output also carries a static image (image/svg+xml) of the state they were shown in, for GitHub, nbviewer,
+nbconvert and a notebook reopened without a kernel, when Graphviz's `dot` is installed where the kernel runs (a
+widget output cannot be rewritten from the browser without the widget manager drawing it twice)."""
 from __future__ import annotations
 
 import threading
@@ -11,8 +15,9 @@ from traitlets import Dict, Int, List, Unicode
 
 from ..assets import asset
 from ..errors import BackpropError
-from .dot import graph_to_dot
+from .dot import PALETTE, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
+from .render import svg_of
 from .steps import backprop_steps, show
 
 
@@ -28,7 +33,9 @@ class GraphView(anywidget.AnyWidget):
 
     _esm = _bundle()
     dot = Unicode("").tag(sync=True)
-    edge_weights = Dict().tag(sync=True)  # Graphviz edge id "in0->e3" -> weight in [0, 1]
+    dot_expanded = Unicode("").tag(sync=True)  # the same graph with every composite open ("" when it has none)
+    edge_weights = Dict().tag(sync=True)  # Graphviz edge id "in0->e3" -> weight in [0, 1], in either drawing
+    palette = List(list(PALETTE)).tag(sync=True)  # edge colours from weight 0 to 1
     steps = List().tag(sync=True)  # [{"node", "edges", "text"}]: the step-through, empty for a plain drawing
     index = Int(-1).tag(sync=True)  # the step shown; -1 = before the first
     intro = Unicode("").tag(sync=True)
@@ -40,6 +47,20 @@ class GraphView(anywidget.AnyWidget):
                                 "reinstall bpmagic with `pip install .` (needs node ≥ 20 to build from source), or "
                                 "draw the graph statically with bp.viz.draw(...)")
         super().__init__(**kwargs)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)  # None, a dict, or (data, metadata)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        svg = svg_of(self.static_drawing()) if data else None
+        if svg is not None:
+            data["image/svg+xml"] = svg
+        return bundle
+
+    def static_drawing(self):
+        """The graphviz drawing of what the view shows now, for the output's static image."""
+        import graphviz
+
+        return graphviz.Source(self.dot)
 
 
 class StepThrough(GraphView):
@@ -74,18 +95,26 @@ class StepThrough(GraphView):
 
 
 class LiveGraph(GraphView):
-    """A Run's forward graph; while it trains, edge colour and width follow the gradient magnitude at each value
-    (log scale, relative to the largest), refreshed about once a second from the run's own thread."""
+    """A Run's forward graph; while it trains, edge colour and width follow the gradient magnitude at each value,
+    refreshed about once a second from the run's own thread. The colour scale is fixed when the view is made
+    (log10 |gradient|, from a decade below the smallest edge to the largest), so edges fade as gradients shrink
+    and redden as they grow."""
 
     def __init__(self, run, interval=1.0):
-        graph, stats = gradient_flow(run)
-        dot = graph_to_dot(graph, layers=run.step.groups)
+        graph, _, norms = gradient_flow(run)
+        self._layers = run.step.groups
+        drawing = graph_to_dot(graph, layers=self._layers, grad_norms=norms)
+        expanded = graph_to_dot(graph, layers=self._layers, expand=True) if drawing.bp_composites else None
         order = _value_order(graph)
-        self._edge_position = {key: order[var] for key, var in dot.bp_edges.items() if var in order}
-        super().__init__(dot=dot.source)
+        self._edge_position = {key: order[var] for d in (drawing, expanded) if d is not None
+                               for key, var in d.bp_edges.items() if var in order}
+        lo, hi = drawing.bp_scale or log_scale(norms.values()) or (0.0, 1.0)
+        self.scale = (lo - 1.0, hi)
+        super().__init__(dot=drawing.source, dot_expanded=expanded.source if expanded is not None else "")
         self._run, self._interval, self._last = run, interval, 0.0
+        self._graph, self._norms = graph, norms
         self._lock = threading.Lock()
-        self._show(graph, stats)
+        self._show(graph, norms)
         run.subscribe(self._update)
 
     def _update(self, run):
@@ -97,20 +126,27 @@ class LiveGraph(GraphView):
             return
         try:
             self._last = now
-            self._show(*gradient_flow(run))
+            graph, _, norms = gradient_flow(run)
+            self._show(graph, norms)
         finally:
             self._lock.release()
 
-    def _show(self, graph, stats):
+    def _show(self, graph, norms):
         # the run's loss is traced afresh each time: the k-th value of every trace is the same value of the program
-        weights = stats.get("_weights", {})
-        by_position = {i: weights[v] for v, i in _value_order(graph).items() if v in weights}
-        self.edge_weights = {key: round(by_position[i], 3) for key, i in self._edge_position.items()
-                             if i in by_position}
+        by_position = {i: norms[v] for v, i in _value_order(graph).items() if v in norms}
+        self._graph, self._norms = graph, norms
+        self.edge_weights = {key: round(weight(by_position[i], self.scale), 3)
+                             for key, i in self._edge_position.items() if i in by_position}
         run = self._run
         loss = f" · loss {run.loss:.4g}" if run.loss is not None else ""
-        self.status = (f"{run.status}, step {run.steps_done}{loss} · edges: |gradient| on a log scale, "
-                       "pale = smallest, red = largest")
+        largest = max((by_position[i] for i in set(self._edge_position.values()) if i in by_position), default=0.0)
+        lo, hi = self.scale
+        self.status = (f"{run.status}, step {run.steps_done}{loss} · largest |gradient| on an edge {largest:.3g} · "
+                       f"edge colour: log10 |gradient| from {lo:.1f} (pale blue) to {hi:.1f} (dark red), "
+                       "fixed at the start")
+
+    def static_drawing(self):
+        return graph_to_dot(self._graph, layers=self._layers, grad_norms=self._norms, scale=self.scale)
 
 
 def _value_order(graph) -> dict:

@@ -1,13 +1,14 @@
 // The graph view (anywidget): a Graphviz drawing laid out in the browser by Graphviz compiled to wasm, so it works
-// in JupyterLab, Notebook 7 and VS Code without a system Graphviz. Two live layers over one layout:
-//  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured and thickened by gradient magnitude while a run trains;
+// in JupyterLab, Notebook 7 and VS Code without a system Graphviz; the figure (fitted to the output's width, zoom
+// and pan, composites opened by a click) is the MIME renderer's. Two live layers over one layout:
+//  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured (the `palette`) and thickened by gradient magnitude;
 //  - steps + index: the backprop step-through, one node of the backward pass at a time, in reverse topological order.
 // Built into widgets/dist/graph_view.js by `npm run build:widgets` in labextension/ (esbuild bundles the wasm).
-import { dotToSvg, titleOf } from '../../labextension/src/graphviz_svg';
+import { GraphFigure } from '../../labextension/src/graph_figure';
+import { titleOf } from '../../labextension/src/graphviz_svg';
 
 const CSS = `
 .bp-graph-view { font: 13px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222); }
-.bp-graph-figure { overflow: auto; max-height: 70vh; }
 .bp-graph-view g.node.bp-active > polygon, .bp-graph-view g.node.bp-active > ellipse,
 .bp-graph-view g.node.bp-active > path { fill: #ffd54f; stroke: #e65100; stroke-width: 2.5px; }
 .bp-graph-view g.node.bp-done > polygon, .bp-graph-view g.node.bp-done > path { fill: #e3f2e1; }
@@ -27,10 +28,13 @@ function el(tag, className, text) {
   return node;
 }
 
-function edgeColour(w) {
-  // the Python drawing's HSV(0, 0.15 + 0.85 w, 0.85): pale grey-pink for small gradients, red for the largest
-  const v = 0.85 * 255, s = 0.15 + 0.85 * w;
-  return `rgb(${v.toFixed(0)}, ${(v * (1 - s)).toFixed(0)}, ${(v * (1 - s)).toFixed(0)})`;
+// w in [0, 1] -> a colour between the palette's stops (bpmagic/viz/dot.py PALETTE, the static drawing's colours)
+function edgeColour(palette, w) {
+  const rgb = c => [1, 3, 5].map(i => parseInt(c.slice(i, i + 2), 16));
+  const x = Math.min(Math.max(w, 0), 1) * (palette.length - 1);
+  const i = Math.min(Math.floor(x), palette.length - 2), t = x - i;
+  const [a, b] = [rgb(palette[i]), rgb(palette[i + 1])];
+  return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(', ')})`;
 }
 
 function render({ model, el: root }) {
@@ -47,12 +51,18 @@ function render({ model, el: root }) {
   }
   controls.append(position);
   const explain = el('div', 'bp-step-explain');
-  const figure = el('div', 'bp-graph-figure');
   const status = el('div', 'bp-graph-status');
-  root.append(controls, explain, figure, status);
-
   let svg = null;
   let drawn = 0;
+  const figure = new GraphFigure({
+    onDrawn: () => {
+      svg = figure.svg;
+      root.dataset.rendered = String(++drawn);
+      paintEdges();
+      paintStep();
+    }
+  });
+  root.append(controls, explain, figure.node, status);
 
   const setIndex = i => {
     const n = model.get('steps').length;
@@ -66,13 +76,14 @@ function render({ model, el: root }) {
   function paintEdges() {
     if (!svg) return;
     const weights = model.get('edge_weights') || {};
+    const palette = model.get('palette');
     for (const g of svg.querySelectorAll('g.edge')) {
       const w = weights[titleOf(g)];
       if (w === undefined) continue;
-      const colour = edgeColour(w);
+      const colour = edgeColour(palette, w);
       for (const p of g.querySelectorAll('path')) {
         p.setAttribute('stroke', colour);
-        p.setAttribute('stroke-width', (0.5 + 3.5 * w).toFixed(2));
+        p.setAttribute('stroke-width', (0.6 + 3.4 * w).toFixed(2));
       }
       for (const p of g.querySelectorAll('polygon')) {
         p.setAttribute('stroke', colour);
@@ -107,31 +118,17 @@ function render({ model, el: root }) {
     }
   }
 
-  // a tall graph scrolls inside its own box: bring the highlighted node to the middle of it, not the page
+  // a tall graph pans inside its own box: bring the highlighted node to the middle of it, not the page
   function keepInView(node) {
-    if (figure.scrollHeight <= figure.clientHeight) return;
-    const box = figure.getBoundingClientRect(), r = node.getBoundingClientRect();
-    figure.scrollTop += r.top - box.top - box.height / 2 + r.height / 2;
+    figure.centerOn(node);
   }
 
-  async function draw() {
-    const id = ++drawn;
-    try {
-      const drawing = await dotToSvg(model.get('dot'));
-      if (id !== drawn) return; // a newer graph arrived while this one was laid out
-      svg = drawing;
-      figure.replaceChildren(svg);
-      root.dataset.rendered = String(id);
-    } catch (err) {
-      svg = null;
-      figure.replaceChildren(el('pre', null, `Graphviz could not draw this graph: ${err.message ?? err}`));
-    }
-    paintEdges();
-    paintStep();
-  }
+  // the figure shows what Graphviz could not draw
+  const draw = () => figure.show(model.get('dot'), model.get('dot_expanded')).catch(() => { svg = null; });
 
   const onStatus = () => { status.textContent = model.get('status'); };
   model.on('change:dot', draw);
+  model.on('change:dot_expanded', draw);
   model.on('change:edge_weights', paintEdges);
   model.on('change:index', paintStep);
   model.on('change:steps', paintStep);
@@ -141,6 +138,7 @@ function render({ model, el: root }) {
   draw();
   return () => {
     model.off('change:dot', draw);
+    model.off('change:dot_expanded', draw);
     model.off('change:edge_weights', paintEdges);
     model.off('change:index', paintStep);
     model.off('change:steps', paintStep);

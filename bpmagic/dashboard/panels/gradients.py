@@ -1,5 +1,6 @@
 """Gradient panel: per layer, the norm of its parameters' gradient and of the signal backpropagated to its
-output, on a log scale, and a layers x time strip where vanishing or exploding gradients stand out."""
+output, on a log scale with a legend, and a layers x time strip (row labels, time axis) coloured by fixed log10
+bands, the same for every run, where vanishing or exploding gradients stand out."""
 from __future__ import annotations
 
 import math
@@ -42,8 +43,8 @@ class GradientPanel(Panel):
         super().__init__(run)
         self.layers = list(run.layers)
         self.widget = LayerBarsView(title="Gradient magnitude per layer (log scale)", layers=self.layers,
-                                    series=["gradient of the layer's parameters",
-                                            "signal arriving at the layer's output"])
+                                    series=["gradient of the parameters |dL/dW|",
+                                            "backpropagated signal |dL/d output|"])
 
     def update(self, run):
         h = run.history
@@ -51,4 +52,5 @@ class GradientPanel(Panel):
         self.widget.values = f32(values)
         s = strip(h, self.layers, "grad_norm")
         self.widget.strip_cols = s.shape[1]
+        self.widget.strip_steps = len(h.get("step", []))
         self.widget.strip = s.tobytes()
