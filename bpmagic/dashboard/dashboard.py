@@ -1,4 +1,9 @@
-"""Dashboard and the Panel interface that panel plugins implement."""
+"""Dashboard and the Panel interface that panel plugins implement.
+
+A displayed dashboard is one output holding the live widget and a static SVG image of its state (static.py); when
+the run ends the output is updated in place (its display_id) with the final image, so the record survives the
+kernel: a reopened notebook, GitHub, nbviewer and nbconvert show how training went.
+"""
 from __future__ import annotations
 
 import threading
@@ -35,6 +40,13 @@ class Panel:
     def update(self, run):
         pass
 
+    def static_svg(self, width: int, y: float):
+        """(SVG elements, height) drawing this panel's state at vertical offset y, or None to leave it out of the
+        dashboard's static image. The default draws the built-in browser views (loss curve, layer bars)."""
+        from .static import view_svg
+
+        return view_svg(self.widget, width, y)
+
     def close(self):
         self.widget.close()
 
@@ -62,14 +74,56 @@ class Dashboard:
             for p in self.panels:
                 for w in p.live_widgets:
                     live_comms.make_live(w)
+        self._displays: list = []  # DisplayHandles of the outputs showing this dashboard
+        self._final_shown = False
         self.update(run)
         run.subscribe(self.update)
+        if _in_kernel():
+            threading.Thread(target=self._follow_while_paused, name=f"bpmagic-dashboard-{run.name}",
+                             daemon=True).start()
 
     def update(self, run):
-        with self._lock:  # the worker's periodic update and a final update may meet
+        with self._lock:  # the worker's periodic update, a button's and the final one may meet
             for p in self.panels:
                 with p.widget.hold_sync():
                     p.update(run)
+            if run.ended and not self._final_shown:
+                self._final_shown = True
+                bundle = self._bundle()
+                for handle in self._displays:
+                    handle.update(bundle, raw=True)
+
+    def _follow_while_paused(self, interval=0.2):
+        """While paused the trainer publishes nothing, yet code may change a hyperparameter (run.optimizer.lr =
+        ...): show it all the same."""
+        optimizer, seen = self.run.optimizer, None
+        while not self.run._done.wait(interval):
+            if self.run.status != "paused":
+                seen = None
+                continue
+            version = optimizer.version
+            if version != seen:
+                seen = version
+                self.update(self.run)
+
+    def static_svg(self) -> str:
+        """The dashboard's present state as one SVG image."""
+        from .static import dashboard_svg
+
+        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r} (a static image of its last "
+                                          "state; the live view needs the running kernel)")
+
+    def _bundle(self) -> dict:
+        bundle = self.widget._repr_mimebundle_()
+        bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+        bundle["image/svg+xml"] = self.static_svg()
+        bundle["text/plain"] = f"bpmagic dashboard: {self.run!r}"
+        return bundle
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        self._displays.append(display(self._bundle(), raw=True, display_id=True))
 
     def close(self):
         for p in self.panels:
@@ -77,4 +131,4 @@ class Dashboard:
         self.widget.close()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return self._bundle()

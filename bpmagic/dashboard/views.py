@@ -32,3 +32,19 @@ class LayerBarsView(anywidget.AnyWidget):
     strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
     strip_cols = Int(0).tag(sync=True)
     reference = Float(0.0).tag(sync=True)
+
+
+class NumberControlView(anywidget.AnyWidget):
+    """An exact number: a slider (log or linear) and a field with the exact value. `version` counts the values
+    the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls)."""
+
+    _esm = asset("number_control.js")
+    description = Unicode("").tag(sync=True)
+    value = Float(0.0).tag(sync=True, echo_update=False)  # a flood of browser values sends nothing back
+    base = Int(-1).tag(sync=True, echo_update=False)
+    version = Int(0).tag(sync=True)
+    min = Float(0.0).tag(sync=True)
+    max = Float(1.0).tag(sync=True)
+    log = Bool(False).tag(sync=True)
+    disabled = Bool(False).tag(sync=True)
+    error = Unicode("").tag(sync=True)
