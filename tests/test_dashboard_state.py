@@ -87,16 +87,20 @@ def test_pause_stop_and_the_end_are_shown_at_once():
     assert "stopped at step" in panel.message.value and "finished" not in panel.message.value
 
 
-def test_finished_run_and_its_static_image():
+def test_finished_run_and_its_static_record():
     run, dash = start(steps=300)
     run.wait()
     assert run.status == "finished" and run.outcome == "finished all 300 steps"
-    bundle = dash._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
-    svg = bundle["image/svg+xml"]
+    live = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in live and "Box(" not in live["text/plain"]
+    record = dash._record_bundle()
+    svg = record["image/svg+xml"]
     assert svg.startswith("<svg") and "finished all 300 steps" in svg and "<polyline" in svg
     assert "Gradient magnitude per layer" in svg and "learning rate 0.03" in svg
-    assert "finished" in bundle["text/plain"]
+    assert "finished" in record["text/plain"]
+    # the live view hides exactly this record while it renders
+    assert f'data-bpmagic-record="{dash.record.token}"' in record["text/html"]
+    assert dash.panels[0].widget.record_token == dash.record.token
 
 
 @pytest.mark.parametrize("lo, hi", [(-1.2, -1.1), (0, 3), (-2.5, -2.49)])

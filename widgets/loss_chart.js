@@ -75,9 +75,22 @@ function draw(model, canvas, status) {
   }
 }
 
+// While this view is live, the dashboard's static record (an output of the same dashboard, kept for readers
+// without a kernel; bpmagic/dashboard/record.py) would show it twice: hide it, and its output's frame.
+function hideRecord(token) {
+  if (!token || document.getElementById(`bpmagic-record-${token}`)) return;
+  const style = document.createElement("style");
+  style.id = `bpmagic-record-${token}`;
+  const record = `[data-bpmagic-record="${token}"]`;
+  style.textContent = `${record} { display: none !important; }\n` +
+    `.jp-OutputArea-child:has(${record}) { display: none !important; }`;
+  document.head.append(style);
+}
+
 export default {
   render({ model, el }) {
     el.classList.add("bpmagic-loss");
+    hideRecord(model.get("record_token"));
     const status = document.createElement("div");
     status.className = "bpmagic-status";
     status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";

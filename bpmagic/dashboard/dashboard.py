@@ -1,8 +1,7 @@
 """Dashboard and the Panel interface that panel plugins implement.
 
-A displayed dashboard is one output holding the live widget and a static SVG image of its state (static.py); when
-the run ends the output is updated in place (its display_id) with the final image, so the record survives the
-kernel: a reopened notebook, GitHub, nbviewer and nbconvert show how training went.
+A displayed dashboard is the live widget followed by its record, a static image of its state (record.py,
+static.py) that is brought up to date when the run ends, so notebooks read well without the kernel.
 """
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import threading
 import ipywidgets as widgets
 
 from ..plugins import load_group
+from .record import Record
 
 
 def _in_kernel() -> bool:
@@ -74,10 +74,14 @@ class Dashboard:
             for p in self.panels:
                 for w in p.live_widgets:
                     live_comms.make_live(w)
-        self._displays: list = []  # DisplayHandles of the outputs showing this dashboard
-        self._final_shown = False
+        self.record = Record()
+        for p in self.panels:
+            if p.widget.has_trait("record_token"):  # its browser view hides the record while it is live
+                p.widget.record_token = self.record.token
+        self._final_recorded = False
         self.update(run)
         run.subscribe(self.update)
+        run.on_wait(lambda run: self.record.show_in_waiting_cell(self._record_bundle()))
         if _in_kernel():
             threading.Thread(target=self._follow_while_paused, name=f"bpmagic-dashboard-{run.name}",
                              daemon=True).start()
@@ -87,11 +91,9 @@ class Dashboard:
             for p in self.panels:
                 with p.widget.hold_sync():
                     p.update(run)
-            if run.ended and not self._final_shown:
-                self._final_shown = True
-                bundle = self._bundle()
-                for handle in self._displays:
-                    handle.update(bundle, raw=True)
+            if run.ended and not self._final_recorded:
+                self._final_recorded = True
+                self.record.update(self._record_bundle())
 
     def _follow_while_paused(self, interval=0.2):
         """While paused the trainer publishes nothing, yet code may change a hyperparameter (run.optimizer.lr =
@@ -110,25 +112,26 @@ class Dashboard:
         """The dashboard's present state as one SVG image."""
         from .static import dashboard_svg
 
-        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r} (a static image of its last "
-                                          "state; the live view needs the running kernel)")
+        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r}: a static image of its state "
+                                          "when recorded (the live view needs the running kernel)")
 
-    def _bundle(self) -> dict:
-        bundle = self.widget._repr_mimebundle_()
+    def _record_bundle(self) -> dict:
+        return self.record.bundle(self.static_svg(), f"bpmagic dashboard of {self.run.name!r}: {self.run!r}")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
-        bundle["image/svg+xml"] = self.static_svg()
-        bundle["text/plain"] = f"bpmagic dashboard: {self.run!r}"
+        bundle["text/plain"] = f"bpmagic live dashboard of {self.run.name!r} (needs the running kernel)"
         return bundle
 
     def _ipython_display_(self):
         from IPython.display import display
 
-        self._displays.append(display(self._bundle(), raw=True, display_id=True))
+        display(self._repr_mimebundle_(), raw=True)
+        self.record.show(self._record_bundle())
 
     def close(self):
         for p in self.panels:
             p.close()
         self.widget.close()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self._bundle()

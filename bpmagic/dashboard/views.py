@@ -21,6 +21,7 @@ class LossView(anywidget.AnyWidget):
     val_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
+    record_token = Unicode("").tag(sync=True)  # the dashboard's static record, hidden while this view is live
 
 
 class LayerBarsView(anywidget.AnyWidget):

@@ -56,6 +56,7 @@ class Run:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []
+        self._wait_listeners: list = []
         self.dashboard = None  # set by front ends that show one
         self.data, self.batch_size = (), None
         self._history_lock = threading.Lock()
@@ -143,11 +144,14 @@ class Run:
         — handy in a notebook that changes a running run at a chosen moment. Returns the run."""
         if until_step is None:
             self._done.wait(timeout)
-            return self
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.steps_done < until_step and not self._done.wait(0.005):
-            if deadline is not None and time.monotonic() > deadline:
-                break
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.steps_done < until_step and not self._done.wait(0.005):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        if self.done:
+            for listener in list(self._wait_listeners):
+                listener(self)
         return self
 
     def stop(self):
@@ -178,6 +182,11 @@ class Run:
     def subscribe(self, listener):
         """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end."""
         self._listeners.append(listener)
+
+    def on_wait(self, listener):
+        """Call `listener(run)` in the waiting thread whenever wait() returns on an ended run (a view that records
+        the final state in the notebook cell that waited for it)."""
+        self._wait_listeners.append(listener)
 
     # -- saving -----------------------------------------------------------------------------------------------------
     def save(self, path):
