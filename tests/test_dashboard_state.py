@@ -28,10 +28,10 @@ def controls_of(dashboard):
     return next(p for p in dashboard.panels if type(p).__name__ == "ControlsPanel")
 
 
-def wait_for(condition, timeout=60):
+def wait_for(condition, timeout=60, why=lambda: ""):
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out: {why()}"
         time.sleep(0.01)
 
 
@@ -71,9 +71,12 @@ def test_pause_stop_and_the_end_are_shown_at_once():
         run.wait(until_step=20, timeout=60)
         panel._toggle_pause()
         assert run.status == "paused"
-        wait_for(lambda: loss_view.status.startswith(f"paused at step {run.steps_done} of"))
+        wait_for(lambda: loss_view.status.startswith(f"paused at step {run.steps_done} of"),
+                 why=lambda: f"{loss_view.status!r}, {run.steps_done} steps, {run.status}")
         assert panel.pause.description == "Resume" and not panel.step.disabled
+        run.wait(timeout=0.2)  # the step that was running when Pause came may still end; then none runs
         before = run.steps_done
+        assert loss_view.status.startswith(f"paused at step {before} of")
         run.step_once()
         wait_for(lambda: loss_view.status.startswith(f"paused at step {before + 1} of"))
         panel._toggle_pause()
