@@ -1,5 +1,6 @@
-"""Shared fixtures for the browser tests: one real JupyterLab server and one headless Chromium (Playwright) for
-the whole session; each test writes its notebooks into `lab.root` and opens them as a person would."""
+"""Shared fixtures for the browser tests: one real Jupyter server (JupyterLab and, when `notebook` is installed,
+Notebook 7 on the same server) and one headless Chromium (Playwright) for the whole session; each test writes its
+notebooks into `lab.root` and opens them as a person would."""
 import os
 import socket
 import subprocess
@@ -47,6 +48,7 @@ def lab(tmp_path_factory):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          "--ServerApp.token=", "--ServerApp.password=", "--allow-root", "--LabApp.expose_app_in_browser=True",
+         "--JupyterNotebookApp.expose_app_in_browser=True",
          f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -97,10 +99,15 @@ def kernel_idle(page):
     }""")
 
 
-def open_notebook(page, lab, name, timeout=90):
-    """Open lab.root/name in JupyterLab and wait until its kernel is connected and idle."""
-    # a workspace of its own, reset: otherwise JupyterLab restores the notebooks an earlier test had open
-    page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
+def open_notebook(page, lab, name, timeout=90, frontend="lab"):
+    """Open lab.root/name in JupyterLab (frontend "lab") or Notebook 7 ("notebook") and wait until its kernel is
+    connected and idle."""
+    if frontend == "notebook":
+        pytest.importorskip("notebook", reason="Notebook 7 is a test dependency (pip install -e '.[test]')")
+        page.goto(f"{lab.url}/notebooks/{name}")
+    else:
+        # a workspace of its own, reset: otherwise JupyterLab restores the notebooks an earlier test had open
+        page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
     page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
     deadline = time.time() + timeout
     while not kernel_idle(page):

@@ -35,9 +35,9 @@ CHECKS = {
         lambda r: r["sigmoid10"] < 1e-3 and r["relu10"] > 0.1 and r["small10"] < 0.1 and r["six"] < 0.05),
     "05_learning_rate_live": (
         "{'calm': calm, 'wild': wild, 'recovered': recovered, 'status': live.status,"
-        " 'rates': sorted(set(live.history['lr']))}",
+        " 'rates': sorted(set(live.history['lr'])), 'play': play.status}",
         lambda r: (r["wild"] > 5 * r["calm"] and r["recovered"] < r["wild"] / 3 and r["status"] == "stopped"
-                   and r["rates"] == [0.1, 2.0])),
+                   and r["rates"] == [0.1, 2.0] and r["play"] == "running")),  # left training for the teacher
     "06_convnet_digits": ("{'accuracy': test_accuracy, 'loss': cnn.loss, 'layers': list(cnn.layers)}",
                           lambda r: r["accuracy"] > 0.9 and r["layers"] == ["1", "2", "3"]),
     "07_char_language_model": (

@@ -111,3 +111,17 @@ def test_live_graph_follows_training():
     assert "finished" in view.status and "step 400" in view.status
     keys = set(view.edge_weights)
     assert all(f"{k.split('->')[0]} -> {k.split('->')[1]}" in view.dot + view.dot_expanded for k in keys)
+
+
+def test_step_through_hides_each_answer_until_its_step():
+    st = bp.viz.step_through(scalar_program, np.float64(1.5), np.float64(-0.5))
+    grads = st.steps_data.gradients
+    shown = lambda name: f"dL/d{name} = {bp.viz.steps.show(grads[name])}" in st.status  # noqa: E731
+    assert not shown("a") and not shown("b") and "dL/da = ?" in st.status  # before the first Step
+    for _ in range(3):
+        st.step()
+        assert not shown("a") and not shown("b")  # a and b first receive their adjoints at the last node, a * b
+    st.step()
+    assert shown("a") and shown("b")
+    st.back()
+    assert "dL/db = ?" in st.status

@@ -10,6 +10,17 @@ function niceLog(v) {
   return v > 0 ? Math.log10(v) : NaN;
 }
 
+// axis labels with the fewest significant digits that keep them distinct (never "2.4, 2.4")
+function tickLabels(positions, logScale) {
+  const values = positions.map((v) => (logScale ? Math.pow(10, v) : v));
+  let labels = values.map(String);
+  for (let digits = 2; digits <= 6; digits++) {
+    labels = values.map((v) => String(Number(v.toPrecision(digits))));
+    if (new Set(labels).size === labels.length) break;
+  }
+  return labels;
+}
+
 function draw(model, canvas, status) {
   const steps = floats(model.get("steps"));
   const loss = floats(model.get("loss"));
@@ -40,11 +51,11 @@ function draw(model, canvas, status) {
   const Y = (v) => pad.t + (1 - (f(v) - lo) / (hi - lo)) * (h - pad.t - pad.b);
 
   ctx.strokeStyle = "#ddd"; ctx.fillStyle = "#666"; ctx.font = "10px sans-serif"; ctx.lineWidth = 1;
+  const labels = tickLabels([0, 1, 2, 3, 4].map((i) => lo + ((hi - lo) * i) / 4), logScale);
   for (let i = 0; i <= 4; i++) {
-    const v = lo + ((hi - lo) * i) / 4, y = pad.t + (1 - i / 4) * (h - pad.t - pad.b);
+    const y = pad.t + (1 - i / 4) * (h - pad.t - pad.b);
     ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(w - pad.r, y); ctx.stroke();
-    const label = logScale ? Math.pow(10, v).toPrecision(2) : v.toPrecision(3);
-    ctx.fillText(label, 4, y + 3);
+    ctx.fillText(labels[i], 4, y + 3);
   }
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
 
@@ -64,9 +75,22 @@ function draw(model, canvas, status) {
   }
 }
 
+// While this view is live, the dashboard's static record (an output of the same dashboard, kept for readers
+// without a kernel; bpmagic/dashboard/record.py) would show it twice: hide it, and its output's frame.
+function hideRecord(token) {
+  if (!token || document.getElementById(`bpmagic-record-${token}`)) return;
+  const style = document.createElement("style");
+  style.id = `bpmagic-record-${token}`;
+  const record = `[data-bpmagic-record="${token}"]`;
+  style.textContent = `${record} { display: none !important; }\n` +
+    `.jp-OutputArea-child:has(${record}) { display: none !important; }`;
+  document.head.append(style);
+}
+
 export default {
   render({ model, el }) {
     el.classList.add("bpmagic-loss");
+    hideRecord(model.get("record_token"));
     const status = document.createElement("div");
     status.className = "bpmagic-status";
     status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";

@@ -1,4 +1,8 @@
-"""Dashboard and the Panel interface that panel plugins implement."""
+"""Dashboard and the Panel interface that panel plugins implement.
+
+A displayed dashboard is the live widget followed by its record, a static image of its state (record.py,
+static.py) that is brought up to date when the run ends, so notebooks read well without the kernel.
+"""
 from __future__ import annotations
 
 import threading
@@ -6,6 +10,7 @@ import threading
 import ipywidgets as widgets
 
 from ..plugins import load_group
+from .record import Record
 
 
 def _in_kernel() -> bool:
@@ -35,6 +40,13 @@ class Panel:
     def update(self, run):
         pass
 
+    def static_svg(self, width: int, y: float):
+        """(SVG elements, height) drawing this panel's state at vertical offset y, or None to leave it out of the
+        dashboard's static image. The default draws the built-in browser views (loss curve, layer bars)."""
+        from .static import view_svg
+
+        return view_svg(self.widget, width, y)
+
     def close(self):
         self.widget.close()
 
@@ -62,19 +74,64 @@ class Dashboard:
             for p in self.panels:
                 for w in p.live_widgets:
                     live_comms.make_live(w)
+        self.record = Record()
+        for p in self.panels:
+            if p.widget.has_trait("record_token"):  # its browser view hides the record while it is live
+                p.widget.record_token = self.record.token
+        self._final_recorded = False
         self.update(run)
         run.subscribe(self.update)
+        run.on_wait(lambda run: self.record.show_in_waiting_cell(self._record_bundle()))
+        if _in_kernel():
+            threading.Thread(target=self._follow_while_paused, name=f"bpmagic-dashboard-{run.name}",
+                             daemon=True).start()
 
     def update(self, run):
-        with self._lock:  # the worker's periodic update and a final update may meet
+        with self._lock:  # the worker's periodic update, a button's and the final one may meet
             for p in self.panels:
                 with p.widget.hold_sync():
                     p.update(run)
+            if run.ended and not self._final_recorded:
+                self._final_recorded = True
+                self.record.update(self._record_bundle())
+
+    def _follow_while_paused(self, interval=0.2):
+        """While paused the trainer publishes nothing, yet code may change a hyperparameter (run.optimizer.lr =
+        ...): show it all the same."""
+        optimizer, seen = self.run.optimizer, None
+        while not self.run._done.wait(interval):
+            if self.run.status != "paused":
+                seen = None
+                continue
+            version = optimizer.version
+            if version != seen:
+                seen = version
+                self.update(self.run)
+
+    def static_svg(self) -> str:
+        """The dashboard's present state as one SVG image."""
+        from .static import dashboard_svg
+
+        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r}: a static image of its state "
+                                          "when recorded (the live view needs the running kernel)")
+
+    def _record_bundle(self) -> dict:
+        return self.record.bundle(self.static_svg(), f"bpmagic dashboard of {self.run.name!r}: {self.run!r}")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
+        bundle["text/plain"] = f"bpmagic live dashboard of {self.run.name!r} (needs the running kernel)"
+        return bundle
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        self.record.show(self._record_bundle())
 
     def close(self):
         for p in self.panels:
             p.close()
         self.widget.close()
 
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)

@@ -21,6 +21,7 @@ class LossView(anywidget.AnyWidget):
     val_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
+    record_token = Unicode("").tag(sync=True)  # the dashboard's static record, hidden while this view is live
 
 
 class LayerBarsView(anywidget.AnyWidget):
@@ -33,3 +34,19 @@ class LayerBarsView(anywidget.AnyWidget):
     strip_cols = Int(0).tag(sync=True)
     strip_steps = Int(0).tag(sync=True)  # steps the strip spans (its time axis)
     reference = Float(0.0).tag(sync=True)
+
+
+class NumberControlView(anywidget.AnyWidget):
+    """An exact number: a slider (log or linear) and a field with the exact value. `version` counts the values
+    the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls)."""
+
+    _esm = asset("number_control.js")
+    description = Unicode("").tag(sync=True)
+    value = Float(0.0).tag(sync=True, echo_update=False)  # a flood of browser values sends nothing back
+    base = Int(-1).tag(sync=True, echo_update=False)
+    version = Int(0).tag(sync=True)
+    min = Float(0.0).tag(sync=True)
+    max = Float(1.0).tag(sync=True)
+    log = Bool(False).tag(sync=True)
+    disabled = Bool(False).tag(sync=True)
+    error = Unicode("").tag(sync=True)

@@ -36,13 +36,22 @@ def format_loss(loss) -> str:
     mantissa, e, exponent = text.partition("e")
     return f"{mantissa}e{int(exponent)}" if e else text  # 3e-6 rather than 3e-06
 
+#: hyperparameters recorded per step besides "lr" (which every optimizer has) and the per-layer multipliers
+_HYPER_COLUMNS = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
+
 
 class Run:
     """One training run: live while it trains, a record afterwards.
 
     history: column -> per-step list ("step", "epoch", "loss", "lr", "time", and per layer "grad_norm/<layer>"
     (norm of its parameters' gradient), "signal_norm/<layer>" (norm of the gradient arriving at its output),
-    "update_ratio/<layer>" (|update| / |weights|); "val_loss" when validating: None except at epoch ends).
+    "update_ratio/<layer>" (|update| / |weights|); "val_loss" when validating: None except at epoch ends). Every
+    other hyperparameter the step used has a column too ("momentum", "weight_decay", "lr_multiplier/<layer>"), so
+    a change from code or from the dashboard shows at the step it took effect; `changes()` lists them.
+
+    status: "created", "running", "paused", then "finished" (every step done), "stopped" (stop()),
+    "interrupted" (Interrupt) or "failed" (ended_because "non-finite" or "error"; `error` holds the exception).
+    `outcome` says the same in a sentence.
     """
 
     def __init__(self, name: str, step: CompiledStep | None, controls: Controls | None):
@@ -51,7 +60,7 @@ class Run:
         self.controls = controls
         self.params = step.params if step is not None else {}
         self.history: dict = {}
-        self.status = "created"
+        self._status = "created"
         self.ended_because: str | None = None
         self.error: BaseException | None = None
         self.total_steps = 0
@@ -60,6 +69,7 @@ class Run:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []
+        self._wait_listeners: list = []
         self.dashboard = None  # set by front ends that show one
         self.data, self.batch_size = (), None
         self._history_lock = threading.Lock()
@@ -83,6 +93,53 @@ class Run:
     step_graph = property(lambda self: self.step.graph, doc="Forward, backward and update as one graph.")
 
     @property
+    def status(self) -> str:
+        if self._status == "running" and self.controls is not None and self.controls.paused:
+            return "paused"
+        return self._status
+
+    @status.setter
+    def status(self, value: str):
+        self._status = value
+
+    @property
+    def outcome(self) -> str:
+        """Where the run stands, in one sentence: "finished all 300 steps", "stopped at step 812 of 10000", ..."""
+        status, n, total = self.status, self.steps_done, self.total_steps
+        if status in ("created", "running"):
+            return f"training, step {n} of {total}" if n else "compiling the step…"
+        if status == "paused":
+            return f"paused at step {n} of {total}"
+        if status == "finished":
+            return f"finished all {n} steps"
+        if status == "stopped":
+            return f"stopped at step {n} of {total}"
+        if status == "interrupted":
+            return f"interrupted at step {n} of {total} (kernel interrupt)"
+        if status == "failed":
+            why = "the loss or a gradient became non-finite" if self.ended_because == "non-finite" else "an error"
+            detail = f": {self.error}" if self.error is not None else ""
+            return f"failed at step {n + 1}, {why}{detail}"
+        return f"{status} after {n} steps"
+
+    def changes(self) -> list:
+        """Every hyperparameter change that took effect: (step, name, old value, new value), in order."""
+        h = self.history
+        names = [k for k in h if k in _HYPER_COLUMNS or k.startswith("lr_multiplier/")]
+        out = []
+        for name in names:
+            values = h[name]
+            for i in range(1, len(values)):
+                if values[i] != values[i - 1]:
+                    out.append((h["step"][i], name, values[i - 1], values[i]))
+        return sorted(out, key=lambda c: c[0])
+
+    @property
+    def ended(self) -> bool:
+        """True once training has ended, from the moment the final state is published (before wait() returns)."""
+        return self._status not in ("created", "running")
+
+    @property
     def done(self) -> bool:
         return self._done.is_set()
 
@@ -100,11 +157,14 @@ class Run:
         — handy in a notebook that changes a running run at a chosen moment. Returns the run."""
         if until_step is None:
             self._done.wait(timeout)
-            return self
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.steps_done < until_step and not self._done.wait(0.005):
-            if deadline is not None and time.monotonic() > deadline:
-                break
+        else:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self.steps_done < until_step and not self._done.wait(0.005):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+        if self.done:
+            for listener in list(self._wait_listeners):
+                listener(self)
         return self
 
     def stop(self):
@@ -114,11 +174,14 @@ class Run:
         return self
 
     def pause(self):
+        """Pause after the step in progress; `status` is "paused" from now on."""
         self.controls.pause()
+        self._publish_if_live()  # views say "paused" at once, not at the next periodic update
         return self
 
     def resume(self):
         self.controls.resume()
+        self._publish_if_live()
         return self
 
     def step_once(self):
@@ -132,6 +195,11 @@ class Run:
     def subscribe(self, listener):
         """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end."""
         self._listeners.append(listener)
+
+    def on_wait(self, listener):
+        """Call `listener(run)` in the waiting thread whenever wait() returns on an ended run (a view that records
+        the final state in the notebook cell that waited for it)."""
+        self._wait_listeners.append(listener)
 
     # -- saving -----------------------------------------------------------------------------------------------------
     def save(self, path):
@@ -184,7 +252,7 @@ class Run:
         except Exception as e:  # ends training; the message is shown by whoever waits
             self._end("failed", "error", e)
         finally:
-            self._end("finished", "finished")
+            self._end("finished", "finished")  # a no-op when something else ended it first
 
     def _loop(self, data, epochs, steps, batch_size, seed, validation):
         step, controls = self.step, self.controls
@@ -211,7 +279,7 @@ class Run:
                 done += 1
                 self._record(step, epoch, loss, time.perf_counter() - t0)
                 now = time.perf_counter()
-                if now - last_publish > 0.1:
+                if controls.paused or now - last_publish > 0.1:  # paused: show the step it stopped at
                     last_publish = now
                     self._publish()
             epoch += 1
@@ -221,6 +289,12 @@ class Run:
     def _record(self, step, epoch, loss, elapsed):
         info = step.last
         row = {"step": info.step, "epoch": epoch, "loss": loss, "lr": info.hyper.get("lr"), "time": elapsed}
+        for name in _HYPER_COLUMNS:
+            if name in info.hyper:
+                row[name] = info.hyper[name]
+        multipliers = info.hyper.get("lr_multipliers", {})
+        for layer in self.layers:
+            row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)
         if info.stats:
             for layer, names in self.layers.items():
                 g = sum(info.stats[f"grad_sq/{n}"] for n in names)
@@ -242,6 +316,10 @@ class Run:
             column = self.history.setdefault("val_loss", [None] * len(self.history.get("step", ())))
             if column:
                 column[-1] = loss
+
+    def _publish_if_live(self):
+        if self._status == "running":
+            self._publish()
 
     def _publish(self):
         for listener in list(self._listeners):

@@ -73,10 +73,18 @@ class StepThrough(GraphView):
             dot=data.dot.source,
             steps=[{"node": s.node, "edges": s.edges, "text": s.text} for s in data],
             intro=(f"L = {data.value:.6g}. Press Step ▶ to send the adjoint dL/dL = 1 backwards, one node at a "
-                   f"time, in reverse topological order ({len(data)} steps)."),
-            status="gradients at the inputs: " + ", ".join(f"dL/d{k} = {show(v)}"
-                                                           for k, v in data.gradients.items()))
+                   f"time, in reverse topological order ({len(data)} steps)."))
         self.steps_data = data
+        # the step after which each input's gradient is complete: its answer stays hidden until then
+        self._complete_at = {name: max((s.index for s in data for c in s.contributions if c.input == name),
+                                       default=-1) for name in data.gradients}
+        self.observe(self._show_known_gradients, names="index")
+        self._show_known_gradients()
+
+    def _show_known_gradients(self, _=None):
+        shown = [f"dL/d{k} = {show(v)}" if self.index >= self._complete_at[k] else f"dL/d{k} = ?"
+                 for k, v in self.steps_data.gradients.items()]
+        self.status = "gradients at the inputs: " + ", ".join(shown)
 
     @property
     def current(self):

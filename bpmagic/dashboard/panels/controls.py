@@ -1,9 +1,11 @@
 """Controls panel: learning rate, per-layer multipliers, momentum, weight decay; Pause / Resume, Step, Stop.
 
-A change is written into the run's Controls (thread-safe) and takes effect at the next step. Values that arrive
-from the browser are checked first: a NaN or out-of-range value is rejected and the control snaps back, so a
-crafted message cannot reach the optimizer. Updates from the browser are not echoed back, so even a flood of
-them sends nothing to the browser.
+Each control holds exactly the value in use. Showing it never changes it (the browser view sends only what a
+person does, never a value of its own), a value typed or set in code is shown as it is, and a value changed in
+code appears on the control within a tenth of a second. An older value from the browser never overrides a newer
+one: the browser sends each value with the version of the value it was showing, and a value made before the
+browser saw a newer one from code is dropped. Values from the browser are checked before they reach Controls; a
+NaN or out-of-range value is rejected and the control snaps back, so a crafted message cannot reach the optimizer.
 """
 from __future__ import annotations
 
@@ -12,64 +14,99 @@ import threading
 import time
 
 import ipywidgets as widgets
-from traitlets import CFloat
 
 from ..dashboard import Panel
+from ..views import NumberControlView
 
 
-class _Guarded:
-    """Mixin for sliders: reject non-finite or out-of-range values from the browser, and snap back."""
+class ExactControl(NumberControlView):
+    """One hyperparameter. `read()` gives the value in use; `apply(v)` puts a browser value into the run's
+    Controls (raising ValueError to reject it). The browser may set values between `min` and `max`."""
 
     SNAP_INTERVAL = 0.1  # at most ten snap-backs a second, however many bad messages arrive
-    rejected = 0
 
-    def bounds(self):
-        return self.min, self.max
+    def __init__(self, read, apply, **traits):
+        self._read, self._apply = read, apply
+        self._lock = threading.RLock()  # a browser message (kernel thread) and follow() (trainer thread) meet here
+        self.rejected = self.stale = 0
+        self._last_snap, self._snap_timer = 0.0, None
+        super().__init__(value=read(), **traits)
 
+    # -- from the browser -------------------------------------------------------------------------------------------
     def set_state(self, sync_data):
-        if "value" in sync_data:
-            try:
-                v = float(sync_data["value"])
-            except (TypeError, ValueError):
-                v = math.nan
-            lo, hi = self.bounds()
-            if not (math.isfinite(v) and lo <= v <= hi):
-                self.rejected += 1
-                sync_data = {k: val for k, val in sync_data.items() if k != "value"}
-                self._snap_back()
-        if sync_data:
-            super().set_state(sync_data)
+        if "value" not in sync_data:
+            return super().set_state(sync_data)
+        rest = {k: v for k, v in sync_data.items() if k not in ("value", "base")}
+        with self._lock:
+            base = sync_data.get("base")  # absent: a client that does not order its values; taken as newest
+            if self._read() != self.value or (base is not None and base < self.version):
+                # made before the browser saw a newer value from code: that one stays
+                self.stale += 1
+                self._follow_locked()
+            else:
+                try:
+                    value = self._checked(sync_data["value"])
+                    self._apply(value)
+                except ValueError as e:
+                    self.rejected += 1
+                    self.error = f"rejected: {e}"
+                    self._snap_back()
+                else:
+                    super().set_state({"value": value})
+                    self.error = ""
+        if rest:
+            super().set_state(rest)
+
+    def _checked(self, raw) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not (math.isfinite(value) and self.min <= value <= self.max):
+            raise ValueError(f"{value!r} is outside {self.min:g} … {self.max:g}")
+        return value
 
     def _snap_back(self):
         now = time.monotonic()
-        last = getattr(self, "_last_snap", 0.0)
-        if now - last >= self.SNAP_INTERVAL:
+        if now - self._last_snap >= self.SNAP_INTERVAL:
             self._last_snap = now
-            self.send_state("value")
-        elif getattr(self, "_snap_timer", None) is None:
+            self.send_state(["value", "version"])
+        elif self._snap_timer is None:
             def later():
                 self._snap_timer = None
                 self._last_snap = time.monotonic()
-                self.send_state("value")
+                self.send_state(["value", "version"])
 
             self._snap_timer = threading.Timer(self.SNAP_INTERVAL, later)
             self._snap_timer.daemon = True
             self._snap_timer.start()
 
+    # -- from the kernel ----------------------------------------------------------------------------------------------
+    def follow(self):
+        """Show the value in use if it was changed elsewhere (code, another view)."""
+        with self._lock:
+            self._follow_locked()
 
-class GuardedFloatSlider(_Guarded, widgets.FloatSlider):
-    value = CFloat(0.0).tag(sync=True, echo_update=False)
+    def _follow_locked(self):
+        value = self._read()
+        if value == self.value:
+            return
+        with self.hold_sync():
+            if self.log and value > 0 and value < self.min:
+                self.min = 10.0 ** math.floor(math.log10(value))
+            elif value < self.min:
+                self.min = value
+            if self.log and value > self.max:
+                self.max = 10.0 ** math.ceil(math.log10(value))
+            elif value > self.max:
+                self.max = value
+            self.value = value
+            self.version += 1
+            self.error = ""
 
 
-class GuardedFloatLogSlider(_Guarded, widgets.FloatLogSlider):
-    value = CFloat(1.0).tag(sync=True, echo_update=False)
-
-    def bounds(self):
-        return self.base ** self.min, self.base ** self.max
-
-
-def _exp(v):
-    return math.floor(math.log10(v))
+def _decade(value, offset):
+    return 10.0 ** (math.floor(math.log10(value)) + offset)
 
 
 class ControlsPanel(Panel):
@@ -78,36 +115,37 @@ class ControlsPanel(Panel):
     def __init__(self, run):
         super().__init__(run)
         controls = run.controls
-        hyper = controls.optimizer.hyperparameters()
+        opt = controls.optimizer
+        hyper = opt.hyperparameters()
+
+        def hyperparameter(name):
+            return lambda: opt.hyperparameters()[name]
+
+        def set_hyper(name):
+            return lambda v: controls.set(**{name: v})
+
         lr = hyper["lr"]
-        style = {"description_width": "110px"}
-        self.lr = GuardedFloatLogSlider(value=lr, base=10, min=_exp(lr) - 3, max=_exp(lr) + 2, step=0.05,
-                                        description="learning rate", readout_format=".2e", style=style,
-                                        continuous_update=True, layout=widgets.Layout(width="98%"))
+        self.lr = ExactControl(hyperparameter("lr"), set_hyper("lr"), description="learning rate", log=True,
+                               min=_decade(lr, -3), max=_decade(lr, 2))
         self.lr.add_class("bpmagic-lr")
-        self.lr.observe(lambda ch: self._set(lr=ch.new), names="value")
-        rows = [self.lr]
-        self.hyper_sliders = {}
+        self.hyper_controls = {"lr": self.lr}
         if "momentum" in hyper:
-            s = GuardedFloatSlider(value=hyper["momentum"], min=0.0, max=0.99, step=0.01, description="momentum",
-                                   style=style, layout=widgets.Layout(width="98%"))
-            s.observe(lambda ch: self._set(momentum=ch.new), names="value")
-            self.hyper_sliders["momentum"] = s
+            self.hyper_controls["momentum"] = ExactControl(hyperparameter("momentum"), set_hyper("momentum"),
+                                                           description="momentum", min=0.0, max=0.99)
         if "weight_decay" in hyper:
             wd = hyper["weight_decay"]
-            s = GuardedFloatSlider(value=wd, min=0.0, max=max(0.1, 10 * wd), step=1e-4, description="weight decay",
-                                   readout_format=".4f", style=style, layout=widgets.Layout(width="98%"))
-            s.observe(lambda ch: self._set(weight_decay=ch.new), names="value")
-            self.hyper_sliders["weight_decay"] = s
-        rows += list(self.hyper_sliders.values())
+            self.hyper_controls["weight_decay"] = ExactControl(hyperparameter("weight_decay"),
+                                                               set_hyper("weight_decay"), description="weight decay",
+                                                               min=0.0, max=max(0.1, 10 * wd))
+        for name, c in self.hyper_controls.items():
+            c.add_class(f"bpmagic-{name.replace('_', '-')}")
         self.multipliers = {}
         for layer in run.layers:
-            m = GuardedFloatSlider(value=hyper["lr_multipliers"].get(layer, 1.0), min=0.0, max=4.0, step=0.05,
-                                   description=f"× lr {layer}", style=style, layout=widgets.Layout(width="98%"))
+            m = ExactControl(lambda layer=layer: opt.lr_multipliers.get(layer, 1.0),
+                             lambda v, layer=layer: controls.set_lr_multiplier(layer, v),
+                             description=f"× lr {layer}", min=0.0, max=4.0)
             m.add_class("bpmagic-multiplier")
-            m.observe(lambda ch, layer=layer: self._multiplier(layer, ch.new), names="value")
             self.multipliers[layer] = m
-        rows += list(self.multipliers.values())
 
         self.pause = widgets.Button(description="Pause", icon="pause")
         self.step = widgets.Button(description="Step", icon="step-forward", disabled=True)
@@ -118,25 +156,13 @@ class ControlsPanel(Panel):
         for b, cls in ((self.pause, "bpmagic-pause"), (self.step, "bpmagic-step"), (self.stop, "bpmagic-stop")):
             b.add_class(cls)
         self.message = widgets.HTML("")
-        self.live_widgets = [self.lr, *self.hyper_sliders.values(), *self.multipliers.values(), self.pause,
-                             self.step, self.stop]
+        self.message.add_class("bpmagic-controls-message")
+        self.number_controls = [*self.hyper_controls.values(), *self.multipliers.values()]
+        self.live_widgets = [*self.number_controls, self.pause, self.step, self.stop]
+        self._lock = threading.Lock()  # button clicks (kernel thread) and update (trainer thread)
         self.widget = widgets.VBox([widgets.HTML("<b>Controls</b> <small>(take effect at the next step)</small>"),
-                                    *rows, widgets.HBox([self.pause, self.step, self.stop]), self.message])
-
-    def _set(self, **hyper):
-        current = self.run.controls.optimizer.hyperparameters()
-        if all(current.get(k) == v for k, v in hyper.items()):
-            return
-        try:
-            self.run.controls.set(**hyper)
-        except ValueError as e:
-            self.message.value = f"<small>rejected: {e}</small>"
-
-    def _multiplier(self, layer, value):
-        try:
-            self.run.controls.set_lr_multiplier(layer, value)
-        except ValueError as e:
-            self.message.value = f"<small>rejected: {e}</small>"
+                                    *self.number_controls, widgets.HBox([self.pause, self.step, self.stop]),
+                                    self.message])
 
     def _toggle_pause(self, _=None):
         if self.run.controls.paused:
@@ -146,24 +172,28 @@ class ControlsPanel(Panel):
         self._sync_buttons()
 
     def _sync_buttons(self):
-        paused = self.run.controls.paused
-        self.pause.description, self.pause.icon = ("Resume", "play") if paused else ("Pause", "pause")
-        self.step.disabled = not paused or self.run.done
-        if self.run.done:
-            self.pause.disabled = self.stop.disabled = True
+        with self._lock:
+            run = self.run
+            if run.ended:
+                for c in self.number_controls:
+                    c.disabled = True
+                self.pause.disabled = self.step.disabled = self.stop.disabled = True
+                self.stop.button_style = ""
+                self.pause.description, self.pause.icon = "Pause", "pause"
+                self.message.value = f"<small>The run {run.outcome}; its controls are off.</small>"
+                return
+            paused = run.controls.paused
+            self.pause.description, self.pause.icon = ("Resume", "play") if paused else ("Pause", "pause")
+            self.step.disabled = not paused
 
     def update(self, run):
         """Show values changed elsewhere (from Python, another view) and the run's state."""
-        hyper = run.controls.optimizer.hyperparameters()
-        if self.lr.value != hyper["lr"]:
-            self.lr.value = hyper["lr"]
-        for k, s in self.hyper_sliders.items():
-            if s.value != hyper[k]:
-                s.value = hyper[k]
-        for layer, s in self.multipliers.items():
-            m = hyper["lr_multipliers"].get(layer, 1.0)
-            if s.value != m:
-                s.value = m
+        for c in self.number_controls:
+            c.follow()
         self._sync_buttons()
-        if run.done and run.status != "running":
-            self.message.value = f"<small>{run.status}: {run.ended_because or ''}</small>"
+
+    def static_svg(self, width, y):
+        from ..static import svg_text
+
+        values = "  ·  ".join(f"{c.description} {c.value!r}" for c in self.number_controls)
+        return [svg_text(0, y + 12, "Controls", size=12, weight="bold"), svg_text(0, y + 30, values, size=11)], 36

@@ -35,17 +35,17 @@ class LossPanel(Panel):
 
 
 def status_line(run) -> str:
+    """One line: the run's state first ("training", "paused at step N of M", "stopped at step N of M", ...),
+    then step, epoch, loss and speed."""
     h = run.history
     if not h.get("step"):
-        return f"{run.name}: compiling…"
+        return f"{run.name}: {run.outcome}"
     step, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
     rate = len(h["step"]) / elapsed
     left = (run.total_steps - len(h["step"])) / rate if rate > 0 else float("nan")
-    state = {"running": "paused" if run.controls and run.controls.paused else "training"}.get(run.status,
-                                                                                               run.status)
     loss = h["loss"][-1]
-    parts = [f"{state}", f"step {step}/{run.total_steps}", f"epoch {h['epoch'][-1] + 1}/{run.epochs}",
-             f"loss {loss:.4g}", f"{rate:,.0f} steps/s"]
+    parts = ["training", f"step {step}/{run.total_steps}"] if run.status == "running" else [run.outcome]
+    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {loss:.4g}", f"{rate:,.0f} steps/s"]
     if run.status == "running" and np.isfinite(left):
         parts.append(f"{left:.0f} s left")
     return "  ·  ".join(parts)

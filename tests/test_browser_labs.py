@@ -1,0 +1,113 @@
+"""Every teaching lab as a teacher meets it: opened in a real JupyterLab and in Notebook 7 (headless Chromium, one
+server for both), Run All, and the lab's own outcome check (the same as tests/test_examples.py's) read from the
+cell outputs in the page. In a browser the dashboards' views render and talk back to the kernel, which nbclient
+cannot show: this is where a control that changed a value by itself would fail a lab. Also checked on the page:
+no error outputs, no widget that failed to display, every ended run's controls off and its record hidden while
+the live view shows; a screenshot of each lab is kept in test-artifacts/labs/."""
+import json
+import time
+
+import nbformat
+import pytest
+from conftest import ARTIFACTS, kernel_idle, open_notebook, run_all
+from test_examples import CHECKS, EXAMPLES
+
+# runs that a lab leaves training on purpose (lab 05's run for the teacher to steer by hand)
+STILL_TRAINING = {"05_learning_rate_live": 1}
+
+
+def step_through_hides_the_answers(page):
+    """Lab 01: before the first Step, the step-through shows no input's gradient."""
+    status = page.locator(".bp-graph-view .bp-graph-status").first
+    status.wait_for(state="attached", timeout=30_000)
+    text = status.text_content()
+    assert "dL/da = ?" in text and "dL/db = ?" in text, text
+
+
+# what a lab shows on the page besides its outcome check
+PAGE_CHECKS = {"01_reverse_accumulation": step_through_hides_the_answers}
+
+OUTPUTS = """() => {
+    const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+    const out = [];
+    for (let i = 0; i < cells.length; i++) {
+        const cell = cells.get(i);
+        if (cell.type !== 'code') continue;
+        out.push({count: cell.executionCount, outputs: cell.outputs.toJSON()});
+    }
+    return out;
+}"""
+
+DASHBOARDS = """() => [...document.querySelectorAll('.bpmagic-dashboard')].map(d => ({
+    status: (d.querySelector('.bpmagic-status') || {}).textContent || '',
+    pause: d.querySelector('.bpmagic-pause').disabled, step: d.querySelector('.bpmagic-step').disabled,
+    stop: d.querySelector('.bpmagic-stop').disabled,
+    controls: [...d.querySelectorAll('.bpmagic-control input')].map(i => i.disabled),
+}))"""
+
+
+def text_of(output, key="text"):
+    """A stream output's text, or (given an output's data) its text/plain."""
+    text = output.get(key if key in output else "text/plain", "")
+    return "".join(text) if isinstance(text, list) else text
+
+
+def checked_result(page):
+    cells = page.evaluate(OUTPUTS)
+    printed = "".join(text_of(o) for o in cells[-1]["outputs"])
+    return json.loads(printed.split("CHECK ", 1)[1]) if "CHECK " in printed else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frontend", ["lab", "notebook"])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_lab_with_run_all_in_the_browser(page, lab, path, frontend):
+    (ARTIFACTS / "labs").mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(path, as_version=4)
+    expression, check = CHECKS[path.stem]
+    nb.cells.append(nbformat.v4.new_code_cell(f"import json as _json\nprint('CHECK', _json.dumps({expression}))"))
+    name = f"{path.stem}-{frontend}.ipynb"
+    nbformat.write(nb, lab.root / name)
+    open_notebook(page, lab, name, frontend=frontend)
+    try:
+        started = time.monotonic()
+        run_all(page)
+        deadline = started + 300
+        while (result := checked_result(page)) is None or not kernel_idle(page):
+            assert time.monotonic() < deadline, f"{path.stem} did not finish in {frontend}"
+            time.sleep(1.0)
+        elapsed = time.monotonic() - started
+        print(f"{path.stem} in {frontend}: {elapsed:.0f} s, {result}")
+        assert check(result), result
+
+        cells = page.evaluate(OUTPUTS)
+        errors = [f"{o['ename']}: {o['evalue']}" for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+        assert not errors
+        assert all(c["count"] is not None for c in cells), "Run All left cells unexecuted"
+        body = page.inner_text("body")
+        assert "Error displaying widget" not in body and "Loading widget" not in body
+
+        # every dashboard shows its run's end; those of ended runs have their controls off
+        dashboards = page.evaluate(DASHBOARDS)
+        shown = sum(1 for c in cells for o in c["outputs"]
+                    if text_of(o.get("data", {})).startswith("bpmagic live dashboard"))
+        assert len(dashboards) == shown
+        ended = [d for d in dashboards if not d["status"].startswith("training")]
+        assert len(dashboards) - len(ended) == STILL_TRAINING.get(path.stem, 0), dashboards
+        for d in ended:
+            assert d["pause"] and d["step"] and d["stop"] and all(d["controls"]), d
+            assert d["status"].split()[0] in ("finished", "stopped"), d
+        # their static records are in the outputs but not shown twice while the live views are up
+        records = page.locator("img[data-bpmagic-record]")
+        assert all(not records.nth(i).is_visible() for i in range(records.count()))
+
+        if path.stem in PAGE_CHECKS:
+            PAGE_CHECKS[path.stem](page)
+
+        last = page.locator(".bpmagic-dashboard").last
+        if dashboards:
+            last.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "labs" / f"{path.stem}-{frontend}.png"))
+    finally:
+        # a lab may leave a run training (lab 05): end its kernel so later tests get the CPU
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")

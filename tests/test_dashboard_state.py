@@ -1,0 +1,114 @@
+"""The dashboard's controls and states on the Python side, without a browser: a control holds exactly the value
+in use, orders browser values against changes from code, and every change lands in the history at the step it took
+effect; pause, stop and the end show at once; the static image carries the run's final state."""
+import time
+
+import numpy as np
+import pytest
+
+import bpmagic as bp
+from bpmagic.dashboard import Dashboard
+
+
+def start(lr=0.03, steps=1_000_000):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 2)).astype(np.float32)
+    Y = (X[:, :1] > 0).astype(np.float32)
+    params = {"W1": rng.standard_normal((2, 8)).astype(np.float32) * 0.5, "b1": np.zeros(8, np.float32),
+              "W2": rng.standard_normal((8, 1)).astype(np.float32) * 0.5}
+
+    def loss(p, x, y):
+        return bp.mse(bp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"], y)
+
+    run = bp.fit(loss, params, (X, Y), steps=steps, optimizer=bp.optim.SGD(lr=lr, momentum=0.5), background=True)
+    return run, Dashboard(run)
+
+
+def controls_of(dashboard):
+    return next(p for p in dashboard.panels if type(p).__name__ == "ControlsPanel")
+
+
+def wait_for(condition, timeout=60, why=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {why()}"
+        time.sleep(0.01)
+
+
+def test_values_are_exact_and_ordered_and_recorded():
+    run, dash = start(lr=0.03)
+    try:
+        lr = controls_of(dash).lr
+        assert lr.value == 0.03 and lr.version == 0  # shown exactly, nothing snapped
+        run.wait(until_step=50, timeout=60)
+        run.optimizer.lr = 0.1  # from code
+        wait_for(lambda: lr.value == 0.1)  # appears on the control
+        assert lr.version == 1
+        lr.set_state({"value": 0.5, "base": 0})  # made before the browser saw 0.1: dropped
+        assert run.optimizer.lr == 0.1 and lr.stale == 1
+        lr.set_state({"value": 0.5, "base": 1})  # made after it: taken
+        assert run.optimizer.lr == 0.5 and lr.value == 0.5
+        lr.set_state({"value": float("nan"), "base": 1})
+        lr.set_state({"value": 1e9, "base": 1})
+        assert run.optimizer.lr == 0.5 and lr.rejected == 2 and "rejected" in lr.error
+        at = run.steps_done
+        run.wait(until_step=at + 50, timeout=60)
+    finally:
+        run.stop().wait()
+    changes = [(name, old, new) for _, name, old, new in run.changes()]
+    assert changes == [("lr", 0.03, 0.1), ("lr", 0.1, 0.5)]
+    h = run.history
+    first_01 = h["lr"].index(0.1)
+    assert set(h["lr"][:first_01]) == {0.03}  # every step before the change at exactly 0.03
+    assert h["momentum"] == [0.5] * len(h["step"]) and h["lr_multiplier/1"][0] == 1.0
+
+
+def test_pause_stop_and_the_end_are_shown_at_once():
+    run, dash = start()
+    panel = controls_of(dash)
+    loss_view = dash.panels[0].widget
+    try:
+        run.wait(until_step=20, timeout=60)
+        panel._toggle_pause()
+        assert run.status == "paused"
+        wait_for(lambda: loss_view.status.startswith(f"paused at step {run.steps_done} of"),
+                 why=lambda: f"{loss_view.status!r}, {run.steps_done} steps, {run.status}")
+        assert panel.pause.description == "Resume" and not panel.step.disabled
+        run.wait(timeout=0.2)  # the step that was running when Pause came may still end; then none runs
+        before = run.steps_done
+        assert loss_view.status.startswith(f"paused at step {before} of")
+        run.step_once()
+        wait_for(lambda: loss_view.status.startswith(f"paused at step {before + 1} of"))
+        panel._toggle_pause()
+        assert run.status == "running" and panel.step.disabled
+    finally:
+        run.stop().wait()
+    assert run.status == "stopped" and run.outcome == f"stopped at step {run.steps_done} of {run.total_steps}"
+    assert loss_view.status.startswith("stopped at step")
+    assert panel.pause.disabled and panel.step.disabled and panel.stop.disabled
+    assert all(c.disabled for c in panel.number_controls)
+    assert "stopped at step" in panel.message.value and "finished" not in panel.message.value
+
+
+def test_finished_run_and_its_static_record():
+    run, dash = start(steps=300)
+    run.wait()
+    assert run.status == "finished" and run.outcome == "finished all 300 steps"
+    live = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in live and "Box(" not in live["text/plain"]
+    record = dash._record_bundle()
+    svg = record["image/svg+xml"]
+    assert svg.startswith("<svg") and "finished all 300 steps" in svg and "<polyline" in svg
+    assert "Gradient magnitude per layer" in svg and "learning rate 0.03" in svg
+    assert "finished" in record["text/plain"]
+    # the live view hides exactly this record while it renders
+    assert f'data-bpmagic-record="{dash.record.token}"' in record["text/html"]
+    assert dash.panels[0].widget.record_token == dash.record.token
+
+
+@pytest.mark.parametrize("lo, hi", [(-1.2, -1.1), (0, 3), (-2.5, -2.49)])
+def test_tick_labels_are_distinct(lo, hi):
+    from bpmagic.dashboard.static import tick_labels
+
+    labels = tick_labels(lo, hi, 5)
+    assert len(set(labels)) == 5
