@@ -33,12 +33,14 @@ class OpInfo:
         compare forward values and gradients with an independent implementation.
     numpy_name: the NumPy function the op stands for (`np.<numpy_name>`), or None when NumPy has none.
     kind: "primitive" or "composite".
+    vjp_math: the VJP in one line of math, for the reference page (docs/ops.md), e.g. "x̄ = ḡ · (1 − y²)".
     """
 
     samples: Callable | None = None
     reference: Callable | None = None
     numpy_name: str | None = None
     kind: str = "primitive"
+    vjp_math: str | None = None
 
 
 def _default_numpy_name(name):
@@ -56,11 +58,11 @@ class Primitive:
     ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
         memory). accepts_out: impl takes an `out=` array to write into (the same benefit without a ufunc).
     nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
-    samples, reference, numpy_name: see OpInfo (kept as `op_info`).
+    samples, reference, numpy_name, vjp_math: see OpInfo (kept as `op_info`).
     """
 
     def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
-                 doc=None, samples=None, reference=None, numpy_name=...):
+                 doc=None, samples=None, reference=None, numpy_name=..., vjp_math=None):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
@@ -69,7 +71,8 @@ class Primitive:
         self.accepts_out = accepts_out
         self.nondiff_inputs = tuple(nondiff_inputs)
         self.__doc__ = doc or getattr(impl, "__doc__", None)
-        self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name)
+        self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name,
+                              vjp_math=vjp_math)
         PRIMITIVES[name] = self
 
     def defvjp(self, rule):
@@ -102,11 +105,12 @@ class Primitive:
         return f"<primitive {self.name}>"
 
 
-def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=...):
+def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..., vjp_math=None):
     """Decorator: `fn`, written with primitives, is a composite op named `name` (default: fn's name).
 
     Called on traced values, its equations are recorded inside the composite's scope (Eqn.scope), so views can draw it
-    as one node; its VJP comes from its primitives'. samples / reference / numpy_name are its OpInfo (`fn.op_info`).
+    as one node; its VJP comes from its primitives'. samples / reference / numpy_name / vjp_math are its OpInfo
+    (`fn.op_info`).
     """
 
     def wrap(f):
@@ -121,7 +125,7 @@ def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..
                 return f(*args, **kwargs)
 
         nname = _default_numpy_name(op_name) if numpy_name is ... else numpy_name
-        call.op_info = OpInfo(samples, reference, nname, kind="composite")
+        call.op_info = OpInfo(samples, reference, nname, kind="composite", vjp_math=vjp_math)
         return call
 
     return wrap(fn) if fn is not None else wrap
