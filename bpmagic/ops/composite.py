@@ -20,7 +20,7 @@ def _axis_cases(*cases):
     return lambda rng: [((S.normal(rng, *shape),), dict(kw)) for shape, kw in cases]
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "mse", "binary_cross_entropy", "layer_norm",
-           "clip", "one_hot"]
+           "clip", "one_hot", "huber", "l1", "nll", "kl_div", "cosine_similarity"]
 
 
 @composite(samples=_axis_cases(((3, 4), {}), ((3, 4), dict(axis=0)), ((3, 4), dict(axis=1, keepdims=True)),
@@ -158,3 +158,101 @@ def _clip_samples(rng):
 def clip(x, lo, hi):
     """x limited to [lo, hi]."""
     return _ew.minimum(_ew.maximum(x, lo), hi)
+
+
+# -- more losses ---------------------------------------------------------------------------------------------------
+def _huber_ref(jax):
+    def huber(pred, target, delta=1.0):
+        d = jax.numpy.abs(pred - target)
+        return jax.numpy.mean(jax.numpy.where(d <= delta, 0.5 * d * d, delta * (d - 0.5 * delta)))
+    return huber
+
+
+@composite(samples=lambda rng: [((S.avoiding(rng, [(-3.0, -1.2), (-0.8, 0.8), (1.2, 3.0)], 3, 4),
+                                  np.zeros((3, 4))), {}),
+                                ((S.avoiding(rng, [(-2.0, -0.6), (-0.4, 0.4), (0.6, 2.0)], 5),
+                                  np.zeros(5)), {"delta": 0.5})],
+           reference=_huber_ref, numpy_name=None,
+           vjp_math="p̄ = ḡ · clip(p − t, −δ, δ) / n")
+def huber(pred, target, delta=1.0):
+    """Mean Huber loss: ½d² where |d| ≤ delta, else delta·(|d| − ½delta), with d = pred − target."""
+    _same_shape("huber", pred, target)
+    d = pred - target
+    a = _ew.abs(d)
+    return _reduce.mean(_ew.where(a <= delta, 0.5 * _ew.square(d), delta * (a - 0.5 * delta)))
+
+
+@composite(samples=lambda rng: [((S.away0(rng, 3, 4), np.zeros((3, 4))), {}),
+                                ((S.away0(rng, 5) + 1.0, np.ones(5)), {})],
+           reference=lambda jax: lambda p, t: jax.numpy.mean(jax.numpy.abs(p - t)), numpy_name=None,
+           vjp_math="p̄ = ḡ · sign(p − t) / n")
+def l1(pred, target):
+    """Mean absolute error."""
+    _same_shape("l1", pred, target)
+    return _reduce.mean(_ew.abs(pred - target))
+
+
+def _nll_ref(jax):
+    def nll(logp, labels):
+        return -jax.numpy.mean(jax.numpy.take_along_axis(logp, labels[..., None], axis=-1))
+    return nll
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 4, 3), np.array([0, 2, 1, 2])), {}),
+                                ((S.normal(rng, 2, 3, 5), np.array([[0, 4, 4], [1, 2, 0]])), {})],
+           reference=_nll_ref, numpy_name=None,
+           vjp_math="x̄ = −ḡ · onehot(labels) / n")
+def nll(logp, labels):
+    """Mean negative log-likelihood of integer `labels` under log-probabilities `logp` (…, C), e.g. from
+    log_softmax: nll(log_softmax(z), y) is cross_entropy(z, y)."""
+    if tuple(labels.shape) != tuple(logp.shape[:-1]) or np.dtype(labels.dtype).kind not in "iu":
+        raise ShapeError(f"nll of {tuple(logp.shape)} and {tuple(labels.shape)}: the labels must be integer class "
+                         f"indices of shape {tuple(logp.shape[:-1])} (one per row)")
+    mask = _ew.equal(_shape.expand_dims(labels, -1), np.arange(logp.shape[-1]))
+    return -_reduce.mean(_reduce.sum(_ew.where(mask, logp, 0.0), axis=-1))
+
+
+def _kl_ref(jax):
+    def kl_div(logq, p):
+        jnp = jax.numpy
+        plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+        return jnp.sum(plogp - p * logq) / (logq.shape[0] if logq.ndim > 1 else 1)
+    return kl_div
+
+
+def _kl_samples(rng):
+    p = rng.dirichlet(np.ones(4), size=3)
+    return [((S.normal(rng, 3, 4), p), {}), ((S.normal(rng, 5), rng.dirichlet(np.ones(5))), {})]
+
+
+@composite(samples=_kl_samples, reference=_kl_ref, numpy_name=None,
+           vjp_math="(log q)‾ = −ḡ · p / n, p̄ = ḡ · (log p + 1 − log q) / n")
+def kl_div(logq, p):
+    """KL(p ‖ q) = Σ p (log p − log q), summed over the last axis and averaged over the rows (the leading axis):
+    `logq` are log-probabilities (e.g. log_softmax(z)), `p` the target probabilities. Terms with p = 0 count 0."""
+    _same_shape("kl_div", logq, p)
+    positive = p > 0
+    plogp = _ew.where(positive, p * _ew.log(_ew.where(positive, p, 1.0)), 0.0)
+    rows = logq.shape[0] if len(logq.shape) > 1 else 1
+    return _reduce.sum(plogp - p * logq) * (1.0 / rows)
+
+
+def _cos_ref(jax):
+    def cosine_similarity(a, b, axis=-1, eps=1e-8):
+        jnp = jax.numpy
+        na = jnp.sqrt(jnp.sum(a * a, axis=axis))
+        nb = jnp.sqrt(jnp.sum(b * b, axis=axis))
+        return jnp.sum(a * b, axis=axis) / jnp.maximum(na * nb, eps)
+    return cosine_similarity
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4), S.normal(rng, 3, 4)), {}),
+                                ((S.normal(rng, 2, 3), S.normal(rng, 2, 3)), {"axis": 0}),
+                                ((S.normal(rng, 3, 4), S.normal(rng, 4)), {})],
+           reference=_cos_ref, numpy_name=None,
+           vjp_math="ā = ḡ · (b / (‖a‖‖b‖) − s · a / ‖a‖²), b̄ likewise, with s the similarity")
+def cosine_similarity(a, b, axis=-1, eps=1e-8):
+    """a·b / max(‖a‖‖b‖, eps) along `axis` (broadcasting a and b): 1 for the same direction, −1 for opposite."""
+    na = _ew.sqrt(_reduce.sum(a * a, axis=axis))
+    nb = _ew.sqrt(_reduce.sum(b * b, axis=axis))
+    return _reduce.sum(a * b, axis=axis) / _ew.maximum(na * nb, eps)

@@ -40,6 +40,7 @@ class OpInfo:
         differentiable, with a VJP that says so.
     gradcheck: extra keyword arguments for bp.gradcheck on this op's samples (looser tolerances where float32
         rounding is involved); orders: the derivative orders the checks cover.
+    vjp_math: the VJP in one line of math, for the reference page (docs/ops.md), e.g. "x̄ = ḡ · (1 − y²)".
     """
 
     samples: Callable | None = None
@@ -49,6 +50,7 @@ class OpInfo:
     differentiable: bool = True
     gradcheck: dict = field(default_factory=dict)
     orders: tuple = (1, 2)
+    vjp_math: str | None = None
 
 
 def _default_numpy_name(name):
@@ -76,12 +78,12 @@ class Primitive:
     effects: names of effects ("random", "io", ...). An effectful primitive may give different values for the same
         inputs, so it is never constant-folded or computed once for two equal calls.
     symbol: the Python operator that writes it ("+" between two operands, "-" before one), for readable rules.
-    samples, reference, numpy_name, differentiable, gradcheck, orders: see OpInfo (kept as `op_info`).
+    samples, reference, numpy_name, differentiable, gradcheck, orders, vjp_math: see OpInfo (kept as `op_info`).
     """
 
     def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
                  doc=None, fused=None, lowering=None, effects=(), symbol=None, samples=None, reference=None,
-                 numpy_name=..., differentiable=True, gradcheck=None, orders=(1, 2)):
+                 numpy_name=..., differentiable=True, gradcheck=None, orders=(1, 2), vjp_math=None):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
@@ -96,7 +98,7 @@ class Primitive:
         self.__doc__ = doc or getattr(impl, "__doc__", None)
         self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name,
                               differentiable=differentiable,
-                              gradcheck=dict(gradcheck or {}), orders=tuple(orders))
+                              gradcheck=dict(gradcheck or {}), orders=tuple(orders), vjp_math=vjp_math)
         PRIMITIVES[name] = self
 
     @property
@@ -145,7 +147,7 @@ class Primitive:
 
 
 def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..., differentiable=True,
-              gradcheck=None, orders=(1, 2), scoped=True):
+              gradcheck=None, orders=(1, 2), scoped=True, vjp_math=None):
     """Decorator: `fn`, written with primitives, is a composite op named `name` (default: fn's name).
 
     Called on traced values, its equations are recorded inside the composite's scope (Eqn.scope), so views can draw it
@@ -166,7 +168,7 @@ def composite(fn=None, *, name=None, samples=None, reference=None, numpy_name=..
 
         nname = _default_numpy_name(op_name) if numpy_name is ... else numpy_name
         call.op_info = OpInfo(samples, reference, nname, kind="composite", differentiable=differentiable,
-                              gradcheck=dict(gradcheck or {}), orders=tuple(orders))
+                              gradcheck=dict(gradcheck or {}), orders=tuple(orders), vjp_math=vjp_math)
         return call
 
     return wrap(fn) if fn is not None else wrap

@@ -3,6 +3,11 @@
 conv2d and the pools are compositions over one pair of linear primitives, `unfold` (im2col: every kernel-sized
 window as a column) and its adjoint `fold` (col2im: add the windows back). Each is the other's VJP, so convolutions
 are differentiable to any order and their backward graphs read as the textbook formulas.
+
+The layers further down are composites too: conv1d is conv2d on a height-1 image; conv_transpose2d is one matmul
+followed by `fold` (the adjoint of conv2d's unfold); nearest upsampling is a broadcast, bilinear upsampling two
+matmuls with constant interpolation matrices; batch_norm and scaled_dot_product_attention are arithmetic, reductions
+and softmax.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "uniform", "unfold", "fold", "pad2d"]
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "uniform", "unfold", "fold", "pad2d",
+           "batch_norm", "conv1d", "conv_transpose2d", "upsample_nearest", "upsample_bilinear",
+           "scaled_dot_product_attention"]
 
 
 def _out_size(size, k, stride):
@@ -247,3 +254,229 @@ def dropout(x, rate, key):
         return x
     keep = _ew.greater_equal(uniform(key, x.shape, x.dtype), rate)
     return _ew.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
+
+
+# -- normalisation -------------------------------------------------------------------------------------------------
+def _bn_axes(x):
+    if len(x.shape) < 2:
+        raise ShapeError(f"batch_norm of {tuple(x.shape)}: expects (N, C) or (N, C, ...) with channels on axis 1")
+    return (0,) + tuple(range(2, len(x.shape)))
+
+
+def _per_channel(v, x):
+    return _shape.reshape(v, (1, x.shape[1]) + (1,) * (len(x.shape) - 2))
+
+
+def _bn_ref(jax):
+    def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, training=True, momentum=0.1,
+                   eps=1e-5):
+        jnp = jax.numpy
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if training:
+            mu, var = jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
+        else:
+            mu, var = running_mean, running_var
+        y = (x - mu.reshape(shape)) / jnp.sqrt(var.reshape(shape) + eps)
+        y = y * (1.0 if gamma is None else gamma.reshape(shape)) + (0.0 if beta is None else beta.reshape(shape))
+        if running_mean is None:
+            return y
+        if not training:
+            return y, running_mean, running_var
+        n = x.size // x.shape[1]
+        unbiased = jax.lax.stop_gradient(var) * n / max(n - 1, 1)
+        return (y, (1 - momentum) * running_mean + momentum * jax.lax.stop_gradient(mu),
+                (1 - momentum) * running_var + momentum * unbiased)
+    return batch_norm
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 4, 3), S.normal(rng, 3), S.normal(rng, 3)), {}),
+                                ((S.normal(rng, 3, 2, 2, 2), S.normal(rng, 2), S.normal(rng, 2)), {}),
+                                ((S.normal(rng, 4, 3), S.normal(rng, 3), S.normal(rng, 3), S.normal(rng, 3),
+                                  S.positive(rng, 3)), {"training": False})],
+           reference=_bn_ref, numpy_name=None,
+           vjp_math="x̄ = γ/σ · (ḡ − mean(ḡ) − x̂ · mean(ḡ · x̂)) over the batch axes (training); γ̄ = Σ ḡ·x̂, "
+                    "β̄ = Σ ḡ")
+def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, training=True, momentum=0.1,
+               eps=1e-5):
+    """Normalise each channel (axis 1) of x (N, C, ...) to mean 0 and variance 1, then scale by gamma and shift
+    by beta. training=True uses the batch's statistics; training=False uses running_mean / running_var.
+
+    Without running averages it returns y. With them it returns (y, new_mean, new_var), so one line serves both
+    modes: `h, mean1, var1 = batch_norm(h, g1, b1, mean1, var1, training=True)`; while training the averages move
+    by `momentum` towards the batch's mean and (unbiased) variance, with no gradient through them; in evaluation
+    they come back unchanged.
+    """
+    axes = _bn_axes(x)
+    for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        if v is not None and tuple(v.shape) != (x.shape[1],):
+            raise ShapeError(f"batch_norm of {tuple(x.shape)}: {name} has shape {tuple(v.shape)}, but x has "
+                             f"{x.shape[1]} channels on axis 1, so it must be ({x.shape[1]},)")
+    if (running_mean is None) != (running_var is None):
+        raise ShapeError("batch_norm: pass both running_mean and running_var, or neither")
+    if training:
+        mu = _reduce.mean(x, axis=axes)
+        var = _reduce.mean(_ew.square(x - _per_channel(mu, x)), axis=axes)
+    elif running_mean is None:
+        raise ShapeError(f"batch_norm of {tuple(x.shape)} with training=False needs running_mean and running_var "
+                         "(the averages collected while training)")
+    else:
+        mu, var = running_mean, running_var
+    y = (x - _per_channel(mu, x)) / _ew.sqrt(_per_channel(var, x) + eps)
+    if gamma is not None:
+        y = y * _per_channel(gamma, x)
+    if beta is not None:
+        y = y + _per_channel(beta, x)
+    if running_mean is None:
+        return y
+    if not training:
+        return y, running_mean, running_var
+    n = int(np.prod([x.shape[a] for a in axes]))
+    new_mean = (1 - momentum) * running_mean + momentum * _ew.stop_gradient(mu)
+    new_var = (1 - momentum) * running_var + momentum * (n / max(n - 1, 1)) * _ew.stop_gradient(var)
+    return y, new_mean, new_var
+
+
+# -- more convolutions ---------------------------------------------------------------------------------------------
+def _conv1d_ref(jax):
+    def conv1d(x, w, stride=1, padding=0):
+        return jax.lax.conv_general_dilated(x, w, (stride,), [(padding, padding)])
+    return conv1d
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 2, 6), S.normal(rng, 3, 2, 3)), {}),
+                                ((S.normal(rng, 1, 2, 7), S.normal(rng, 2, 2, 3)), {"stride": 2, "padding": 1})],
+           reference=_conv1d_ref, numpy_name=None,
+           vjp_math="x̄ = conv_transpose1d(ḡ, w), w̄ = Σₙ ḡ ⋆ x (as conv2d on a height-1 image)")
+def conv1d(x, w, stride=1, padding=0):
+    """1-d cross-correlation: x is (N, C, L), w is (out, C, k) -> (N, out, OL)."""
+    if len(x.shape) != 3 or len(w.shape) != 3 or x.shape[1] != w.shape[1]:
+        raise ShapeError(f"conv1d of {tuple(x.shape)} and {tuple(w.shape)}: x must be (N, C, L) and w "
+                         "(out_channels, C, k) with the same C")
+    if padding:
+        x = _shape.pad(x, ((0, 0), (0, 0), (int(padding), int(padding))))
+    if x.shape[2] < w.shape[2]:
+        raise ShapeError(f"conv1d of {tuple(x.shape)} and {tuple(w.shape)}: the kernel is longer than the signal")
+    out = conv2d(_shape.expand_dims(x, 2), _shape.expand_dims(w, 2), stride=stride)
+    return _shape.squeeze(out, 2)
+
+
+def _convt_ref(jax):
+    def conv_transpose2d(x, w, stride=1, padding=0):
+        # the gradient of conv2d with respect to its input is the transposed convolution
+        n, _, h, wd = x.shape
+        kh, kw = w.shape[2:]
+        shape = (n, w.shape[1], (h - 1) * stride + kh - 2 * padding, (wd - 1) * stride + kw - 2 * padding)
+        conv = lambda y: jax.lax.conv_general_dilated(y, w, (stride, stride), [(padding, padding)] * 2)  # noqa
+        return jax.vjp(conv, jax.numpy.zeros(shape, x.dtype))[1](x)[0]
+    return conv_transpose2d
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 2, 3, 3), S.normal(rng, 2, 3, 2, 2)), {}),
+                                ((S.normal(rng, 1, 2, 3, 2), S.normal(rng, 2, 1, 3, 3)),
+                                 {"stride": 2, "padding": 1})],
+           reference=_convt_ref, numpy_name=None,
+           vjp_math="x̄ = conv2d(ḡ, w) (stride s), w̄ = Σₙ x ⋆ ḡ: the adjoint of conv2d's input gradient")
+def conv_transpose2d(x, w, stride=1, padding=0):
+    """Transposed 2-d convolution (the gradient of conv2d with respect to its input), as in PyTorch: x is
+    (N, C, H, W), w is (C, out, kh, kw) -> (N, out, (H−1)·stride + kh − 2·padding, ...)."""
+    if len(x.shape) != 4 or len(w.shape) != 4 or x.shape[1] != w.shape[0]:
+        raise ShapeError(f"conv_transpose2d of {tuple(x.shape)} and {tuple(w.shape)}: x must be (N, C, H, W) and "
+                         "w (C, out_channels, kh, kw) with the same C")
+    stride, padding = int(stride), int(padding)
+    n, c, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    full = ((h - 1) * stride + kh, (wd - 1) * stride + kw)
+    if full[0] <= 2 * padding or full[1] <= 2 * padding:
+        raise ShapeError(f"conv_transpose2d of {tuple(x.shape)} and {tuple(w.shape)}: padding {padding} crops the "
+                         f"whole {full[0]}x{full[1]} output")
+    wt = _shape.transpose(_shape.reshape(w, (c, o * kh * kw)))  # (out*kh*kw, C)
+    cols = _linalg.matmul(wt, _shape.reshape(x, (n, c, h * wd)))  # (N, out*kh*kw, H*W)
+    image = fold(_shape.reshape(cols, (n, o, kh, kw, h, wd)), image_shape=full, stride=stride)
+    if padding:
+        image = _shape.getitem(image, (slice(None), slice(None), slice(padding, full[0] - padding),
+                                       slice(padding, full[1] - padding)))
+    return image
+
+
+# -- upsampling ----------------------------------------------------------------------------------------------------
+def _check_image(name, x, scale):
+    if len(x.shape) != 4:
+        raise ShapeError(f"{name} of {tuple(x.shape)}: expects an (N, C, H, W) array")
+    if int(scale) != scale or scale < 1:
+        raise ShapeError(f"{name}: scale_factor must be a whole number >= 1, got {scale}")
+    return int(scale)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 1, 2, 2, 3), 2), {}), ((S.normal(rng, 2, 1, 2, 2), 3), {})],
+           reference=lambda jax: lambda x, s: jax.numpy.repeat(jax.numpy.repeat(x, s, axis=2), s, axis=3),
+           numpy_name=None, vjp_math="x̄ = ḡ summed over each s×s block")
+def upsample_nearest(x, scale_factor=2):
+    """Each pixel of x (N, C, H, W) repeated into a scale_factor × scale_factor block."""
+    s = _check_image("upsample_nearest", x, scale_factor)
+    n, c, h, w = x.shape
+    wide = _shape.broadcast_to(_shape.reshape(x, (n, c, h, 1, w, 1)), (n, c, h, s, w, s))
+    return _shape.reshape(wide, (n, c, h * s, w * s))
+
+
+def _linear_weights(size, s, dtype):
+    """(size·s, size): PyTorch's bilinear weights with align_corners=False (half-pixel centres, edges clamped)."""
+    src = np.clip((np.arange(size * s) + 0.5) / s - 0.5, 0, size - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = src - lo
+    m = np.zeros((size * s, size))
+    np.add.at(m, (np.arange(size * s), lo), 1 - frac)
+    np.add.at(m, (np.arange(size * s), hi), frac)
+    return m.astype(dtype)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 1, 2, 2, 3), 2), {}), ((S.normal(rng, 1, 1, 3, 3), 3), {})],
+           reference=lambda jax: lambda x, s: jax.image.resize(x, x.shape[:2] + (x.shape[2] * s, x.shape[3] * s),
+                                                               "bilinear"),
+           numpy_name=None, vjp_math="x̄ = Aₕᵀ ḡ A_w (A the constant interpolation matrices)")
+def upsample_bilinear(x, scale_factor=2):
+    """x (N, C, H, W) enlarged scale_factor times by bilinear interpolation (PyTorch's align_corners=False)."""
+    s = _check_image("upsample_bilinear", x, scale_factor)
+    rows = _linear_weights(x.shape[2], s, x.dtype)  # (H·s, H)
+    cols = _linear_weights(x.shape[3], s, x.dtype).T  # (W, W·s)
+    return _linalg.matmul(_linalg.matmul(rows, x), cols)
+
+
+# -- attention -----------------------------------------------------------------------------------------------------
+def _sdpa_ref(jax):
+    def attention(q, k, v, mask=None, is_causal=False, scale=None):
+        jnp = jax.numpy
+        s = q @ jnp.swapaxes(k, -1, -2) * (scale if scale is not None else 1 / np.sqrt(q.shape[-1]))
+        if is_causal:
+            s = jnp.where(np.tri(q.shape[-2], k.shape[-2], dtype=bool), s, -jnp.inf)
+        if mask is not None:
+            s = jnp.where(mask, s, -jnp.inf) if mask.dtype == bool else s + mask
+        return jax.nn.softmax(s, axis=-1) @ v
+    return attention
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 4, 3), S.normal(rng, 2, 5, 3), S.normal(rng, 2, 5, 2)), {}),
+                                ((S.normal(rng, 2, 2, 4, 3), S.normal(rng, 2, 2, 4, 3), S.normal(rng, 2, 2, 4, 3)),
+                                 {"is_causal": True}),
+                                ((S.normal(rng, 3, 2), S.normal(rng, 3, 2), S.normal(rng, 3, 2),
+                                  np.array([[1, 0, 1], [1, 1, 0], [0, 1, 1]], bool)), {})],
+           reference=_sdpa_ref, numpy_name=None,
+           vjp_math="V̄ = Pᵀ ḡ, S̄ = P ⊙ (ḡVᵀ − rowsum(P ⊙ ḡVᵀ)), Q̄ = c S̄ K, K̄ = c S̄ᵀ Q, with P = softmax(c QKᵀ)")
+def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """softmax(q kᵀ · scale) v, scale = 1/√d by default: q (…, L, d), k (…, S, d), v (…, S, dv) -> (…, L, dv).
+    is_causal=True lets position i attend only to positions ≤ i; `mask` is boolean (True = attend) or added to the
+    scores."""
+    if len(q.shape) < 2 or len(k.shape) < 2 or len(v.shape) < 2 or q.shape[-1] != k.shape[-1] \
+            or k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention of {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}: "
+                         "q must be (…, L, d), k (…, S, d) and v (…, S, dv): q and k share d, k and v share S")
+    c = float(scale) if scale is not None else 1.0 / np.sqrt(q.shape[-1])
+    scores = _linalg.matmul(q, _shape.swapaxes(k, -1, -2)) * c
+    if is_causal:
+        scores = _ew.where(np.tri(q.shape[-2], k.shape[-2], dtype=bool), scores, -np.inf)
+    if mask is not None:
+        boolean = np.dtype(mask.dtype) == np.bool_
+        scores = _ew.where(mask, scores, -np.inf) if boolean else scores + mask
+    from .composite import softmax  # composite imports nothing from nn; importing here keeps the layers' order
+    return _linalg.matmul(softmax(scores, axis=-1), v)
