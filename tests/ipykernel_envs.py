@@ -22,8 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: ipykernel versions the tests check: the last 6.x line many JupyterHubs run, and the newest on PyPI.
 IPYKERNEL_629 = "6.29.5"
 IPYKERNEL_NEWEST = "7.4.0"
-# bpmagic's runtime dependencies (pyproject.toml's [project] dependencies, ipykernel excepted).
-DEPENDENCIES = ["numpy>=1.24", "ipywidgets>=8.1", "graphviz>=0.20", "anywidget>=0.9", "jupyter-ui-poll>=1.1"]
+
+
+def dependencies() -> list[str]:
+    """bpmagic's runtime dependencies as pyproject.toml declares them, ipykernel excepted (it is pinned here)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest brings tomli there
+        import tomli as tomllib
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return [d for d in deps if not d.replace("_", "-").lower().startswith("ipykernel")]
 
 
 def envs_dir() -> Path:
@@ -38,7 +46,7 @@ def ensure_env(ipykernel_version: str) -> Path:
     """The cached environment for `ipykernel_version`, built first if missing or out of date."""
     tag = f"ipykernel-{ipykernel_version}-py{sys.version_info.major}.{sys.version_info.minor}"
     env = envs_dir() / tag
-    wanted = {"requirements": [f"ipykernel=={ipykernel_version}", *DEPENDENCIES], "source": str(ROOT)}
+    wanted = {"requirements": [f"ipykernel=={ipykernel_version}", *dependencies()], "source": str(ROOT)}
     marker = env / "bpmagic-test-env.json"
     envs_dir().mkdir(parents=True, exist_ok=True)
     with open(envs_dir() / f"{tag}.lock", "w") as lock:

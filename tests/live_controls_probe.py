@@ -1,15 +1,15 @@
 """Does a slider moved during a blocking %%backprop cell take effect mid-training on this environment's kernels?
 
-    python tests/live_controls_probe.py KERNEL [--tagged] [--steps N] [--singles N] [--expect-live | --expect-not-live]
+    python tests/live_controls_probe.py KERNEL [--tagged] [--singles N] [--expect-not-live]
 
 Run with the Python of the environment under test (tests/ipykernel_envs.py builds them): jupyter_client finds that
 environment's kernelspecs (`python3`, `backprop`) and starts its kernel, as a Jupyter server there would. A blocking
 cell trains; once the dashboard publishes updates, learning-rate messages built as a browser builds them
 (``comm_msg`` ``{method: update, state, buffer_paths}``, with a subshell id in the header when --tagged, as
 JupyterLab >= 4.4 sends them to a kernel that supports subshells) are sent every 100 ms, an execute request is
-queued behind the cell (Run All), and Stop is clicked. With --expect-live, Stop must end the cell; then the queued
-cell must run after it. Prints one JSON line: the kernel's mechanism, where the first new value took effect, and each
-message's effect latency (send -> first step trained with it, as bench/controls.py measures it).
+queued behind the cell (Run All), and Stop is clicked: Stop must end the cell (or, with --expect-not-live, training
+must go on after it until an Interrupt ends it); then the queued cell must run. Prints one JSON line: the kernel's mechanism, where the first new value took effect, and each
+message's effect latency (send -> end of the first step trained with it).
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def wait_until(k, condition, what):
         k.drain(0.02)
 
 
-def probe(kernel_name, tagged=False, steps=100_000_000, singles=10, expect_live=True):
+def probe(kernel_name, tagged=False, singles=10, expect_live=True):
     k = Kernel(kernel_name)
     try:
         k.run(("%load_ext bpmagic\n" if kernel_name != "backprop" else "") + SETUP)
@@ -67,7 +67,7 @@ def probe(kernel_name, tagged=False, steps=100_000_000, singles=10, expect_live=
             raise SystemExit(f"{kernel_name} does not support subshells, so no browser tags its messages")
         sid = k.create_subshell() if tagged else None
         first = len(k.iopub)
-        cell_id = k.kc.execute(f"%%backprop --steps {steps} --lr 0.1\n{CELL}")
+        cell_id = k.kc.execute(f"%%backprop --steps 100000000 --lr 0.1\n{CELL}")
         wait_until(k, lambda: "bpmagic-lr" in k.comms, "the dashboard never appeared")
         wait_until(k, lambda: dashboard_updates(k, first) >= 5, "the dashboard never updated: not training?")
         sent = []
@@ -79,8 +79,12 @@ def probe(kernel_name, tagged=False, steps=100_000_000, singles=10, expect_live=
             while time.time() < end:
                 k.drain(0.01)
         queued_id = k.kc.execute("print('queued cell ran')")  # Run All: the next cell waits behind this one
+        clicked = len(k.iopub)
         k.click("bpmagic-stop", sid)
-        cell_reply = k.wait_reply(cell_id, DEADLINE if expect_live else 10 * DEADLINE)
+        if not expect_live:  # training goes on after Stop (for ~1 s of dashboard updates); Interrupt ends it
+            wait_until(k, lambda: dashboard_updates(k, clicked) >= 10, "training ended after Stop")
+            k.km.interrupt_kernel()
+        cell_reply = k.wait_reply(cell_id, DEADLINE)
         replies = {cell_id: time.time()}
         queued_reply = k.wait_reply(queued_id, DEADLINE)
         replies[queued_id] = time.time()
@@ -90,7 +94,7 @@ def probe(kernel_name, tagged=False, steps=100_000_000, singles=10, expect_live=
         queued_out = "".join(m["content"].get("text", "") for _, m in k.iopub
                              if m["parent_header"].get("msg_id") == queued_id and m["msg_type"] == "stream")
         h = json.loads(k.run("print(json.dumps({'lr': _bp.history['lr'], 'time': _bp.history['time'], "
-                             "'t0': _bp.started_at, 'status': _bp.status}))").strip().splitlines()[-1])
+                             "'finished_at': _bp.finished_at, 'status': _bp.status}))").strip().splitlines()[-1])
     finally:
         k.close()
     latencies, first_steps = [], []
@@ -98,7 +102,10 @@ def probe(kernel_name, tagged=False, steps=100_000_000, singles=10, expect_live=
         k_first = next((i for i, lr in enumerate(h["lr"]) if abs(lr - value) < 1e-12), None)
         first_steps.append(k_first)
         if k_first is not None:
-            latencies.append(round((h["t0"] + h["time"][k_first] - t_sent) * 1000, 1))
+            # history times count from the worker's start; the wall clock is anchored at the end of training
+            # (finished_at is taken just after the last step, so an effect reads at most that gap late)
+            effect_at = h["finished_at"] - (h["time"][-1] - h["time"][k_first])
+            latencies.append(round((effect_at - t_sent) * 1000, 1))
     return {
         "ipykernel": info["ipykernel"], "kernel": kernel_name, "mechanism": info["mechanism"],
         "why_none": info["why_none"], "supports_subshells": subshells, "tagged": tagged,
@@ -114,14 +121,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("kernel")
     ap.add_argument("--tagged", action="store_true", help="tag messages with a subshell id, as JupyterLab >= 4.4")
-    ap.add_argument("--steps", type=int, default=100_000_000)
     ap.add_argument("--singles", type=int, default=10)
-    live = ap.add_mutually_exclusive_group()
-    live.add_argument("--expect-live", dest="expect_live", action="store_true", default=True)
-    live.add_argument("--expect-not-live", dest="expect_live", action="store_false",
-                      help="Stop is not expected to apply mid-cell: pass a small --steps")
+    ap.add_argument("--expect-not-live", dest="expect_live", action="store_false",
+                    help="the messages are not expected to apply during the cell: Interrupt ends it")
     args = ap.parse_args()
-    print(json.dumps(probe(args.kernel, args.tagged, args.steps, args.singles, args.expect_live)), flush=True)
+    print(json.dumps(probe(args.kernel, args.tagged, args.singles, args.expect_live)), flush=True)
 
 
 if __name__ == "__main__":
