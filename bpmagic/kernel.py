@@ -1,5 +1,6 @@
 """The backprop kernel: IPython with bpmagic loaded, whose dashboard controls stay live during a %%backprop cell,
-whatever the frontend (see live_comms: plain comm messages and subshell-tagged ones alike).
+whatever the frontend: on ipykernel 7 its comms are routed to a private subshell from the start, for plain and
+subshell-tagged messages alike; on ipykernel 6 the waiting cell handles them (jupyter-ui-poll). See live_comms.
 
     python -m bpmagic.kernel install [--user | --sys-prefix]   # install the kernelspec by hand
     python -m bpmagic.kernel -f CONNECTION_FILE                 # what Jupyter runs (see kernels/backprop)
@@ -27,7 +28,7 @@ class BackpropKernel(IPythonKernel):
         self.shell.extension_manager.load_extension("bpmagic")
 
     def start(self):
-        super().start()  # registers ipykernel's shell-stream callback: live comms wrap it, so they come after
+        super().start()  # registers ipykernel's shell-stream callback: the subshell router wraps it, so it comes after
         live_comms.enable(self)
 
 

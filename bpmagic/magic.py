@@ -18,7 +18,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Int, Unicode
 
-from . import ops
+from . import live_comms, ops
 from .backends import is_array
 from .cell import CellError, layer, parse_cell
 from .errors import BackpropError, did_you_mean
@@ -264,9 +264,11 @@ class Backprop(Magics):
         """Block until the run ends, with a throttled progress line; Interrupt stops at a step boundary."""
         progress = TextProgress(run, self.progress_interval)
         try:
-            while not run.wait(0.1).done:
-                if text:
-                    progress.update()
+            with live_comms.waiting(controls_shown=not text) as waiting:  # the dashboard's controls stay live
+                while not run.wait(waiting.interval).done:
+                    waiting.poll()
+                    if text:
+                        progress.update()
         except KeyboardInterrupt:
             run.controls.stop("interrupted")
             run._thread.join()
