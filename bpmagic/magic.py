@@ -185,8 +185,10 @@ class Backprop(Magics):
         Annotate names in the cell: `W: Param = randn(2, 8)` (trained; keeps its value on re-runs unless
         --reset), `x: Input = X` and `y: Target = Y` (data sets from the notebook, batched along axis 0),
         `loss: Loss = ...` (the scalar to minimise). All of bpmagic's ops are bare names (tanh, relu, softmax,
-        cross_entropy, conv2d, ...), as are the initialisers randn, zeros, ones, normal and uniform. Params
-        whose names end in the same number form a layer (W1, b1); `with layer("name"):` names one.
+        cross_entropy, conv2d, ...), as are the initialisers randn, zeros, ones, normal and uniform, and the
+        constants (zeros, ones, full, eye, arange, linspace, ..._like) in the body; np.tanh, np.sum, h.mean()
+        and friends work on traced values too. Params whose names end in the same number form a layer
+        (W1, b1); `with layer("name"):` names one.
         The cell blocks until training ends; the Run is stored in --name (default _bp).
         """
         args = parse_argstring(self.backprop, line)
