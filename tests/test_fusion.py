@@ -9,7 +9,7 @@ import pytest
 
 import bpmagic as bp
 from bpmagic.backends.numpy_backend import NumpyBackend
-from bpmagic.compile.executor import Executable, evaluate
+from bpmagic.compile.executor import evaluate
 from bpmagic.compile.fusion import C_TYPES, find_groups, numpy_kernel
 from bpmagic.ops import PRIMITIVES
 
