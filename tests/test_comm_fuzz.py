@@ -240,10 +240,15 @@ def fuzz(k, sid_messages, sid_reads, seed):
     for cls in closed:
         f.send("comm_close live", "comm_close", {"comm_id": k.comms[cls], "data": {}})
         f.update("after close", cls, {"value": 0.5})
+    closed_at = time.time()
     f.clicks(30)
     k.wait_handled(f.last_id, timeout=120)
     readings.append(wait_for_steps(k, sid_reads, 20))
     assert readings[-1]["status"] == "running", readings[-1]
+    k.drain(0.5)
+    published = [m for t, m in k.iopub if t > closed_at + 0.2 and m["msg_type"] == "comm_msg"
+                 and m["content"]["data"].get("method") == "update"]
+    assert published, "the dashboard stopped publishing after a comm was closed"
     # Step clicks while running banked no steps: once paused, training stays put
     k.wait_handled(f.comm_msg("click", f.comm_of("bpmagic-pause"), {"method": "custom", "content": {"event": "click"}}))
     deadline = time.time() + 60
@@ -331,6 +336,8 @@ def test_controls_offer_is_the_one_check():
     with pytest.raises(ValueError):
         c.offer("momentum", 0.5)  # offered nowhere
     assert c.optimizer.lr == 0.1
+    with pytest.raises(ValueError):
+        c.optimizer.lr = 10 ** 400  # from code: a ValueError too, not an OverflowError
     assert c.offer("lr", 1) == 1.0 and c.optimizer.lr == 1.0
     assert c.offer("lr_multiplier/1", 4.0) == 4.0 and c.optimizer.lr_multipliers == {"1": 4.0}
     for _ in range(5):
