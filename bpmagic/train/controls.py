@@ -13,6 +13,7 @@ with the traffic (10,000 messages in 32-41 s instead of more than 120 s).
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -35,6 +36,7 @@ class Controls:
         self._last_write = float("-inf")
         self._burst_until = float("-inf")
         self._last_yield = float("-inf")
+        self._ranges: dict = {}  # control -> (lo, hi): what a value from outside may be (see offer())
 
     # -- writers (any thread) ------------------------------------------------------------------------------------
     def set(self, **hyper):
@@ -45,6 +47,35 @@ class Controls:
     def set_lr_multiplier(self, group, value):
         self._note_write()
         self.optimizer.set_lr_multiplier(group, value)
+
+    # -- values from outside (the dashboard, any comm client): checked here and nowhere else ------------------------
+    def offer_range(self, control: str, lo: float, hi: float):
+        """Values `offer`ed for `control` ("lr", "momentum", ..., or "lr_multiplier/<layer>") must lie in [lo, hi]."""
+        self._ranges[control] = (float(lo), float(hi))
+
+    def offered_range(self, control: str) -> tuple:
+        return self._ranges[control]
+
+    def offer(self, control: str, raw) -> float:
+        """A value from outside for `control`: a real number inside its offered range is set and returned;
+        anything else (a string, a list, None, a bool, NaN, ±inf, a huge integer, out of range) raises ValueError
+        and changes nothing. A message from a browser is data, not code: it must never reach the optimizer raw."""
+        if control not in self._ranges:
+            raise ValueError(f"there is no control {control!r}")
+        lo, hi = self._ranges[control]
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ValueError(f"{raw!r} is not a number")
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise ValueError(f"{raw!r} is outside {lo:g} … {hi:g}") from None
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise ValueError(f"{value!r} is outside {lo:g} … {hi:g}")
+        if control.startswith("lr_multiplier/"):
+            self.set_lr_multiplier(control[len("lr_multiplier/"):], value)
+        else:
+            self.set(**{control: value})
+        return value
 
     def _note_write(self):
         # rejected values count too: what matters is the traffic the kernel's threads must handle
@@ -63,13 +94,15 @@ class Controls:
         self._note_write()
         with self._cond:
             self._paused = False
+            self._steps_allowed = 0
             self._cond.notify_all()
 
     def step_once(self):
         """While paused, let exactly one more step run."""
         self._note_write()
         with self._cond:
-            self._steps_allowed += 1
+            if self._paused:  # Step clicks while running must not bank steps for a later pause
+                self._steps_allowed += 1
             self._cond.notify_all()
 
     def stop(self, reason: str = "stopped"):

@@ -18,7 +18,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
 def _check(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
     try:
         v = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (
         hi is not None and (v >= hi if hi_open else v > hi))

@@ -4,8 +4,9 @@ Each control holds exactly the value in use. Showing it never changes it (the br
 person does, never a value of its own), a value typed or set in code is shown as it is, and a value changed in
 code appears on the control within a tenth of a second. An older value from the browser never overrides a newer
 one: the browser sends each value with the version of the value it was showing, and a value made before the
-browser saw a newer one from code is dropped. Values from the browser are checked before they reach Controls; a
-NaN or out-of-range value is rejected and the control snaps back, so a crafted message cannot reach the optimizer.
+browser saw a newer one from code is dropped. Values from the browser are checked in one place, `Controls.offer`,
+against the range the control shows (which only the kernel sets); a NaN, a string or an out-of-range value is
+rejected and the control snaps back, so a crafted message cannot reach the optimizer.
 """
 from __future__ import annotations
 
@@ -20,33 +21,40 @@ from ..views import NumberControlView
 
 
 class ExactControl(NumberControlView):
-    """One hyperparameter. `read()` gives the value in use; `apply(v)` puts a browser value into the run's
-    Controls (raising ValueError to reject it). The browser may set values between `min` and `max`."""
+    """One control of a run's `Controls` ("lr", "momentum", "weight_decay" or "lr_multiplier/<layer>"). `read()`
+    gives the value in use. The browser may set `value` (with `base`) and nothing else: the range, version, label
+    and the rest are the kernel's; a value from the browser goes to `Controls.offer`, which checks it against the
+    range this control shows."""
 
     SNAP_INTERVAL = 0.1  # at most ten snap-backs a second, however many bad messages arrive
+    FROM_BROWSER = ("value", "base")
 
-    def __init__(self, read, apply, **traits):
-        self._read, self._apply = read, apply
+    def __init__(self, controls, control, read, **traits):
+        self._controls, self._control, self._read = controls, control, read
         self._lock = threading.RLock()  # a browser message (kernel thread) and follow() (trainer thread) meet here
-        self.rejected = self.stale = 0
+        self.rejected = self.stale = self.ignored = 0
         self._last_snap, self._snap_timer = 0.0, None
         super().__init__(value=read(), **traits)
+        controls.offer_range(control, self.min, self.max)
 
     # -- from the browser -------------------------------------------------------------------------------------------
     def set_state(self, sync_data):
+        if not isinstance(sync_data, dict):
+            raise ValueError(f"widget state must be a dict, got {type(sync_data).__name__}")
+        self.ignored += sum(1 for k in sync_data if k not in self.FROM_BROWSER)
         if "value" not in sync_data:
-            return super().set_state(sync_data)
-        rest = {k: v for k, v in sync_data.items() if k not in ("value", "base")}
+            return
         with self._lock:
             base = sync_data.get("base")  # absent: a client that does not order its values; taken as newest
+            if isinstance(base, bool) or not isinstance(base, (int, type(None))):
+                base = -1  # not a version: as old as can be
             if self._read() != self.value or (base is not None and base < self.version):
                 # made before the browser saw a newer value from code: that one stays
                 self.stale += 1
                 self._follow_locked()
             else:
                 try:
-                    value = self._checked(sync_data["value"])
-                    self._apply(value)
+                    value = self._controls.offer(self._control, sync_data["value"])
                 except ValueError as e:
                     self.rejected += 1
                     self.error = f"rejected: {e}"
@@ -54,17 +62,6 @@ class ExactControl(NumberControlView):
                 else:
                     super().set_state({"value": value})
                     self.error = ""
-        if rest:
-            super().set_state(rest)
-
-    def _checked(self, raw) -> float:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{raw!r} is not a number") from None
-        if not (math.isfinite(value) and self.min <= value <= self.max):
-            raise ValueError(f"{value!r} is outside {self.min:g} … {self.max:g}")
-        return value
 
     def _snap_back(self):
         now = time.monotonic()
@@ -103,6 +100,7 @@ class ExactControl(NumberControlView):
             self.value = value
             self.version += 1
             self.error = ""
+        self._controls.offer_range(self._control, self.min, self.max)  # a value set in code may be set again
 
 
 def _decade(value, offset):
@@ -121,29 +119,24 @@ class ControlsPanel(Panel):
         def hyperparameter(name):
             return lambda: opt.hyperparameters()[name]
 
-        def set_hyper(name):
-            return lambda v: controls.set(**{name: v})
-
         lr = hyper["lr"]
-        self.lr = ExactControl(hyperparameter("lr"), set_hyper("lr"), description="learning rate", log=True,
+        self.lr = ExactControl(controls, "lr", hyperparameter("lr"), description="learning rate", log=True,
                                min=_decade(lr, -3), max=_decade(lr, 2))
         self.lr.add_class("bpmagic-lr")
         self.hyper_controls = {"lr": self.lr}
         if "momentum" in hyper:
-            self.hyper_controls["momentum"] = ExactControl(hyperparameter("momentum"), set_hyper("momentum"),
+            self.hyper_controls["momentum"] = ExactControl(controls, "momentum", hyperparameter("momentum"),
                                                            description="momentum", min=0.0, max=0.99)
         if "weight_decay" in hyper:
             wd = hyper["weight_decay"]
-            self.hyper_controls["weight_decay"] = ExactControl(hyperparameter("weight_decay"),
-                                                               set_hyper("weight_decay"), description="weight decay",
-                                                               min=0.0, max=max(0.1, 10 * wd))
+            self.hyper_controls["weight_decay"] = ExactControl(controls, "weight_decay", hyperparameter("weight_decay"),
+                                                               description="weight decay", min=0.0, max=max(0.1, 10 * wd))
         for name, c in self.hyper_controls.items():
             c.add_class(f"bpmagic-{name.replace('_', '-')}")
         self.multipliers = {}
         for layer in run.layers:
-            m = ExactControl(lambda layer=layer: opt.lr_multipliers.get(layer, 1.0),
-                             lambda v, layer=layer: controls.set_lr_multiplier(layer, v),
-                             description=f"× lr {layer}", min=0.0, max=4.0)
+            m = ExactControl(controls, f"lr_multiplier/{layer}",
+                             lambda layer=layer: opt.lr_multipliers.get(layer, 1.0), description=f"× lr {layer}", min=0.0, max=4.0)
             m.add_class("bpmagic-multiplier")
             self.multipliers[layer] = m
 
