@@ -24,7 +24,7 @@ def _kinked(rng, *shape):
 
 
 @composite(samples=S.join(S.unary(), S.unary(lambda rng, *s: 30 * S.normal(rng, *s), shapes=[(3, 4)])),
-           reference=lambda jax: jax.nn.softplus)
+           reference=lambda jax: jax.nn.softplus, vjp_math="x̄ = ḡ · σ(x)")
 def softplus(x):
     """log(1 + e^x), without overflow (logaddexp(x, 0)); its derivative is sigmoid(x)."""
     return _ew.logaddexp(x, 0.0)
@@ -34,7 +34,9 @@ def _gelu_reference(jax):
     return lambda x, approximate="none": jax.nn.gelu(x, approximate=approximate == "tanh")
 
 
-@composite(samples=S.join(S.unary(), S.unary(approximate="tanh")), reference=_gelu_reference)
+@composite(samples=S.join(S.unary(), S.unary(approximate="tanh")), reference=_gelu_reference,
+           vjp_math="x̄ = ḡ · (Φ(x) + x · φ(x)), φ the standard normal density; approximate=tanh: x̄ = ḡ · (½(1 + "
+                    "t) + ½x(1 − t²) · √(2/π)(1 + 0.134145x²)), t = tanh(√(2/π)(x + 0.044715x³))")
 def gelu(x, approximate="none"):
     """x * Phi(x), Phi the standard normal CDF; approximate="tanh" is the tanh formula (as PyTorch and JAX)."""
     if approximate == "tanh":
@@ -45,14 +47,15 @@ def gelu(x, approximate="none"):
     return 0.5 * x * (1.0 + _special.erf(x * (1 / math.sqrt(2))))
 
 
-@composite(samples=S.unary(), reference=lambda jax: jax.nn.silu)
+@composite(samples=S.unary(), reference=lambda jax: jax.nn.silu, vjp_math="x̄ = ḡ · σ(x) · (1 + x · (1 − σ(x)))")
 def silu(x):
     """x * sigmoid(x) (also called swish)."""
     return x * _ew.sigmoid(x)
 
 
 @composite(samples=S.join(S.unary(_kinked), S.unary(_kinked, negative_slope=0.2)),
-           reference=lambda jax: lambda x, negative_slope=0.01: jax.nn.leaky_relu(x, negative_slope))
+           reference=lambda jax: lambda x, negative_slope=0.01: jax.nn.leaky_relu(x, negative_slope),
+           vjp_math="x̄ = ḡ where x ≥ 0, else negative_slope · ḡ")
 def leaky_relu(x, negative_slope=0.01):
     """x where x >= 0, else negative_slope * x."""
     return _ew.where(_ew.greater_equal(x, 0.0), x, x * negative_slope)
@@ -65,7 +68,8 @@ def _elu(x, alpha):
 
 
 @composite(samples=S.join(S.unary(_kinked), S.unary(_kinked, alpha=0.5)),
-           reference=lambda jax: lambda x, alpha=1.0: jax.nn.elu(x, alpha))
+           reference=lambda jax: lambda x, alpha=1.0: jax.nn.elu(x, alpha),
+           vjp_math="x̄ = ḡ where x > 0, else ḡ · α · eˣ")
 def elu(x, alpha=1.0):
     """x where x > 0, else alpha * (e^x - 1)."""
     return _elu(x, alpha)
@@ -76,7 +80,8 @@ _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-@composite(samples=S.unary(_kinked), reference=lambda jax: jax.nn.selu)
+@composite(samples=S.unary(_kinked), reference=lambda jax: jax.nn.selu,
+           vjp_math="x̄ = λ · ḡ where x > 0, else λ · ḡ · α · eˣ (λ, α the SELU constants)")
 def selu(x):
     """scale * elu(x, alpha) with the self-normalising constants."""
     return _SELU_SCALE * _elu(x, _SELU_ALPHA)
@@ -88,7 +93,8 @@ def _hard_tanh_samples(rng):
 
 
 @composite(samples=_hard_tanh_samples,
-           reference=lambda jax: lambda x, min_val=-1.0, max_val=1.0: jax.numpy.clip(x, min_val, max_val))
+           reference=lambda jax: lambda x, min_val=-1.0, max_val=1.0: jax.numpy.clip(x, min_val, max_val),
+           vjp_math="x̄ = ḡ · [min_val < x < max_val] (½ where x equals a bound)")
 def hard_tanh(x, min_val=-1.0, max_val=1.0):
     """x limited to [min_val, max_val]."""
     return _composite.clip(x, min_val, max_val)

@@ -26,7 +26,7 @@ __all__ = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "mse", "binar
 @composite(samples=_axis_cases(((3, 4), {}), ((3, 4), dict(axis=0)), ((3, 4), dict(axis=1, keepdims=True)),
                              ((2, 3, 4), dict(axis=(0, 2))), ((3, 4), dict(axis=None)), ((5,), {})),
            reference=lambda jax: lambda x, axis=-1, keepdims=False: jax.scipy.special.logsumexp(
-               x, axis=axis, keepdims=keepdims), numpy_name=None)
+               x, axis=axis, keepdims=keepdims), numpy_name=None, vjp_math="x̄ = ḡ · softmax(x) = ḡ · e^(x − y)")
 def logsumexp(x, axis=-1, keepdims=False):
     """log(sum(exp(x))) over `axis`, computed without overflow."""
     m = _ew.stop_gradient(_reduce.max(x, axis=axis, keepdims=True))
@@ -35,7 +35,7 @@ def logsumexp(x, axis=-1, keepdims=False):
 
 
 @composite(samples=_axis_cases(((3, 4), {}), ((3, 4), dict(axis=0)), ((2, 3, 4), dict(axis=1))),
-           reference=lambda jax: jax.nn.log_softmax, numpy_name=None)
+           reference=lambda jax: jax.nn.log_softmax, numpy_name=None, vjp_math="x̄ = ḡ − softmax(x) · Σ ḡ")
 def log_softmax(x, axis=-1):
     """x - logsumexp(x): log-probabilities along `axis`."""
     return x - logsumexp(x, axis=axis, keepdims=True)
@@ -44,7 +44,7 @@ def log_softmax(x, axis=-1):
 @composite(samples=S.join(_axis_cases(((3, 4), {}), ((3, 4), dict(axis=0)), ((2, 3, 4), dict(axis=1)),
                                     ((3, 1), dict(axis=1))),
                          lambda rng: [((30 * S.normal(rng, 2, 3),), {})]),  # large logits: no overflow
-           reference=lambda jax: jax.nn.softmax, numpy_name=None)
+           reference=lambda jax: jax.nn.softmax, numpy_name=None, vjp_math="x̄ = y ⊙ (ḡ − Σ ḡ ⊙ y)")
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along `axis`: probabilities that sum to 1."""
     e = _ew.exp(x - _ew.stop_gradient(_reduce.max(x, axis=axis, keepdims=True)))
@@ -55,7 +55,7 @@ def softmax(x, axis=-1):
                                 ((np.array([[1, 0], [3, 3]]), 4), dict(dtype=np.float64))],
            reference=lambda jax: lambda labels, num_classes, dtype=np.float32: jax.nn.one_hot(labels, num_classes,
                                                                                                 dtype=dtype),
-           differentiable=False, numpy_name=None)
+           differentiable=False, numpy_name=None, vjp_math="no gradient (integer input)")
 def one_hot(labels, num_classes, dtype=np.float32):
     """(…,) integer labels -> (…, num_classes) rows of 0 and 1."""
     return _ew.astype(_ew.equal(_shape.expand_dims(labels, -1), np.arange(num_classes)), dtype)
@@ -78,7 +78,9 @@ def _cross_entropy_reference(jax):
     return cross_entropy
 
 
-@composite(samples=_cross_entropy_samples, reference=_cross_entropy_reference, numpy_name=None)
+@composite(samples=_cross_entropy_samples, reference=_cross_entropy_reference, numpy_name=None,
+           vjp_math="x̄ = ḡ · (softmax(x) − t) / N, t the one-hot (or given, rows summing to 1) targets; "
+                    "probability targets get t̄ = −ḡ · log_softmax(x) / N")
 def cross_entropy(logits, labels):
     """Mean cross-entropy between (N, C) logits and integer labels (N,) or one-hot / probability rows (N, C)."""
     logp = log_softmax(logits, axis=-1)
@@ -109,7 +111,8 @@ def _same_shape(name, a, b):
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4), S.normal(rng, 3, 4)), {}),
                                 ((S.normal(rng, 5), S.normal(rng, 5)), {}),
                                 ((S.normal(rng), S.normal(rng)), {})],
-           reference=lambda jax: lambda p, t: jax.numpy.mean((p - t) ** 2), numpy_name=None)
+           reference=lambda jax: lambda p, t: jax.numpy.mean((p - t) ** 2), numpy_name=None,
+           vjp_math="p̄ = 2ḡ · (p − t) / n, t̄ = −p̄")
 def mse(pred, target):
     """Mean squared error."""
     _same_shape("mse", pred, target)
@@ -121,7 +124,9 @@ def mse(pred, target):
            reference=lambda jax: lambda p, y, eps=1e-7: -jax.numpy.mean(
                y * jax.numpy.log(jax.numpy.clip(p, eps, 1 - eps))
                + (1 - y) * jax.numpy.log(1 - jax.numpy.clip(p, eps, 1 - eps))),
-           numpy_name=None)
+           numpy_name=None,
+           vjp_math="p̄ = ḡ · (p − y) / (n · p(1 − p)) inside (eps, 1 − eps), 0 where clipped; ȳ = ḡ · log((1 − p) "
+                    "/ p) / n")
 def binary_cross_entropy(p, y, eps=1e-7):
     """Mean of -(y log p + (1 - y) log(1 - p)) for probabilities p; p is clipped to [eps, 1 - eps]."""
     _same_shape("binary_cross_entropy", p, y)
@@ -138,7 +143,8 @@ def _layer_norm_reference(jax):
 
 
 @composite(samples=_axis_cases(((3, 4), {}), ((3, 4), dict(axis=0)), ((2, 3, 4), dict(axis=(1, 2)))),
-           reference=_layer_norm_reference, numpy_name=None)
+           reference=_layer_norm_reference, numpy_name=None,
+           vjp_math="x̄ = (ḡ − mean(ḡ) − y · mean(ḡ · y)) / √(var + eps) over axis")
 def layer_norm(x, axis=-1, eps=1e-5):
     """(x - mean) / sqrt(var + eps) over `axis` (no learned scale or shift: multiply and add params for those)."""
     mu = _reduce.mean(x, axis=axis, keepdims=True)
@@ -154,7 +160,8 @@ def _clip_samples(rng):
              {})]
 
 
-@composite(samples=_clip_samples, reference=S.jax_numpy("clip"))
+@composite(samples=_clip_samples, reference=S.jax_numpy("clip"),
+           vjp_math="x̄ = ḡ · [lo < x < hi] (½ where x equals a bound); a traced lo or hi gets the ḡ where it binds")
 def clip(x, lo, hi):
     """x limited to [lo, hi]."""
     return _ew.minimum(_ew.maximum(x, lo), hi)

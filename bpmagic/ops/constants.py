@@ -36,19 +36,21 @@ def _concrete(value, name, what):
 
 
 @composite(samples=lambda rng: [(((3, 4),), {}), ((5,), {"dtype": np.float32}), (((),), {})],
-           reference=_jnp("zeros"))
+           reference=_jnp("zeros"), vjp_math="no gradient (a constant)")
 def zeros(shape, dtype=float):
     """An array of zeros, as np.zeros."""
     return np.zeros(shape, dtype)
 
 
-@composite(samples=lambda rng: [(((3, 4),), {}), ((5,), {"dtype": np.float32})], reference=_jnp("ones"))
+@composite(samples=lambda rng: [(((3, 4),), {}), ((5,), {"dtype": np.float32})], reference=_jnp("ones"),
+           vjp_math="no gradient (a constant)")
 def ones(shape, dtype=None):
     """An array of ones, as np.ones."""
     return np.ones(shape, dtype)
 
 
-@composite(samples=lambda rng: [(((3, 4), 0.5), {}), ((2, 7), {"dtype": np.float64})], reference=_jnp("full"))
+@composite(samples=lambda rng: [(((3, 4), 0.5), {}), ((2, 7), {"dtype": np.float64})], reference=_jnp("full"),
+           vjp_math="no gradient (a constant)")
 def full(shape, fill_value, dtype=None):
     """An array filled with `fill_value`, as np.full."""
     return np.full(shape, _concrete(fill_value, "full", "fill_value"), dtype)
@@ -63,33 +65,34 @@ def _like(name, a, fill, dtype, shape):
     return array_module(a).full(shape, fill, dtype)
 
 
-@composite(samples=_s.unary(), reference=_jnp("zeros_like"))
+@composite(samples=_s.unary(), reference=_jnp("zeros_like"), vjp_math="ā = 0 (a constant shaped like a)")
 def zeros_like(a, dtype=None, shape=None):
     """Zeros with a's shape and dtype, as np.zeros_like."""
     return _like("zeros_like", a, 0, dtype, shape)
 
 
-@composite(samples=_s.unary(), reference=_jnp("ones_like"))
+@composite(samples=_s.unary(), reference=_jnp("ones_like"), vjp_math="ā = 0 (a constant shaped like a)")
 def ones_like(a, dtype=None, shape=None):
     """Ones with a's shape and dtype, as np.ones_like."""
     return _like("ones_like", a, 1, dtype, shape)
 
 
 @composite(samples=lambda rng: [((_s.normal(rng, 3, 4), 0.25), {}), ((_s.normal(rng, 2), -1.5), {})],
-           reference=_jnp("full_like"))
+           reference=_jnp("full_like"), vjp_math="ā = 0 (a constant shaped like a)")
 def full_like(a, fill_value, dtype=None, shape=None):
     """`fill_value` with a's shape and dtype, as np.full_like."""
     return _like("full_like", a, fill_value, dtype, shape)
 
 
 @composite(samples=lambda rng: [((3,), {}), ((2, 4), {"k": 1}), ((4,), {"dtype": np.float32})],
-           reference=_jnp("eye"))
+           reference=_jnp("eye"), vjp_math="no gradient (a constant)")
 def eye(N, M=None, k=0, dtype=float):
     """The identity matrix (ones on diagonal k), as np.eye."""
     return np.eye(N, M, k, dtype)
 
 
-@composite(samples=lambda rng: [((5,), {}), ((1.0, 2.0, 0.25), {}), ((2, 9, 3), {})], reference=_jnp("arange"))
+@composite(samples=lambda rng: [((5,), {}), ((1.0, 2.0, 0.25), {}), ((2, 9, 3), {})], reference=_jnp("arange"),
+           vjp_math="no gradient (a constant)")
 def arange(start, stop=None, step=None, dtype=None):
     """Evenly spaced values in [start, stop), as np.arange."""
     args = [_concrete(v, "arange", "start, stop and step") for v in (start, stop, step) if v is not None]
@@ -97,7 +100,7 @@ def arange(start, stop=None, step=None, dtype=None):
 
 
 @composite(samples=lambda rng: [((0.0, 1.0, 5), {}), ((-1.0, 1.0), {"num": 4, "endpoint": False})],
-           reference=_jnp("linspace"))
+           reference=_jnp("linspace"), vjp_math="no gradient (a constant)")
 def linspace(start, stop, num=50, endpoint=True, dtype=None):
     """`num` evenly spaced values from start to stop, as np.linspace."""
     start, stop = (_concrete(v, "linspace", "start and stop") for v in (start, stop))

@@ -29,33 +29,33 @@ def _away_from_poles(rng, *shape):
     return S.uniform_in(rng, -1.2, 1.2, *shape)
 
 
-@composite(samples=S.unary(_away_from_poles), reference=S.jax_numpy("tan"))
+@composite(samples=S.unary(_away_from_poles), reference=S.jax_numpy("tan"), vjp_math="x̄ = ḡ / cos²x = ḡ · (1 + y²)")
 def tan(x):
     """sin(x) / cos(x)."""
     return _ew.sin(x) / _ew.cos(x)
 
 
-@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arcsin"))
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arcsin"), vjp_math="x̄ = ḡ / √(1 − x²)")
 def arcsin(x):
     """Inverse sine, in [-pi/2, pi/2]."""
     # (1 - x)(1 + x) rather than 1 - x*x: exact near |x| = 1
     return _ew.arctan(x / _ew.sqrt((1 - x) * (1 + x)))
 
 
-@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arccos"))
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arccos"), vjp_math="x̄ = −ḡ / √(1 − x²)")
 def arccos(x):
     """Inverse cosine, in [0, pi]."""
     # 2 arctan(sqrt((1 - x) / (1 + x))) keeps its relative accuracy near x = 1, where pi/2 - arcsin(x) does not
     return 2.0 * _ew.arctan(_ew.sqrt((1 - x) / (1 + x)))
 
 
-@composite(samples=S.unary(), reference=S.jax_numpy("sinh"))
+@composite(samples=S.unary(), reference=S.jax_numpy("sinh"), vjp_math="x̄ = ḡ · cosh x")
 def sinh(x):
     """(e^x - e^-x) / 2, through expm1 so that small x keep every digit."""
     return 0.5 * (_ew.expm1(x) - _ew.expm1(-x))
 
 
-@composite(samples=S.unary(), reference=S.jax_numpy("cosh"))
+@composite(samples=S.unary(), reference=S.jax_numpy("cosh"), vjp_math="x̄ = ḡ · sinh x")
 def cosh(x):
     """(e^x + e^-x) / 2."""
     return 0.5 * (_ew.exp(x) + _ew.exp(-x))
@@ -65,7 +65,7 @@ def _arcsinh_samples(rng):
     return S.unary()(rng) + [((np.array([0.0, 1e-9, -3e-5, 40.0, -1e3]),), {})]
 
 
-@composite(samples=_arcsinh_samples, reference=S.jax_numpy("arcsinh"))
+@composite(samples=_arcsinh_samples, reference=S.jax_numpy("arcsinh"), vjp_math="x̄ = ḡ / √(x² + 1)")
 def arcsinh(x):
     """Inverse hyperbolic sine: log(|x| + sqrt(x^2 + 1)) with x's sign, through log1p (accurate near 0)."""
     negative = _ew.less(x, 0.0)
@@ -75,31 +75,31 @@ def arcsinh(x):
     return _ew.where(negative, -y, y)
 
 
-@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arctanh"))
+@composite(samples=S.unary(_inside_unit), reference=S.jax_numpy("arctanh"), vjp_math="x̄ = ḡ / (1 − x²)")
 def arctanh(x):
     """Inverse hyperbolic tangent, for |x| < 1: log((1 + x) / (1 - x)) / 2 through log1p."""
     return 0.5 * _ew.log1p(2.0 * x / (1 - x))
 
 
-@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log2"))
+@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log2"), vjp_math="x̄ = ḡ / (x · ln 2)")
 def log2(x):
     """Base-2 logarithm."""
     return _ew.log(x) * (1 / math.log(2))
 
 
-@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log10"))
+@composite(samples=S.unary(S.positive), reference=S.jax_numpy("log10"), vjp_math="x̄ = ḡ / (x · ln 10)")
 def log10(x):
     """Base-10 logarithm."""
     return _ew.log(x) * (1 / math.log(10))
 
 
-@composite(samples=S.unary(), reference=S.jax_numpy("exp2"))
+@composite(samples=S.unary(), reference=S.jax_numpy("exp2"), vjp_math="x̄ = ḡ · y · ln 2")
 def exp2(x):
     """2 ** x."""
     return _ew.exp(x * math.log(2))
 
 
-@composite(samples=S.unary(S.away0), reference=S.jax_numpy("reciprocal"))
+@composite(samples=S.unary(S.away0), reference=S.jax_numpy("reciprocal"), vjp_math="x̄ = −ḡ · y² = −ḡ / x²")
 def reciprocal(x):
     """1 / x."""
     return 1.0 / x
@@ -112,7 +112,7 @@ def _round_samples(rng):
                              ((0.5,), {}), ((1.5,), {}), ((2.5,), {}), ((-2.5,), {})]
 
 
-@composite(samples=_round_samples, reference=S.jax_numpy("round"))
+@composite(samples=_round_samples, reference=S.jax_numpy("round"), vjp_math="x̄ = 0 (piecewise constant)")
 def round(x, decimals=0):
     """x rounded to `decimals` digits (halves to even, as NumPy); its gradient is zero."""
     if decimals == 0:

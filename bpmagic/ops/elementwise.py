@@ -54,21 +54,24 @@ def _unbroadcast(g, a):
 
 # -- unary --------------------------------------------------------------------------------------------------------
 negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
-                     fused="(-{0})", symbol="-", samples=S.unary(), reference=S.jax_numpy("negative"))
+                     fused="(-{0})", symbol="-", samples=S.unary(), reference=S.jax_numpy("negative"),
+                     vjp_math="x̄ = −ḡ")
 exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp",
-                fused="exp({0})", samples=S.unary(), reference=S.jax_numpy("exp"))
+                fused="exp({0})", samples=S.unary(), reference=S.jax_numpy("exp"), vjp_math="x̄ = ḡ · y")
 log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log",
-                fused="log({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log"))
+                fused="log({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log"), vjp_math="x̄ = ḡ / x")
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x: (g * (1 - out * out),),
-                 ufunc="tanh", fused="tanh({0})", samples=S.unary(), reference=S.jax_numpy("tanh"))
+                 ufunc="tanh", fused="tanh({0})", samples=S.unary(), reference=S.jax_numpy("tanh"),
+                 vjp_math="x̄ = ḡ · (1 − y²)")
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt",
-                 fused="sqrt({0})", samples=S.unary(S.positive), reference=S.jax_numpy("sqrt"))
+                 fused="sqrt({0})", samples=S.unary(S.positive), reference=S.jax_numpy("sqrt"),
+                 vjp_math="x̄ = ḡ / (2y)")
 # zero gradient almost everywhere (None: no cotangent flows back)
 sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, lambda g, out, x: (None,), ufunc="sign",
                  fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))", samples=S.unary(S.away0),
-                 reference=S.jax_numpy("sign"))
+                 reference=S.jax_numpy("sign"), vjp_math="x̄ = 0 (piecewise constant)")
 abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute",
-                fused="fabs({0})", samples=S.unary(S.away0), reference=S.jax_numpy("abs"))
+                fused="fabs({0})", samples=S.unary(S.away0), reference=S.jax_numpy("abs"), vjp_math="x̄ = ḡ · sign(x)")
 
 
 def _sigmoid(xp, x, out=None):
@@ -84,36 +87,41 @@ def _sigmoid(xp, x, out=None):
 sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True,
                     fused="({T}(0.5) * tanh({T}(0.5) * {0}) + {T}(0.5))",  # the same tanh form
                     samples=S.join(S.unary(), S.unary(shapes=[(3, 4)], gen=lambda rng, *s: 8 * S.normal(rng, *s))),
-                    reference=lambda jax: jax.nn.sigmoid)
+                    reference=lambda jax: jax.nn.sigmoid, vjp_math="x̄ = ḡ · y · (1 − y)")
 # g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
 relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
                  lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))",
-                 samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu)
+                 samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu, vjp_math="x̄ = ḡ · [y > 0]")
 
 
 # (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
 square = Primitive("square", lambda xp, x: xp.square(x), _same, lambda g, out, x: ((g * 2.0) * x,),
-                   ufunc="square", fused="({0} * {0})", samples=S.unary(), reference=S.jax_numpy("square"))
+                   ufunc="square", fused="({0} * {0})", samples=S.unary(), reference=S.jax_numpy("square"),
+                   vjp_math="x̄ = 2ḡ · x")
 
 
 # sin and cos are each other's derivative; arctan's derivative is algebraic
 sin = Primitive("sin", lambda xp, x: xp.sin(x), _float_same, lambda g, out, x: (g * cos(x),), ufunc="sin",
-                fused="sin({0})", samples=S.unary(), reference=S.jax_numpy("sin"))
+                fused="sin({0})", samples=S.unary(), reference=S.jax_numpy("sin"), vjp_math="x̄ = ḡ · cos(x)")
 cos = Primitive("cos", lambda xp, x: xp.cos(x), _float_same, lambda g, out, x: (-(g * sin(x)),), ufunc="cos",
-                fused="cos({0})", samples=S.unary(), reference=S.jax_numpy("cos"))
+                fused="cos({0})", samples=S.unary(), reference=S.jax_numpy("cos"), vjp_math="x̄ = −ḡ · sin(x)")
 arctan = Primitive("arctan", lambda xp, x: xp.arctan(x), _float_same, lambda g, out, x: (g / (1 + x * x),),
-                   ufunc="arctan", fused="atan({0})", samples=S.unary(), reference=S.jax_numpy("arctan"))
+                   ufunc="arctan", fused="atan({0})", samples=S.unary(), reference=S.jax_numpy("arctan"),
+                   vjp_math="x̄ = ḡ / (1 + x²)")
 # log(1 + x) and exp(x) - 1, exact near 0 where the plain forms lose every digit
 log1p = Primitive("log1p", lambda xp, x: xp.log1p(x), _float_same, lambda g, out, x: (g / (1 + x),),
-                  ufunc="log1p", fused="log1p({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log1p"))
+                  ufunc="log1p", fused="log1p({0})", samples=S.unary(S.positive), reference=S.jax_numpy("log1p"),
+                  vjp_math="x̄ = ḡ / (1 + x)")
 expm1 = Primitive("expm1", lambda xp, x: xp.expm1(x), _float_same, lambda g, out, x: (g * (out + 1),),
-                  ufunc="expm1", fused="expm1({0})", samples=S.unary(), reference=S.jax_numpy("expm1"))
+                  ufunc="expm1", fused="expm1({0})", samples=S.unary(), reference=S.jax_numpy("expm1"),
+                  vjp_math="x̄ = ḡ · (y + 1)")
 
 
 def _rounding(name, ufunc, c_name):
     # piecewise constant: the gradient is zero wherever it exists (as in JAX and PyTorch)
     return Primitive(name, lambda xp, x: getattr(xp, ufunc)(x), _same, lambda g, out, x: (None,), ufunc=ufunc,
-                     fused=f"{c_name}({{0}})", samples=S.unary(), reference=S.jax_numpy(name))
+                     fused=f"{c_name}({{0}})", samples=S.unary(), reference=S.jax_numpy(name),
+                     vjp_math="x̄ = 0 (piecewise constant)")
 
 
 floor = _rounding("floor", "floor", "floor")
@@ -124,15 +132,17 @@ rint = _rounding("rint", "rint", "rint")  # to the nearest integer, halves to ev
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
                 lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add", fused="({0} + {1})",
-                symbol="+", samples=S.join(S.binary(), S.scalar_mixes()), reference=S.jax_numpy("add"))
+                symbol="+", samples=S.join(S.binary(), S.scalar_mixes()), reference=S.jax_numpy("add"),
+                vjp_math="ā = ḡ, b̄ = ḡ (each summed to its operand's shape)")
 subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
                      lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract",
                      fused="({0} - {1})", symbol="-", samples=S.join(S.binary(), S.scalar_mixes()),
-                     reference=S.jax_numpy("subtract"))
+                     reference=S.jax_numpy("subtract"), vjp_math="ā = ḡ, b̄ = −ḡ (each summed to its operand's shape)")
 multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
                      lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply",
                      fused="({0} * {1})", symbol="*", samples=S.join(S.binary(), S.scalar_mixes(scalar=3)),
-                     reference=S.jax_numpy("multiply"))
+                     reference=S.jax_numpy("multiply"),
+                     vjp_math="ā = ḡ · b, b̄ = ḡ · a (each summed to its operand's shape)")
 
 
 def _divide_vjp(g, out, a, b):
@@ -144,7 +154,8 @@ divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("
                    ufunc="true_divide", fused="({0} / {1})", symbol="/",
                    samples=S.join(S.binary(S.normal, S.away0), lambda rng: [
                        ((1.0, S.away0(rng, 3, 4)), {}), ((S.normal(rng, 3, 4), 2.0), {})]),
-                   reference=S.jax_numpy("divide"))
+                   reference=S.jax_numpy("divide"),
+                   vjp_math="ā = ḡ / b, b̄ = −ḡ · y / b (each summed to its operand's shape)")
 
 
 def _power_vjp(g, out, x, y):
@@ -168,7 +179,9 @@ def _power_samples(rng):
 
 
 power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power",
-                  fused="pow({0}, {1})", symbol="**", samples=_power_samples, reference=S.jax_numpy("power"))
+                  fused="pow({0}, {1})", symbol="**", samples=_power_samples, reference=S.jax_numpy("power"),
+                  vjp_math="for y = xᵖ: x̄ = ḡ · p · xᵖ⁻¹, p̄ = ḡ · y · log x (0 where x ≤ 0; none for a constant "
+                           "p) (each summed to its operand's shape)")
 
 
 def _logaddexp_samples(rng):
@@ -179,7 +192,8 @@ def _logaddexp_samples(rng):
 logaddexp = Primitive("logaddexp", lambda xp, a, b: xp.logaddexp(a, b), _broadcast("logaddexp"),
                       lambda g, out, a, b: (_unbroadcast(g * exp(a - out), a), _unbroadcast(g * exp(b - out), b)),
                       ufunc="logaddexp", fused="(max({0}, {1}) + log1p(exp(-fabs({0} - {1}))))",
-                      samples=_logaddexp_samples, reference=S.jax_numpy("logaddexp"))
+                      samples=_logaddexp_samples, reference=S.jax_numpy("logaddexp"),
+                      vjp_math="ā = ḡ · e^(a − y), b̄ = ḡ · e^(b − y) (each summed to its operand's shape)")
 
 
 def _minmax_vjp(pick):
@@ -201,19 +215,24 @@ maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("ma
                     _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})",
                     samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4),
                                                                    0.3), {})]),
-                    reference=S.jax_numpy("maximum"))
+                    reference=S.jax_numpy("maximum"),
+                    vjp_math="ā = ḡ · ([a > b] + ½[a = b]), b̄ = ḡ · ([a < b] + ½[a = b]) (each summed to its "
+                             "operand's shape)")
 minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
                     _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})",
                     samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4),
                                                                    -0.3), {})]),
-                    reference=S.jax_numpy("minimum"))
+                    reference=S.jax_numpy("minimum"),
+                    vjp_math="ā = ḡ · ([a < b] + ½[a = b]), b̄ = ḡ · ([a > b] + ½[a = b]) (each summed to its "
+                             "operand's shape)")
 
 # -- comparisons (no gradient) ----------------------------------------------------------------------------------
 def _comparison(name, ufunc, op):
     return Primitive(name, lambda xp, a, b: getattr(xp, ufunc)(a, b), _compare(name), ufunc=ufunc,
                      fused=f"({{0}} {op} {{1}})", differentiable=False, reference=S.jax_numpy(ufunc),
                      samples=S.join(S.binary(), lambda rng: [((np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])),
-                                                              {})]))  # with ties: == and >= are exact
+                                                              {})]),
+                     vjp_math="no gradient (boolean output)")  # with ties: == and >= are exact
 
 
 greater = _comparison("greater", "greater", ">")
@@ -246,7 +265,9 @@ def _where_samples(rng):
             ((np.bool_(True), S.normal(rng), S.normal(rng, 3)), {})]
 
 
-@exposes(_where, samples=_where_samples, reference=S.jax_numpy("where"))
+@exposes(_where, samples=_where_samples, reference=S.jax_numpy("where"),
+         vjp_math="ā = where(c, ḡ, 0), b̄ = where(c, 0, ḡ) (each summed to its operand's shape); no gradient for "
+                  "the condition c")
 def where(condition, a, b):
     """Elementwise choice: a where `condition` is true, else b (broadcasting). Differentiable in a and b."""
     return _where(condition, a, b)
@@ -265,7 +286,8 @@ def _astype_samples(rng):
             ((np.arange(6).reshape(2, 3), np.float64), {})]
 
 
-@exposes(_astype, samples=_astype_samples, reference=lambda jax: lambda x, dtype: jax.numpy.asarray(x).astype(dtype))
+@exposes(_astype, samples=_astype_samples, reference=lambda jax: lambda x, dtype: jax.numpy.asarray(x).astype(dtype),
+         vjp_math="x̄ = astype(ḡ, x.dtype) (none for a non-float x)")
 def astype(x, dtype):
     """x converted to `dtype` (the gradient converts back)."""
     dtype = np.dtype(dtype)
@@ -276,4 +298,5 @@ def astype(x, dtype):
 
 stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same, lowering=lambda ctx, x, out=None: x,
                           differentiable=False, samples=S.unary(), reference=lambda jax: jax.lax.stop_gradient,
-                          doc="x itself, but no gradient flows back through it.")
+                          doc="x itself, but no gradient flows back through it.",
+                          vjp_math="no gradient (x̄ = 0: the graph is cut here)")

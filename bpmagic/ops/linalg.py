@@ -57,7 +57,8 @@ _MATMUL_SHAPES = [((3, 4), (4, 2)), ((3, 1), (1, 4)), ((2, 3, 4), (2, 4, 2)), ((
                   ((2, 3, 4), (4,)), ((4,), (2, 4, 3))]
 
 
-@exposes(_matmul, samples=S.binary(shapes=_MATMUL_SHAPES), reference=S.jax_numpy("matmul"))
+@exposes(_matmul, samples=S.binary(shapes=_MATMUL_SHAPES), reference=S.jax_numpy("matmul"),
+         vjp_math="Ā = ḡ Bᵀ, B̄ = Aᵀ ḡ (batch axes summed back to each shape; a 1-d operand as a row or column vector)")
 def matmul(a, b):
     """a @ b: matrix product; 1-d operands act as row/column vectors and that axis is dropped, as in NumPy."""
     a_vec, b_vec = len(a.shape) == 1, len(b.shape) == 1

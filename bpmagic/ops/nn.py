@@ -95,7 +95,8 @@ unfold = Primitive("unfold", _unfold_impl, _unfold_rule,
                    doc="Sliding windows (im2col): (N, C, H, W) -> (N, C, kh, kw, OH, OW).", numpy_name=None,
                    samples=lambda rng: [((S.normal(rng, 1, 2, 3, 3),), dict(kernel=(2, 2), stride=1)),
                                         ((S.normal(rng, 1, 1, 5, 5),), dict(kernel=(2, 3), stride=2))],
-                   reference=_unfold_reference)
+                   reference=_unfold_reference,
+                   vjp_math="x̄ = fold(ḡ): each window's cotangent added back into the image")
 fold = Primitive("fold", _fold_impl, lambda cols, image_shape, stride: (cols.shape[:2] + tuple(image_shape),
                                                                         cols.dtype),
                  lambda g, out, cols, image_shape, stride: (unfold(g, kernel=tuple(cols.shape[2:4]),
@@ -104,7 +105,7 @@ fold = Primitive("fold", _fold_impl, lambda cols, image_shape, stride: (cols.sha
                  samples=lambda rng: [((S.normal(rng, 1, 1, 2, 2, 2, 2),), dict(image_shape=(3, 3), stride=1)),
                                       ((S.normal(rng, 1, 2, 2, 2, 2, 2),), dict(image_shape=(4, 4), stride=2)),
                                       ((S.normal(rng, 1, 1, 2, 2, 2, 2),), dict(image_shape=(5, 5), stride=2))],
-                 reference=_fold_reference)
+                 reference=_fold_reference, vjp_math="cols̄ = unfold(ḡ)")
 
 
 def _pad_impl(xp, x, padding):
@@ -121,7 +122,8 @@ pad2d = Primitive("pad2d", _pad_impl,
                   samples=lambda rng: [((S.normal(rng, 1, 2, 3, 3),), dict(padding=1)),
                                        ((S.normal(rng, 2, 1, 2, 2),), dict(padding=2))],
                   reference=lambda jax: lambda x, padding: jax.numpy.pad(
-                      x, ((0, 0), (0, 0), (padding, padding), (padding, padding))))
+                      x, ((0, 0), (0, 0), (padding, padding), (padding, padding))),
+                  vjp_math="x̄ = ḡ[:, :, p:p+H, p:p+W] (the padding's cotangent is dropped)")
 
 
 def _pair(v):
@@ -134,7 +136,8 @@ def _pair(v):
     ((S.normal(rng, 1, 2, 5, 5), S.normal(rng, 2, 2, 3, 3)), dict(stride=2, padding=1)),
     ((S.normal(rng, 1, 1, 4, 4), S.normal(rng, 2, 1, 3, 3)), dict(stride=1, padding=1)),
     ((S.normal(rng, 1, 3, 4, 5), S.normal(rng, 2, 3, 2, 3)), dict(stride=2)),
-    ((S.normal(rng, 2, 3, 2, 2), S.normal(rng, 4, 3, 1, 1)), {})], reference=_conv_reference, numpy_name=None)
+    ((S.normal(rng, 2, 3, 2, 2), S.normal(rng, 4, 3, 1, 1)), {})], reference=_conv_reference, numpy_name=None,
+           vjp_math="x̄ = conv_transpose2d(ḡ, w) (stride s, padding cropped), w̄ = Σₙ ḡ ⋆ x (through unfold and fold)")
 def conv2d(x, w, stride=1, padding=0):
     """2-d cross-correlation, as in PyTorch: x is (N, C, H, W), w is (out, C, kh, kw) -> (N, out, OH, OW)."""
     if len(x.shape) != 4 or len(w.shape) != 4:
@@ -184,7 +187,8 @@ def _distinct(rng, *shape):
                                 ((_distinct(rng, 1, 1, 4, 4), 2), dict(stride=1)),
                                 ((_distinct(rng, 2, 1, 3, 4), (2, 3)), dict(stride=1)),
                                 ((_distinct(rng, 1, 1, 5, 5), 3), dict(stride=2))],
-           reference=_pool_reference(-float("inf"), "max"), numpy_name=None)
+           reference=_pool_reference(-float("inf"), "max"), numpy_name=None,
+           vjp_math="x̄ = ḡ routed to each window's largest entry (shared among ties; overlapping windows add)")
 def max_pool2d(x, kernel_size, stride=None):
     """Largest value in each window (stride defaults to the window size)."""
     return _reduce.max(_pool_windows(x, kernel_size, stride, "max_pool2d"), axis=2)
@@ -192,7 +196,8 @@ def max_pool2d(x, kernel_size, stride=None):
 
 @composite(samples=lambda rng: [((S.normal(rng, 1, 2, 4, 4), 2), {}), ((S.normal(rng, 1, 1, 4, 4), 2), dict(stride=1)),
                                 ((S.normal(rng, 1, 2, 5, 5), 3), dict(stride=2))],
-           reference=_pool_reference(0.0, "add", scale=True), numpy_name=None)
+           reference=_pool_reference(0.0, "add", scale=True), numpy_name=None,
+           vjp_math="x̄ = ḡ / (kh · kw) spread over each window (overlapping windows add)")
 def avg_pool2d(x, kernel_size, stride=None):
     """Average of each window (stride defaults to the window size)."""
     return _reduce.mean(_pool_windows(x, kernel_size, stride, "avg_pool2d"), axis=2)
@@ -201,7 +206,9 @@ def avg_pool2d(x, kernel_size, stride=None):
 # -- embedding -----------------------------------------------------------------------------------------------------
 @composite(samples=lambda rng: [((S.normal(rng, 5, 3), np.array([[0, 2, 0], [4, 0, 1]])), {}),
                                 ((S.normal(rng, 5, 3), np.array([3, 3, 3])), {})],
-           reference=lambda jax: lambda table, ids: table[ids], numpy_name=None)
+           reference=lambda jax: lambda table, ids: table[ids], numpy_name=None,
+           vjp_math="tablē = zeros_like(table) with ḡ's rows added at ids (repeated ids accumulate); no gradient "
+                    "for ids")
 def embedding(table, ids):
     """Rows of `table` (vocab, dim) for integer `ids` of any shape -> ids.shape + (dim,)."""
     if len(table.shape) != 2:
@@ -228,7 +235,7 @@ def _philox(key, shape, dtype):
 # randomness has no JAX twin: the reference is NumPy's Philox itself, which the draw must reproduce on every backend
 @exposes(_uniform, samples=lambda rng: [((np.int64(3), (3, 4)), {}), ((np.int64(7), (5,)), dict(dtype=np.float64))],
          reference=lambda jax: lambda key, shape, dtype=np.float32: jax.numpy.asarray(_philox(key, shape, dtype)),
-         numpy_name=None)
+         numpy_name=None, vjp_math="no gradient (random numbers from an integer key)")
 def uniform(key, shape, dtype=np.float32):
     """Uniform [0, 1) numbers of `shape`, the same for the same integer `key`."""
     key = key if hasattr(key, "_bp_trace") else np.asarray(key, np.int64)
@@ -245,7 +252,7 @@ def _dropout_reference(jax):
 
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4), 0.5), dict(key=7)), ((S.normal(rng, 3, 4), 0.25), dict(key=1)),
                                 ((S.normal(rng, 2, 3), 0.0), dict(key=3))],
-           reference=_dropout_reference, numpy_name=None)
+           reference=_dropout_reference, numpy_name=None, vjp_math="x̄ = ḡ · [kept] / (1 − rate)")
 def dropout(x, rate, key):
     """Zero each entry with probability `rate` and scale the rest by 1/(1 - rate); reproducible by `key`."""
     if not 0 <= rate < 1:

@@ -86,7 +86,8 @@ _sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_
                  vjp=lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
 
 
-@exposes(_sum, samples=_reduction_samples(), reference=S.jax_numpy("sum"))
+@exposes(_sum, samples=_reduction_samples(), reference=S.jax_numpy("sum"),
+         vjp_math="x̄ = broadcast_to(ḡ, x.shape) (ḡ repeated along the summed axes)")
 def sum(x, axis=None, keepdims=False):
     """Sum over `axis` (all axes when None)."""
     axes = _norm_axis(x, axis, "sum")
@@ -95,7 +96,8 @@ def sum(x, axis=None, keepdims=False):
     return _sum(x, axis=axes, keepdims=bool(keepdims))
 
 
-@composite(samples=_reduction_samples(), reference=S.jax_numpy("mean"))
+@composite(samples=_reduction_samples(), reference=S.jax_numpy("mean"),
+           vjp_math="x̄ = broadcast_to(ḡ, x.shape) / n, n the number of entries averaged")
 def mean(x, axis=None, keepdims=False):
     """Average over `axis` (all axes when None)."""
     axes = _norm_axis(x, axis, "mean")
@@ -127,13 +129,15 @@ _max = Primitive("max", _max_impl, _nonempty_reduced("max"), _max_vjp, accepts_o
                  lowering=_ufunc_reduce("maximum"))
 
 
-@exposes(_max, samples=_reduction_samples(_distinct), reference=S.jax_numpy("max"))
+@exposes(_max, samples=_reduction_samples(_distinct), reference=S.jax_numpy("max"),
+         vjp_math="x̄ = ḡ · [x = y] / #{x = y} along the reduced axes (ties share ḡ equally)")
 def max(x, axis=None, keepdims=False):
     """Largest entry over `axis`; its gradient flows to the maximal entries (shared among ties)."""
     return _max(x, axis=_norm_axis(x, axis, "max"), keepdims=bool(keepdims))
 
 
-@composite(samples=_reduction_samples(_distinct), reference=S.jax_numpy("min"))
+@composite(samples=_reduction_samples(_distinct), reference=S.jax_numpy("min"),
+           vjp_math="x̄ = ḡ · [x = y] / #{x = y} along the reduced axes (ties share ḡ equally)")
 def min(x, axis=None, keepdims=False):
     """Smallest entry over `axis`."""
     return -max(-x, axis=axis, keepdims=keepdims)
@@ -152,7 +156,8 @@ def _arg_samples(rng):
             ((_distinct(rng, 2, 3, 4),), dict(axis=1)), ((np.array([1.0, 3.0, 3.0, 0.0]),), {})]  # first of ties
 
 
-@exposes(_argmax, samples=_arg_samples, reference=lambda jax: lambda x, axis=None: jax.numpy.argmax(x, axis=axis))
+@exposes(_argmax, samples=_arg_samples, reference=lambda jax: lambda x, axis=None: jax.numpy.argmax(x, axis=axis),
+         vjp_math="no gradient (integer output)")
 def argmax(x, axis=None):
     """Index of the largest entry along `axis`; with axis=None, NumPy's index into the flattened array (not
     differentiable)."""
@@ -162,7 +167,7 @@ def argmax(x, axis=None):
 
 
 @composite(samples=_arg_samples, reference=lambda jax: lambda x, axis=None: jax.numpy.argmin(x, axis=axis),
-           differentiable=False)
+           differentiable=False, vjp_math="no gradient (integer output)")
 def argmin(x, axis=None):
     """Index of the smallest entry along `axis` (not differentiable)."""
     return argmax(-x, axis=axis)
@@ -177,7 +182,7 @@ def _var_samples(rng):
                                         ((S.normal(rng, 2, 3, 4),), dict(axis=(0, 2), ddof=2, keepdims=True))]
 
 
-@composite(samples=_var_samples, reference=S.jax_numpy("var"))
+@composite(samples=_var_samples, reference=S.jax_numpy("var"), vjp_math="x̄ = 2ḡ · (x − mean(x)) / (n − ddof)")
 def var(x, axis=None, ddof=0, keepdims=False):
     """Variance over `axis`: mean of squared deviations, divided by (n - ddof) instead of n when ddof is given."""
     axes = _norm_axis(x, axis, "var")
@@ -194,7 +199,7 @@ def _std_samples(rng):
             if _count(args[0], _norm_axis(args[0], kw.get("axis"), "std")) >= 2]
 
 
-@composite(samples=_std_samples, reference=S.jax_numpy("std"))
+@composite(samples=_std_samples, reference=S.jax_numpy("std"), vjp_math="x̄ = ḡ · (x − mean(x)) / ((n − ddof) · y)")
 def std(x, axis=None, ddof=0, keepdims=False):
     """Standard deviation over `axis`: sqrt(var(x, axis, ddof))."""
     return _ew.sqrt(var(x, axis=axis, ddof=ddof, keepdims=keepdims))
@@ -206,7 +211,8 @@ def _prod_samples(rng):
     return _reduction_samples()(rng) + [((with_zeros,), dict(axis=1)), ((S.normal(rng, 7),), {})]
 
 
-@composite(samples=_prod_samples, reference=S.jax_numpy("prod"))
+@composite(samples=_prod_samples, reference=S.jax_numpy("prod"),
+           vjp_math="x̄ᵢ = ḡ · Πⱼ≠ᵢ xⱼ (exact at zeros: through the pairwise product tree)")
 def prod(x, axis=None, keepdims=False):
     """Product of the entries over `axis`."""
     axes = _norm_axis(x, axis, "prod")
@@ -239,7 +245,8 @@ def _cumsum_samples(rng):
             ((S.normal(rng, 2, 3, 4),), dict(axis=-2)), ((S.normal(rng, 2, 3),), {}), ((S.normal(rng, 5),), {})]
 
 
-@exposes(_cumsum, samples=_cumsum_samples, reference=S.jax_numpy("cumsum"))
+@exposes(_cumsum, samples=_cumsum_samples, reference=S.jax_numpy("cumsum"),
+         vjp_math="x̄ᵢ = Σⱼ≥ᵢ ḡⱼ along axis (a reversed cumsum of ḡ)")
 def cumsum(x, axis=None):
     """Running sums along `axis` (over the flattened array when None, as NumPy)."""
     if axis is None:

@@ -55,14 +55,15 @@ def _cases(*cases):
 @exposes(_reshape, samples=_cases(([(2, 3, 4)], dict(shape=(6, 4))), ([(2, 3, 4)], dict(shape=(-1,))),
                                   ([(2, 3, 4)], dict(shape=(4, -1))), ([(2, 3, 4)], dict(shape=(2, 1, 12, 1))),
                                   ([()], dict(shape=(1, 1)))),
-         reference=S.jax_numpy("reshape"))
+         reference=S.jax_numpy("reshape"), vjp_math="x̄ = reshape(ḡ, x.shape)")
 def reshape(x, shape):
     """x with a new shape holding the same elements (one axis may be -1)."""
     shape = _resolve_shape(x.shape, shape)
     return x if tuple(x.shape) == shape else _reshape(x, shape=shape)
 
 
-@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=lambda jax: jax.numpy.ravel)
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=lambda jax: jax.numpy.ravel,
+           vjp_math="x̄ = reshape(ḡ, x.shape)")
 def flatten(x):
     return reshape(x, (-1,))
 
@@ -87,7 +88,7 @@ _transpose = Primitive("transpose", lambda xp, x, axes: xp.transpose(x, axes), _
 
 @exposes(_transpose, samples=_cases(([(2, 3, 4)], {}), ([(3, 4)], {}), ([(2, 3, 4)], dict(axes=(1, 0, 2))),
                                     ([(2, 3, 4)], dict(axes=(2, 0, 1))), ([(2, 3, 4)], dict(axes=(-1, 0, 1)))),
-         reference=S.jax_numpy("transpose"))
+         reference=S.jax_numpy("transpose"), vjp_math="x̄ = transpose(ḡ, argsort(axes))")
 def transpose(x, axes=None):
     """Permute axes (default: reverse them, as NumPy's x.T)."""
     n = len(x.shape)
@@ -96,7 +97,7 @@ def transpose(x, axes=None):
 
 
 @composite(samples=lambda rng: [((S.normal(rng, 2, 3, 4), 0, 2), {}), ((S.normal(rng, 2, 3, 4), -1, -2), {})],
-           reference=S.jax_numpy("swapaxes"))
+           reference=S.jax_numpy("swapaxes"), vjp_math="x̄ = swapaxes(ḡ, a, b)")
 def swapaxes(x, a, b):
     axes = list(range(len(x.shape)))
     axes[a], axes[b] = axes[b], axes[a]
@@ -120,7 +121,8 @@ _broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x
 
 @exposes(_broadcast_to, samples=_cases(([(3, 1)], dict(shape=(2, 3, 4))), ([()], dict(shape=(3,))),
                                        ([(4,)], dict(shape=(2, 3, 4))), ([(1, 4)], dict(shape=(3, 4)))),
-         reference=S.jax_numpy("broadcast_to"))
+         reference=S.jax_numpy("broadcast_to"),
+         vjp_math="x̄ = unbroadcast(ḡ, x.shape) (summed over the broadcast axes)")
 def broadcast_to(x, shape):
     shape = tuple(int(s) for s in shape)
     return x if tuple(x.shape) == shape else _broadcast_to(x, shape=shape)
@@ -131,7 +133,9 @@ def broadcast_to(x, shape):
            reference=lambda jax: lambda g, shape: jax.numpy.sum(
                g, axis=tuple(range(g.ndim - len(shape))) + tuple(
                    g.ndim - len(shape) + i for i, s in enumerate(shape) if s == 1), keepdims=False).reshape(shape),
-           numpy_name=None)
+           numpy_name=None,
+           vjp_math="input g gets broadcast_to(ȳ, g.shape), ȳ the result's cotangent: the adjoint of summing is "
+                    "broadcasting")
 def unbroadcast(g, shape):
     """Sum g down to `shape`: the adjoint of broadcasting (every binary op's VJP ends with it)."""
     shape = tuple(shape)
@@ -143,7 +147,7 @@ def unbroadcast(g, shape):
 
 
 @composite(samples=_cases(([(3, 4)], dict(axis=0)), ([(3, 4)], dict(axis=-1)), ([(3, 4)], dict(axis=1))),
-           reference=S.jax_numpy("expand_dims"))
+           reference=S.jax_numpy("expand_dims"), vjp_math="x̄ = squeeze(ḡ, axis)")
 def expand_dims(x, axis):
     shape = list(x.shape)
     axis = axis % (len(shape) + 1)
@@ -153,7 +157,7 @@ def expand_dims(x, axis):
 
 @composite(samples=_cases(([(3, 1, 4, 1)], {}), ([(3, 1, 4, 1)], dict(axis=1)), ([(3, 1, 4, 1)], dict(axis=(1, 3))),
                           ([(3, 1, 4, 1)], dict(axis=-1))),
-           reference=S.jax_numpy("squeeze"))
+           reference=S.jax_numpy("squeeze"), vjp_math="x̄ = reshape(ḡ, x.shape)")
 def squeeze(x, axis=None):
     if axis is None:
         return reshape(x, [s for s in x.shape if s != 1])
@@ -274,7 +278,8 @@ def _getitem_reference(jax):
                                                (np.asarray(idx) if isinstance(idx, list) else idx)]
 
 
-@exposes(_getitem, samples=_getitem_samples, reference=_getitem_reference, numpy_name=None)
+@exposes(_getitem, samples=_getitem_samples, reference=_getitem_reference, numpy_name=None,
+         vjp_math="x̄ = zeros_like(x) with ḡ added at idx (scatter-add: repeated indices accumulate)")
 def getitem(x, idx):
     """x[idx] for ints, slices, None, ... and integer arrays; its VJP scatters (and adds) back."""
     spec, arrays = _split_index(idx)
@@ -287,7 +292,8 @@ def getitem(x, idx):
                                 ((S.normal(rng, 3, 4), np.array([3, 1, 1])), dict(axis=1)),
                                 ((S.normal(rng, 2, 3, 2), np.array([[0, 1], [1, 1]])), dict(axis=-1)),
                                 ((S.normal(rng, 3, 4), np.array([[0, 11], [5, 5]])), dict(axis=None))],
-           reference=lambda jax: lambda x, indices, axis=None: jax.numpy.take(x, indices, axis=axis))
+           reference=lambda jax: lambda x, indices, axis=None: jax.numpy.take(x, indices, axis=axis),
+           vjp_math="x̄ = zeros_like(x) with ḡ added at the indices along axis (repeats accumulate)")
 def take(x, indices, axis=None):
     """x's entries at integer `indices` along `axis` (rows for axis=0); by default (axis=None) of the flattened
     array, as in NumPy."""
@@ -324,7 +330,7 @@ _concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs,
     (([S.normal(rng, 2, 3), S.normal(rng, 1, 3), S.normal(rng, 3, 3)],), dict(axis=0)),
     (([S.normal(rng, 2, 1), S.normal(rng, 2, 3), S.normal(rng, 2, 2)],), dict(axis=1)),
     (([S.normal(rng, 2, 2, 3), S.normal(rng, 2, 2, 1)],), dict(axis=-1))],
-    reference=S.jax_numpy("concatenate"))
+    reference=S.jax_numpy("concatenate"), vjp_math="x̄ᵢ = the slice of ḡ along axis that xᵢ occupies")
 def concatenate(xs, axis=0):
     """Join arrays along an existing axis."""
     xs = list(xs)
@@ -337,7 +343,7 @@ def concatenate(xs, axis=0):
                                 (([S.normal(rng, 2, 3), S.normal(rng, 2, 3)],), dict(axis=1)),
                                 (([S.normal(rng, 2, 3), S.normal(rng, 2, 3)],), dict(axis=-1)),
                                 (([S.normal(rng), S.normal(rng)],), {})],
-           reference=S.jax_numpy("stack"))
+           reference=S.jax_numpy("stack"), vjp_math="x̄ᵢ = ḡ at index i along axis")
 def stack(xs, axis=0):
     """Join arrays along a new axis."""
     xs = list(xs)
