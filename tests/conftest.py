@@ -52,8 +52,8 @@ def lab(tmp_path_factory):
          f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True"],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+    deadline = time.monotonic() + 180  # a busy 2-core machine starts a server slowly
+    while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"{url}/api", timeout=2)
             break
@@ -91,15 +91,28 @@ def page(browser):
     pg.close()
 
 
+KERNEL_IDLE = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
+}"""
+
+
 def kernel_idle(page):
-    return page.evaluate("""() => {
-        const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-        const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-        return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
-    }""")
+    return page.evaluate(KERNEL_IDLE)
 
 
-def open_notebook(page, lab, name, timeout=90, frontend="lab"):
+def wait_kernel_idle(page, timeout=180, why="the kernel did not become idle"):
+    """Until the current notebook's kernel is connected and idle (the page reports it), deadline `timeout` s."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(KERNEL_IDLE, timeout=timeout * 1000, polling=250)
+    except PlaywrightTimeout:
+        raise AssertionError(why) from None
+
+
+def open_notebook(page, lab, name, timeout=180, frontend="lab"):
     """Open lab.root/name in JupyterLab (frontend "lab") or Notebook 7 ("notebook") and wait until its kernel is
     connected and idle."""
     if frontend == "notebook":
@@ -108,11 +121,8 @@ def open_notebook(page, lab, name, timeout=90, frontend="lab"):
     else:
         # a workspace of its own, reset: otherwise JupyterLab restores the notebooks an earlier test had open
         page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset")
-    page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
-    deadline = time.time() + timeout
-    while not kernel_idle(page):
-        assert time.time() < deadline, f"the kernel of {name} did not become idle"
-        time.sleep(0.5)
+    page.wait_for_function("() => !!window.jupyterapp", timeout=120_000)
+    wait_kernel_idle(page, timeout, f"the kernel of {name} did not become idle")
 
 
 def run_all(page):

@@ -5,6 +5,7 @@ sends them (``comm_msg`` with ``method: update``/``custom``), optionally tagged 
 does.
 """
 import json
+import re
 import time
 
 from jupyter_client.manager import start_new_kernel
@@ -14,7 +15,7 @@ class Kernel:
     """A kernel plus the dashboard's comm ids, found in the comm_open messages it publishes."""
 
     def __init__(self, name):
-        self.km, self.kc = start_new_kernel(kernel_name=name)
+        self.km, self.kc = start_new_kernel(kernel_name=name, startup_timeout=180)  # a busy machine starts slowly
         self.comms = {}  # css class -> comm id
         self.iopub = []
 
@@ -30,7 +31,7 @@ class Kernel:
                 for cls in state.get("_dom_classes", []):
                     self.comms.setdefault(cls, msg["content"]["comm_id"])
 
-    def run(self, code, timeout=120):
+    def run(self, code, timeout=180):
         """Execute and wait; returns stdout."""
         msg_id = self.kc.execute(code)
         reply = self.wait_reply(msg_id, timeout)
@@ -39,7 +40,7 @@ class Kernel:
         return "".join(m["content"].get("text", "") for _, m in self.iopub
                        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream")
 
-    def wait_reply(self, msg_id, timeout=120):
+    def wait_reply(self, msg_id, timeout=180):
         deadline = time.time() + timeout
         while time.time() < deadline:
             self.drain(0.01)
@@ -59,7 +60,7 @@ class Kernel:
         self.kc.shell_channel.send(msg)
         return msg["header"]["msg_id"]
 
-    def wait_handled(self, msg_id, timeout=120):
+    def wait_handled(self, msg_id, timeout=180):
         """Until the kernel reports idle after handling message `msg_id`."""
         end, checked = time.time() + timeout, 0
         while True:
@@ -71,6 +72,34 @@ class Kernel:
             assert time.time() < end, "the kernel did not handle the message in time"
             self.drain(0.05)
 
+    def wait_until(self, condition, timeout=180, why="the kernel did not report it in time"):
+        """Read IOPub until `condition()` holds (it looks at what the kernel has published), deadline `timeout` s."""
+        end = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < end, why
+            self.drain(0.05)
+
+    def status(self):
+        """The newest status line the dashboard's loss view published ("training · step N/M ...", "paused at step
+        N of M", ...), or "" before any."""
+        for _, m in reversed(self.iopub):
+            if m["msg_type"] in ("comm_open", "comm_msg"):
+                status = m["content"].get("data", {}).get("state", {}).get("status")
+                if isinstance(status, str) and status:
+                    return status
+        return ""
+
+    def step(self):
+        """The step count the dashboard last reported (-1 before any)."""
+        found = re.search(r"step (\d+)", self.status())
+        return int(found.group(1)) if found else -1
+
+    def wait_steps(self, n, timeout=180):
+        """Until the dashboard reports at least `n` more steps than it has so far: training went on."""
+        target = max(self.step(), 0) + n
+        self.wait_until(lambda: self.step() >= target, timeout, f"training did not reach step {target}")
+        return self.step()
+
     def set_value(self, css_class, value, subshell_id=None):
         return self.send_comm(css_class, {"method": "update", "state": {"value": value}, "buffer_paths": []}, subshell_id)
 
@@ -81,7 +110,7 @@ class Kernel:
         msg = self.kc.session.msg("create_subshell_request", {})
         self.kc.control_channel.send(msg)
         while True:
-            reply = self.kc.control_channel.get_msg(timeout=60)
+            reply = self.kc.control_channel.get_msg(timeout=180)
             if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
                 return reply["content"]["subshell_id"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import ARTIFACTS, kernel_idle, open_notebook, run_all
+from conftest import ARTIFACTS, open_notebook, run_all, wait_kernel_idle
 
 DATA = ("import json\nimport numpy as np\nrng = np.random.default_rng(0)\n"
         "X = rng.standard_normal((256, 8)).astype(np.float32)\n"
@@ -46,7 +46,7 @@ def status_of(dashboard):
     return dashboard.locator(".bpmagic-status").text_content()
 
 
-def wait_for_status(page, k, prefix, timeout=30_000):
+def wait_for_status(page, k, prefix, timeout=60_000):
     page.wait_for_function(
         "([k, prefix]) => (document.querySelectorAll('.bpmagic-dashboard')[k]"
         "?.querySelector('.bpmagic-status')?.textContent || '').startsWith(prefix)",
@@ -72,7 +72,7 @@ def test_slider_dragged_mid_training_is_the_value_used(page, lab):
     first = bar_values(page)
     page.wait_for_function("(first) => JSON.stringify([...document.querySelectorAll("
                            "\".bpmagic-dashboard .bpmagic-bar[data-series^='gradient']\")].map("
-                           "b => parseFloat(b.dataset.value))) !== JSON.stringify(first)", arg=first, timeout=30_000)
+                           "b => parseFloat(b.dataset.value))) !== JSON.stringify(first)", arg=first, timeout=60_000)
 
     # the exact field shows the value in use, in plain decimals
     field = page.locator(".bpmagic-lr .bpmagic-control-value").first
@@ -87,7 +87,7 @@ def test_slider_dragged_mid_training_is_the_value_used(page, lab):
     page.mouse.move(x - 60, box["y"] + box["height"] / 2, steps=8)
     page.mouse.up()
     page.wait_for_function("() => parseFloat(document.querySelector('.bpmagic-lr .bpmagic-control-value').value)"
-                           " < 0.05", timeout=10_000)
+                           " < 0.05", timeout=60_000)
     shown = float(field.input_value())
     # train a while with the dragged rate: 300 more steps
     target = int(re.search(r"step (\d+)/", status_of(page.locator(".bpmagic-dashboard").first)).group(1)) + 300
@@ -156,14 +156,13 @@ def test_exact_values_pause_step_and_stop_in_a_blocking_cell(page, lab):
     print(f"'paused at step N' shown {shown_after:.2f} s after the click")
 
     # the record survives: saved, then reopened with a fresh kernel, each dashboard's final state is an image
-    while not kernel_idle(page):
-        page.wait_for_timeout(200)
+    wait_kernel_idle(page, 180, "the notebook did not finish")
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=60_000)
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
     open_notebook(page, lab, "controls.ipynb")  # the page reloads: the old views and their models are gone
     records = page.locator("img[data-bpmagic-record]")
-    records.first.wait_for(timeout=30_000)
+    records.first.wait_for(timeout=60_000)
     assert records.count() == 2
     for i, outcome in enumerate(["finished all 3000 steps", f"stopped at step {paused_at + 1}"]):
         img = records.nth(i)
@@ -207,7 +206,7 @@ def test_nbconvert_html_of_an_executed_lab_shows_the_final_dashboard(page, lab, 
 
     lab_path = Path(__file__).resolve().parent.parent / "examples" / "00_quickstart.ipynb"
     nb = nbformat.read(lab_path, as_version=4)
-    NotebookClient(nb, kernel_name="backprop", timeout=120,
+    NotebookClient(nb, kernel_name="backprop", timeout=300, startup_timeout=180,
                    resources={"metadata": {"path": str(lab_path.parent)}}).execute()
     executed = tmp_path / "quickstart.ipynb"
     nbformat.write(nb, executed)

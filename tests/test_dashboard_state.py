@@ -28,11 +28,22 @@ def controls_of(dashboard):
     return next(p for p in dashboard.panels if type(p).__name__ == "ControlsPanel")
 
 
-def wait_for(condition, timeout=60, why=lambda: ""):
+def wait_for(condition, timeout=180, why=lambda: ""):
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out: {why()}"
         time.sleep(0.01)
+
+
+def settled(run, hold=0.3, timeout=180):
+    """Steps done once they hold still for `hold` s (paused: the step in progress when Pause came may still end, then
+    none runs; time passing is the test). A run that did not pause never holds still, and fails the deadline."""
+    deadline, n = time.monotonic() + timeout, -1
+    while n != run.steps_done:
+        assert time.monotonic() < deadline, f"the steps did not stop: {run.steps_done}, {run.status}"
+        n = run.steps_done
+        time.sleep(hold)
+    return n
 
 
 def test_values_are_exact_and_ordered_and_recorded():
@@ -40,7 +51,7 @@ def test_values_are_exact_and_ordered_and_recorded():
     try:
         lr = controls_of(dash).lr
         assert lr.value == 0.03 and lr.version == 0  # shown exactly, nothing snapped
-        run.wait(until_step=50, timeout=60)
+        run.wait(until_step=50, timeout=180)
         run.optimizer.lr = 0.1  # from code
         wait_for(lambda: lr.value == 0.1)  # appears on the control
         assert lr.version == 1
@@ -52,7 +63,7 @@ def test_values_are_exact_and_ordered_and_recorded():
         lr.set_state({"value": 1e9, "base": 1})
         assert run.optimizer.lr == 0.5 and lr.rejected == 2 and "rejected" in lr.error
         at = run.steps_done
-        run.wait(until_step=at + 50, timeout=60)
+        run.wait(until_step=at + 50, timeout=180)
     finally:
         run.stop().wait()
     changes = [(name, old, new) for _, name, old, new in run.changes()]
@@ -68,15 +79,15 @@ def test_pause_stop_and_the_end_are_shown_at_once():
     panel = controls_of(dash)
     loss_view = dash.panels[0].widget
     try:
-        run.wait(until_step=20, timeout=60)
+        run.wait(until_step=20, timeout=180)
         panel._toggle_pause()
         assert run.status == "paused"
         wait_for(lambda: loss_view.status.startswith(f"paused at step {run.steps_done} of"),
                  why=lambda: f"{loss_view.status!r}, {run.steps_done} steps, {run.status}")
         assert panel.pause.description == "Resume" and not panel.step.disabled
-        run.wait(timeout=0.2)  # the step that was running when Pause came may still end; then none runs
-        before = run.steps_done
-        assert loss_view.status.startswith(f"paused at step {before} of")
+        before = settled(run)
+        wait_for(lambda: loss_view.status.startswith(f"paused at step {before} of"),
+                 why=lambda: f"{loss_view.status!r}, {run.steps_done} steps, {run.status}")
         run.step_once()
         wait_for(lambda: loss_view.status.startswith(f"paused at step {before + 1} of"))
         panel._toggle_pause()

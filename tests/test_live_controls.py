@@ -39,29 +39,26 @@ def stock_kernel():
     k.close()
 
 
-def start_training(k, options="--steps 100000000 --lr 0.1"):
+def start_training(k, options="--steps 100000000 --lr 0.1", steps=50):
+    """Run the training cell (not waited for) until the dashboard reports `steps` steps done."""
     msg_id = k.kc.execute(f"%%backprop {options}\n{CELL}")
-    deadline = time.time() + 180
-    while "bpmagic-lr" not in k.comms:
-        assert time.time() < deadline, "the dashboard never appeared"
-        k.drain(0.05)
-    time.sleep(1.0)  # let it train for a while first
+    k.wait_until(lambda: "bpmagic-lr" in k.comms, 180, "the dashboard never appeared")
+    k.wait_until(lambda: k.step() >= steps, 180, f"training did not reach step {steps}")
     return msg_id
 
 
-def wait_steps(k, seconds):
-    end = time.time() + seconds
-    while time.time() < end:
-        k.drain(0.05)
+def wait_steps(k, msg_id, steps=50):
+    """Until the kernel has handled message `msg_id` and then reported `steps` more steps: that many ran after it."""
+    k.wait_handled(msg_id)
+    k.wait_steps(steps)
 
 
 def assert_lr_changed_mid_training(k, subshell_id=None, background=False):
     msg_id = start_training(k, "--steps 100000000 --lr 0.1" + (" --background" if background else ""))
-    k.set_value("bpmagic-lr", 0.01, subshell_id)
-    wait_steps(k, 1.0)
+    wait_steps(k, k.set_value("bpmagic-lr", 0.01, subshell_id))
     k.click("bpmagic-stop", subshell_id)
     if not background:
-        k.wait_reply(msg_id, timeout=120)  # Stop ended the blocking cell
+        k.wait_reply(msg_id)  # Stop ended the blocking cell
     else:
         k.run("_bp.wait()")
     h = k.history("lr")
@@ -77,25 +74,37 @@ def test_backprop_kernel_plain_comm_messages(backprop_kernel):
     assert_lr_changed_mid_training(backprop_kernel)
 
 
+def hold(k, seconds):
+    """Keep reading IOPub for `seconds`: while paused, time passing is the test (no step may run meanwhile)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        k.drain(0.05)
+
+
 def test_backprop_kernel_pause_step_resume(backprop_kernel):
     k = backprop_kernel
     msg_id = start_training(k)
     k.click("bpmagic-pause")
-    wait_steps(k, 0.5)
-    for _ in range(3):
+    k.wait_until(lambda: k.status().startswith("paused at step"), why="Pause was not shown")
+    first_shown = k.step()
+    hold(k, 0.5)
+    paused_at = k.step()
+    assert paused_at - first_shown in (0, 1)  # at most the step that was running when Pause came
+    for i in range(1, 4):
         k.click("bpmagic-step")
-        wait_steps(k, 0.3)
+        k.wait_until(lambda: k.step() >= paused_at + i, why=f"Step {i} did not run")
+        hold(k, 0.3)
+        assert k.status().startswith(f"paused at step {paused_at + i} "), k.status()  # exactly one step a click
     k.click("bpmagic-pause")  # the same button resumes
-    wait_steps(k, 0.5)
+    k.wait_steps(50)
     k.click("bpmagic-stop")
-    k.wait_reply(msg_id, timeout=120)
+    k.wait_reply(msg_id)
     h = k.history("step", "time")
     times = h["time"]
     # while paused, exactly three steps ran, each after a click, with long gaps in between
-    long_gaps = [i for i, (a, b) in enumerate(zip(times, times[1:])) if b - a > 0.2]
-    assert len(long_gaps) == 4, long_gaps  # pause | step | step | step | resume
-    assert long_gaps[-1] - long_gaps[0] == 3
-    assert len(times) > long_gaps[-1] + 10  # it resumed and trained on
+    gaps = [b - a for a, b in zip(times[paused_at - 1:paused_at + 3], times[paused_at:paused_at + 4])]
+    assert len(gaps) == 4 and all(g > 0.2 for g in gaps), gaps  # pause | step | step | step | resume
+    assert len(times) > paused_at + 3 + 10  # it resumed and trained on
 
 
 def test_stock_kernel_subshell_messages(stock_kernel):
@@ -112,15 +121,14 @@ def test_bad_values_are_rejected_and_snap_back(backprop_kernel):
     msg_id = start_training(k)
     sent_at = time.time()
     k.set_value("bpmagic-lr", float("nan"))
-    k.set_value("bpmagic-lr", 1e9)
-    wait_steps(k, 1.0)
+    wait_steps(k, k.set_value("bpmagic-lr", 1e9))
     lr_comm = k.comms["bpmagic-lr"]
     snaps = [m for t, m in k.iopub if t >= sent_at and m["msg_type"] == "comm_msg"
              and m["content"]["comm_id"] == lr_comm and m["content"]["data"].get("method") == "update"
              and "value" in m["content"]["data"].get("state", {})]
     assert snaps and snaps[-1]["content"]["data"]["state"]["value"] == pytest.approx(0.1)  # snapped back
     k.click("bpmagic-stop")
-    k.wait_reply(msg_id, timeout=120)
+    k.wait_reply(msg_id)
     h = k.history("lr")
     assert h["lr"] == [pytest.approx(0.1)] * len(h["lr"]) and len(h["lr"]) > 100  # went on, unchanged
 
@@ -134,7 +142,7 @@ def test_a_flood_of_control_messages(backprop_kernel):
         last = k.set_value("bpmagic-lr", v)
     # how fast is bench/controls.py's business; here only a generous deadline for a busy machine
     k.wait_handled(last, timeout=900)
-    wait_steps(k, 1.0)  # some steps with the last value before Stop (thousands a second at this size)
+    k.wait_steps(50)  # some steps with the last value before Stop
     k.click("bpmagic-stop")
     k.wait_reply(msg_id, timeout=300)
     h = k.history("lr")

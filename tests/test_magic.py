@@ -111,8 +111,8 @@ def replay(ip, ns, steps):
 def test_stop_mid_training_leaves_the_params_of_the_last_step(ip, ns):
     backprop(ip, "--steps 1000000 --background --no-dashboard --reset --lr 0.5 --batch-size 2")
     run = ns["_bp"]
-    while run.steps_done < 200:
-        time.sleep(0.01)
+    run.wait(until_step=200, timeout=180)
+    assert run.steps_done >= 200
     run.stop().wait()
     assert run.status == "stopped" and run.ended_because == "stopped"
     stopped = {k: ns[k].copy() for k in ("W1", "b1", "W2", "b2")}
@@ -124,21 +124,21 @@ def test_stop_mid_training_leaves_the_params_of_the_last_step(ip, ns):
 def test_pause_step_resume(ip, ns):
     backprop(ip, "--steps 1000000 --background --no-dashboard --name pz")
     run = ns["pz"]
-    while run.steps_done < 10:
-        time.sleep(0.01)
+    run.wait(until_step=10, timeout=180)
     run.pause()
-    time.sleep(0.1)
-    n = run.steps_done
-    time.sleep(0.2)
-    assert run.steps_done == n  # paused
+    # paused: the step in progress when Pause came may still end, then no step runs for as long as we look (time
+    # passing is the test); a run that did not pause would never hold still for 0.3 s
+    deadline, n = time.monotonic() + 180, -1
+    while n != run.steps_done:
+        assert time.monotonic() < deadline, "Pause did not stop the steps"
+        n = run.steps_done
+        time.sleep(0.3)
     run.step_once()
-    deadline = time.time() + 5
-    while run.steps_done < n + 1 and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
+    run.wait(until_step=n + 1, timeout=180)
+    time.sleep(0.3)  # exactly one: no second step follows
     assert run.steps_done == n + 1
     run.resume()
-    time.sleep(0.1)
+    run.wait(until_step=n + 2, timeout=180)
     assert run.steps_done > n + 1
     run.stop().wait()
 
@@ -146,15 +146,13 @@ def test_pause_step_resume(ip, ns):
 def test_learning_rate_changed_from_another_thread_mid_training(ip, ns):
     backprop(ip, "--steps 1000000 --background --no-dashboard --lr 0.2 --name live")
     run = ns["live"]
-    while run.steps_done < 100:
-        time.sleep(0.005)
+    run.wait(until_step=100, timeout=180)
     before = run.steps_done
     t = threading.Thread(target=lambda: run.controls.set(lr=0.05))
     t.start()
     t.join()
     after = run.steps_done
-    while run.steps_done < after + 50:
-        time.sleep(0.005)
+    run.wait(until_step=after + 50, timeout=180)
     run.stop().wait()
     lrs = run.history["lr"]
     k = lrs.index(0.05)

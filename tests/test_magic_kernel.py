@@ -1,6 +1,7 @@
 """%%backprop on a real kernel: a notebook run by nbclient (as Run All / papermill would), and a kernel interrupt
 sent through jupyter_client while a cell is training."""
 import json
+import re
 import time
 
 import nbformat
@@ -23,7 +24,7 @@ def test_notebook_runs_top_to_bottom_with_nbclient():
         nbformat.v4.new_code_cell("import json\nprint(json.dumps({'loss': xor.loss, 'status': xor.status,"
                                   " 'W1': W1.shape, 'steps': xor.steps_done}))"),
     ]
-    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    NotebookClient(nb, kernel_name="python3", timeout=180, startup_timeout=180).execute()
     train_out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert "Trained 300 steps" in train_out
     result = json.loads(nb.cells[2].outputs[-1]["text"])
@@ -31,7 +32,7 @@ def test_notebook_runs_top_to_bottom_with_nbclient():
     assert result["loss"] < 0.05
 
 
-def execute(kc, code, timeout=60):
+def execute(kc, code, timeout=180):
     """Run code on the kernel; returns (reply content, stdout text)."""
     msg_id = kc.execute(code)
     out = []
@@ -48,7 +49,7 @@ def execute(kc, code, timeout=60):
 
 @pytest.fixture
 def kernel():
-    km, kc = start_new_kernel(kernel_name="python3")
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=180)
     yield km, kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
@@ -58,15 +59,13 @@ def test_interrupt_while_training_stops_at_a_step_boundary(kernel):
     km, kc = kernel
     execute(kc, SETUP)
     msg_id = kc.execute("%%backprop --steps 100000000 --lr 0.5 --batch-size 2 --no-dashboard\n" + XOR_CELL)
-    deadline = time.time() + 30
-    while True:  # wait until training has really started
-        reply, out = execute_probe(kc, km, msg_id)
-        if out or time.time() > deadline:
-            break
-    time.sleep(1.0)
+    deadline, printed = time.monotonic() + 180, ""
+    while not re.search(r": step [1-9]", printed):  # until training has really started: it printed a step done
+        assert time.monotonic() < deadline, f"training did not start: {printed!r}"
+        printed += execute_probe(kc, km, msg_id)[1]
     km.interrupt_kernel()
     while True:
-        msg = kc.get_shell_msg(timeout=30)
+        msg = kc.get_shell_msg(timeout=180)
         if msg["parent_header"].get("msg_id") == msg_id:
             break
     reply, out = execute(kc, "import json\nsnap = {k: globals()[k].copy() for k in ('W1', 'b1', 'W2', 'b2')}\n"
@@ -128,7 +127,7 @@ loss: Loss = -np.mean(np.sum(y * np.log(p) + (1 - y) * np.log(1 - p), axis=1))
 
 @pytest.fixture(scope="module")
 def learner_kernel():
-    km, kc = start_new_kernel(kernel_name="python3")
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=180)
     reply, _ = execute(kc, RNN_SETUP)
     assert reply["status"] == "ok", reply
     yield kc
@@ -166,14 +165,14 @@ def test_kernel_shows_a_typo_as_one_message_without_bpmagic_frames(learner_kerne
                                                                                                   "np.tanhh("))
     shown = []
     while True:
-        msg = learner_kernel.get_iopub_msg(timeout=60)
+        msg = learner_kernel.get_iopub_msg(timeout=180)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         if msg["msg_type"] in ("stream", "error"):
             shown.append(json.dumps(msg["content"]))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    reply = learner_kernel.get_shell_msg(timeout=60)["content"]
+    reply = learner_kernel.get_shell_msg(timeout=180)["content"]
     assert reply["status"] == "error" and reply["ename"] == "UsageError"
     assert reply["evalue"].startswith("line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. "
                                       "Did you mean tanh?")

@@ -59,7 +59,7 @@ def _train(setup, cell, name):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(cell),
                 nbformat.v4.new_code_cell(REPORT.replace("{n}", name))]
-    NotebookClient(nb, kernel_name="python3", timeout=180).execute()
+    NotebookClient(nb, kernel_name="python3", timeout=300, startup_timeout=180).execute()
     return json.loads(nb.cells[2].outputs[-1]["text"])
 
 
