@@ -211,7 +211,8 @@ def test_graphs_fit_teach_and_survive(page, lab):
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
         nb.activeCellIndex = 6; window.jupyterapp.commands.execute('notebook:run-cell'); }""")
     layers = printed(page, "LAYERS").split()
-    panel = output_of(page, 6).locator(".bpmagic-bars").first
+    # the dashboard is two outputs, the live view and then its static record: the panel is in the first
+    panel = page.locator(".jp-CodeCell").nth(6).locator(".jp-OutputArea-output .bpmagic-bars").first
     panel.locator(".bpmagic-strip-rows > div").first.wait_for(timeout=60_000)
     legend = panel.locator(".bpmagic-bars-legend").inner_text()
     assert "gradient of the parameters" in legend and "backpropagated signal" in legend
@@ -224,7 +225,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
     pixels = panel.locator("canvas").evaluate(STRIP_PIXELS)
     assert all(p in BANDS for row in pixels for p in row), f"strip colours outside the fixed bands: {pixels}"
     print("gradient strip bands per layer:", {layer: sorted({BANDS[p] for p in row}) for layer, row in zip(layers, pixels)})
-    output_of(page, 6).screenshot(path=str(ARTIFACTS / "gradient_panel.png"))
+    panel.screenshot(path=str(ARTIFACTS / "gradient_panel.png"))
 
     # saved, the notebook carries each graph's SVG as drawn in the browser (the kernel had no `dot`)
     wait_idle(page)

@@ -88,11 +88,22 @@ def test_lab_with_run_all_in_the_browser(page, lab, path, frontend):
         assert "Error displaying widget" not in body and "Loading widget" not in body
 
         # every dashboard shows its run's end; those of ended runs have their controls off
-        dashboards = page.evaluate(DASHBOARDS)
+        # (the kernel is idle before the browser has applied the runs' last updates: wait for the page to show them)
+        def dashboards_now():
+            ds = page.evaluate(DASHBOARDS)
+            return ds, [d for d in ds if not d["status"].startswith("training")]
+
+        settle = time.monotonic() + 120
+        dashboards, ended = dashboards_now()
+        while (len(dashboards) - len(ended) != STILL_TRAINING.get(path.stem, 0)
+               or not all(d["pause"] and d["step"] and d["stop"] and all(d["controls"]) for d in ended)):
+            if time.monotonic() > settle:
+                break  # the assertions below say what is wrong
+            time.sleep(0.5)
+            dashboards, ended = dashboards_now()
         shown = sum(1 for c in cells for o in c["outputs"]
                     if text_of(o.get("data", {})).startswith("bpmagic live dashboard"))
         assert len(dashboards) == shown
-        ended = [d for d in dashboards if not d["status"].startswith("training")]
         assert len(dashboards) - len(ended) == STILL_TRAINING.get(path.stem, 0), dashboards
         for d in ended:
             assert d["pause"] and d["step"] and d["stop"] and all(d["controls"]), d
