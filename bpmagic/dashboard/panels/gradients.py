@@ -11,23 +11,30 @@ from ..dashboard import Panel
 from ..views import LayerBarsView, f32
 
 STRIP_COLUMNS = 120
+# entries read per column: the strip is redrawn ~10 times a second from a history that grows by thousands of steps a
+# second, so it reads a fixed number of evenly spaced steps, never the whole history (that grew quadratically and
+# starved the kernel's message handling on long runs)
+SAMPLES_PER_COLUMN = 16
 
 
 def strip(history, layers, prefix, cols=STRIP_COLUMNS):
-    """float32 [layers, cols]: log10 of `prefix/<layer>` averaged over equal slices of the steps so far."""
+    """float32 [layers, cols]: log10 of `prefix/<layer>` averaged over equal slices of the steps so far (from up to
+    SAMPLES_PER_COLUMN evenly spaced steps per slice)."""
     n = len(history.get("step", []))
     if n == 0:
         return np.zeros((len(layers), 0), np.float32)
     cols = min(cols, n)
-    edges = np.linspace(0, n, cols + 1).astype(int)
+    take = np.unique(np.linspace(0, n - 1, min(n, cols * SAMPLES_PER_COLUMN)).astype(np.int64))
+    column = take * cols // n
+    per_column = np.bincount(column, minlength=cols)
     out = np.full((len(layers), cols), np.nan, np.float32)
     for i, layer in enumerate(layers):
-        values = np.asarray(history.get(f"{prefix}/{layer}", [])[:n], np.float64)
-        if values.size < n:
+        values = history.get(f"{prefix}/{layer}", [])
+        if len(values) < n:
             continue
+        sampled = np.fromiter((values[j] for j in take), np.float64, len(take))
         with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.log10(values)
-            out[i] = np.add.reduceat(logs, edges[:-1]) / np.diff(edges)
+            out[i] = np.bincount(column, np.log10(sampled), minlength=cols) / per_column
     return out
 
 
