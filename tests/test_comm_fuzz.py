@@ -16,19 +16,8 @@ import uuid
 
 import numpy as np
 import pytest
-from kernel_client import Kernel
+from kernel_client import CELL, SETUP, Kernel
 
-SETUP = ("import numpy as np\nrng = np.random.default_rng(0)\nX = rng.standard_normal((256, 8)).astype(np.float32)\n"
-         "Y = (X[:, 0] > 0).astype(int)")
-CELL = """\
-W1: Param = randn(8, 16) * 0.3
-b1: Param = zeros(16)
-W2: Param = randn(16, 2) * 0.3
-b2: Param = zeros(2)
-x: Input = X
-y: Target = Y
-loss: Loss = cross_entropy(tanh(x @ W1 + b1) @ W2 + b2, y)
-"""
 OPTIONS = "--steps 100000000 --lr 0.1 --optimizer momentum --momentum 0.5 --weight-decay 0.001"
 # the ranges the dashboard offers for these options (panels/controls.py); no value from outside may leave them
 RANGES = {"lr": (1e-4, 10.0), "momentum": (0.0, 0.99), "weight_decay": (0.0, 0.1), "lr_multiplier": (0.0, 4.0)}
