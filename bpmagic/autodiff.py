@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
+from .errors import BackpropError
 from .ir import Var
+from .trace import at_source
 
 
 def _differentiable(dtype) -> bool:
@@ -22,11 +24,22 @@ def active_vars(eqns, wrt_vars) -> set:
     active = set(wrt_vars)
     for e in eqns:
         prim = e.primitive
-        if prim.vjp is None:
+        if not any(isinstance(v, Var) and v in active for i, v in enumerate(e.inputs) if i not in prim.nondiff_inputs):
             continue
-        if any(isinstance(v, Var) and v in active for i, v in enumerate(e.inputs) if i not in prim.nondiff_inputs):
-            active.update(v for v in e.outputs if _differentiable(v.dtype))
+        if prim.vjp is None:
+            if prim.op_info.differentiable:
+                raise _no_vjp(e)
+            continue
+        active.update(v for v in e.outputs if _differentiable(v.dtype))
     return active
+
+
+def _no_vjp(eqn) -> BackpropError:
+    """A primitive that forgot its VJP must not pass for one whose gradient is zero (JAX refuses it too)."""
+    name = eqn.primitive.name
+    return at_source(eqn.source, BackpropError(
+        f"cannot differentiate through {name}: it has no VJP rule. Give it one with @{name}.defvjp, or, if it has "
+        f"no gradient (a step function, an index), declare it with @bp.primitive(differentiable=False)."))
 
 
 def backward(trace, start, output, seed, wrt, keep=()):

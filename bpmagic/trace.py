@@ -99,13 +99,13 @@ class Trace:
         try:
             shape, dtype = prim.shape_rule(*values, **params)
         except ShapeError as e:
-            raise _at(source, e) from None
+            raise at_source(source, e) from None
         try:
             value = self.backend.xp.asarray(prim.impl(self.backend.xp, *values, **params))
         except BackpropError as e:
-            raise _at(source, e) from None
+            raise at_source(source, e) from None
         except Exception as e:
-            raise _at(source, BackpropError(f"{prim.name} of {fmt_shapes(*values)} failed: "
+            raise at_source(source, BackpropError(f"{prim.name} of {fmt_shapes(*values)} failed: "
                                             f"{type(e).__name__}: {e}")) from None
         assert tuple(value.shape) == tuple(shape), (prim.name, value.shape, shape)
         var = Var(shape, np.dtype(dtype))
@@ -145,7 +145,7 @@ class Trace:
         return t._bp_var
 
 
-def _at(source, error: BackpropError) -> BackpropError:
+def at_source(source, error: BackpropError) -> BackpropError:
     """`error` with the user's line in front of its message (once)."""
     msg = str(error)
     if source is not None and not msg.startswith("line "):
@@ -207,7 +207,7 @@ def user_error(e: Exception) -> BackpropError:
     source = Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())
     if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
         detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
-    err = _at(source, BackpropError(detail))
+    err = at_source(source, BackpropError(detail))
     err.original = e
     return err
 
@@ -385,7 +385,7 @@ def _with_line(fn, *args):
     try:
         return fn(*args)
     except BackpropError as e:
-        raise _at(user_source(), e) from None
+        raise at_source(user_source(), e) from None
 
 
 def _here() -> str:

@@ -119,13 +119,33 @@ def test_user_primitive_is_registered_and_differentiable_twice():
     assert "softsign(x)" in str(bp.trace(softsign, x))
 
 
-def test_primitive_without_vjp_has_no_gradient():
-    @bp.primitive
+def test_primitive_declared_without_gradient_passes_none():
+    @bp.primitive(differentiable=False)
     def my_floor(xp, x):  # not named floor: a user primitive of a built-in's name replaces it in PRIMITIVES
         return xp.floor(x)
 
     g = bp.grad(lambda x: bp.sum(my_floor(x) + x))(np.array([1.5, 2.5]))
     np.testing.assert_allclose(g, [1.0, 1.0])
+
+
+def test_primitive_that_forgot_its_vjp_is_refused_by_name():
+    """A missing VJP must not pass for a zero gradient: the message names the op, the line and both ways out."""
+    @bp.primitive
+    def my_round(xp, x):
+        return xp.round(x)
+
+    from bpmagic.ops.core import PRIMITIVES
+
+    try:
+        x = np.array([1.2, 2.7])
+        np.testing.assert_allclose(my_round(x), [1.0, 3.0])  # the forward pass is fine
+        with pytest.raises(bp.BackpropError) as err:
+            bp.grad(lambda x: bp.sum(my_round(x) * x))(x)
+        msg = str(err.value)
+        assert "my_round" in msg and "@my_round.defvjp" in msg and "differentiable=False" in msg
+        assert msg.startswith("test_api.py, line "), msg
+    finally:
+        del PRIMITIVES["my_round"]  # the registry-wide checks cover built-ins and primitives that declare themselves
 
 
 def test_eager_ops_work_on_plain_arrays():

@@ -64,7 +64,8 @@ class Primitive:
     shape_rule(*avals, **params) -> (shape, dtype); avals have .shape and .dtype. Raise ShapeError on misuse.
         When omitted, the rule is found by running `impl` on zero-filled NumPy arrays of the input shapes.
     vjp(g, out, *inputs, **params) -> one cotangent per input (None where there is no gradient), written with
-        primitives so it can be traced. When omitted, the primitive is not differentiable.
+        primitives so it can be traced. Without one, differentiating through the primitive is an error naming it,
+        unless it declares differentiable=False (then no gradient flows through it, as for a comparison).
     ufunc: name of a NumPy/CuPy ufunc that computes the primitive with an `out=` buffer (lets the executor reuse
         memory). accepts_out: impl takes an `out=` array to write into (the same benefit without a ufunc).
     nondiff_inputs: positions of inputs that never get a gradient (integer indices, masks).
