@@ -20,9 +20,12 @@ class Kernel:
         self.iopub = []
 
     def drain(self, timeout=0.05):
-        while True:
+        """Read what IOPub delivers in the next `timeout` seconds. Bounded by the clock, not by a quiet moment:
+        a training dashboard publishes without pause, so "until nothing arrives" could wait for ever."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
             try:
-                msg = self.kc.get_iopub_msg(timeout=timeout)
+                msg = self.kc.get_iopub_msg(timeout=left)
             except Exception:
                 return
             self.iopub.append((time.time(), msg))
@@ -36,13 +39,13 @@ class Kernel:
         msg_id = self.kc.execute(code)
         reply = self.wait_reply(msg_id, timeout)
         assert reply["content"]["status"] == "ok", reply["content"]
-        self.drain(0.2)
+        self.wait_handled(msg_id, timeout)  # its output is published before its idle status
         return "".join(m["content"].get("text", "") for _, m in self.iopub
                        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "stream")
 
     def wait_reply(self, msg_id, timeout=180):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             self.drain(0.01)
             try:
                 reply = self.kc.get_shell_msg(timeout=0.05)
@@ -62,14 +65,14 @@ class Kernel:
 
     def wait_handled(self, msg_id, timeout=180):
         """Until the kernel reports idle after handling message `msg_id`."""
-        end, checked = time.time() + timeout, 0
+        end, checked = time.monotonic() + timeout, 0
         while True:
             for _, m in self.iopub[checked:]:
                 if (m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
                         and m["parent_header"].get("msg_id") == msg_id):
                     return
             checked = len(self.iopub)
-            assert time.time() < end, "the kernel did not handle the message in time"
+            assert time.monotonic() < end, "the kernel did not handle the message in time"
             self.drain(0.05)
 
     def wait_until(self, condition, timeout=180, why="the kernel did not report it in time"):
