@@ -12,6 +12,7 @@ number form one (W1, b1 -> layer "1"). This module knows Python's ast, not IPyth
 from __future__ import annotations
 
 import ast
+import difflib
 import linecache
 from dataclasses import dataclass, field
 
@@ -141,9 +142,21 @@ def _annotation_of(stmt):
     return None
 
 
+def _misspelt_annotation(stmt):
+    """`W: Parm = ...`: a name close to one of the cell's annotations (an ordinary `n: int = 3` is not)."""
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.annotation, ast.Name):
+        close = difflib.get_close_matches(stmt.annotation.id, ANNOTATIONS, n=1, cutoff=0.7)
+        return close[0] if close and stmt.annotation.id not in ANNOTATIONS else None
+    return None
+
+
 def _declarations(stmt, prog, losses, layer, top):
     """Record declarations in `stmt`; return the statement the loss function runs in its place."""
     kind = _annotation_of(stmt)
+    meant = _misspelt_annotation(stmt)
+    if meant:
+        raise _error(stmt.lineno, f"{stmt.annotation.id} is not an annotation of the cell. Did you mean {meant}? "
+                     f"(the annotations are {', '.join(ANNOTATIONS)})", prog.line(stmt.lineno))
     if kind is None:
         if isinstance(stmt, ast.With) and _layer_name(stmt) is not None:
             name = _layer_name(stmt)

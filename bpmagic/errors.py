@@ -32,7 +32,10 @@ def did_you_mean(word: str, *candidate_groups, prefix: str = "") -> str:
     for group in candidate_groups:
         names = sorted({c for c in group if isinstance(c, str) and c != word
                         and (word.startswith("_") or not c.startswith("_"))})
-        close = difflib.get_close_matches(word, names, n=1)
+        # a wrong case (w1 for W1) or two letters swapped (tahn for tanh) before what difflib finds closest
+        close = ([c for c in names if c.lower() == word.lower()]
+                 or [c for c in names if len(c) == len(word) and sorted(c) == sorted(word)]
+                 or difflib.get_close_matches(word, names, n=1))
         if close:
             return f" Did you mean {prefix}{close[0]}?"
     return ""

@@ -8,6 +8,7 @@ cell line (IPython's UsageError), never a traceback through bpmagic.
 from __future__ import annotations
 
 import ast
+import builtins
 import inspect
 import sys
 import time
@@ -29,6 +30,7 @@ from .train.trainer import format_loss
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _usage(error) -> UsageError:
@@ -40,10 +42,13 @@ def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
 
     bpmagic's ops win over imported names (`from numpy import zeros` would make float64 constants), but functions
     the user defined in the notebook itself win over bpmagic's. Constants (zeros, ones, ...) make floats of the
-    cell's `dtype`.
+    cell's `dtype`. Python's built-ins keep their meaning (`sum(losses)` adds a list, `max(2, n)` is a number):
+    `abs` and `round` work on traced values as they do on arrays, and np.sum / h.max() reduce an array.
     """
     ns = dict(user_ns)
     for name, op in {**ops.registry(), **constants.for_cell(dtype)}.items():
+        if name in _BUILTINS:
+            continue
         mine = ns.get(name)
         if mine is None or getattr(mine, "__module__", None) != "__main__":
             ns[name] = op

@@ -72,15 +72,48 @@ def dispatched_names() -> list:
 
 
 def _name(func) -> str:
-    return f"np.{getattr(func, '__name__', func)}"
+    """How the user wrote it: np.tanh, np.linalg.inv, scipy.special.expit."""
+    name = getattr(func, "__name__", str(func))
+    module = getattr(func, "__module__", None)
+    if module is None:  # a ufunc: NumPy's own, or another library's (scipy.special.expit)
+        return f"np.{name}" if getattr(np, name, None) is func else name
+    if module == "numpy" or module.startswith("numpy."):
+        public = [part for part in module.split(".")[1:] if not part.startswith("_")]
+        return ".".join(["np", *public, name])
+    return f"{module}.{name}"
+
+
+# what to use for NumPy functions that have no op, where something close exists
+_INSTEAD = {
+    "cumprod": "np.exp(np.cumsum(np.log(x), axis)) for positive x, or a loop of multiplications",
+    "median": "np.sort(x, axis) and take the middle entry", "percentile": "np.sort(x, axis) and index it",
+    "quantile": "np.sort(x, axis) and index it", "nanmean": "np.mean after np.where(np.isnan(x), 0, x)",
+    "nansum": "np.sum(np.where(np.isnan(x), 0, x))", "count_nonzero": "np.sum(x != 0)",
+    "expit": "sigmoid(x)", "logsumexp": "logsumexp(x, axis)", "softmax": "softmax(x, axis)",
+    "log_softmax": "log_softmax(x, axis)", "erf": "erf(x)", "atleast_2d": "x.reshape(1, -1) for a 1-d x",
+}
+_DATA_DEPENDENT = {"unique", "nonzero", "argwhere", "flatnonzero", "extract", "compress", "trim_zeros", "delete",
+                   "insert", "resize"}
 
 
 def _missing(func) -> BackpropError:
     # no "did you mean": NumPy has this function, so a near name (np.sign for np.sin) would be wrong advice
-    return BackpropError(
-        f"{_name(func)} has no bpmagic equivalent, so it cannot run on a traced value. Use one of bpmagic's "
-        "ops instead (the bare names in a %%backprop cell; all of them: bp.ops.registry()), write it from those, "
-        "or add it with @bp.primitive.")
+    name, shown = getattr(func, "__name__", ""), _name(func)
+    if name in _INSTEAD:
+        advice = f"Use {_INSTEAD[name]} instead."
+    elif name in _DATA_DEPENDENT:
+        advice = ("Its result's shape depends on the values, which a graph cannot follow: keep the shape and mask "
+                  "instead, e.g. np.where(x > 0, x, 0).")
+    elif ".linalg." in f".{shown}." and name != "norm":
+        advice = ("bpmagic has no matrix decompositions or solvers yet: compute it before the cell, if it does not "
+                  "depend on the Params, or add it with @bp.primitive and a VJP.")
+    elif ".random." in f".{shown}.":
+        advice = ("Draw random numbers before the cell (as data) or with bpmagic's uniform / dropout in the cell, "
+                  "so that each step draws new ones.")
+    else:
+        advice = ("Use one of bpmagic's ops instead (the bare names in a %%backprop cell; all of them: "
+                  "bp.ops.registry(), listed in docs/ops.md), write it from those, or add it with @bp.primitive.")
+    return BackpropError(f"{shown} has no bpmagic equivalent, so it cannot run on a traced value. {advice}")
 
 
 def _check_out(func, out):
@@ -171,7 +204,10 @@ def _translate(func, op, args, kwargs):
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
-        raise BackpropError(f"{_name(func)}(...): {e}") from None
+        from .errors import did_you_mean
+
+        hint = next((h for k in kwargs if k not in sig.parameters if (h := did_you_mean(k, sig.parameters))), "")
+        raise BackpropError(f"{_name(func)}(...): {e}.{hint}") from None
     numpy_params = list(sig.parameters.values())
     op_params = _op_parameters(op)
     op_names = None if op_params is None else {p.name: p for p in op_params}

@@ -24,14 +24,20 @@ from .ops.core import fmt_shapes, promote_scalars
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _local = threading.local()
+_LIBRARY_DIRS = tuple({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "purelib", "platlib")})
 
 
-def user_source(skip_dirs=(_PACKAGE_DIR,)) -> Source | None:
-    """The innermost frame outside bpmagic: where the user wrote the current operation."""
+def _is_users(filename) -> bool:
+    return not filename.startswith((_PACKAGE_DIR,) + _LIBRARY_DIRS) and not filename.startswith("<frozen")
+
+
+def user_source() -> Source | None:
+    """The innermost frame of the user's own code (not bpmagic's, NumPy's or another library's): where the user
+    wrote the current operation. A NumPy function handed a list of traced values runs inside NumPy first."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(skip_dirs) and "importlib" not in filename:
+        if _is_users(filename):
             return Source(filename, frame.f_lineno, _line_text(frame, filename))
         frame = frame.f_back
     return None
@@ -101,7 +107,8 @@ class Trace:
         except ShapeError as e:
             raise at_source(source, e) from None
         try:
-            value = self.backend.xp.asarray(prim.impl(self.backend.xp, *values, **params))
+            with np.errstate(all="ignore"):  # a NaN is reported once, by the step's guard, naming the user's line
+                value = self.backend.xp.asarray(prim.impl(self.backend.xp, *values, **params))
         except BackpropError as e:
             raise at_source(source, e) from None
         except Exception as e:
@@ -159,21 +166,19 @@ def at_source(source, error: BackpropError) -> BackpropError:
 
 
 # -- mistakes in the user's traced code ------------------------------------------------------------------------
-_LIBRARY_DIRS = tuple({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "purelib", "platlib")})
-
-
-def _is_users(filename) -> bool:
-    return not filename.startswith((_PACKAGE_DIR,) + _LIBRARY_DIRS) and not filename.startswith("<frozen")
-
-
 def call_user(fn, *args, **kwargs):
     """fn(*args, **kwargs) for user code run on traced values. Any exception it raises becomes one BackpropError
     naming the user's line and its code, with "did you mean ...?" for a misspelt name. bpmagic's own errors pass
     through (they name the line already), and so do assertions failing inside bpmagic: those are bugs of ours."""
     try:
         return fn(*args, **kwargs)
-    except BackpropError:
-        raise
+    except BackpropError as e:
+        if getattr(e, "source", None) is not None:
+            raise
+        frames = _user_frames(e)  # an op's own check (an argument, an axis) fails before it records anything
+        if not frames:
+            raise
+        raise at_source(_source_of(*frames[-1]), e) from None
     except Exception as e:
         if isinstance(e, AssertionError) and not _is_users(_innermost_frame(e).f_code.co_filename):
             raise
@@ -187,14 +192,25 @@ def _innermost_frame(e):
     return tb.tb_frame
 
 
-def user_error(e: Exception) -> BackpropError:
-    """The BackpropError that tells the user about exception `e`, raised by their code while it was traced."""
+def _user_frames(e):
+    """(frame, line) of each frame of the user's code in `e`'s traceback, outermost first."""
     frames = []
     tb = e.__traceback__
     while tb is not None:
         if _is_users(tb.tb_frame.f_code.co_filename):
             frames.append((tb.tb_frame, tb.tb_lineno))
         tb = tb.tb_next
+    return frames
+
+
+def _source_of(frame, lineno) -> Source:
+    filename = frame.f_code.co_filename
+    return Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())
+
+
+def user_error(e: Exception) -> BackpropError:
+    """The BackpropError that tells the user about exception `e`, raised by their code while it was traced."""
+    frames = _user_frames(e)
     text = str(e) if not isinstance(e, KeyError) else repr(e.args[0]) if e.args else ""
     detail = f"{type(e).__name__}: {text}" if text else type(e).__name__
     hint = _suggestion(e, frames[-1][0] if frames else _innermost_frame(e))
@@ -203,8 +219,7 @@ def user_error(e: Exception) -> BackpropError:
     if not frames:
         return BackpropError(detail)
     frame, lineno = frames[-1]
-    filename = frame.f_code.co_filename
-    source = Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())
+    source = _source_of(frame, lineno)
     if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
         detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
     err = at_source(source, BackpropError(detail))
@@ -218,7 +233,9 @@ def _suggestion(e, frame) -> str:
 
         return did_you_mean(e.name, frame.f_code.co_varnames, frame.f_globals, dir(builtins))
     if isinstance(e, AttributeError) and getattr(e, "name", None) and getattr(e, "obj", None) is not None:
-        return did_you_mean(e.name, dir(e.obj))
+        module = getattr(e.obj, "__name__", None) if inspect.ismodule(e.obj) else None
+        prefix = "" if module is None else "np." if module == "numpy" else f"{module}."
+        return did_you_mean(e.name, dir(e.obj), prefix=prefix)
     if isinstance(e, TypeError):
         # "softmax() got an unexpected keyword argument 'axiss'": suggest among the function's parameters
         import re
@@ -281,28 +298,26 @@ class Tracer:
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
-        raise TracingError(
-            f"{_here()}Python `if`/`while`/`and`/`or` on a traced value ({self._bp_var.type_str}): the graph records "
+        raise _located(TracingError(
+            f"Python `if`/`while`/`and`/`or` on a traced value ({self._bp_var.type_str}): the graph records "
             "array operations, not which way Python branched. Use bp.where(condition, a, b) to choose values, or "
-            "branch on something that is not traced (a Python number, a shape)."
-        )
+            "branch on something that is not traced (a Python number, a shape). Python's max() and min() compare "
+            "this way too: use np.maximum(a, b) or h.max()."))
 
     def _concrete(self, kind):
-        raise TracingError(
-            f"{_here()}{kind}() of a traced value ({self._bp_var.type_str}) would freeze its value into the graph. "
-            "Keep it as an array; to read a number out, do it after training (the params are plain arrays then)."
-        )
+        raise _located(TracingError(
+            f"{kind}() of a traced value ({self._bp_var.type_str}) would freeze its value into the graph. "
+            "Keep it as an array; to read a number out, do it after training (the params are plain arrays then)."))
 
     __float__ = lambda self: self._concrete("float")
     __int__ = lambda self: self._concrete("int")
     __index__ = lambda self: self._concrete("index")
 
     def __array__(self, dtype=None, copy=None):
-        raise TracingError(
-            f"{_here()}a traced value ({self._bp_var.type_str}) was turned into a NumPy array (np.asarray, np.array, "
+        raise _located(TracingError(
+            f"a traced value ({self._bp_var.type_str}) was turned into a NumPy array (np.asarray, np.array, "
             "or a library that calls them), which would freeze its value into the graph. NumPy's functions and "
-            "ufuncs work on it directly (np.tanh(h), np.sum(h, axis=0)), as do bpmagic's (bp.exp, bp.sum, ...)."
-        )
+            "ufuncs work on it directly (np.tanh(h), np.sum(h, axis=0)), as do bpmagic's (bp.exp, bp.sum, ...)."))
 
     # NumPy's dispatch protocols: np.tanh(h), np.sum(h, axis=0), array + h run bpmagic's ops (numpy_dispatch.py)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -312,9 +327,9 @@ class Tracer:
         return _with_line(numpy_dispatch.call_function, func, args, kwargs)
 
     def __setitem__(self, index, value):
-        raise TracingError(
-            f"{_here()}a traced value ({self._bp_var.type_str}) cannot be changed in place: the graph records new "
-            "values, not edits. Build a new one instead, e.g. np.where(mask, new, h) or np.concatenate([...]).")
+        raise _located(TracingError(
+            f"a traced value ({self._bp_var.type_str}) cannot be changed in place: the graph records new "
+            "values, not edits. Build a new one instead, e.g. np.where(mask, new, h) or np.concatenate([...])."))
 
     # arithmetic
     __add__ = lambda a, b: ops.add(a, b)
@@ -332,6 +347,7 @@ class Tracer:
     __neg__ = lambda a: ops.negative(a)
     __pos__ = lambda a: a
     __abs__ = lambda a: ops.abs(a)
+    __round__ = lambda a, ndigits=None: ops.round(a, ndigits or 0)  # NumPy: round(array, n) rounds entries
     __gt__ = lambda a, b: ops.greater(a, b)
     __ge__ = lambda a, b: ops.greater_equal(a, b)
     __lt__ = lambda a, b: ops.less(a, b)
@@ -339,11 +355,16 @@ class Tracer:
     __eq__ = lambda a, b: ops.equal(a, b)
     __ne__ = lambda a, b: ops.not_equal(a, b)
     __hash__ = object.__hash__
+    # on masks (the results of comparisons), NumPy's & | ^ ~ are logical
+    __and__ = __rand__ = lambda a, b: _on_masks("&", ops.logical_and, a, b)
+    __or__ = __ror__ = lambda a, b: _on_masks("|", ops.logical_or, a, b)
+    __xor__ = __rxor__ = lambda a, b: _on_masks("^", ops.logical_xor, a, b)
+    __invert__ = lambda a: _on_masks("~", ops.logical_not, a)
     __getitem__ = lambda a, idx: ops.getitem(a, idx)
 
     # ndarray's methods, with NumPy's signatures
     def reshape(self, *shape, order="C", copy=None):
-        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape, order)
 
     def transpose(self, *axes):
         return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
@@ -352,9 +373,10 @@ class Tracer:
         return ops.astype(self, dtype)
 
     def flatten(self, order="C"):
-        return ops.reshape(self, (-1,))
+        return ops.reshape(self, (-1,), order)
 
     ravel = flatten
+    mT = property(lambda self: ops.swapaxes(self, -1, -2))
 
     def copy(self, order="C"):
         return self  # a traced value never changes, so it is its own copy
@@ -385,9 +407,20 @@ def _with_line(fn, *args):
     try:
         return fn(*args)
     except BackpropError as e:
-        raise at_source(user_source(), e) from None
+        raise _located(e) from None
 
 
-def _here() -> str:
-    src = user_source()
-    return f"line {src.lineno}: " if src else ""
+def _on_masks(symbol, op, *operands):
+    """`m1 & m2` and friends: logical on boolean masks, as in NumPy; on numbers NumPy's meaning is bitwise."""
+    for x in operands:
+        dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
+        if dtype.kind != "b":
+            raise _located(TracingError(
+                f"{symbol} works on traced masks (booleans, as from h > 0), not on {dtype} values: "
+                "combine conditions as (a > 0) & (b < 1)."))
+    return op(*operands)
+
+
+def _located(error: BackpropError) -> BackpropError:
+    """`error` about the operation now running, with the user's line and code in front."""
+    return at_source(user_source(), error)

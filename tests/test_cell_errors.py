@@ -48,7 +48,7 @@ MISTAKES = {
                                "line 9: AttributeError: 'Tracer' object has no attribute 'sqeeze'. Did you mean "
                                "squeeze?", "sigmoid(h @ W2 + b2).sqeeze()"),
     "misspelt numpy function": (replace("h = tanh(", "h = np.tanhh("),
-                                "line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. Did you mean tanh?",
+                                "line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. Did you mean np.tanh?",
                                 "np.tanhh(x @ W1 + b1)"),
     "index out of range": (replace("h = tanh(x @ W1 + b1)", "layers = [W1]\nh = tanh(x @ layers[1] + b1)"),
                            "line 9: IndexError: list index out of range", "layers[1]"),
@@ -75,6 +75,24 @@ MISTAKES = {
                                    "earlier cell. Did you mean randn?", "W1: Param = randnn(2, 8)"),
     "misspelt input": (replace("x: Input = X", "x: Input = X_trian"),
                        "line 6: x = X_trian: name 'X_trian' is not defined", "Did you mean X_train?"),
+    # an op's own check of its arguments fails before it records anything: the line is found all the same
+    "reshape that does not fit": (replace("h = tanh(x @ W1 + b1)", "h = tanh(x @ W1 + b1).reshape(3, -1)"),
+                                  "line 8: reshape of (4, 8) to (3, -1)", ".reshape(3, -1)"),
+    "axis out of range": (replace("p = sigmoid(h @ W2 + b2)", "p = sigmoid(h @ W2 + b2) * softmax(h, axis=2)[:, :1]"),
+                          "line 9: ", "axis 2 is out of range"),
+    # NumPy runs first when handed a list of traced values: the line is the cell's, not NumPy's
+    "a list handed to numpy": (replace("h = tanh(x @ W1 + b1)", "h = np.mean([tanh(x @ W1), b1], axis=0)"),
+                               "line 8: a traced value", "np.mean([tanh(x @ W1), b1], axis=0)"),
+    "misspelt annotation": (replace("b2: Param = zeros(1)", "b2: Parm = zeros(1)"),
+                            "line 5: Parm is not an annotation of the cell. Did you mean Param?", "b2: Parm"),
+    "wrong case": (replace("h = tanh(x @ W1 + b1)", "h = tanh(x @ w1 + b1)"),
+                   "line 8: NameError: name 'w1' is not defined. Did you mean W1?", "x @ w1"),
+    "swapped letters": (replace("h = tanh(", "h = tahn("),
+                        "line 8: NameError: name 'tahn' is not defined. Did you mean tanh?", "tahn("),
+    "misspelt numpy keyword": (replace("p = sigmoid(h @ W2 + b2)", "p = sigmoid(np.sum(h @ W2, axis=1, keepdim=True))"),
+                               "line 9: TypeError: sum() got an unexpected keyword argument 'keepdim'", "Did you mean keepdims?"),
+    "python max of traced values": (replace("p = sigmoid(h @ W2 + b2)", "p = sigmoid(max(h @ W2, b2))"),
+                                    "line 9: Python `if`", "np.maximum(a, b)"),
 }
 
 
@@ -90,6 +108,24 @@ def test_each_mistake_is_one_message_naming_the_line(ip, ns, capsys, name):
             ns.pop(key)
     assert msg.startswith(start), msg
     assert contains in msg, msg
+
+
+def test_numpy_habits_and_python_builtins_work_in_a_cell(ip, ns, capsys):
+    """What a learner writes from NumPy and Python habit: builtins keep their meaning, NumPy's spellings trace."""
+    cell = replace("p = sigmoid(h @ W2 + b2)", "\n".join([
+        "hs = [h[:, :4], h[:, 4:]]",
+        "z = sum(hs) + np.clip(h[:, :4], 0, None) + np.clip(h[:, 4:], max=0.5)",  # Python's sum of a list
+        "k = max(2, min(3, len(hs)))",  # Python's max and min of numbers
+        "mask = (z > -5) & ~(z > 5)",  # logical & and ~ on masks
+        "z = np.where(mask, z, 0) * round(0.6) + np.reshape(z, (4, 4), order='F').T * 0",
+        "flat = np.concatenate([z, z], axis=None)",
+        "p = sigmoid(np.hstack([z, z])[:, :1] @ np.ones((1, 1)) + b2 + 0 * flat.mean() + 0 * np.linalg.norm(z))"]))
+    result = backprop(ip, "--steps 20 --lr 0.5 --no-dashboard --reset", cell)
+    out = capsys.readouterr()
+    assert result.success, (result.error_in_exec, out.err)
+    run = ns["_bp"]
+    assert run.status == "finished" and np.isfinite(run.history["loss"]).all()
+    assert run.history["loss"][-1] < run.history["loss"][0]
 
 
 def test_a_mistake_in_a_helper_from_an_earlier_cell_names_both_lines(ip, ns, capsys):

@@ -175,6 +175,6 @@ def test_kernel_shows_a_typo_as_one_message_without_bpmagic_frames(learner_kerne
     reply = learner_kernel.get_shell_msg(timeout=180)["content"]
     assert reply["status"] == "error" and reply["ename"] == "UsageError"
     assert reply["evalue"].startswith("line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. "
-                                      "Did you mean tanh?")
+                                      "Did you mean np.tanh?")
     text = "\n".join(shown) + json.dumps(reply)
     assert "bpmagic/" not in text and "Traceback" not in text, text

@@ -172,7 +172,13 @@ def test_a_numpy_function_without_a_bpmagic_op_is_one_message_naming_the_line():
     msg = str(info.value)
     assert msg.startswith(f"test_numpy_dispatch.py, line {f.__code__.co_firstlineno + 1}: np.unique has no "
                           "bpmagic equivalent")
-    assert "values = np.unique(x)" in msg and "@bp.primitive" in msg
+    assert "values = np.unique(x)" in msg and "shape depends on the values" in msg and "np.where" in msg
+    # a function with no op and no closer advice points to the ops and to @bp.primitive
+    with pytest.raises(bp.BackpropError, match=r"np.gradient has no bpmagic equivalent.*@bp.primitive"):
+        bp.trace(lambda x: np.gradient(x), X)
+    # another NumPy module is named as the user wrote it, with advice of its own
+    with pytest.raises(bp.BackpropError, match=r"^test_numpy_dispatch.py, line \d+: np.linalg.inv has no .*solvers"):
+        bp.trace(lambda x: np.linalg.inv(x[:2, :2]), X)
     with pytest.raises(bp.BackpropError, match=r"np.add.reduce\(\.\.\.\) is not supported.*np.sum"):
         bp.trace(lambda x: np.add.reduce(x), X)
 

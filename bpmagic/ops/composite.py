@@ -157,14 +157,28 @@ def _clip_samples(rng):
     bands = [(-2.0, -0.7), (-0.3, 0.3), (0.7, 2.0)]  # clear of the bounds, where the gradient jumps
     return [((S.avoiding(rng, bands, 3, 4), -0.5, 0.5), {}),
             ((S.avoiding(rng, bands, 3, 4), S.uniform_in(rng, -0.55, -0.45, 3, 1), S.uniform_in(rng, 0.45, 0.55, 1, 4)),
-             {})]
+             {}),
+            ((S.avoiding(rng, bands, 3, 4), -0.5, None), {}), ((S.avoiding(rng, bands, 3, 4), None, 0.5), {}),
+            ((S.avoiding(rng, bands, 3, 4),), {"min": -0.5, "max": 0.5})]
 
 
-@composite(samples=_clip_samples, reference=S.jax_numpy("clip"),
+def _clip_reference(jax):
+    def clip(x, lo=None, hi=None, *, min=None, max=None):
+        return jax.numpy.clip(x, lo if lo is not None else min, hi if hi is not None else max)
+    return clip
+
+
+@composite(samples=_clip_samples, reference=_clip_reference,
            vjp_math="x̄ = ḡ · [lo < x < hi] (½ where x equals a bound); a traced lo or hi gets the ḡ where it binds")
-def clip(x, lo, hi):
-    """x limited to [lo, hi]."""
-    return _ew.minimum(_ew.maximum(x, lo), hi)
+def clip(x, lo=None, hi=None, *, min=None, max=None):
+    """x limited to [lo, hi]; a bound of None leaves that side open. `min=` and `max=` are the same bounds by
+    the names NumPy 2 and PyTorch give them."""
+    lo, hi = (min if lo is None else lo), (max if hi is None else hi)
+    if lo is None and hi is None:
+        raise ShapeError("clip needs a lower bound, an upper bound or both (np.clip(x, 0, None) keeps x >= 0)")
+    if lo is not None:
+        x = _ew.maximum(x, lo)
+    return x if hi is None else _ew.minimum(x, hi)
 
 
 # -- more losses ---------------------------------------------------------------------------------------------------

@@ -141,6 +141,8 @@ class Primitive:
         arrays = promote_scalars(args)
         self.shape_rule(*arrays, **params)
         xp = array_module(*arrays)
+        if xp is not np:  # a composite's NumPy constant (a mask, indices) beside device arrays goes to the device
+            arrays = [xp.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in arrays]
         return xp.asarray(self.impl(xp, *arrays, **params))  # NumPy returns scalars for 0-d results
 
     def __repr__(self):

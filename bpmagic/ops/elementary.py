@@ -16,7 +16,8 @@ from . import samples as S
 from .core import composite
 
 __all__ = ["tan", "arcsin", "arccos", "sinh", "cosh", "arcsinh", "arctanh", "log2", "log10", "exp2", "reciprocal",
-           "round"]
+           "round", "arccosh", "isnan", "isinf", "isfinite", "logical_and", "logical_or", "logical_xor",
+           "logical_not", "conj"]
 
 
 def _inside_unit(rng, *shape):
@@ -119,3 +120,79 @@ def round(x, decimals=0):
         return _ew.rint(x)
     scale = 10.0 ** decimals
     return _ew.rint(x * scale) / scale  # NumPy rounds this way too
+
+
+@composite(samples=S.unary(lambda rng, *shape: S.uniform_in(rng, 1.2, 3.0, *shape)), reference=S.jax_numpy("arccosh"),
+           vjp_math="x̄ = ḡ / √(x² − 1)")
+def arccosh(x):
+    """Inverse hyperbolic cosine, for x >= 1."""
+    return _ew.log(x + _ew.sqrt((x - 1.0) * (x + 1.0)))
+
+
+# -- tests on values, and logic on masks (no gradient: boolean outputs) -------------------------------------------
+def _special_values(rng):
+    return [((np.array([0.0, -1.5, np.inf, -np.inf, np.nan, 2.0]),), {}), ((S.normal(rng, 3, 4),), {})]
+
+
+@composite(samples=_special_values, reference=S.jax_numpy("isnan"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def isnan(x):
+    """True where x is NaN (the only value not equal to itself)."""
+    return _ew.not_equal(x, x)
+
+
+@composite(samples=_special_values, reference=S.jax_numpy("isinf"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def isinf(x):
+    """True where x is +inf or -inf."""
+    return _ew.equal(_ew.abs(x), math.inf)
+
+
+@composite(samples=_special_values, reference=S.jax_numpy("isfinite"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def isfinite(x):
+    """True where x is neither NaN nor infinite (NaN < inf is false)."""
+    return _ew.less(_ew.abs(x), math.inf)
+
+
+def _truth(x):
+    return _ew.not_equal(x, 0)
+
+
+def _mask_pairs(rng):
+    a, b = S.normal(rng, 3, 4) > 0, S.normal(rng, 3, 4) > 0
+    return [((a, b), {}), ((a, S.normal(rng, 4) > 0), {}), ((S.normal(rng, 3, 4), b), {})]
+
+
+@composite(samples=_mask_pairs, reference=S.jax_numpy("logical_and"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def logical_and(a, b):
+    """True where both are true (non-zero); also `mask1 & mask2` on traced masks."""
+    return _ew.where(_truth(a), _truth(b), False)
+
+
+@composite(samples=_mask_pairs, reference=S.jax_numpy("logical_or"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def logical_or(a, b):
+    """True where either is true (non-zero); also `mask1 | mask2`."""
+    return _ew.where(_truth(a), True, _truth(b))
+
+
+@composite(samples=_mask_pairs, reference=S.jax_numpy("logical_xor"), differentiable=False,
+           vjp_math="no gradient (boolean output)")
+def logical_xor(a, b):
+    """True where exactly one is true (non-zero); also `mask1 ^ mask2`."""
+    return _ew.not_equal(_truth(a), _truth(b))
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4) > 0,), {}), ((S.normal(rng, 3, 4),), {})],
+           reference=S.jax_numpy("logical_not"), differentiable=False, vjp_math="no gradient (boolean output)")
+def logical_not(x):
+    """True where x is false (zero); also `~mask`."""
+    return _ew.equal(x, 0)
+
+
+@composite(samples=S.unary(), reference=S.jax_numpy("conjugate"), numpy_name="conjugate", vjp_math="x̄ = ḡ")
+def conj(x):
+    """The complex conjugate: x itself, as bpmagic's arrays are real."""
+    return x

@@ -16,7 +16,7 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer"]
+__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "norm"]
 
 
 def _matmul_rule(a, b):
@@ -278,3 +278,49 @@ def dot(a, b):
     if len(b.shape) == 1 or len(a.shape) <= 2 and len(b.shape) <= 2:
         return matmul(a, b)
     return tensordot(a, b, axes=([-1], [-2]))
+
+
+def _norm_samples(rng):
+    v, m = S.normal(rng, 5), S.normal(rng, 3, 4)
+    return [((v,), {}), ((m,), {}), ((v,), dict(ord=1)), ((S.distinct(rng, (5,))[0],), dict(ord=np.inf)),
+            ((v,), dict(ord=3)), ((m,), dict(axis=1)), ((m,), dict(axis=0, keepdims=True)), ((m,), dict(ord="fro")),
+            ((S.distinct(rng, (3, 4))[0],), dict(ord=1)), ((S.distinct(rng, (3, 4))[0],), dict(ord=np.inf)),
+            ((S.normal(rng, 2, 3, 4),), dict(axis=(1, 2)))]
+
+
+@composite(samples=_norm_samples, reference=lambda jax: jax.numpy.linalg.norm, numpy_name="linalg.norm",
+           vjp_math="x̄ = ḡ · x / y for the 2-norm; ḡ · sign(x) for ord=1")
+def norm(x, ord=None, axis=None, keepdims=False):
+    """np.linalg.norm: a vector norm along one axis (2 by default; 1, inf, -inf, any p), or a matrix norm over two
+    axes ("fro" by default; 1 and inf: the largest column and row sums). Without axis: the 2-norm of the flattened
+    array, or the matrix norm of a 2-d array when `ord` is given."""
+    from . import elementwise as _ew
+
+    n = len(x.shape)
+    if axis is None:
+        axes = tuple(range(n)) if ord is None or n == 1 else (0, 1) if n == 2 else None
+        if axes is None:
+            raise shape_error("norm", [x], f"ord={ord!r} without axis needs a 1-d or 2-d array")
+    else:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(a % n for a in axes)
+    if ord is None or ord == "fro" and len(axes) == 2:
+        return _ew.sqrt(_reduce.sum(_ew.square(x), axis=axes, keepdims=keepdims))
+    a = _ew.abs(x)
+    if len(axes) == 1:
+        if ord == np.inf:
+            return _reduce.max(a, axis=axes, keepdims=keepdims)
+        if ord == -np.inf:
+            return _reduce.min(a, axis=axes, keepdims=keepdims)
+        if ord == 1:
+            return _reduce.sum(a, axis=axes, keepdims=keepdims)
+        if isinstance(ord, (int, float)) and ord > 0:
+            return _reduce.sum(a ** ord, axis=axes, keepdims=keepdims) ** (1.0 / ord)
+    elif len(axes) == 2 and ord in (1, np.inf, -1, -np.inf):
+        inner, outer = (axes[0], axes[1]) if abs(ord) == 1 else (axes[1], axes[0])
+        sums = _reduce.sum(a, axis=inner, keepdims=True)
+        pick = _reduce.max if ord > 0 else _reduce.min
+        out = pick(sums, axis=outer, keepdims=True)
+        return out if keepdims else _shape.squeeze(out, axis=axes)
+    raise shape_error("norm", [x], f"ord={ord!r} over {len(axes)} axes is not supported on traced values (the "
+                      "spectral and nuclear norms need an SVD); use the default, 'fro', 1 or inf")

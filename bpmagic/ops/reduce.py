@@ -16,7 +16,8 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["sum", "mean", "max", "min", "argmax", "argmin", "var", "std", "prod", "cumsum"]
+__all__ = ["sum", "mean", "max", "min", "argmax", "argmin", "var", "std", "prod", "cumsum", "amax", "amin", "any",
+           "all", "average"]
 
 # axis / keepdims combinations every reduction is checked on: all axes, one, several, negative, size-1
 _AXES = [dict(), dict(keepdims=True), dict(axis=0), dict(axis=1, keepdims=True), dict(axis=-1),
@@ -114,7 +115,7 @@ def _max_vjp(g, out, x, axis, keepdims):
 
 def _nonempty_reduced(name):
     def rule(x, axis, keepdims):
-        if any(x.shape[a] == 0 for a in axis):
+        if builtins.any(x.shape[a] == 0 for a in axis):
             raise shape_error(name, [x], "cannot take the maximum of an empty axis")
         return _reduced_shape(x.shape, axis, keepdims), x.dtype
 
@@ -252,3 +253,54 @@ def cumsum(x, axis=None):
     if axis is None:
         x, axis = _shape.reshape(x, (-1,)), 0
     return _cumsum(x, axis=_norm_axis(x, axis, "cumsum")[0])
+
+
+# -- NumPy's other names for these, and its boolean reductions -----------------------------------------------------
+amax, amin = max, min  # np.amax and np.amin are NumPy's older names for np.max and np.min
+
+
+def _bool_samples(rng):
+    x = S.normal(rng, 3, 4)
+    x[0] = 0.0  # a row of zeros: any() false, all() false there
+    x[1] = np.abs(x[1]) + 1.0
+    return [((x,), {}), ((x,), dict(axis=1)), ((x > 0,), dict(axis=0, keepdims=True)), ((x,), dict(axis=-1))]
+
+
+@composite(samples=_bool_samples, reference=lambda jax: lambda x, axis=None, keepdims=False: jax.numpy.any(
+    x, axis=axis, keepdims=keepdims), differentiable=False, vjp_math="no gradient (boolean output)")
+def any(x, axis=None, keepdims=False):
+    """Whether any entry along `axis` is non-zero (True)."""
+    return _ew.greater(sum(_ew.not_equal(x, 0), axis=axis, keepdims=keepdims), 0)
+
+
+@composite(samples=_bool_samples, reference=lambda jax: lambda x, axis=None, keepdims=False: jax.numpy.all(
+    x, axis=axis, keepdims=keepdims), differentiable=False, vjp_math="no gradient (boolean output)")
+def all(x, axis=None, keepdims=False):
+    """Whether every entry along `axis` is non-zero (True)."""
+    return _ew.equal(sum(_ew.equal(x, 0), axis=axis, keepdims=keepdims), 0)
+
+
+def _average_samples(rng):
+    return [((S.normal(rng, 3, 4),), {}), ((S.normal(rng, 3, 4),), dict(axis=1)),
+            ((S.normal(rng, 3, 4),), dict(axis=0, weights=S.positive(rng, 3))),
+            ((S.normal(rng, 3, 4),), dict(weights=S.positive(rng, 3, 4))),
+            ((S.normal(rng, 2, 3, 4),), dict(weights=S.positive(rng, 3), axis=1, keepdims=True))]
+
+
+@composite(samples=_average_samples,
+           reference=lambda jax: lambda x, axis=None, weights=None, keepdims=False: jax.numpy.average(
+               x, axis=axis, weights=weights, keepdims=keepdims),
+           vjp_math="x̄ = ḡ · w / Σw; w̄ = ḡ · (x − y) / Σw")
+def average(x, axis=None, weights=None, returned=False, keepdims=False):
+    """Weighted mean along `axis` (np.average): Σ w·x / Σ w; the plain mean without weights. 1-d weights along
+    one axis apply along that axis."""
+    if returned:
+        raise shape_error("average", [x], "returned=True is not supported on traced values; divide by "
+                          "np.sum(weights, axis) yourself")
+    if weights is None:
+        return mean(x, axis=axis, keepdims=keepdims)
+    axes = _norm_axis(x, axis, "average")
+    if len(weights.shape) == 1 and len(x.shape) > 1 and len(axes) == 1:
+        weights = _shape.reshape(weights, [-1 if i == axes[0] else 1 for i in range(len(x.shape))])
+    weights = _shape.broadcast_to(weights, x.shape)
+    return sum(x * weights, axis=axes, keepdims=keepdims) / sum(weights, axis=axes, keepdims=keepdims)

@@ -19,7 +19,9 @@ from .core import Primitive, composite, exposes, shape_error
 
 __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take", "concatenate", "stack",
            "expand_dims", "squeeze", "unbroadcast", "flatten",
-           "pad", "split", "flip", "roll", "tile", "repeat", "take_along_axis", "tril", "triu"]
+           "pad", "split", "flip", "roll", "tile", "repeat", "take_along_axis", "tril", "triu",
+           "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal",
+           "matrix_trace"]
 
 
 # -- reshape ------------------------------------------------------------------------------------------------------
@@ -56,16 +58,30 @@ def _cases(*cases):
                                   ([(2, 3, 4)], dict(shape=(4, -1))), ([(2, 3, 4)], dict(shape=(2, 1, 12, 1))),
                                   ([()], dict(shape=(1, 1)))),
          reference=S.jax_numpy("reshape"), vjp_math="x̄ = reshape(ḡ, x.shape)")
-def reshape(x, shape):
-    """x with a new shape holding the same elements (one axis may be -1)."""
+def reshape(x, shape, order="C"):
+    """x with a new shape holding the same elements (one axis may be -1). order="F" reads and writes the
+    elements with the first index changing fastest, as NumPy's (a transpose on either side of the reshape)."""
+    if order == "F":
+        shape = _resolve_shape(x.shape, shape)
+        return transpose(reshape(transpose(x), shape[::-1]))
+    if order not in ("C", "A", "K"):
+        raise shape_error("reshape", [x], f"order={order!r}: use 'C' or 'F'")
     shape = _resolve_shape(x.shape, shape)
     return x if tuple(x.shape) == shape else _reshape(x, shape=shape)
 
 
-@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=lambda jax: jax.numpy.ravel,
-           vjp_math="x̄ = reshape(ḡ, x.shape)")
-def flatten(x):
-    return reshape(x, (-1,))
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {}), ([(2, 3)], dict(order="F"))),
+           reference=lambda jax: jax.numpy.ravel, numpy_name=None, vjp_math="x̄ = reshape(ḡ, x.shape)")
+def flatten(x, order="C"):
+    """x as one axis (ndarray.flatten): rows one after another, or columns with order="F"."""
+    return reshape(x, (-1,), order)
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {}), ([(2, 3)], dict(order="F"))),
+           reference=lambda jax: jax.numpy.ravel, vjp_math="x̄ = reshape(ḡ, x.shape)")
+def ravel(x, order="C"):
+    """x as one axis (np.ravel; the same as flatten)."""
+    return reshape(x, (-1,), order)
 
 
 # -- transpose -----------------------------------------------------------------------------------------------------
@@ -329,14 +345,18 @@ _concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs,
 @exposes(_concatenate, samples=lambda rng: [
     (([S.normal(rng, 2, 3), S.normal(rng, 1, 3), S.normal(rng, 3, 3)],), dict(axis=0)),
     (([S.normal(rng, 2, 1), S.normal(rng, 2, 3), S.normal(rng, 2, 2)],), dict(axis=1)),
-    (([S.normal(rng, 2, 2, 3), S.normal(rng, 2, 2, 1)],), dict(axis=-1))],
+    (([S.normal(rng, 2, 2, 3), S.normal(rng, 2, 2, 1)],), dict(axis=-1)),
+    (([S.normal(rng, 2, 2), S.normal(rng, 3)],), dict(axis=None))],
     reference=S.jax_numpy("concatenate"), vjp_math="x̄ᵢ = the slice of ḡ along axis that xᵢ occupies")
 def concatenate(xs, axis=0):
-    """Join arrays along an existing axis."""
+    """Join arrays along an existing axis (flattened first when axis is None, as NumPy)."""
     xs = list(xs)
     if not xs:
         raise ShapeError("concatenate needs at least one array")
-    return _concatenate(*xs, axis=axis % len(xs[0].shape))
+    if axis is None:
+        xs, axis = [reshape(x, (-1,)) for x in xs], 0
+    (axis,) = _axes_of(xs[0], axis, "concatenate")
+    return _concatenate(*xs, axis=axis)
 
 
 @composite(samples=lambda rng: [(([S.normal(rng, 2, 3) for _ in range(3)],), {}),
@@ -538,3 +558,123 @@ def tril(x, k=0):
 def triu(x, k=0):
     """x with the entries below the k-th diagonal of its last two axes set to 0."""
     return _triangle(x, k, "triu", lower=False)
+
+
+# -- more of NumPy's vocabulary, for learners' habits ------------------------------------------------------------
+def _seq_samples(*shape_lists):
+    return lambda rng: [(([S.normal(rng, *shape) for shape in shapes],), {}) for shapes in shape_lists]
+
+
+@composite(samples=_seq_samples([(3,), (2,)], [(2, 3), (2, 1)], [(2, 1, 3), (2, 2, 3)]),
+           reference=S.jax_numpy("hstack"), vjp_math="x̄ᵢ = the slice of ḡ that xᵢ occupies")
+def hstack(xs):
+    """Join arrays side by side: along axis 1, or along axis 0 for 1-d arrays (np.hstack)."""
+    xs = list(xs)
+    return concatenate(xs, axis=0 if xs and len(xs[0].shape) == 1 else 1)
+
+
+@composite(samples=_seq_samples([(3,), (3,)], [(2, 3), (1, 3)], [(1, 2, 3), (2, 2, 3)]),
+           reference=S.jax_numpy("vstack"), vjp_math="x̄ᵢ = the rows of ḡ that xᵢ occupies")
+def vstack(xs):
+    """Join arrays one above the other, along axis 0; 1-d arrays become rows (np.vstack)."""
+    return concatenate([reshape(x, (1, -1)) if len(x.shape) <= 1 else x for x in xs], axis=0)
+
+
+@composite(samples=_cases(([(2, 3, 4)], dict(source=0, destination=-1)), ([(2, 3, 4)], dict(source=-1, destination=0)),
+                          ([(2, 3, 4)], dict(source=(0, 1), destination=(2, 0)))),
+           reference=S.jax_numpy("moveaxis"), vjp_math="x̄ = moveaxis(ḡ, destination, source)")
+def moveaxis(x, source, destination):
+    """x with the axes `source` moved to the positions `destination`, the others in their order (np.moveaxis)."""
+    src, dst = _axes_of(x, source, "moveaxis"), _axes_of(x, destination, "moveaxis")
+    if len(src) != len(dst):
+        raise shape_error("moveaxis", [x], f"{len(src)} source axes for {len(dst)} destinations")
+    order = [a for a in range(len(x.shape)) if a not in src]
+    for d, a in sorted(zip(dst, src)):
+        order.insert(d, a)
+    return transpose(x, tuple(order))
+
+
+@composite(samples=_cases(([(5,)], {}), ([(3, 4)], dict(axis=0)), ([(3, 5)], dict(n=2)), ([(2, 3, 4)], dict(axis=1))),
+           reference=lambda jax: lambda x, n=1, axis=-1: jax.numpy.diff(x, n=n, axis=axis),
+           vjp_math="x̄ = ḡ padded by one zero on each side, then its differences negated (n times)")
+def diff(x, n=1, axis=-1):
+    """Differences of neighbours along `axis`, x[1:] - x[:-1], taken `n` times (np.diff)."""
+    (axis,) = _axes_of(x, axis, "diff")
+    head = (slice(None),) * axis
+    for _ in range(int(n)):
+        x = getitem(x, head + (slice(1, None),)) - getitem(x, head + (slice(None, -1),))
+    return x
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=S.jax_numpy("fliplr"),
+           vjp_math="x̄ = fliplr(ḡ)")
+def fliplr(x):
+    """x with its columns (axis 1) in reverse order."""
+    return flip(x, 1)
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(5,)], {})), reference=S.jax_numpy("flipud"), vjp_math="x̄ = flipud(ḡ)")
+def flipud(x):
+    """x with its rows (axis 0) in reverse order."""
+    return flip(x, 0)
+
+
+def _argsort_rule(x, axis):
+    return x.shape, np.dtype(np.int64)
+
+
+_argsort = Primitive("argsort", lambda xp, x, axis: xp.argsort(x, axis=axis, kind="stable").astype(np.int64),
+                     _argsort_rule, differentiable=False)
+
+
+def _sort_samples(rng):
+    return [((S.distinct(rng, (3, 4))[0],), {}), ((S.distinct(rng, (3, 4))[0],), {"axis": 0}),
+            ((S.distinct(rng, (2, 3, 4))[0],), {"axis": 1}), ((S.distinct(rng, (2, 3))[0],), {"axis": None})]
+
+
+@exposes(_argsort, samples=_sort_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.argsort(x, axis=axis),
+         vjp_math="no gradient (integer output)")
+def argsort(x, axis=-1):
+    """The indices that sort x along `axis` (ties in their order; over the flattened array when None)."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    (axis,) = _axes_of(x, axis, "argsort")
+    return _argsort(x, axis=axis)
+
+
+@composite(samples=_sort_samples, reference=lambda jax: lambda x, axis=-1: jax.numpy.sort(x, axis=axis),
+           vjp_math="x̄ = ḡ sent back to each entry's place before sorting")
+def sort(x, axis=-1):
+    """x sorted along `axis` (over the flattened array when None); each entry's gradient follows it."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    return take_along_axis(x, argsort(x, axis), axis)
+
+
+def _diagonal_samples(rng):
+    return [((S.normal(rng, 3, 4),), {}), ((S.normal(rng, 4, 3),), {"offset": 1}), ((S.normal(rng, 3, 3),),
+            {"offset": -1}), ((S.normal(rng, 2, 3, 3),), {"axis1": 1, "axis2": 2})]
+
+
+@composite(samples=_diagonal_samples, reference=S.jax_numpy("diagonal"),
+           vjp_math="x̄ = zeros_like(x) with ḡ on the diagonal")
+def diagonal(x, offset=0, axis1=0, axis2=1):
+    """The diagonal of x over axes (axis1, axis2), `offset` above it, as the last axis (np.diagonal)."""
+    if len(x.shape) < 2:
+        raise shape_error("diagonal", [x], "needs at least 2 axes")
+    (a1,), (a2,) = _axes_of(x, axis1, "diagonal"), _axes_of(x, axis2, "diagonal")
+    if a1 == a2:
+        raise shape_error("diagonal", [x], "axis1 and axis2 must differ")
+    y = moveaxis(x, (a1, a2), (-2, -1))
+    rows, cols = y.shape[-2:]
+    offset = int(offset)
+    n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    i = np.arange(n)
+    return getitem(y, (Ellipsis, i - min(offset, 0), i + max(offset, 0)))
+
+
+@composite(samples=_diagonal_samples, reference=S.jax_numpy("trace"), numpy_name="trace",
+           vjp_math="x̄ = ḡ on the diagonal, 0 elsewhere")
+def matrix_trace(x, offset=0, axis1=0, axis2=1):
+    """Sum of the diagonal: np.trace(h) and h.trace() (bp.trace is the tracer of functions)."""
+    return _reduce.sum(diagonal(x, offset, axis1, axis2), axis=-1)

@@ -15,6 +15,7 @@ from traitlets import Dict, Int, List, Unicode
 
 from ..assets import asset
 from ..errors import BackpropError
+from ..train.trainer import format_loss
 from .dot import PALETTE, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
 from .render import svg_of
@@ -146,7 +147,7 @@ class LiveGraph(GraphView):
         self.edge_weights = {key: round(weight(by_position[i], self.scale), 3)
                              for key, i in self._edge_position.items() if i in by_position}
         run = self._run
-        loss = f" · loss {run.loss:.4g}" if run.loss is not None else ""
+        loss = f" · loss {format_loss(run.loss)}" if run.loss is not None else ""
         largest = max((by_position[i] for i in set(self._edge_position.values()) if i in by_position), default=0.0)
         lo, hi = self.scale
         self.status = (f"{run.status}, step {run.steps_done}{loss} · largest |gradient| on an edge {largest:.3g} · "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dashboard import Panel
+from ...train.trainer import format_loss
 from ..views import LossView, f32
 
 MAX_POINTS = 1000  # the curve is downsampled so that an update stays small however long training runs
@@ -45,7 +46,7 @@ def status_line(run) -> str:
     left = (run.total_steps - len(h["step"])) / rate if rate > 0 else float("nan")
     loss = h["loss"][-1]
     parts = ["training", f"step {step}/{run.total_steps}"] if run.status == "running" else [run.outcome]
-    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {loss:.4g}", f"{rate:,.0f} steps/s"]
+    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {format_loss(loss)}", f"{rate:,.0f} steps/s"]
     if run.status == "running" and np.isfinite(left):
         parts.append(f"{left:.0f} s left")
     return "  ·  ".join(parts)
