@@ -2,7 +2,8 @@
 
 Hypothesis builds each program ONCE as a plain description (a list of `Step(op, operand indices, params)` over 1-3
 inputs of small random shapes, 0-d to 3-d), then `run_program` interprets it twice: with bpmagic and with jax.numpy.
-The op table `OPS` (elementwise, activation and reduction ops, linear algebra, shape ops, composites) maps an op
+The op table `OPS` (elementwise, activation and reduction ops, linear algebra, NumPy's shape functions, losses and
+layers) maps an op
 name to (bpmagic callable, JAX callable, generator); the generator picks operands among the values computed so far
 (broadcast-compatible shapes of different rank are common) and the op's parameters, and records the result's shape.
 Every value that no later step reads is reduced to a scalar as sum (or mean) of value * fixed random weights, and
@@ -12,7 +13,7 @@ are exercised too.
 
 Tests (all derandomized, so CI sees the same programs on every run):
   * test_value_and_grad_match_jax: bp.value_and_grad vs jax.value_and_grad w.r.t. all inputs (250 programs);
-  * test_every_op_on_every_rank: every op of the table on inputs of rank 0 to 3 (3 programs per rank);
+  * test_every_op_on_every_rank: every op of the table on inputs of rank 0 to 4 (3 programs per rank);
   * test_second_order_matches_jax: grad of <grad f, v> vs JAX's, for ops smooth everywhere (50 programs);
   * test_traced_*_compiled_matches_jax: bp.trace, then executor.evaluate and Executable(optimize(graph)) called on
     two data sets and the first again, for the forward graph and for the value_and_grad graph (30 programs each).
@@ -595,6 +596,197 @@ def _wrapped(name, inner_bp, inner_jax, doc, jax_fn=None, smooth=True):
     return Op(lambda a: bp_fn(inner_bp(a)), lambda a: jax_fn(inner_jax(a)), _gen_unary(), smooth=smooth, doc=doc)
 
 
+# -- linear algebra beyond matmul, NumPy's shape functions, losses and layers ------------------------------------
+_LETTERS = "abcd"
+
+
+def _gen_einsum1(draw, shapes):
+    """One operand: a permutation of some of its axes, the others summed ("abc->ca")."""
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    n = len(shapes[i])
+    letters = _LETTERS[:n]
+    keep = [c for c in letters if draw(st.booleans())]
+    out = "".join(draw(st.permutations(keep))) if keep else ""
+    return (i,), {"spec": f"{letters}->{out}"}, tuple(shapes[i][letters.index(c)] for c in out)
+
+
+def _gen_contract(draw, shapes):
+    """a's last axis against the first axis of b (einsum, tensordot(axes=1) or dot): b is a value whose first axis
+    fits, or else a fixed matrix."""
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    a = tuple(shapes[i])
+    j = _pick(draw, shapes, lambda t: len(t) >= 1 and t[0] == a[-1] and len(a) + len(t) - 2 <= MAX_NDIM)
+    form = draw(st.sampled_from(["einsum", "tensordot", "dot"]))
+    if j is None or draw(st.booleans()):
+        cols = draw(st.integers(1, 3))
+        out = a[:-1] + (cols,)
+        return ((i,), {"form": form, "cols": cols}, out) if _fits(out) else None
+    out = a[:-1] + tuple(shapes[j])[1:]
+    return ((i, j), {"form": form, "cols": 0}, out) if _fits(out) or out == () else None
+
+
+def _contract(lib):
+    def f(a, *b, form, cols):
+        b = b[0] if b else np.cos(np.arange(a.shape[-1] * cols, dtype=np.float64)).reshape(a.shape[-1], cols)
+        n, m = len(a.shape), len(b.shape)
+        if form == "einsum":
+            la, lb = "abcd"[:n], "wxyz"[:m]
+            lb = la[-1] + lb[1:]
+            return lib.einsum(f"{la},{lb}->{la[:-1]}{lb[1:]}", a, b)
+        if form == "tensordot":
+            return lib.tensordot(a, b, axes=1)
+        # np.dot contracts a's last axis with b's second-to-last: move b's first axis there
+        return lib.dot(a, lib.moveaxis(b, 0, -2)) if m >= 2 else lib.dot(a, b)
+    return f
+
+
+def _gen_outer(draw, shapes):
+    i, j = _pick(draw, shapes), _pick(draw, shapes)
+    out = (_size(shapes[i]), _size(shapes[j]))
+    return ((i, j), {}, out) if _fits(out) else None
+
+
+def _gen_axis_op(extra=None, min_ndim=1):
+    """One operand and one axis (and whatever `extra(draw, shape, axis)` adds: params and the result's shape)."""
+    def gen(draw, shapes):
+        i = _pick(draw, shapes, lambda s: len(s) >= min_ndim)
+        if i is None:
+            return None
+        s = tuple(shapes[i])
+        axis = draw(st.integers(-len(s), len(s) - 1))
+        params, out = extra(draw, s, axis % len(s)) if extra else ({}, s)
+        return ((i,), {"axis": axis, **params}, out) if out is not None and _fits(out) else None
+    return gen
+
+
+def _pad_extra(draw, s, axis):
+    before, after = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    widths = [(0, 0)] * len(s)
+    widths[axis] = (before, after)
+    return {"widths": tuple(widths), "value": draw(st.sampled_from([0.0, 0.5]))}, \
+        s[:axis] + (s[axis] + before + after,) + s[axis + 1:]
+
+
+def _roll_extra(draw, s, axis):
+    return {"shift": draw(st.integers(-3, 3))}, s
+
+
+def _repeat_extra(draw, s, axis):
+    r = draw(st.integers(1, 3))
+    return {"repeats": r}, s[:axis] + (s[axis] * r,) + s[axis + 1:]
+
+
+def _take_extra(draw, s, axis):
+    idx = np.array(draw(st.lists(st.integers(0, s[axis] - 1), min_size=1, max_size=4)))
+    return {"indices": idx}, s[:axis] + (len(idx),) + s[axis + 1:]
+
+
+def _split_extra(draw, s, axis):
+    divisors = [n for n in (1, 2, 3) if s[axis] % n == 0]
+    n = draw(st.sampled_from(divisors))
+    k = draw(st.integers(0, n - 1))
+    return {"sections": n, "piece": k}, s[:axis] + (s[axis] // n,) + s[axis + 1:]
+
+
+def _diff_extra(draw, s, axis):
+    return ({}, s[:axis] + (s[axis] - 1,) + s[axis + 1:]) if s[axis] >= 2 else ({}, None)
+
+
+def _gen_tile(draw, shapes):
+    i = _pick(draw, shapes)
+    s = tuple(shapes[i])
+    reps = tuple(draw(st.lists(st.integers(1, 2), min_size=1, max_size=max(len(s), 1))))
+    n = max(len(reps), len(s))
+    full_s, full_r = (1,) * (n - len(s)) + s, (1,) * (n - len(reps)) + reps
+    out = tuple(a * b for a, b in zip(full_s, full_r))
+    return ((i,), {"reps": reps}, out) if _fits(out) else None
+
+
+def _gen_triangle(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    return None if i is None else ((i,), {"k": draw(st.integers(-1, 1))}, shapes[i])
+
+
+def _gen_moveaxis(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    src, dst = draw(st.integers(0, len(s) - 1)), draw(st.integers(0, len(s) - 1))
+    order = [a for a in range(len(s)) if a != src]
+    order.insert(dst, src)
+    return (i,), {"source": src, "destination": dst}, tuple(s[a] for a in order)
+
+
+def _gen_same_pair(draw, shapes):
+    """Two values of one shape (a value with itself is fine): the losses that compare prediction and target."""
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    j = _pick(draw, shapes, lambda t: tuple(t) == tuple(shapes[i]))
+    axis = draw(st.integers(-len(shapes[i]), len(shapes[i]) - 1))
+    return (i, j), {"axis": axis}, ()
+
+
+def _gen_nll(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1 and s[-1] >= 2)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    labels = np.array(draw(st.lists(st.integers(0, s[-1] - 1), min_size=_size(s[:-1]), max_size=_size(s[:-1]))),
+                      np.int64).reshape(s[:-1])
+    return (i,), {"labels": labels}, ()
+
+
+def _gen_batch_norm(draw, shapes):
+    """(N, C) or (N, C, H, W) with N·H·W >= 2 per channel; gamma and beta fixed per channel."""
+    i = _pick(draw, shapes, lambda s: len(s) in (2, 4) and _size(s) // s[1] >= 2)
+    return None if i is None else ((i,), {}, shapes[i])
+
+
+def _channel_params(c):
+    return 1.0 + 0.1 * np.arange(c, dtype=np.float64), 0.05 * np.arange(c, dtype=np.float64)
+
+
+def _jax_batch_norm(x):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+    gamma, beta = _channel_params(x.shape[1])
+    mu = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean((x - mu) ** 2, axis=axes, keepdims=True)
+    return (x - mu) / jnp.sqrt(var + 1e-5) * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def _gen_conv1d(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) == 3 and s[2] >= 2)
+    if i is None:
+        return None
+    n, c, length = shapes[i]
+    out_c, k = draw(st.integers(1, 2)), draw(st.integers(1, min(3, length)))
+    out = (n, out_c, length - k + 1)
+    return ((i,), {"out_c": out_c, "k": k}, out) if _fits(out) else None
+
+
+def _fixed_kernel(out_c, c, k):
+    return np.cos(np.arange(out_c * c * k, dtype=np.float64)).reshape(out_c, c, k)
+
+
+def _gen_upsample(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) == 4 and 4 * _size(s) <= MAX_SIZE)
+    if i is None:
+        return None
+    n, c, h, w = shapes[i]
+    return (i,), {}, (n, c, 2 * h, 2 * w)
+
+
+def _jax_upsample_nearest(x):
+    return jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+
+
 # -- the table ------------------------------------------------------------------------------------------------------
 OPS = {
     # elementwise unary
@@ -708,6 +900,61 @@ OPS = {
                     lambda a, axis, keepdims: jsp.logsumexp(a, axis=axis, keepdims=keepdims), _gen_logsumexp),
     "layer_norm": Op(lambda a, axis: bp.layer_norm(a, axis=axis), _jax_layer_norm, _gen_softmax_like,
                      doc=f"(a - mean) / sqrt(var + {LN_EPS})"),
+    # linear algebra beyond matmul
+    "einsum1": Op(lambda a, spec: bp.einsum(spec, a), lambda a, spec: jnp.einsum(spec, a), _gen_einsum1,
+                  doc="einsum(spec, a)"),
+    "contract": Op(_contract(bp), _contract(jnp), _gen_contract,
+                   doc="a's last axis against b's first (b: a fixed matrix of `cols` columns when cols > 0), by "
+                       "einsum, tensordot(axes=1) or dot"),
+    "outer": Op(bp.outer, jnp.outer, _gen_outer),
+    # NumPy's shape functions
+    "pad": Op(lambda a, axis, widths, value: bp.pad(a, widths, constant_values=value),
+              lambda a, axis, widths, value: jnp.pad(a, widths, constant_values=value), _gen_axis_op(_pad_extra)),
+    "flip": Op(lambda a, axis: bp.flip(a, axis), lambda a, axis: jnp.flip(a, axis), _gen_axis_op()),
+    "roll": Op(lambda a, axis, shift: bp.roll(a, shift, axis), lambda a, axis, shift: jnp.roll(a, shift, axis),
+               _gen_axis_op(_roll_extra)),
+    "repeat": Op(lambda a, axis, repeats: bp.repeat(a, repeats, axis),
+                 lambda a, axis, repeats: jnp.repeat(a, repeats, axis), _gen_axis_op(_repeat_extra)),
+    "take": Op(lambda a, axis, indices: bp.take(a, indices, axis=axis),
+               lambda a, axis, indices: jnp.take(a, indices, axis=axis), _gen_axis_op(_take_extra)),
+    "split": Op(lambda a, axis, sections, piece: bp.split(a, sections, axis)[piece],
+                lambda a, axis, sections, piece: jnp.split(a, sections, axis)[piece], _gen_axis_op(_split_extra),
+                doc="split(a, sections, axis)[piece]"),
+    "diff": Op(lambda a, axis: bp.diff(a, axis=axis), lambda a, axis: jnp.diff(a, axis=axis),
+               _gen_axis_op(_diff_extra)),
+    "sort": Op(lambda a, axis: bp.sort(a, axis), lambda a, axis: jnp.sort(a, axis), _gen_axis_op(), smooth=False),
+    "argmin_take": Op(lambda a, axis: bp.take_along_axis(a, bp.expand_dims(bp.argmin(a, axis), axis), axis),
+                      lambda a, axis: jnp.take_along_axis(a, jnp.expand_dims(jnp.argmin(a, axis), axis), axis),
+                      _gen_axis_op(lambda draw, s, axis: ({}, s[:axis] + (1,) + s[axis + 1:])), smooth=False,
+                      doc="take_along_axis(a, argmin(a, axis) as a size-1 axis, axis)"),
+    "tile": Op(lambda a, reps: bp.tile(a, reps), lambda a, reps: jnp.tile(a, reps), _gen_tile),
+    "tril": Op(lambda a, k: bp.tril(a, k), lambda a, k: jnp.tril(a, k), _gen_triangle),
+    "triu": Op(lambda a, k: bp.triu(a, k), lambda a, k: jnp.triu(a, k), _gen_triangle),
+    "moveaxis": Op(lambda a, source, destination: bp.moveaxis(a, source, destination),
+                   lambda a, source, destination: jnp.moveaxis(a, source, destination), _gen_moveaxis),
+    # losses (scalars) and layers
+    "huber": Op(lambda a, b, axis: bp.huber(a, b), lambda a, b, axis: jnp.mean(
+        jnp.where(jnp.abs(a - b) <= 1.0, 0.5 * (a - b) ** 2, jnp.abs(a - b) - 0.5)), _gen_same_pair, smooth=False),
+    "l1": Op(lambda a, b, axis: bp.l1(a, b), lambda a, b, axis: jnp.mean(jnp.abs(a - b)), _gen_same_pair,
+             smooth=False),
+    "cosine_similarity": Op(lambda a, b, axis: bp.mean(bp.cosine_similarity(a + 1.5, b - 1.5, axis=axis)),
+                            lambda a, b, axis: jnp.mean(jnp.sum((a + 1.5) * (b - 1.5), axis) / jnp.maximum(
+                                jnp.linalg.norm(a + 1.5, axis=axis) * jnp.linalg.norm(b - 1.5, axis=axis), 1e-8)),
+                            _gen_same_pair, doc="mean(cosine_similarity(a + 1.5, b - 1.5, axis))"),
+    "kl_div": Op(lambda a, b, axis: bp.kl_div(bp.log_softmax(a, axis=-1), bp.softmax(b, axis=-1)),
+                 lambda a, b, axis: jnp.sum(jax.nn.softmax(b, -1) * (jax.nn.log_softmax(b, -1)
+                                                                   - jax.nn.log_softmax(a, -1))) / (a.shape[0] if a.ndim > 1 else 1),
+                 _gen_same_pair, doc="kl_div(log_softmax(a), softmax(b))"),
+    "nll": Op(lambda a, labels: bp.nll(bp.log_softmax(a, axis=-1), labels),
+              lambda a, labels: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(a, -1), labels[..., None], -1)),
+              _gen_nll, doc="nll(log_softmax(a), labels)"),
+    "batch_norm": Op(lambda a: bp.batch_norm(a, *_channel_params(a.shape[1])), _jax_batch_norm, _gen_batch_norm,
+                     doc="batch_norm(a, gamma, beta) with batch statistics"),
+    "conv1d": Op(lambda a, out_c, k: bp.conv1d(a, _fixed_kernel(out_c, a.shape[1], k)),
+                 lambda a, out_c, k: jax.lax.conv_general_dilated(a, _fixed_kernel(out_c, a.shape[1], k), (1,),
+                                                                  "VALID"), _gen_conv1d,
+                 doc="conv1d(a, a fixed kernel)"),
+    "upsample_nearest": Op(lambda a: bp.upsample_nearest(a), _jax_upsample_nearest, _gen_upsample),
 }
 # how often each op is drawn (relative): ops with more ways to go wrong (indexing, shapes, matmul) come up more
 WEIGHTS = {"add": 2, "multiply": 2, "maximum": 2, "where": 2, "const": 2, "sum": 2, "mean": 2, "max": 2, "matmul": 4,
@@ -859,18 +1106,19 @@ def test_value_and_grad_match_jax(prog):
 def _every_op_programs(draw, ndim):
     """One input of rank `ndim`, and every op of the table that applies to it applied to it: each op on each rank,
     which random programs might miss (0-d values in particular)."""
-    shape = tuple(draw(st.integers(1, 4)) for _ in range(ndim))
+    shape = tuple(draw(st.integers(1, 4 if ndim < 4 else 2)) for _ in range(ndim))  # rank 4: images for layers
     steps = []
     for name, op in OPS.items():
         made = op.gen(draw, [shape])  # only x0 to choose from
         if made is not None:
             args, params, out = made
             steps.append(Step(name, tuple(args), params, tuple(out)))
+            event(f"op {name}")
     sinks = [(1 + k, draw(st.sampled_from(["sum", "mean"])), "fn") for k in range(len(steps))]
     return Program([shape], steps, sinks, draw(st.integers(0, 2 ** 32 - 1)))
 
 
-@pytest.mark.parametrize("ndim", [0, 1, 2, 3])
+@pytest.mark.parametrize("ndim", [0, 1, 2, 3, 4])
 @settings(max_examples=3, **COMMON)
 @given(data=st.data())
 def test_every_op_on_every_rank(ndim, data):
