@@ -115,6 +115,7 @@ def transpose(x, axes=None):
 @composite(samples=lambda rng: [((S.normal(rng, 2, 3, 4), 0, 2), {}), ((S.normal(rng, 2, 3, 4), -1, -2), {})],
            reference=S.jax_numpy("swapaxes"), vjp_math="x̄ = swapaxes(ḡ, a, b)")
 def swapaxes(x, a, b):
+    """x with axes a and b exchanged."""
     axes = list(range(len(x.shape)))
     axes[a], axes[b] = axes[b], axes[a]
     return transpose(x, axes)
@@ -140,6 +141,7 @@ _broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x
          reference=S.jax_numpy("broadcast_to"),
          vjp_math="x̄ = unbroadcast(ḡ, x.shape) (summed over the broadcast axes)")
 def broadcast_to(x, shape):
+    """x repeated along new or size-1 axes to `shape` (NumPy's broadcasting, made explicit)."""
     shape = tuple(int(s) for s in shape)
     return x if tuple(x.shape) == shape else _broadcast_to(x, shape=shape)
 
@@ -165,6 +167,7 @@ def unbroadcast(g, shape):
 @composite(samples=_cases(([(3, 4)], dict(axis=0)), ([(3, 4)], dict(axis=-1)), ([(3, 4)], dict(axis=1))),
            reference=S.jax_numpy("expand_dims"), vjp_math="x̄ = squeeze(ḡ, axis)")
 def expand_dims(x, axis):
+    """x with a new axis of size 1 at `axis`."""
     shape = list(x.shape)
     axis = axis % (len(shape) + 1)
     shape.insert(axis, 1)
@@ -175,6 +178,7 @@ def expand_dims(x, axis):
                           ([(3, 1, 4, 1)], dict(axis=-1))),
            reference=S.jax_numpy("squeeze"), vjp_math="x̄ = reshape(ḡ, x.shape)")
 def squeeze(x, axis=None):
+    """x without its size-1 axes (or only those in `axis`)."""
     if axis is None:
         return reshape(x, [s for s in x.shape if s != 1])
     axes = {a % len(x.shape) for a in ((axis,) if isinstance(axis, int) else axis)}

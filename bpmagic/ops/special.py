@@ -55,5 +55,6 @@ def _tails(rng, *shape):
 
 
 erf = Primitive("erf", lambda xp, x: xp.asarray(erf_impl(xp, x)), _erf_shape, _erf_vjp, fused="erf({0})",
+                doc="The error function, 2/√π ∫₀ˣ e^(−t²) dt.",
                 numpy_name=None, samples=S.join(S.unary(), S.unary(_tails, shapes=[(3, 4)])),
                 reference=lambda jax: jax.scipy.special.erf, vjp_math="x̄ = ḡ · (2/√π) · e^(−x²)")
