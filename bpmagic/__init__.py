@@ -7,7 +7,7 @@
 from . import ops
 from .api import GradcheckResult, grad, gradcheck, primitive, trace, value_and_grad
 from .backends import get_backend
-from .cell import Input, Loss, Param, Target
+from .cell import Buffer, Input, Loss, Param, Target
 from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, TracingError
 from .ir import Eqn, Graph, Var
 from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)

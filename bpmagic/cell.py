@@ -3,6 +3,7 @@
     W1: Param = randn(2, 8) * 0.5      # a parameter and its initialiser
     x: Input = X                       # a whole data set from the namespace, batched along axis 0
     y: Target = Y
+    m: Buffer = zeros(8)               # kept between steps, not trained (e.g. batch_norm's running averages)
     h = tanh(x @ W1 + b1)              # ordinary Python, run at trace time
     loss: Loss = mse(h @ W2, y)        # the scalar to minimise
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .errors import BackpropError
 
-ANNOTATIONS = ("Param", "Input", "Target", "Loss")
+ANNOTATIONS = ("Param", "Input", "Target", "Loss", "Buffer")
 
 
 class _Annotation:
@@ -31,7 +32,7 @@ class _Annotation:
         return f"bpmagic.{self._name}"
 
 
-Param, Input, Target, Loss = (_Annotation(n) for n in ANNOTATIONS)
+Param, Input, Target, Loss, Buffer = (_Annotation(n) for n in ANNOTATIONS)
 
 
 class CellError(BackpropError):
@@ -51,12 +52,13 @@ class CellProgram:
     """A parsed cell: declarations, and a code object that defines the loss function."""
 
     params: list = field(default_factory=list)
+    buffers: list = field(default_factory=list)  # ParamSpecs of the Buffers: kept between steps, not trained
     inputs: list = field(default_factory=list)  # (name, expression source, lineno), in order
     targets: list = field(default_factory=list)
     loss_name: str = "loss"
     loss_lineno: int = 0
     filename: str = "<backprop cell>"
-    code: object = None  # compiled module defining __bp_loss__(__params, *batch)
+    code: object = None  # compiled module defining __bp_loss__(__params, [__buffers,] *batch)
     source_lines: list = field(default_factory=list)
 
     @property
@@ -65,7 +67,8 @@ class CellProgram:
         return [n for n, _, _ in self.inputs] + [n for n, _, _ in self.targets]
 
     def loss_function(self, namespace: dict):
-        """The loss function `f(params, *batch)`, with `namespace` as its globals."""
+        """The loss function `f(params, *batch)`, with `namespace` as its globals; with Buffers
+        `f(params, buffers, *batch) -> (loss, new_buffers)`."""
         scope = dict(namespace)
         exec(self.code, scope)
         return scope["__bp_loss__"]
@@ -113,13 +116,19 @@ def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int =
         raise _error(0, "the cell has no Param: declare what to train, e.g. `W: Param = randn(2, 8) * 0.5`")
     prog.loss_name, prog.loss_lineno = losses[0]
 
-    # def __bp_loss__(__params, <inputs>, <targets>): <body>; return <loss>
-    args = [ast.arg("__params")] + [ast.arg(n) for n in prog.data_names]
+    # def __bp_loss__(__params, [__buffers,] <inputs>, <targets>): <body>; return <loss> [, {buffer: value}]
+    lead = ["__params", "__buffers"] if prog.buffers else ["__params"]
+    args = [ast.arg(n) for n in lead] + [ast.arg(n) for n in prog.data_names]
+    result = ast.Name(prog.loss_name, ast.Load())
+    if prog.buffers:
+        names = [b.name for b in prog.buffers]
+        result = ast.Tuple([result, ast.Dict([ast.Constant(n) for n in names],
+                                             [ast.Name(n, ast.Load()) for n in names])], ast.Load())
     fn = ast.FunctionDef(
         name="__bp_loss__",
         args=ast.arguments(posonlyargs=[], args=args, vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
                            defaults=[]),
-        body=[s for s in body if s is not None] + [ast.Return(ast.Name(prog.loss_name, ast.Load()))],
+        body=[s for s in body if s is not None] + [ast.Return(result)],
         decorator_list=[], returns=None, type_params=[],
     )
     module = ast.Module(body=[fn], type_ignores=[])
@@ -173,14 +182,15 @@ def _declarations(stmt, prog, losses, layer, top):
     if kind == "Loss":
         losses.append((name, lineno))
         return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], stmt.value), stmt)
-    if kind != "Param" and not top:
+    if kind not in ("Param", "Buffer") and not top:
         raise _error(lineno, f"declare {kind}s at the top level of the cell", prog.line(lineno))
-    if kind == "Param":
-        if any(p.name == name for p in prog.params):
-            raise _error(lineno, f"Param {name!r} is declared twice", prog.line(lineno))
-        prog.params.append(ParamSpec(name, stmt.value, lineno, layer))
-        # in the loss function the name is bound to the traced parameter
-        value = ast.Subscript(ast.Name("__params", ast.Load()), ast.Constant(name), ast.Load())
+    if kind in ("Param", "Buffer"):
+        if any(p.name == name for p in prog.params + prog.buffers):
+            raise _error(lineno, f"{name!r} is declared twice", prog.line(lineno))
+        (prog.params if kind == "Param" else prog.buffers).append(ParamSpec(name, stmt.value, lineno, layer))
+        # in the loss function the name is bound to the traced parameter (or the buffer's value at this step)
+        source = "__params" if kind == "Param" else "__buffers"
+        value = ast.Subscript(ast.Name(source, ast.Load()), ast.Constant(name), ast.Load())
         return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), stmt)
     (prog.inputs if kind == "Input" else prog.targets).append((name, stmt.value, lineno))
     return None  # bound as an argument of the loss function

@@ -101,32 +101,44 @@ def bind_data(prog, user_ns, dtype):
 
 def bind_params(prog, user_ns, *, seed, dtype, reset):
     """name -> array: the namespace's trained array when it fits, else a fresh one from the initialiser."""
+    params, notices = _bind(prog, prog.params, "Param", user_ns, seed, dtype, reset)
+    groups = {spec.name: spec.layer or layer_of(spec.name) for spec in prog.params}
+    return params, groups, notices
+
+
+def bind_buffers(prog, user_ns, *, seed, dtype, reset):
+    """name -> array for each Buffer, as for Params: the value it reached when the cell last ran, if it fits."""
+    return _bind(prog, prog.buffers, "Buffer", user_ns, seed, dtype, reset)
+
+
+def _bind(prog, specs, kind, user_ns, seed, dtype, reset):
     init_ns = {**cell_namespace(user_ns, dtype), **initializers(np.random.default_rng(seed), dtype)}
-    params, notices = {}, []
-    for spec in prog.params:
+    arrays, notices = {}, []
+    for spec in specs:
         fresh = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
         if not is_array(fresh) and not isinstance(fresh, (int, float)):
-            raise CellError(f"line {spec.lineno}: the initial value of Param {spec.name} must be an array, got "
+            raise CellError(f"line {spec.lineno}: the initial value of {kind} {spec.name} must be an array, got "
                             f"{type(fresh).__name__}\n    {prog.line(spec.lineno)}")
         fresh = np.asarray(fresh, dtype) if not is_array(fresh) or fresh.dtype != dtype else fresh
         old = user_ns.get(spec.name)
         if not reset and is_array(old) and old.dtype.kind == "f":
             if tuple(old.shape) == tuple(fresh.shape):
-                params[spec.name] = old if old.dtype == dtype else old.astype(dtype)
+                arrays[spec.name] = old if old.dtype == dtype else old.astype(dtype)
                 continue
             notices.append(f"{spec.name} changed shape {tuple(old.shape)} -> {tuple(fresh.shape)}: re-initialised")
-        params[spec.name] = fresh.copy()
-    groups = {spec.name: spec.layer or layer_of(spec.name) for spec in prog.params}
-    return params, groups, notices
+        arrays[spec.name] = fresh.copy()
+    return arrays, notices
 
 
 def make_loss_fn(prog, user_ns, dtype=np.float32):
-    """The cell as `loss_fn(params, *batch)`, checking that the Loss is a scalar."""
+    """The cell as `loss_fn(params, *batch)` (with Buffers `loss_fn(params, buffers, *batch) -> (loss,
+    new_buffers)`), checking that the Loss is a scalar."""
     inner = prog.loss_function(cell_namespace(user_ns, dtype))
 
-    def loss_fn(params, *batch):
-        value = inner(params, *batch)
-        shape = tuple(getattr(value, "shape", ()))
+    def loss_fn(*args):
+        value = inner(*args)
+        loss = value[0] if prog.buffers else value
+        shape = tuple(getattr(loss, "shape", ()))
         if shape != ():
             raise CellError(f"line {prog.loss_lineno}: the Loss must be a scalar, but {prog.loss_name} has shape "
                             f"{shape}; reduce it, e.g. mean(...)\n    {prog.line(prog.loss_lineno)}")
@@ -189,7 +201,8 @@ class Backprop(Magics):
 
         Annotate names in the cell: `W: Param = randn(2, 8)` (trained; keeps its value on re-runs unless
         --reset), `x: Input = X` and `y: Target = Y` (data sets from the notebook, batched along axis 0),
-        `loss: Loss = ...` (the scalar to minimise). All of bpmagic's ops are bare names (tanh, relu, softmax,
+        `loss: Loss = ...` (the scalar to minimise), `m: Buffer = zeros(8)` (kept between steps, not trained:
+        reassign it in the cell, e.g. batch_norm's running averages). All of bpmagic's ops are bare names (tanh, relu, softmax,
         cross_entropy, conv2d, ...), as are the initialisers randn, zeros, ones, normal and uniform, and the
         constants (zeros, ones, full, eye, arange, linspace, ..._like) in the body; np.tanh, np.sum, h.mean()
         and friends work on traced values too. Params whose names end in the same number form a layer
@@ -205,7 +218,9 @@ class Backprop(Magics):
             data = bind_data(prog, user_ns, opts["dtype"])
             params, groups, notices = bind_params(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"],
                                                   reset=args.reset)
-            for notice in notices:
+            buffers, buffer_notices = bind_buffers(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"],
+                                                   reset=args.reset)
+            for notice in notices + buffer_notices:
                 print(f"bpmagic: {notice}")
             validation = None
             if args.validate:
@@ -214,10 +229,12 @@ class Backprop(Magics):
             run = fit(make_loss_fn(prog, user_ns, opts["dtype"]), params, tuple(data[n] for n in prog.data_names),
                       epochs=None if args.steps else opts["epochs"], steps=args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
-                      seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True)
+                      seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,
+                      buffers=buffers or None)
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
         user_ns.update(run.params)  # the very arrays the worker updates in place
+        user_ns.update(run.buffers)
         user_ns[args.name] = run
         show_dashboard = opts["dashboard"] and not args.no_dashboard and has_widget_frontend(self.shell)
         if show_dashboard:

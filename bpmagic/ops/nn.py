@@ -312,7 +312,8 @@ def batch_norm(x, gamma=None, beta=None, running_mean=None, running_var=None, tr
     Without running averages it returns y. With them it returns (y, new_mean, new_var), so one line serves both
     modes: `h, mean1, var1 = batch_norm(h, g1, b1, mean1, var1, training=True)`; while training the averages move
     by `momentum` towards the batch's mean and (unbiased) variance, with no gradient through them; in evaluation
-    they come back unchanged.
+    they come back unchanged. In a %%backprop cell, declare them `mean1: Buffer = zeros(C)` and
+    `var1: Buffer = ones(C)`: each step keeps their new values, and after training they are arrays in the notebook.
     """
     axes = _bn_axes(x)
     for name, v in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):

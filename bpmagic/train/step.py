@@ -1,9 +1,10 @@
 """compile_step: forward, backward and optimizer update traced into one graph, compiled once per input shape.
 
-The step graph's inputs are the parameters, the optimizer state, the batch and the per-step scalars (learning
-rates, ...). Its outputs are the loss, a finiteness check, the new parameters and state, and optionally per-layer
-statistics. Parameters and state are donated: the update writes into their arrays in place, but only after the
-loss and gradients were checked finite, so a NaN step leaves the parameters as they were.
+The step graph's inputs are the parameters, the optimizer state, the buffers (arrays the model keeps between steps
+without training them, such as batch_norm's running averages), the batch and the per-step scalars (learning rates,
+...). Its outputs are the loss, a finiteness check, the new parameters, state and buffers, and optionally per-layer
+statistics. Parameters, state and buffers are donated: the update writes into their arrays in place, but only after
+the loss and gradients were checked finite, so a NaN step leaves them as they were.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Plan:
     executable: Executable
     n_params: int
     n_state: int
+    n_buffers: int
     stat_names: list
     compile_seconds: float
 
@@ -55,15 +57,17 @@ class StepInfo:
 class CompiledStep:
     """A training step for `loss_fn(params, *batch)`. Call it with a batch; returns the loss as a float.
 
-    Created by `bp.compile_step`. Attributes: params (updated in place), optimizer (change its hyperparameters at
-    any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), graph / forward_graph /
-    backward_graph / update_graph (of the latest plan).
+    Created by `bp.compile_step`. Attributes: params (updated in place), buffers (likewise), optimizer (change its
+    hyperparameters at any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), graph /
+    forward_graph / backward_graph / update_graph (of the latest plan).
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32"):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None):
         if not isinstance(params, dict) or not params:
             raise BackpropError("params must be a non-empty dict mapping names to arrays")
+        if buffers is not None and not isinstance(buffers, dict):
+            raise BackpropError("buffers must be a dict mapping names to arrays (or None)")
         if matmul_precision not in PRECISIONS:
             raise BackpropError(f"matmul_precision={matmul_precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.backend = get_backend(backend, verbose=(backend == "auto"))
@@ -80,6 +84,12 @@ class CompiledStep:
                     f"params[{name!r}] = params[{name!r}].astype(np.float32)")
             if not self.backend.owns(p) or not getattr(getattr(p, "flags", None), "writeable", True):
                 params[name] = self.backend.asarray(np.array(p) if not self.backend.owns(p) else p.copy())
+        self.buffers = {} if buffers is None else buffers
+        for name, b in self.buffers.items():
+            if name in params:
+                raise BackpropError(f"{name!r} is both a parameter and a buffer; give them different names")
+            if not self.backend.owns(b) or not getattr(getattr(b, "flags", None), "writeable", True):
+                self.buffers[name] = self.backend.asarray(np.array(b) if not self.backend.owns(b) else b.copy())
         self.loss_fn = loss_fn
         self.params = params
         self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
@@ -94,8 +104,29 @@ class CompiledStep:
         self.last: StepInfo | None = None
         self._cached = None
         self._lock = threading.Lock()
-        self._batch_names = _arg_names(loss_fn, 1 + len(example_batch))[1:]
+        n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
+        self._batch_names = _arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
         self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters())
+
+    def call_loss(self, params, batch, buffers=None):
+        """(loss, new buffers) of the model on `params`, `batch` and `buffers` (traced or concrete): the one place
+        that knows the loss function's calling convention, `loss_fn(params, *batch)`, or with buffers
+        `loss_fn(params, buffers, *batch) -> (loss, new_buffers)`."""
+        if not self.buffers:
+            return call_user(self.loss_fn, params, *batch), {}
+        result = call_user(self.loss_fn, params, self.buffers if buffers is None else buffers, *batch)
+        if not (isinstance(result, (tuple, list)) and len(result) == 2 and isinstance(result[1], dict)):
+            raise BackpropError("with buffers, the loss function must return (loss, new_buffers): a dict with a new "
+                                f"value for each buffer ({', '.join(self.buffers)})")
+        loss, new = result
+        if set(new) != set(self.buffers):
+            raise BackpropError(f"the loss function returned new values for buffers {sorted(new)}, but the buffers "
+                                f"are {sorted(self.buffers)}")
+        for name, value in new.items():
+            if tuple(getattr(value, "shape", ())) != tuple(self.buffers[name].shape):
+                raise BackpropError(f"buffer {name!r} has shape {tuple(self.buffers[name].shape)}, but its new value "
+                                    f"has shape {tuple(getattr(value, 'shape', ()))}: a buffer keeps its shape")
+        return loss, new
 
     # -- compiling ----------------------------------------------------------------------------------------------------
     def _prepare(self, batch):
@@ -136,11 +167,15 @@ class CompiledStep:
         with new_trace(self.backend) as tr:
             p_in = {n: tr.new_input(self.params[n], name=n) for n in names}
             s_in = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
+            buf_in = {n: tr.new_input(b, name=n) for n, b in self.buffers.items()}
             b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self._batch_names)]
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
             start = len(tr.eqns)
-            loss = call_user(self.loss_fn, p_in, *b_in)  # a mistake in it: one message naming the line
+            loss, new_buf = self.call_loss(p_in, b_in, buf_in)  # a mistake in it: one message naming the line
+            # a buffer's new value never carries a gradient, and keeps the buffer's dtype
+            new_buf = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
+                                     self.buffers[n].dtype) for n, v in new_buf.items()}
             if tuple(getattr(loss, "shape", ())) != ():
                 raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
                                     "reduce it (e.g. .mean())")
@@ -175,17 +210,17 @@ class CompiledStep:
                         stat_names += [f"grad_sq/{n}", f"update_sq/{n}", f"param_sq/{n}"]
                         d = new_p[n] - p_in[n]
                         stat_vals += [sq[n], ops.sum(d * d), ops.sum(p_in[n] * p_in[n])]
-            inputs = ([p_in[n] for n in names] + [s_in[n][s] for n in names for s in slots] + b_in
-                      + [k_in[n][k] for n in names for k in scalars[n]])
+            inputs = ([p_in[n] for n in names] + [s_in[n][s] for n in names for s in slots] + list(buf_in.values())
+                      + b_in + [k_in[n][k] for n in names for k in scalars[n]])
             outputs = ([loss] + checks + [new_p[n] for n in names] + [new_s[n][s] for n in names for s in slots]
-                       + stat_vals)
+                       + [new_buf[n] for n in self.buffers] + stat_vals)
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
-        n, ns = len(names), len(names) * len(slots)
-        donate = {1 + n + i: i for i in range(n + ns)}
+        n, ns, nb = len(names), len(names) * len(slots), len(self.buffers)
+        donate = {1 + n + i: i for i in range(n + ns + nb)}
         exe = Executable(graph, self.backend, donate=donate, guards=list(range(1 + n)), cuda_graph=self.cuda_graph,
                          matmul_precision=self.matmul_precision)
-        return Plan(graph, exe, n, ns, stat_names, time.perf_counter() - t0)
+        return Plan(graph, exe, n, ns, nb, stat_names, time.perf_counter() - t0)
 
     # -- running ------------------------------------------------------------------------------------------------------
     def __call__(self, *batch) -> float:
@@ -205,8 +240,8 @@ class CompiledStep:
             loss = float(outs[0])
             stats = {}
             if plan.stat_names:
-                # outputs: loss, one check per gradient, new params, new state, then the statistics
-                values = outs[1 + 2 * plan.n_params + plan.n_state:]
+                # outputs: loss, one check per gradient, new params, new state, new buffers, then the statistics
+                values = outs[1 + 2 * plan.n_params + plan.n_state + plan.n_buffers:]
                 stats = dict(zip(plan.stat_names, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
             self.last = StepInfo(self.step_count, loss, hyper, lrs, stats)
             return loss
@@ -225,7 +260,8 @@ class CompiledStep:
         lrs = {n: scalars[n].get("lr") for n in self.params}
         # the params and optimizer state are updated in place, so the same arrays are passed at every step
         slots = self.optimizer.state_slots(structure)
-        held = [self.params[n] for n in self.params] + [self.state[n][s] for n in self.params for s in slots]
+        held = ([self.params[n] for n in self.params] + [self.state[n][s] for n in self.params for s in slots]
+                + list(self.buffers.values()))
         return signature, version, plan, hyper, held, values, lrs
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
@@ -269,7 +305,7 @@ class CompiledStep:
 
 
 def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32"):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None):
     """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
 
     params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
@@ -279,10 +315,13 @@ def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto"
     On CuPy, runs of elementwise operations are fused into generated kernels and, with cuda_graph=True (the
     default), the step is replayed as CUDA graphs; matmul_precision="tf32" or "bf16" uses tensor-core math with
     fp32 accumulation for float32 matmuls (default "fp32": exact fp32).
+    buffers: dict name -> array the model keeps between steps without training it (batch_norm's running averages);
+    then `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and each step stores the new values in
+    place (no gradient flows through them).
 
         step = bp.compile_step(loss_fn, params, X[:32], Y[:32], optimizer=bp.optim.SGD(lr=0.1))
         for xb, yb in batches:
             loss = step(xb, yb)
     """
     return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats, cuda_graph,
-                        matmul_precision)
+                        matmul_precision, buffers)

@@ -59,6 +59,7 @@ class Run:
         self.step = step
         self.controls = controls
         self.params = step.params if step is not None else {}
+        self.buffers = step.buffers if step is not None else {}
         self.history: dict = {}
         self._status = "created"
         self.ended_because: str | None = None
@@ -203,22 +204,22 @@ class Run:
 
     # -- saving -----------------------------------------------------------------------------------------------------
     def save(self, path):
-        """Write parameters, optimizer state, hyperparameters and history to `path` (.npz)."""
+        """Write parameters, optimizer state, buffers, hyperparameters and history to `path` (.npz)."""
         opt = self.optimizer
         meta = {"name": self.name, "status": self.status, "ended_because": self.ended_because,
                 "optimizer": type(opt).__name__ if opt else None,
                 "hyperparameters": opt.hyperparameters() if opt else {},
                 "step_count": self.step.step_count if self.step else self.total_steps,
                 "groups": self.step.groups if self.step else {}, "history": self.history}
-        checkpoint.save(path, self.params, self.step.state if self.step else self.optimizer_state, meta)
+        checkpoint.save(path, self.params, self.step.state if self.step else self.optimizer_state, meta, self.buffers)
 
     @classmethod
     def load(cls, path) -> "Run":
         """A finished Run from `save`: params, optimizer_state, history and hyperparameters (not trainable by
         itself: pass run.params and run.optimizer_state to bp.fit to continue)."""
-        params, state, meta = checkpoint.load(path)
+        params, state, meta, buffers = checkpoint.load(path)
         run = cls(meta["name"], None, None)
-        run.params, run.optimizer_state, run.history = params, state, meta["history"]
+        run.params, run.optimizer_state, run.history, run.buffers = params, state, meta["history"], buffers
         run.status, run.ended_because = "loaded", meta["ended_because"]
         run.hyperparameters, run.total_steps = meta["hyperparameters"], meta["step_count"]
         run.saved_status = meta["status"]
@@ -311,7 +312,8 @@ class Run:
                 self.history["val_loss"].append(None)
 
     def _validate(self, validation):
-        loss = float(self.step.backend.to_numpy(self.step.loss_fn(self.params, *validation)))
+        loss, _ = self.step.call_loss(self.params, validation)  # the buffers' new values are not kept
+        loss = float(self.step.backend.to_numpy(loss))
         with self._history_lock:
             column = self.history.setdefault("val_loss", [None] * len(self.history.get("step", ())))
             if column:
@@ -349,13 +351,16 @@ def last_run() -> Run | None:
 
 
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
-        seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None) -> Run:
+        seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
+        buffers=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0) in a worker thread.
 
     epochs or steps: how long (default 1 epoch). batch_size: default the whole data set. optimizer: default
     SGD(lr=0.01). validation: arrays like `data`, evaluated after each epoch. background=False blocks until
     training ends (Ctrl-C stops it cleanly at a step boundary); background=True returns the live Run at once.
-    Parameters are updated in place; they are always those of the last completed step.
+    Parameters are updated in place; they are always those of the last completed step. buffers: arrays the model
+    keeps between steps without training them (see compile_step); then `loss_fn(params, buffers, *batch)` returns
+    `(loss, new_buffers)`, and `run.buffers` holds them.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -372,7 +377,7 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
 
     optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
     example = tuple(d[:bs] for d in data)
-    step = CompiledStep(loss_fn, params, example, optimizer, backend, groups, stats=True)
+    step = CompiledStep(loss_fn, params, example, optimizer, backend, groups, stats=True, buffers=buffers)
     if optimizer_state:
         for pname, slots in optimizer_state.items():
             step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
