@@ -1,5 +1,6 @@
 """A learner's own models with the new layers, as %%backprop cells through a real kernel (nbclient), each training
-to a stated loss drop: an attention block with a causal mask and layer_norm, and a CNN with batch_norm."""
+to a stated loss drop: an attention block with a causal mask and layer_norm, and a CNN with batch_norm whose running
+averages (Buffers) then classify held-out digits in evaluation mode."""
 import json
 
 import nbformat
@@ -35,6 +36,7 @@ from sklearn.datasets import load_digits
 digits = load_digits()
 IMAGES = (digits.images[:512, None] / 16.0).astype(np.float32)   # (512, 1, 8, 8)
 LABELS = digits.target[:512]
+HELD_OUT = (digits.images[1024:, None] / 16.0).astype(np.float32), digits.target[1024:]
 """
 
 CNN_CELL = """\
@@ -44,34 +46,45 @@ g1: Param = ones(8)
 b1: Param = zeros(8)
 W2: Param = randn(128, 10) * 0.1
 b2: Param = zeros(10)
+mean1: Buffer = zeros(8)
+var1: Buffer = ones(8)
 x: Input = IMAGES
 y: Target = LABELS
-h = relu(batch_norm(conv2d(x, W1, padding=1), g1, b1))   # batch statistics while training
-h = max_pool2d(h, 2).reshape(-1, 128)
+h, mean1, var1 = batch_norm(conv2d(x, W1, padding=1), g1, b1, mean1, var1)   # batch statistics while training
+h = max_pool2d(relu(h), 2).reshape(-1, 128)
 loss: Loss = cross_entropy(h @ W2 + b2, y)
+"""
+
+# evaluation: the running averages instead of a batch's statistics, on digits the model never saw
+CNN_EVALUATION = """import bpmagic as bp
+x, labels = HELD_OUT
+h, _, _ = bp.batch_norm(bp.conv2d(x, W1, padding=1), g1, b1, mean1, var1, training=False)
+logits = bp.max_pool2d(bp.relu(h), 2).reshape(-1, 128) @ W2 + b2
+print(json.dumps({'accuracy': float((logits.argmax(axis=1) == labels).mean()),
+                  'moved': float(np.abs(mean1).max()), 'status': cnn.status}))
 """
 
 REPORT = ("import json\nprint(json.dumps({'first': float(np.mean({n}.history['loss'][:5])), "
           "'last': float(np.mean({n}.history['loss'][-5:])), 'status': {n}.status}))")
 
 
-def _train(setup, cell, name):
+def _train(setup, cell, name, *more):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(cell),
-                nbformat.v4.new_code_cell(REPORT.replace("{n}", name))]
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, cell, REPORT.replace("{n}", name), *more)]
     NotebookClient(nb, kernel_name="python3", timeout=300, startup_timeout=180).execute()
-    return json.loads(nb.cells[2].outputs[-1]["text"])
+    return [json.loads(c.outputs[-1]["text"]) for c in nb.cells[2:]]
 
 
 def test_causal_attention_block_with_layer_norm_trains():
-    r = _train(ATTENTION_SETUP, ATTENTION_CELL, "attn")
+    (r,) = _train(ATTENTION_SETUP, ATTENTION_CELL, "attn")
     print("attention block: mean loss of the first 5 steps -> last 5:", r)
     assert r["status"] == "finished"
     assert r["last"] < 0.3 * r["first"], r  # the loss drops by at least 70%
 
 
-def test_cnn_with_batch_norm_trains_on_digits():
-    r = _train(CNN_SETUP, CNN_CELL, "cnn")
-    print("CNN with batch_norm: mean loss of the first 5 steps -> last 5:", r)
+def test_cnn_with_batch_norm_trains_on_digits_and_evaluates_with_its_running_averages():
+    r, held_out = _train(CNN_SETUP, CNN_CELL, "cnn", "import json\n" + CNN_EVALUATION)
+    print("CNN with batch_norm: mean loss of the first 5 steps -> last 5:", r, "held out:", held_out)
     assert r["status"] == "finished"
     assert r["last"] < 0.3 * r["first"], r
+    assert held_out["moved"] > 0.05 and held_out["accuracy"] > 0.8, held_out
