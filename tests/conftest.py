@@ -43,7 +43,11 @@ def lab(tmp_path_factory):
     pytest.importorskip("jupyterlab", reason="jupyterlab is a test dependency (pip install -e '.[test]')")
     root = tmp_path_factory.mktemp("lab")
     port = free_port()
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+    # no "Would you like to get notified about official Jupyter news?" toast over the screenshots
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"))
     log = open(root / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",

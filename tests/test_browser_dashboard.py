@@ -164,6 +164,9 @@ def test_exact_values_pause_step_and_stop_in_a_blocking_cell(page, lab):
     records = page.locator("img[data-bpmagic-record]")
     records.first.wait_for(timeout=60_000)
     assert records.count() == 2
+    # the dead widget outputs above the records are hidden: the reader sees the record alone
+    for text in ("Error displaying widget", "Loading widget"):
+        assert not page.get_by_text(text).filter(visible=True).count(), f"{text!r} shows in the reopened notebook"
     for i, outcome in enumerate(["finished all 3000 steps", f"stopped at step {paused_at + 1}"]):
         img = records.nth(i)
         img.scroll_into_view_if_needed()
@@ -190,6 +193,18 @@ def test_code_change_holds_during_a_background_run(page, lab):
     open_notebook(page, lab, "background.ipynb")
     run_all(page)
     result = printed(page, "RESULT")
+    # the dashboard's record, in the cell that started the run, shows how it ended, though that cell had finished
+    # long before: the live view wrote the final record into the notebook, and saving keeps it
+    wait_kernel_idle(page, 180, "the notebook did not finish")
+    deadline = time.monotonic() + 120
+    while True:
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        saved = nbformat.read(lab.root / "background.ipynb", as_version=4)
+        record = [o for o in saved.cells[1].outputs if "data-bpmagic-record" in str(o.get("data", {}))]
+        if record and f"stopped at step {result['steps']}" in record[0]["data"].get("image/svg+xml", ""):
+            break
+        assert time.monotonic() < deadline, f"the background run's record is not its final state: {record}"
+        time.sleep(1.0)
     # one change, the code's, at the step it took effect; the open dashboard sent nothing of its own
     assert len(result["changes"]) == 1
     step, name, old, new = result["changes"][0]

@@ -227,20 +227,25 @@ def test_graphs_fit_teach_and_survive(page, lab):
     print("gradient strip bands per layer:", {layer: sorted({BANDS[p] for p in row}) for layer, row in zip(layers, pixels)})
     panel.screenshot(path=str(ARTIFACTS / "gradient_panel.png"))
 
-    # saved, the notebook carries each graph's SVG as drawn in the browser (the kernel had no `dot`)
+    # saved, the notebook carries each graph's SVG as drawn in the browser (the kernel had no `dot`), the live
+    # graph's record included, in its final state
     wait_idle(page)
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    deadline = time.monotonic() + 120  # the file on disk: no event to wait on, so read it until it has them
+    deadline = time.monotonic() + 120  # the file on disk: no event to wait on, so save and read it until it has them
     while True:
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
         nb = nbformat.read(lab.root / "fit.ipynb", as_version=4)
         graphs = [o for c in nb.cells for o in c.get("outputs", [])
                   if "application/vnd.bpmagic.graph+json" in o.get("data", {})]
-        if len(graphs) == 2 and all("image/svg+xml" in o["data"] for o in graphs):
+        live_record = [o for o in nb.cells[4].get("outputs", [])
+                       if "data-bpmagic-record" in str(o.get("data", {}).get("text/html", ""))]
+        if (len(graphs) == 2 and all("image/svg+xml" in o["data"] for o in graphs) and live_record
+                and "image/svg+xml" in live_record[0]["data"]
+                and "finished, step 3000" in live_record[0]["data"]["text/plain"]):
             break
-        assert time.monotonic() < deadline, "the saved notebook has no static image of its graphs"
-        time.sleep(0.5)
+        assert time.monotonic() < deadline, f"the saved notebook has no static image of its graphs: {live_record}"
+        time.sleep(1.0)
     html = convert_to_html(lab.root / "fit.ipynb")
-    static_graphs_read_well(page, html, expected=2, name="fit_html")
+    static_graphs_read_well(page, html, expected=3, name="fit_html")
 
 
 def convert_to_html(path, execute=False, env=None):

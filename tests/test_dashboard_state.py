@@ -123,3 +123,47 @@ def test_tick_labels_are_distinct(lo, hi):
 
     labels = tick_labels(lo, hi, 5)
     assert len(set(labels)) == 5
+
+
+def test_a_value_from_code_outside_the_usual_range_is_shown_and_can_be_set_again():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 2)).astype(np.float32)
+    run = bp.fit(lambda p, x: bp.mean(bp.square(x @ p["W"])), {"W": np.ones((2, 1), np.float32)}, (X,),
+                 steps=1_000_000, optimizer=bp.optim.SGD(lr=0.001, momentum=0.995), background=True)
+    try:
+        momentum = controls_of(Dashboard(run)).hyper_controls["momentum"]
+        assert momentum.value == 0.995 and momentum.max >= 0.995  # the slider's range holds the value in use
+        momentum.set_state({"value": 0.9, "base": momentum.version})
+        momentum.set_state({"value": 0.995, "base": momentum.version})  # typed back: inside the range
+        assert run.optimizer.momentum == 0.995 and momentum.rejected == 0
+    finally:
+        run.stop().wait()
+
+
+def test_a_browser_value_never_overwrites_a_newer_value_from_code():
+    """The check (is the value in use still the one shown?) and the write are one step under the optimizer's lock:
+    code that changes the rate between the two wins, and the browser's value is dropped as stale."""
+    from bpmagic.train import optim
+    from bpmagic.train.controls import Controls, Stale
+
+    c = Controls(optim.SGD(lr=0.1))
+    c.offer_range("lr", 1e-4, 10.0)
+    c.optimizer.lr = 0.2  # from code, after the browser read 0.1
+    with pytest.raises(Stale):
+        c.offer("lr", 0.5, expected=0.1)
+    assert c.optimizer.lr == 0.2
+    assert c.offer("lr", 0.5, expected=0.2) == 0.5 and c.optimizer.lr == 0.5
+    c.offer_range("lr_multiplier/1", 0.0, 4.0)
+    with pytest.raises(Stale):
+        c.offer("lr_multiplier/1", 2.0, expected=3.0)  # it holds 1.0
+    assert c.offer("lr_multiplier/1", 2.0, expected=1.0) == 2.0 and c.optimizer.lr_multipliers == {"1": 2.0}
+
+    run, dash = start(lr=0.03)
+    try:
+        lr = controls_of(dash).lr
+        seen = lr.version  # what the browser was showing when the person moved the slider
+        run.optimizer.lr = 0.07  # code changes it; the control may or may not have followed yet: either way
+        lr.set_state({"value": 0.5, "base": seen})
+        assert run.optimizer.lr == 0.07 and lr.stale == 1
+    finally:
+        run.stop().wait()

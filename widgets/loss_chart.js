@@ -75,8 +75,9 @@ function draw(model, canvas, status) {
   }
 }
 
-// While this view is live, the dashboard's static record (an output of the same dashboard, kept for readers
-// without a kernel; bpmagic/dashboard/record.py) would show it twice: hide it, and its output's frame.
+// The dashboard's record (bpmagic/record.py; the protocol is labextension/src/record_protocol.ts): while this view
+// is live the record would show the dashboard twice, so hide it and its output's frame; when the kernel sets
+// `record` (the run ended, in the background too), ask the frontend to write it into the record output.
 function hideRecord(token) {
   if (!token || document.getElementById(`bpmagic-record-${token}`)) return;
   const style = document.createElement("style");
@@ -85,6 +86,12 @@ function hideRecord(token) {
   style.textContent = `${record} { display: none !important; }\n` +
     `.jp-OutputArea-child:has(${record}) { display: none !important; }`;
   document.head.append(style);
+}
+
+function sendRecord(model) {
+  const { svg, summary } = model.get("record") || {};
+  const token = model.get("record_token");
+  if (token && svg) document.dispatchEvent(new CustomEvent("bpmagic-record", { detail: { token, svg, summary } }));
 }
 
 export default {
@@ -101,7 +108,12 @@ export default {
     for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) {
       model.on(`change:${name}`, redraw);
     }
+    const onRecord = () => sendRecord(model);
+    model.on("change:record", onRecord);
     requestAnimationFrame(redraw);
-    return () => { for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) model.off(`change:${name}`, redraw); };
+    return () => {
+      for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) model.off(`change:${name}`, redraw);
+      model.off("change:record", onRecord);
+    };
   },
 };

@@ -1,6 +1,6 @@
 """Dashboard and the Panel interface that panel plugins implement.
 
-A displayed dashboard is the live widget followed by its record, a static image of its state (record.py,
+A displayed dashboard is the live widget followed by its record, a static image of its state (bpmagic/record.py,
 static.py) that is brought up to date when the run ends, so notebooks read well without the kernel.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 import ipywidgets as widgets
 
 from ..plugins import load_group
-from .record import Record
+from ..record import Record, Recorded
 
 
 def _in_kernel() -> bool:
@@ -75,9 +75,10 @@ class Dashboard:
                 for w in p.live_widgets:
                     live_comms.make_live(w)
         self.record = Record()
-        for p in self.panels:
-            if p.widget.has_trait("record_token"):  # its browser view hides the record while it is live
-                p.widget.record_token = self.record.token
+        # the views that hide the record while they are live; the first also writes the final record in the browser
+        self._record_views = [p.widget for p in self.panels if isinstance(p.widget, Recorded)]
+        for view in self._record_views:
+            view.record_token = self.record.token
         self._final_recorded = False
         self.update(run)
         run.subscribe(self.update)
@@ -93,7 +94,7 @@ class Dashboard:
                     p.update(run)
             if run.ended and not self._final_recorded:
                 self._final_recorded = True
-                self.record.update(self._record_bundle())
+                self.record.update(self._record_bundle(), self._record_views[0] if self._record_views else None)
 
     def _follow_while_paused(self, interval=0.2):
         """While paused the trainer publishes nothing, yet code may change a hyperparameter (run.optimizer.lr =

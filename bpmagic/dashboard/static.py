@@ -27,6 +27,20 @@ def svg_text(x, y, s, size=11, anchor="start", weight="normal", color="#333"):
             f'text-anchor="{anchor}">{escape(str(s))}</text>')
 
 
+def number(v: float) -> str:
+    """Plain decimals where they read better (0.0298, 12.4), powers of ten for the very small and large (3.1e-5),
+    as the browser views write them."""
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if 1e-3 <= a < 1e4:
+        return f"{float(f'{v:.3g}'):g}"
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def tick_labels(lo: float, hi: float, n: int) -> list:
     """n labels for log10 positions lo..hi, with the fewest significant digits that keeps them distinct."""
     values = [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
@@ -106,10 +120,10 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
         if view.reference > 0:
             x = name_w + track * (math.log10(view.reference) - lo) / (hi - lo)
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + 8 * len(series)}" stroke="#333"/>')
-        first = float(values[i, 0]) if series else math.nan
-        out.append(svg_text(width, top + row_h / 2 + 3, f"{first:.2e}" if math.isfinite(first) else str(first),
-                         size=10, anchor="end", color="#333"))
-    scale = f"log scale, 1e{lo:+.1f} … 1e{hi:+.1f}"
+        for s in range(len(series)):  # each bar's value beside it
+            out.append(svg_text(width, top + 8 * s + 7, number(float(values[i, s])), size=9, anchor="end",
+                                color=COLORS[s % len(COLORS)]))
+    scale = f"log scale from {number(10 ** lo)} to {number(10 ** hi)}"
     out.append(svg_text(name_w, y + len(layers) * row_h + 10, scale, size=10, color="#666"))
     return out, 36 + len(layers) * row_h + 14
 

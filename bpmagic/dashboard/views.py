@@ -6,6 +6,7 @@ import numpy as np
 from traitlets import Bool, Bytes, Float, Int, List, Unicode
 
 from ..assets import asset
+from ..record import Recorded
 
 
 def f32(values) -> bytes:
@@ -13,7 +14,7 @@ def f32(values) -> bytes:
     return np.asarray(values, dtype=np.float32).tobytes()
 
 
-class LossView(anywidget.AnyWidget):
+class LossView(anywidget.AnyWidget, Recorded):
     _esm = asset("loss_chart.js")
     steps = Bytes(b"").tag(sync=True)
     loss = Bytes(b"").tag(sync=True)
@@ -21,7 +22,6 @@ class LossView(anywidget.AnyWidget):
     val_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
-    record_token = Unicode("").tag(sync=True)  # the dashboard's static record, hidden while this view is live
 
 
 class LayerBarsView(anywidget.AnyWidget):

@@ -26,6 +26,10 @@ YIELD = 0.005
 YIELD_EVERY = 0.001
 
 
+class Stale(ValueError):
+    """A value from outside was decided on an older value than the one in use: it was not set."""
+
+
 class Controls:
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -56,10 +60,12 @@ class Controls:
     def offered_range(self, control: str) -> tuple:
         return self._ranges[control]
 
-    def offer(self, control: str, raw) -> float:
+    def offer(self, control: str, raw, expected: float | None = None) -> float:
         """A value from outside for `control`: a real number inside its offered range is set and returned;
         anything else (a string, a list, None, a bool, NaN, ±inf, a huge integer, out of range) raises ValueError
-        and changes nothing. A message from a browser is data, not code: it must never reach the optimizer raw."""
+        and changes nothing. A message from a browser is data, not code: it must never reach the optimizer raw.
+        With `expected` (the value the sender was showing), the value is set only if the control still holds it
+        (else Stale): a value decided before a newer one arrived from code never overwrites it."""
         if control not in self._ranges:
             raise ValueError(f"there is no control {control!r}")
         lo, hi = self._ranges[control]
@@ -71,10 +77,14 @@ class Controls:
             raise ValueError(f"{raw!r} is outside {lo:g} … {hi:g}") from None
         if not (math.isfinite(value) and lo <= value <= hi):
             raise ValueError(f"{value!r} is outside {lo:g} … {hi:g}")
-        if control.startswith("lr_multiplier/"):
-            self.set_lr_multiplier(control[len("lr_multiplier/"):], value)
+        self._note_write()
+        if expected is not None:
+            if not self.optimizer.set_if(control, expected, value):
+                raise Stale(f"{control} changed meanwhile; {value!r} was not set")
+        elif control.startswith("lr_multiplier/"):
+            self.optimizer.set_lr_multiplier(control[len("lr_multiplier/"):], value)
         else:
-            self.set(**{control: value})
+            self.optimizer.set(**{control: value})
         return value
 
     def _note_write(self):

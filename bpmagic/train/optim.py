@@ -91,6 +91,28 @@ class Optimizer:
             self._multipliers[str(group)] = v
             object.__setattr__(self, "version", self.version + 1)
 
+    def set_if(self, name: str, expected: float, value) -> bool:
+        """Set hyperparameter `name` (or "lr_multiplier/<group>") to `value` only if it still holds `expected`,
+        in one step under the lock: a value decided on an old reading never overwrites a newer one. False (and
+        nothing changed) when it no longer holds `expected`; ValueError for an invalid value."""
+        group = name[len("lr_multiplier/"):] if name.startswith("lr_multiplier/") else None
+        if group is not None:
+            v = _check(f"lr multiplier of {group!r}", value, lo=0)
+        elif name in self.hyper_rules:
+            v = self._validate(name, value)
+        else:
+            raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}")
+        with self._lock:
+            current = self._multipliers.get(group, 1.0) if group is not None else self._hyper.get(name)
+            if current != expected:
+                return False
+            if group is not None:
+                self._multipliers[group] = v
+            else:
+                self._hyper[name] = v
+            object.__setattr__(self, "version", self.version + 1)
+        return True
+
     @property
     def lr_multipliers(self) -> dict:
         with self._lock:

@@ -2,9 +2,10 @@
 widgets/dist/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains, and the
 backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
 
-Their output also carries a static image (image/svg+xml) of the state they were shown in, for GitHub, nbviewer,
-nbconvert and a notebook reopened without a kernel, when Graphviz's `dot` is installed where the kernel runs (a
-widget output cannot be rewritten from the browser without the widget manager drawing it twice)."""
+Each is followed by its record (bpmagic/record.py): a static image of the graph for GitHub, nbviewer, nbconvert and
+a notebook reopened without a kernel. The browser view writes what it drew into the record (no system Graphviz
+needed), and the live graph records its final colours when the run ends; where the kernel has Graphviz's `dot`, the
+record has an image from the start."""
 from __future__ import annotations
 
 import threading
@@ -15,6 +16,7 @@ from traitlets import Dict, Int, List, Unicode
 
 from ..assets import asset
 from ..errors import BackpropError
+from ..record import Record, Recorded
 from ..train.trainer import format_loss
 from .dot import PALETTE, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
@@ -29,7 +31,7 @@ def _bundle():
         return ""
 
 
-class GraphView(anywidget.AnyWidget):
+class GraphView(anywidget.AnyWidget, Recorded):
     """A Graphviz drawing (DOT) shown in the browser, with live edge weights and an optional step-through."""
 
     _esm = _bundle()
@@ -48,14 +50,25 @@ class GraphView(anywidget.AnyWidget):
                                 "reinstall bpmagic with `pip install .` (needs node ≥ 20 to build from source), or "
                                 "draw the graph statically with bp.viz.draw(...)")
         super().__init__(**kwargs)
+        self._record = Record()
+        self.record_token = self._record.token
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)  # None, a dict, or (data, metadata)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        svg = svg_of(self.static_drawing()) if data else None
-        if svg is not None:
-            data["image/svg+xml"] = svg
-        return bundle
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()  # None, a dict, or (data, metadata)
+        data = dict(bundle[0] if isinstance(bundle, tuple) else bundle or {})
+        data["text/plain"] = f"{self.summary()} (the interactive view needs the running kernel)"
+        display(data, raw=True)
+        self._record.show(self.record_bundle())
+
+    def record_bundle(self) -> dict:
+        """The record: the drawing laid out here where Graphviz's `dot` is installed, else the summary (the
+        browser view then records what it drew)."""
+        return self._record.bundle(svg_of(self.static_drawing()), self.summary())
+
+    def summary(self) -> str:
+        return self.status or self.intro or "bpmagic graph view"
 
     def static_drawing(self):
         """The graphviz drawing of what the view shows now, for the output's static image."""
@@ -128,15 +141,17 @@ class LiveGraph(GraphView):
 
     def _update(self, run):
         now = time.monotonic()
-        finished = run.status not in ("running", "created")
+        finished = run.ended
         if not finished and now - self._last < self._interval:
             return
-        if not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=not finished):  # the final update must not be skipped
             return
         try:
             self._last = now
             graph, _, norms = gradient_flow(run)
             self._show(graph, norms)
+            if finished:  # the record shows the final colours (the browser view records what it drew too)
+                self._record.update(self.record_bundle(), self)
         finally:
             self._lock.release()
 

@@ -1,6 +1,7 @@
 /**
  * bpmagic's JupyterLab plugins: the `%%backprop` line decorated in code cells, and two commands —
- * "Insert %%backprop template" and "Show backward graph of the last run". The Graphviz renderer is in mime.ts.
+ * "Insert %%backprop template" and "Show backward graph of the last run". The Graphviz renderer is in mime.ts, the
+ * records that keep up with live views in records.ts.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
@@ -8,6 +9,8 @@ import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/c
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { RangeSetBuilder } from '@codemirror/state';
 import { Decoration, DecorationSet, EditorView, ViewPlugin, ViewUpdate } from '@codemirror/view';
+
+import records from './records';
 
 const MAGIC = /^%%backprop\b/;
 
@@ -111,4 +114,4 @@ const commands: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [decoration, commands];
+export default [decoration, commands, ...records];

@@ -4,8 +4,10 @@
 //  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured (the `palette`) and thickened by gradient magnitude;
 //  - steps + index: the backprop step-through, one node of the backward pass at a time, in reverse topological order.
 // Built into widgets/dist/graph_view.js by `npm run build:widgets` in labextension/ (esbuild bundles the wasm).
+// Its record (bpmagic/record.py) is what it drew: sent to the frontend after each drawing and change of colours.
 import { GraphFigure } from '../../labextension/src/graph_figure';
 import { titleOf } from '../../labextension/src/graphviz_svg';
+import { hideRecord, sendRecord } from '../../labextension/src/record_protocol';
 
 const CSS = `
 .bp-graph-view { font: 13px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222); }
@@ -37,9 +39,18 @@ function edgeColour(palette, w) {
   return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(', ')})`;
 }
 
+// the drawing as the record shows it: at its natural size, before any step is highlighted, with the edge colours
+function recordSvg(svg) {
+  const copy = svg.cloneNode(true);
+  copy.removeAttribute('style');
+  for (const g of copy.querySelectorAll('.bp-active, .bp-done')) g.classList.remove('bp-active', 'bp-done');
+  return new XMLSerializer().serializeToString(copy);
+}
+
 function render({ model, el: root }) {
   root.classList.add('bp-graph-view');
   root.append(el('style', null, CSS));
+  hideRecord(model.get('record_token'));
   const controls = el('div', 'bp-step-controls');
   const reset = el('button', null, '↺ Reset');
   const back = el('button', null, '◀ Back');
@@ -62,6 +73,15 @@ function render({ model, el: root }) {
       paintStep();
     }
   });
+  let recordTimer = null;
+  const record = () => {
+    clearTimeout(recordTimer);
+    recordTimer = setTimeout(() => {
+      if (!svg) return;
+      const summary = model.get('status') || model.get('intro') || 'bpmagic graph view';
+      sendRecord({ token: model.get('record_token'), svg: recordSvg(svg), summary });
+    }, 300);  // colours arrive about once a second: record the settled drawing, not every frame
+  };
   root.append(controls, explain, figure.node, status);
 
   const setIndex = i => {
@@ -75,6 +95,7 @@ function render({ model, el: root }) {
 
   function paintEdges() {
     if (!svg) return;
+    record();
     const weights = model.get('edge_weights') || {};
     const palette = model.get('palette');
     for (const g of svg.querySelectorAll('g.edge')) {
@@ -126,13 +147,15 @@ function render({ model, el: root }) {
   // the figure shows what Graphviz could not draw
   const draw = () => figure.show(model.get('dot'), model.get('dot_expanded')).catch(() => { svg = null; });
 
-  const onStatus = () => { status.textContent = model.get('status'); };
+  const onStatus = () => { status.textContent = model.get('status'); record(); };
   model.on('change:dot', draw);
   model.on('change:dot_expanded', draw);
   model.on('change:edge_weights', paintEdges);
   model.on('change:index', paintStep);
   model.on('change:steps', paintStep);
   model.on('change:status', onStatus);
+  const onRecord = () => sendRecord({ token: model.get('record_token'), ...model.get('record') });
+  model.on('change:record', onRecord);
   onStatus();
   paintStep();
   draw();
@@ -143,6 +166,8 @@ function render({ model, el: root }) {
     model.off('change:index', paintStep);
     model.off('change:steps', paintStep);
     model.off('change:status', onStatus);
+    model.off('change:record', onRecord);
+    clearTimeout(recordTimer);
   };
 }
 

@@ -16,6 +16,7 @@ import time
 
 import ipywidgets as widgets
 
+from ...train.controls import Stale
 from ..dashboard import Panel
 from ..views import NumberControlView
 
@@ -35,7 +36,7 @@ class ExactControl(NumberControlView):
         self.rejected = self.stale = self.ignored = 0
         self._last_snap, self._snap_timer = 0.0, None
         super().__init__(value=read(), **traits)
-        controls.offer_range(control, self.min, self.max)
+        self._include(self.value)  # a value set in code outside the usual range is shown, and may be set again
 
     # -- from the browser -------------------------------------------------------------------------------------------
     def set_state(self, sync_data):
@@ -45,7 +46,8 @@ class ExactControl(NumberControlView):
         if "value" not in sync_data:
             return
         with self._lock:
-            base = sync_data.get("base")  # absent: a client that does not order its values; taken as newest
+            # absent: a client that does not order its values; it may still only change what it was shown (below)
+            base = sync_data.get("base")
             if isinstance(base, bool) or not isinstance(base, (int, type(None))):
                 base = -1  # not a version: as old as can be
             if self._read() != self.value or (base is not None and base < self.version):
@@ -54,7 +56,11 @@ class ExactControl(NumberControlView):
                 self._follow_locked()
             else:
                 try:
-                    value = self._controls.offer(self._control, sync_data["value"])
+                    # set only if the value in use is still the one shown: code may change it at any moment
+                    value = self._controls.offer(self._control, sync_data["value"], expected=self.value)
+                except Stale:
+                    self.stale += 1
+                    self._follow_locked()
                 except ValueError as e:
                     self.rejected += 1
                     self.error = f"rejected: {e}"
@@ -89,18 +95,22 @@ class ExactControl(NumberControlView):
         if value == self.value:
             return
         with self.hold_sync():
-            if self.log and value > 0 and value < self.min:
-                self.min = 10.0 ** math.floor(math.log10(value))
-            elif value < self.min:
-                self.min = value
-            if self.log and value > self.max:
-                self.max = 10.0 ** math.ceil(math.log10(value))
-            elif value > self.max:
-                self.max = value
+            self._include(value)
             self.value = value
             self.version += 1
             self.error = ""
-        self._controls.offer_range(self._control, self.min, self.max)  # a value set in code may be set again
+
+    def _include(self, value):
+        """Widen the range to hold `value` (set in code: it may be set again from the control)."""
+        if self.log and 0 < value < self.min:
+            self.min = 10.0 ** math.floor(math.log10(value))
+        elif value < self.min:
+            self.min = value
+        if self.log and value > self.max:
+            self.max = 10.0 ** math.ceil(math.log10(value))
+        elif value > self.max:
+            self.max = value
+        self._controls.offer_range(self._control, self.min, self.max)
 
 
 def _decade(value, offset):
@@ -186,7 +196,7 @@ class ControlsPanel(Panel):
         self._sync_buttons()
 
     def static_svg(self, width, y):
-        from ..static import svg_text
+        from ..static import number, svg_text
 
-        values = "  ·  ".join(f"{c.description} {c.value!r}" for c in self.number_controls)
+        values = "  ·  ".join(f"{c.description} {number(c.value)}" for c in self.number_controls)
         return [svg_text(0, y + 12, "Controls", size=12, weight="bold"), svg_text(0, y + 30, values, size=11)], 36

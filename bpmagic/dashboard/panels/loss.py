@@ -25,9 +25,11 @@ class LossPanel(Panel):
         h = run.history
         steps, losses = h.get("step", []), h.get("loss", [])
         n = min(len(steps), len(losses))
-        k = _every(n)
-        self.widget.steps = f32(steps[:n:k])
-        self.widget.loss = f32(losses[:n:k])
+        picked = list(range(0, n, _every(n)))
+        if picked and picked[-1] != n - 1:
+            picked.append(n - 1)  # the curve always reaches the last step
+        self.widget.steps = f32([steps[i] for i in picked])
+        self.widget.loss = f32([losses[i] for i in picked])
         val = h.get("val_loss") or []
         pts = [(s, v) for s, v in zip(steps, val) if v is not None]
         self.widget.val_steps = f32([s for s, _ in pts])
