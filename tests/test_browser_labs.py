@@ -17,11 +17,14 @@ STILL_TRAINING = {"05_learning_rate_live": 1}
 
 
 def step_through_hides_the_answers(page):
-    """Lab 01: before the first Step, the step-through shows no input's gradient."""
+    """Lab 01: before the first Step, the step-through shows no input's gradient, and the printed steps below it
+    (the answers, to check with a pencil afterwards) start folded."""
     status = page.locator(".bp-graph-view .bp-graph-status").first
     status.wait_for(state="attached", timeout=30_000)
     text = status.text_content()
     assert "dL/da = ?" in text and "dL/db = ?" in text, text
+    answers = page.get_by_text("gradients: dL/da")
+    assert answers.count() >= 1 and not answers.filter(visible=True).count(), "the printed answers are not folded"
 
 
 # what a lab shows on the page besides its outcome check

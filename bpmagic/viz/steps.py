@@ -109,6 +109,23 @@ class BackpropSteps:
         grads = ", ".join(f"dL/d{k} = {show(v)}" for k, v in self.gradients.items())
         return f"{body}\n\ngradients: {grads}"
 
+    def folded(self, summary="The steps with their numbers (open once you have stepped through)"):
+        """The steps in a folded section a reader opens when ready (HTML <details>): answers not given away."""
+        return _Folded(summary, repr(self))
+
+
+class _Folded:
+    def __init__(self, summary, text):
+        self.summary, self.text = summary, text
+
+    def _repr_html_(self):
+        from html import escape
+
+        return f"<details><summary>{escape(self.summary)}</summary><pre>{escape(self.text)}</pre></details>"
+
+    def __repr__(self):
+        return f"{self.summary}:\n{self.text}"
+
 
 def _assigned_names(graph) -> dict:
     """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c."""
