@@ -216,25 +216,52 @@ def test_code_change_holds_during_a_background_run(page, lab):
 
 
 @pytest.mark.slow
-def test_nbconvert_html_of_an_executed_lab_shows_the_final_dashboard(page, lab, tmp_path):
+def test_nbconvert_html_of_an_executed_lab_shows_the_final_dashboards_and_graph(page, lab, tmp_path):
+    """Lab 03 (two runs and the encoder's gradient flow) executed by nbclient and exported by nbconvert: the HTML
+    shows each dashboard's final state and the graph as images, and a browser opens them offline."""
     from nbclient import NotebookClient
 
-    lab_path = Path(__file__).resolve().parent.parent / "examples" / "00_quickstart.ipynb"
+    lab_path = Path(__file__).resolve().parent.parent / "examples" / "03_xor_and_encoder.ipynb"
     nb = nbformat.read(lab_path, as_version=4)
     NotebookClient(nb, kernel_name="backprop", timeout=300, startup_timeout=180,
                    resources={"metadata": {"path": str(lab_path.parent)}}).execute()
-    executed = tmp_path / "quickstart.ipynb"
+    executed = tmp_path / "xor_and_encoder.ipynb"
     nbformat.write(nb, executed)
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(executed)], check=True,
                    capture_output=True)
     html = executed.with_suffix(".html").read_text()
-    assert "Box(children" not in html
+    assert "Box(children" not in html and "object at 0x" not in html
     records = [tag for tag in re.findall(r"<img [^>]*>", html) if "data-bpmagic-record=" in tag]
-    srcs = [re.search(r'src="([^"]+)"', tag).group(1) for tag in records]
-    assert len(srcs) == 1 and "finished all 2000 steps" in svg_of(srcs[0])
-    # and a browser shows it (offline: the live widget cannot load, the record can)
+    dashboards = [svg_of(re.search(r'src="([^"]+)"', tag).group(1)) for tag in records]
+    assert len(dashboards) == 2 and all("finished all" in d for d in dashboards), [d[-300:] for d in dashboards]
+    images = [base64.b64decode(m) for m in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
+    assert any(b'class="node"' in svg for svg in images), "the encoder's graph is not in the HTML"
+    # and a browser shows them (offline: the live widgets cannot load, the records can)
     page.goto(executed.with_suffix(".html").as_uri())
-    img = page.locator("img[data-bpmagic-record]")
-    img.scroll_into_view_if_needed()
-    assert img.is_visible() and img.evaluate("i => i.complete && i.naturalWidth > 800")
-    img.screenshot(path=str(ARTIFACTS / "dashboard_nbconvert.png"))
+    imgs = page.locator("img[data-bpmagic-record]")
+    for i in range(imgs.count()):
+        img = imgs.nth(i)
+        img.scroll_into_view_if_needed()
+        assert img.is_visible() and img.evaluate("i => i.complete && i.naturalWidth > 800")
+    imgs.first.screenshot(path=str(ARTIFACTS / "dashboard_nbconvert.png"))
+    page.screenshot(path=str(ARTIFACTS / "lab03_nbconvert.png"), full_page=True)
+
+
+@pytest.mark.parametrize("frontend", ["lab", "notebook"])
+def test_showing_the_dashboard_changes_no_value_in_either_frontend(page, lab, frontend):
+    """--lr 0.03 and --momentum 0.95 with the dashboard shown: every step at exactly those values (a log slider
+    snapped to its grid would have sent 0.0316 back), in JupyterLab and in Notebook 7."""
+    name = f"shown-{frontend}.ipynb"
+    lab.write_notebook(name, [
+        DATA,
+        "%%backprop --steps 1500 --lr 0.03 --optimizer momentum --momentum 0.95 --batch-size 32 --name shown\n"
+        + MODEL,
+        "print('SHOWN', json.dumps({'lr': sorted(set(shown.history['lr'])), "
+        "'momentum': sorted(set(shown.history['momentum'])), 'steps': shown.steps_done, 'changes': shown.changes()}))",
+    ])
+    open_notebook(page, lab, name, frontend=frontend)
+    run_all(page)
+    assert printed(page, "SHOWN") == {"lr": [0.03], "momentum": [0.95], "steps": 1500, "changes": []}
+    board = page.locator(".bpmagic-dashboard").first
+    assert board.locator(".bpmagic-lr .bpmagic-control-value").input_value() == "0.03"
+    assert board.locator(".bpmagic-momentum .bpmagic-control-value").input_value() == "0.95"

@@ -58,6 +58,7 @@ function draw(model, canvas, status) {
     ctx.fillText(labels[i], 4, y + 3);
   }
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
+  ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}`, pad.l, h - 6);
 
   ctx.strokeStyle = "#1f77b4"; ctx.lineWidth = 1.5; ctx.beginPath();
   let started = false;
