@@ -117,8 +117,9 @@ def printed(page, tag):
 
 
 def output_of(page, k):
-    """The k-th code cell's output area."""
-    return page.locator(".jp-CodeCell").nth(k).locator(".jp-OutputArea-output").last
+    """The k-th code cell's output: the graph (a widget is followed by its hidden record: not that one)."""
+    outputs = page.locator(".jp-CodeCell").nth(k).locator(".jp-OutputArea-output")
+    return outputs.filter(has=page.locator(".bp-figure")).last
 
 
 def wait_idle(page, timeout=180):

@@ -192,10 +192,23 @@ def test_flow_colours_span_the_edges_drawn():
     assert drawing.expanded is not None and drawing.expanded.source.count("label=cross_entropy") == 1  # one cluster
 
 
-def test_widget_outputs_carry_a_static_image_where_dot_is_installed():
+def test_widget_outputs_are_followed_by_a_record_with_an_image_where_dot_is_installed():
     if not shutil.which("dot"):
         pytest.skip("Graphviz's dot is not installed (./dev test installs Debian's graphviz)")
     st = bp.viz.step_through(lambda a, b: bp.tanh(a * b) + a, 1.5, -0.5)
     data, _ = st._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in data
-    assert data["image/svg+xml"].count('class="node"') == len(nodes_and_edges(st.dot)[0])
+    record = st.record_bundle()  # the output displayed after the widget (bpmagic/record.py)
+    assert record["image/svg+xml"].count('class="node"') == len(nodes_and_edges(st.dot)[0])
+    assert f'data-bpmagic-record="{st.record_token}"' in record["text/html"]
+    assert "dL/da = ?" in record["text/plain"]  # what a reader without a kernel is told: no answer given away
+    # without `dot`, the record is the summary until the browser view sends what it drew
+    import bpmagic.viz.views as views
+
+    real = views.svg_of
+    views.svg_of = lambda dot: None
+    try:
+        bare = st.record_bundle()
+    finally:
+        views.svg_of = real
+    assert "image/svg+xml" not in bare and f'data-bpmagic-record="{st.record_token}"' in bare["text/html"]
