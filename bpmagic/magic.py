@@ -195,6 +195,8 @@ class Backprop(Magics):
     @argument("--validate", nargs=2, metavar=("X", "Y"), default=None,
               help="names of validation Inputs and Targets, evaluated after each epoch")
     @argument("--dtype", default=None, help="float32 | float64")
+    @argument("--export", metavar="PATH", default=None,
+              help="after training, write the model to PATH as ONNX (bp.export_onnx)")
     @cell_magic
     def backprop(self, line, cell):
         """Train the model written in this cell by backpropagation, live.
@@ -245,8 +247,19 @@ class Backprop(Magics):
             run.dashboard = Dashboard(run)
             display(run.dashboard)
         if args.background:
+            if args.export:
+                print(f"bpmagic: --export applies when a cell waits for its run; with --background call "
+                      f"bp.export_onnx({args.name}, {args.export!r}) once it has ended")
             return None
         self._wait(run, text=not show_dashboard)
+        if args.export and run.status in ("finished", "stopped"):
+            from .onnx_export import export_onnx
+
+            try:
+                export_onnx(run, args.export)
+            except BackpropError as e:
+                raise _usage(e) from None
+            print(f"bpmagic: the trained model is exported to {args.export} (ONNX)")
         return None
 
     # -- helpers ----------------------------------------------------------------------------------------------------

@@ -3,6 +3,6 @@
 It knows nothing of arrays or backends; it prints as readable Python, forward and backward alike.
 """
 from .core import Eqn, Graph, Literal, Source, Var
-from .printer import graph_to_python
+from .printer import assigned_names, graph_to_python
 
-__all__ = ["Var", "Literal", "Eqn", "Graph", "Source", "graph_to_python"]
+__all__ = ["Var", "Literal", "Eqn", "Graph", "Source", "graph_to_python", "assigned_names"]

@@ -1,15 +1,17 @@
 """Print a Graph as readable Python: one assignment per equation, commented with the user's source line."""
 from __future__ import annotations
 
+import ast
 import keyword
 
 from .core import Literal
 
 
 class Namer:
-    """Readable, unique names: a Var's own hint when it has one, else t1, t2, ..."""
+    """Readable, unique names: a Var's own hint when it has one (or the one `hints` gives it), else t1, t2, ..."""
 
-    def __init__(self):
+    def __init__(self, hints: dict | None = None):
+        self.hints = hints or {}
         self.names: dict = {}
         self.taken: set = set()
         self.counter = 0
@@ -18,7 +20,8 @@ class Namer:
         if isinstance(v, Literal):
             return repr(v)
         if v not in self.names:
-            base = _identifier(v.name) if v.name else None
+            hint = v.name or self.hints.get(v)
+            base = _identifier(hint) if hint else None
             name = base
             n = 1
             while name is None or name in self.taken:
@@ -72,3 +75,22 @@ def graph_to_python(graph, namer: Namer | None = None) -> str:
     outs = ", ".join(name(v) for v in graph.outputs)
     lines.append(f"    return {outs}")
     return "\n".join(lines)
+
+
+def assigned_names(graph) -> dict:
+    """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c."""
+    last_on_line = {}
+    for e in graph.eqns:
+        if e.source and e.source.line:
+            last_on_line[(e.source.filename, e.source.lineno)] = e
+    names = {}
+    for e in last_on_line.values():
+        try:
+            stmt = ast.parse(e.source.line.strip()).body[0]
+        except (SyntaxError, IndexError):
+            continue
+        target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                  else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
+        if isinstance(target, ast.Name):
+            names[e.outputs[0]] = target.id
+    return names

@@ -79,12 +79,17 @@ class Primitive:
     effects: names of effects ("random", "io", ...). An effectful primitive may give different values for the same
         inputs, so it is never constant-folded or computed once for two equal calls.
     symbol: the Python operator that writes it ("+" between two operands, "-" before one), for readable rules.
+    onnx: rule(ctx, *names, **params) -> the ONNX value computing it (ops/onnx.py has the helpers; the exporter,
+        bpmagic/onnx_export.py, gives ctx). None: it has no ONNX counterpart, and export says so.
+    jax: rule(jax, *arrays, **params) -> the primitive computed with JAX, for checking gradients against JAX
+        (bpmagic/check.py). None: `impl` run with jax.numpy as `xp`, which works for an impl written in NumPy's
+        vocabulary without `out=` or in-place writes.
     samples, reference, numpy_name, differentiable, gradcheck, orders, vjp_math: see OpInfo (kept as `op_info`).
     """
 
     def __init__(self, name, impl, shape_rule=None, vjp=None, *, ufunc=None, accepts_out=False, nondiff_inputs=(),
-                 doc=None, fused=None, lowering=None, effects=(), symbol=None, samples=None, reference=None,
-                 numpy_name=..., differentiable=True, gradcheck=None, orders=(1, 2), vjp_math=None):
+                 doc=None, fused=None, lowering=None, effects=(), symbol=None, onnx=None, jax=None, samples=None,
+                 reference=None, numpy_name=..., differentiable=True, gradcheck=None, orders=(1, 2), vjp_math=None):
         self.name = name
         self.impl = impl
         self.shape_rule = shape_rule or _shape_by_evaluation(impl)
@@ -96,6 +101,8 @@ class Primitive:
         self.lowering = lowering
         self.effects = frozenset(effects)
         self.symbol = symbol
+        self.onnx = onnx
+        self.jax = jax
         self.__doc__ = doc or getattr(impl, "__doc__", None)
         self.op_info = OpInfo(samples, reference, _default_numpy_name(name) if numpy_name is ... else numpy_name,
                               differentiable=differentiable,

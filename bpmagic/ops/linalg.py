@@ -15,6 +15,7 @@ from . import reduce as _reduce
 from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
+from .onnx import op
 
 __all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "norm"]
 
@@ -49,7 +50,7 @@ def _matmul_lowering(ctx, a, b, out=None):
 
 
 _matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _matmul_vjp, ufunc="matmul",
-                    lowering=_matmul_lowering, symbol="@")
+                    lowering=_matmul_lowering, symbol="@", onnx=op("MatMul"))
 
 
 _MATMUL_SHAPES = [((3, 4), (4, 2)), ((3, 1), (1, 4)), ((2, 3, 4), (2, 4, 2)), ((2, 1, 3, 4), (5, 4, 2)),

@@ -90,8 +90,20 @@ def _fold_reference(jax):
     return fold
 
 
+def _unfold_onnx(ctx, x, kernel, stride):
+    """im2col as a grouped convolution with a one-hot kernel: output channel (c, i, j) picks x[c] at (i, j) of each
+    window, exactly."""
+    n, c, kh, kw, oh, ow = ctx.result.shape
+    one_hot = np.zeros((c * kh * kw, 1, kh, kw), ctx.result.dtype)
+    for k in range(c * kh * kw):
+        one_hot[k, 0, (k // kw) % kh, k % kw] = 1
+    windows = ctx.node("Conv", [x, ctx.const(one_hot)], group=c, kernel_shape=[kh, kw], strides=[stride, stride])
+    return ctx.node("Reshape", [windows, ctx.ints(ctx.result.shape)])
+
+
 unfold = Primitive("unfold", _unfold_impl, _unfold_rule,
                    lambda g, out, x, kernel, stride: (fold(g, image_shape=tuple(x.shape[2:]), stride=stride),),
+                   onnx=_unfold_onnx, jax=lambda jax, x, kernel, stride: _unfold_reference(jax)(x, kernel, stride),
                    doc="Sliding windows (im2col): (N, C, H, W) -> (N, C, kh, kw, OH, OW).", numpy_name=None,
                    samples=lambda rng: [((S.normal(rng, 1, 2, 3, 3),), dict(kernel=(2, 2), stride=1)),
                                         ((S.normal(rng, 1, 1, 5, 5),), dict(kernel=(2, 3), stride=2))],
@@ -101,6 +113,7 @@ fold = Primitive("fold", _fold_impl, lambda cols, image_shape, stride: (cols.sha
                                                                         cols.dtype),
                  lambda g, out, cols, image_shape, stride: (unfold(g, kernel=tuple(cols.shape[2:4]),
                                                                    stride=stride),),
+                 jax=lambda jax, cols, image_shape, stride: _fold_reference(jax)(cols, image_shape, stride),
                  doc="The adjoint of unfold (col2im): adds each window back into the image.", numpy_name=None,
                  samples=lambda rng: [((S.normal(rng, 1, 1, 2, 2, 2, 2),), dict(image_shape=(3, 3), stride=1)),
                                       ((S.normal(rng, 1, 2, 2, 2, 2, 2),), dict(image_shape=(4, 4), stride=2)),
@@ -118,6 +131,7 @@ pad2d = Primitive("pad2d", _pad_impl,
                   lambda g, out, x, padding: (_shape.getitem(
                       g, (slice(None), slice(None), slice(padding, padding + x.shape[2]),
                           slice(padding, padding + x.shape[3]))),),
+                  onnx=lambda ctx, x, padding: ctx.node("Pad", [x, ctx.ints([0, 0, padding, padding] * 2)]),
                   doc="Zero padding of the two spatial axes of an (N, C, H, W) array.", numpy_name=None,
                   samples=lambda rng: [((S.normal(rng, 1, 2, 3, 3),), dict(padding=1)),
                                        ((S.normal(rng, 2, 1, 2, 2),), dict(padding=2))],

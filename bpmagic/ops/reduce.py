@@ -83,7 +83,15 @@ def _ufunc_reduce(ufunc):
     return rule
 
 
-_sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_reduce("add"),
+def _reduce_onnx(op_type):
+    def rule(ctx, x, axis, keepdims):
+        if ctx.operands[0].dtype == bool:  # NumPy sums a mask as integers
+            x = ctx.cast(x, ctx.result.dtype)
+        return ctx.node(op_type, [x, ctx.ints(axis)], keepdims=int(keepdims))
+    return rule
+
+
+_sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_reduce("add"), onnx=_reduce_onnx("ReduceSum"),
                  vjp=lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
 
 
@@ -127,7 +135,7 @@ def _max_impl(xp, x, axis, keepdims, out=None):
 
 
 _max = Primitive("max", _max_impl, _nonempty_reduced("max"), _max_vjp, accepts_out=True,
-                 lowering=_ufunc_reduce("maximum"))
+                 lowering=_ufunc_reduce("maximum"), onnx=_reduce_onnx("ReduceMax"))
 
 
 @exposes(_max, samples=_reduction_samples(_distinct), reference=S.jax_numpy("max"),
@@ -149,7 +157,8 @@ def _argmax_rule(x, axis):
 
 
 _argmax = Primitive("argmax", lambda xp, x, axis: xp.asarray(xp.argmax(x, axis=axis)).astype(np.int64),
-                    _argmax_rule, differentiable=False)
+                    _argmax_rule, differentiable=False,
+                    onnx=lambda ctx, x, axis: ctx.node("ArgMax", [x], axis=axis, keepdims=0))
 
 
 def _arg_samples(rng):
@@ -238,7 +247,8 @@ def _flip(x, axis):
 
 
 _cumsum = Primitive("cumsum", lambda xp, x, axis: xp.cumsum(x, axis=axis), lambda x, axis: (x.shape, x.dtype),
-                    lambda g, out, x, axis: (_flip(_cumsum(_flip(g, axis), axis=axis), axis),))
+                    lambda g, out, x, axis: (_flip(_cumsum(_flip(g, axis), axis=axis), axis),),
+                    onnx=lambda ctx, x, axis: ctx.node("CumSum", [x, ctx.const(np.int64(axis))]))
 
 
 def _cumsum_samples(rng):

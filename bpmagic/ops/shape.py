@@ -33,7 +33,8 @@ def _reshape_rule(x, shape):
 
 _reshape = Primitive("reshape", lambda xp, x, shape: x.reshape(shape), _reshape_rule,
                      lambda g, out, x, shape: (reshape(g, x.shape),),
-                     lowering=lambda ctx, x, out=None, shape=(): f"{x}.reshape({shape!r})")  # a view, no call
+                     lowering=lambda ctx, x, out=None, shape=(): f"{x}.reshape({shape!r})",  # a view, no call
+                     onnx=lambda ctx, x, shape: ctx.node("Reshape", [x, ctx.ints(shape)]))
 
 
 def _resolve_shape(old_shape, shape):
@@ -99,7 +100,8 @@ def _transpose_lowering(ctx, x, out=None, axes=()):
 
 _transpose = Primitive("transpose", lambda xp, x, axes: xp.transpose(x, axes), _transpose_rule,
                        lambda g, out, x, axes: (transpose(g, tuple(np.argsort(axes).tolist())),),
-                       lowering=_transpose_lowering)
+                       lowering=_transpose_lowering,
+                       onnx=lambda ctx, x, axes: ctx.node("Transpose", [x], perm=list(axes)))
 
 
 @exposes(_transpose, samples=_cases(([(2, 3, 4)], {}), ([(3, 4)], {}), ([(2, 3, 4)], dict(axes=(1, 0, 2))),
@@ -133,7 +135,8 @@ def _broadcast_rule(x, shape):
 
 
 _broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape), _broadcast_rule,
-                          lambda g, out, x, shape: (unbroadcast(g, x.shape),))
+                          lambda g, out, x, shape: (unbroadcast(g, x.shape),),
+                          onnx=lambda ctx, x, shape: ctx.node("Expand", [x, ctx.ints(shape)]))
 
 
 @exposes(_broadcast_to, samples=_cases(([(3, 1)], dict(shape=(2, 3, 4))), ([()], dict(shape=(3,))),
@@ -253,7 +256,50 @@ def _getitem_vjp(g, out, x, *arrays, spec):
     return (scatter_add(g, *arrays, spec=spec, shape=tuple(x.shape)),) + (None,) * len(arrays)
 
 
-_getitem = Primitive("getitem", _getitem_impl, _getitem_rule, _getitem_vjp, nondiff_inputs=range(1, 64))
+def _getitem_onnx(ctx, x, *arrays, spec):
+    """Basic indexing as one Slice, then a Gather per integer (or one integer array), then Unsqueeze for each None."""
+    shape = ctx.operands[0].shape
+    items = list(spec)
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        used = sum(1 for i in items if i is not None and i is not Ellipsis)
+        items[at:at + 1] = [slice(None)] * (len(shape) - used)
+    items += [slice(None)] * (len(shape) - sum(1 for i in items if i is not None))
+    if sum(isinstance(i, Slot) for i in items) > 1:
+        return None  # NumPy's rules for several index arrays: not mapped (the exporter says so)
+    axis, starts, ends, axes, steps = 0, [], [], [], []
+    for i in items:
+        if i is None:
+            continue
+        if isinstance(i, slice) and i != slice(None):
+            start, stop, step = i.indices(shape[axis])
+            if step < 0 and stop < 0:
+                stop = -(2 ** 62)  # "before index 0": ONNX would read -1 as the last entry
+            starts.append(start), ends.append(stop), axes.append(axis), steps.append(step)
+        axis += 1
+    if axes:
+        x = ctx.node("Slice", [x, ctx.ints(starts), ctx.ints(ends), ctx.ints(axes), ctx.ints(steps)])
+    consumed = [i for i in items if i is not None]
+    for a in reversed(range(len(consumed))):  # from the last axis, so earlier axes keep their numbers
+        i = consumed[a]
+        if isinstance(i, Slot):
+            x = ctx.node("Gather", [x, ctx.cast(arrays[i.k], np.int64)], axis=a)
+        elif isinstance(i, int):
+            x = ctx.node("Gather", [x, ctx.const(np.int64(i))], axis=a)
+    new_axes, position = [], 0
+    for i in items:
+        if i is None:
+            new_axes.append(position)
+            position += 1
+        elif isinstance(i, slice):
+            position += 1
+        elif isinstance(i, Slot):
+            position += len(ctx.operands[1 + i.k].shape)
+    return ctx.node("Unsqueeze", [x, ctx.ints(new_axes)]) if new_axes else x
+
+
+_getitem = Primitive("getitem", _getitem_impl, _getitem_rule, _getitem_vjp, nondiff_inputs=range(1, 64),
+                     onnx=_getitem_onnx)
 
 
 def _scatter_add_impl(xp, g, *arrays, spec, shape):
@@ -343,7 +389,7 @@ def _concat_vjp(g, out, *xs, axis):
 
 
 _concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), _concat_rule,
-                         _concat_vjp)
+                         _concat_vjp, onnx=lambda ctx, *xs, axis: ctx.node("Concat", ctx.cast_to_result(xs), axis=axis))
 
 
 @exposes(_concatenate, samples=lambda rng: [
@@ -627,8 +673,14 @@ def _argsort_rule(x, axis):
     return x.shape, np.dtype(np.int64)
 
 
+def _argsort_onnx(ctx, x, axis):
+    n = ctx.operands[0].shape[axis]
+    return ctx.node("TopK", [x, ctx.ints([n])], axis=axis, largest=0, sorted=1, outputs=2)[1]  # ties: lower index
+
+
 _argsort = Primitive("argsort", lambda xp, x, axis: xp.argsort(x, axis=axis, kind="stable").astype(np.int64),
-                     _argsort_rule, differentiable=False)
+                     _argsort_rule, differentiable=False, onnx=_argsort_onnx,
+                     jax=lambda jax, x, axis: jax.numpy.argsort(x, axis=axis, stable=True))
 
 
 def _sort_samples(rng):

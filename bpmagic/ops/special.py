@@ -11,6 +11,7 @@ import numpy as np
 
 from . import elementwise as _ew
 from . import samples as S
+from .onnx import op
 from .core import Primitive
 
 __all__ = ["erf"]
@@ -55,6 +56,7 @@ def _tails(rng, *shape):
 
 
 erf = Primitive("erf", lambda xp, x: xp.asarray(erf_impl(xp, x)), _erf_shape, _erf_vjp, fused="erf({0})",
-                doc="The error function, 2/√π ∫₀ˣ e^(−t²) dt.",
+                doc="The error function, 2/√π ∫₀ˣ e^(−t²) dt.", onnx=op("Erf"),
+                jax=lambda jax, x: jax.scipy.special.erf(x),
                 numpy_name=None, samples=S.join(S.unary(), S.unary(_tails, shapes=[(3, 4)])),
                 reference=lambda jax: jax.scipy.special.erf, vjp_math="x̄ = ḡ · (2/√π) · e^(−x²)")

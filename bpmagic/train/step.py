@@ -105,7 +105,7 @@ class CompiledStep:
         self._cached = None
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
-        self._batch_names = _arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
+        self.batch_names = _arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
         self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters())
 
     def call_loss(self, params, batch, buffers=None):
@@ -168,7 +168,7 @@ class CompiledStep:
             p_in = {n: tr.new_input(self.params[n], name=n) for n in names}
             s_in = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
             buf_in = {n: tr.new_input(b, name=n) for n, b in self.buffers.items()}
-            b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self._batch_names)]
+            b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self.batch_names)]
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
             start = len(tr.eqns)

@@ -32,7 +32,7 @@ def gradient_flow(run, batch=None):
     with new_trace(backend) as tr:
         p_in = {n: tr.new_input(p, name=n) for n, p in run.params.items()}
         buf_in = {n: tr.new_input(b, name=n) for n, b in step.buffers.items()}
-        b_in = [tr.new_input(b, name=n) for b, n in zip(batch, step._batch_names)]
+        b_in = [tr.new_input(b, name=n) for b, n in zip(batch, step.batch_names)]
         loss, _ = step.call_loss(p_in, b_in, buf_in)
         forward = [e.outputs[0] for e in tr.eqns]
         seed = tr.const(np.ones((), loss.dtype))

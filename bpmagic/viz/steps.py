@@ -6,7 +6,6 @@ as an expression in `g`), and their product: what that input receives. Adjoints 
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +14,7 @@ from .. import api
 from ..autodiff import active_vars
 from ..errors import BackpropError
 from ..ir import Literal, Var
-from ..ir.printer import Namer
+from ..ir.printer import Namer, assigned_names
 from ..trace import new_trace
 from .dot import graph_to_dot
 
@@ -127,25 +126,6 @@ class _Folded:
         return f"{self.summary}:\n{self.text}"
 
 
-def _assigned_names(graph) -> dict:
-    """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c."""
-    last_on_line = {}
-    for e in graph.eqns:
-        if e.source and e.source.line:
-            last_on_line[(e.source.filename, e.source.lineno)] = e
-    names = {}
-    for e in last_on_line.values():
-        try:
-            stmt = ast.parse(e.source.line.strip()).body[0]
-        except (SyntaxError, IndexError):
-            continue
-        target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                  else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
-        if isinstance(target, ast.Name):
-            names[e.outputs[0]] = target.id
-    return names
-
-
 def _local_rule(e, g_value, values, names):
     """Trace e's VJP at the adjoint `g_value` in a scratch trace: (cotangent values, rule expressions)."""
     with new_trace("numpy") as scratch:
@@ -175,7 +155,7 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
         graph = tr.graph(wrt, [out], name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
         values = {v: np.asarray(t.value) for v, t in tr.tracers.items()}
     namer = Namer()
-    for v, hint in _assigned_names(graph).items():
+    for v, hint in assigned_names(graph).items():
         v.name = v.name or hint
     names = {v: namer(v) for v in list(graph.inputs) + list(graph.consts)}
     names.update({v: namer(v) for e in graph.eqns for v in e.outputs})
