@@ -14,6 +14,7 @@ from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
 from .ops.core import composite  # the decorator, not the ops.composite module the star import brings
 from .train import CompiledStep, Controls, Run, compile_step, fit, last_run, optim
 from .onnx_export import export_onnx
+from .check import check_gradients
 from . import viz  # noqa: E402  (graphs draw themselves in notebooks)
 
 __version__ = "0.1.0"

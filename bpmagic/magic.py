@@ -195,6 +195,8 @@ class Backprop(Magics):
     @argument("--validate", nargs=2, metavar=("X", "Y"), default=None,
               help="names of validation Inputs and Targets, evaluated after each epoch")
     @argument("--dtype", default=None, help="float32 | float64")
+    @argument("--check", choices=("jax", "fd"), default=None,
+              help="before training, check the gradients on the first batch against JAX or finite differences")
     @argument("--export", metavar="PATH", default=None,
               help="after training, write the model to PATH as ONNX (bp.export_onnx)")
     @cell_magic
@@ -204,11 +206,13 @@ class Backprop(Magics):
         Annotate names in the cell: `W: Param = randn(2, 8)` (trained; keeps its value on re-runs unless
         --reset), `x: Input = X` and `y: Target = Y` (data sets from the notebook, batched along axis 0),
         `loss: Loss = ...` (the scalar to minimise), `m: Buffer = zeros(8)` (kept between steps, not trained:
-        reassign it in the cell, e.g. batch_norm's running averages). All of bpmagic's ops are bare names (tanh, relu, softmax,
-        cross_entropy, conv2d, ...), as are the initialisers randn, zeros, ones, normal and uniform, and the
-        constants (zeros, ones, full, eye, arange, linspace, ..._like) in the body; np.tanh, np.sum, h.mean()
-        and friends work on traced values too. Params whose names end in the same number form a layer
-        (W1, b1); `with layer("name"):` names one.
+        reassign it in the cell, e.g. batch_norm's running averages). All of bpmagic's ops are bare names (tanh,
+        relu, softmax, cross_entropy, conv2d, ...), as are the initialisers randn, zeros, ones, normal and
+        uniform, and the constants (zeros, ones, full, eye, arange, linspace, ..._like) in the body; Python's
+        built-ins (sum, max, min, round, abs) keep their meaning; np.tanh, np.sum, h.mean() and friends work on
+        traced values. Params whose names end in the same number form a layer (W1, b1); `with layer("name"):`
+        names one. --check jax|fd checks the gradients on the first batch before training; --export PATH writes
+        the trained model as ONNX.
         The cell blocks until training ends; the Run is stored in --name (default _bp).
         """
         args = parse_argstring(self.backprop, line)
@@ -228,7 +232,13 @@ class Backprop(Magics):
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
             optimizer = make_optimizer(opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"])
-            run = fit(make_loss_fn(prog, user_ns, opts["dtype"]), params, tuple(data[n] for n in prog.data_names),
+            loss_fn = make_loss_fn(prog, user_ns, opts["dtype"])
+            if args.check:
+                from .check import check_model
+
+                batch = [data[n][:opts["batch_size"]] for n in prog.data_names]
+                print(check_model(loss_fn, params, batch, buffers, against=args.check, layers=groups))
+            run = fit(loss_fn, params, tuple(data[n] for n in prog.data_names),
                       epochs=None if args.steps else opts["epochs"], steps=args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,

@@ -133,7 +133,8 @@ def export_graph(graph: Graph, path=None, initializers: dict | None = None, opse
     outputs = [tensor_info(v, names[v]) for v in graph.outputs]
     model = helper.make_model(
         helper.make_graph(ctx.nodes, graph.name, inputs, outputs, ctx.initializers),
-        opset_imports=[helper.make_opsetid("", opset)], producer_name="bpmagic", ir_version=10)  # what onnxruntime reads
+        opset_imports=[helper.make_opsetid("", opset)], producer_name="bpmagic",
+        ir_version=10)  # onnxruntime reads up to IR 13; onnx writes newer by default
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
         onnx.save(model, str(path))

@@ -22,9 +22,9 @@ CHECKS = {
                    and abs(r["w"] - 3) < 0.1 and abs(r["b"] + 0.5) < 0.1)),
     "02_gradient_checking": (
         "{'wrong': bool(wrong), 'right': bool(right), 'right_2nd': bool(right_2nd), 'best32': best32,"
-        " 'best64': best64, 'loss': fit.loss}",
+        " 'best64': best64, 'loss': fit.loss, 'checked': checked.status}",
         lambda r: (not r["wrong"] and r["right"] and r["right_2nd"] and r["best64"] < 1e-9
-                   and r["best32"] > 100 * r["best64"] and r["loss"] < 0.01)),
+                   and r["best32"] > 100 * r["best64"] and r["loss"] < 0.01 and r["checked"] == "finished")),
     "03_xor_and_encoder": (
         "{'xor': xor.loss, 'xor_right': bool(((output > 0.5) == (Y > 0.5)).all()), 'codes': distinct_codes,"
         " 'encoder': encoder.loss}",

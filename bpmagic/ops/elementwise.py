@@ -55,24 +55,31 @@ def _unbroadcast(g, a):
 
 # -- unary --------------------------------------------------------------------------------------------------------
 negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
-                     fused="(-{0})", symbol="-", doc="−x.", onnx=op("Neg"), samples=S.unary(), reference=S.jax_numpy("negative"),
+                     fused="(-{0})", symbol="-", doc="−x.", onnx=op("Neg"), samples=S.unary(),
+                     reference=S.jax_numpy("negative"),
                      vjp_math="x̄ = −ḡ")
 exp = Primitive("exp", lambda xp, x: xp.exp(x), _float_same, lambda g, out, x: (g * out,), ufunc="exp",
-                fused="exp({0})", doc="e to the power x.", onnx=op("Exp"), samples=S.unary(), reference=S.jax_numpy("exp"), vjp_math="x̄ = ḡ · y")
+                fused="exp({0})", doc="e to the power x.", onnx=op("Exp"), samples=S.unary(),
+                reference=S.jax_numpy("exp"), vjp_math="x̄ = ḡ · y")
 log = Primitive("log", lambda xp, x: xp.log(x), _float_same, lambda g, out, x: (g / x,), ufunc="log",
-                fused="log({0})", doc="Natural logarithm, for x > 0.", onnx=op("Log"), samples=S.unary(S.positive), reference=S.jax_numpy("log"), vjp_math="x̄ = ḡ / x")
+                fused="log({0})", doc="Natural logarithm, for x > 0.", onnx=op("Log"), samples=S.unary(S.positive),
+                reference=S.jax_numpy("log"), vjp_math="x̄ = ḡ / x")
 tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x: (g * (1 - out * out),),
-                 ufunc="tanh", fused="tanh({0})", doc="Hyperbolic tangent, in (−1, 1).", onnx=op("Tanh"), samples=S.unary(), reference=S.jax_numpy("tanh"),
+                 ufunc="tanh", fused="tanh({0})", doc="Hyperbolic tangent, in (−1, 1).", onnx=op("Tanh"),
+                 samples=S.unary(), reference=S.jax_numpy("tanh"),
                  vjp_math="x̄ = ḡ · (1 − y²)")
 sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt",
-                 fused="sqrt({0})", doc="Square root, for x ≥ 0.", onnx=op("Sqrt"), samples=S.unary(S.positive), reference=S.jax_numpy("sqrt"),
+                 fused="sqrt({0})", doc="Square root, for x ≥ 0.", onnx=op("Sqrt"), samples=S.unary(S.positive),
+                 reference=S.jax_numpy("sqrt"),
                  vjp_math="x̄ = ḡ / (2y)")
 # zero gradient almost everywhere (None: no cotangent flows back)
 sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, lambda g, out, x: (None,), ufunc="sign",
-                 fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))", doc="−1, 0 or 1 by the sign of x; its gradient is zero.", onnx=op("Sign"), samples=S.unary(S.away0),
+                 fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))",
+                 doc="−1, 0 or 1 by the sign of x; its gradient is zero.", onnx=op("Sign"), samples=S.unary(S.away0),
                  reference=S.jax_numpy("sign"), vjp_math="x̄ = 0 (piecewise constant)")
 abs = Primitive("abs", lambda xp, x: xp.abs(x), _same, lambda g, out, x: (g * sign(x),), ufunc="absolute",
-                fused="fabs({0})", doc="|x|.", onnx=op("Abs"), samples=S.unary(S.away0), reference=S.jax_numpy("abs"), vjp_math="x̄ = ḡ · sign(x)")
+                fused="fabs({0})", doc="|x|.", onnx=op("Abs"), samples=S.unary(S.away0), reference=S.jax_numpy("abs"),
+                vjp_math="x̄ = ḡ · sign(x)")
 
 
 def _sigmoid(xp, x, out=None):
@@ -87,12 +94,15 @@ def _sigmoid(xp, x, out=None):
 
 sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out * (1 - out),), accepts_out=True,
                     fused="({T}(0.5) * tanh({T}(0.5) * {0}) + {T}(0.5))",  # the same tanh form
-                    doc="1 / (1 + e^(−x)), in (0, 1) (computed as 0.5·tanh(x/2) + 0.5, which never overflows).", onnx=op("Sigmoid"), samples=S.join(S.unary(), S.unary(shapes=[(3, 4)], gen=lambda rng, *s: 8 * S.normal(rng, *s))),
+                    doc="1 / (1 + e^(−x)), in (0, 1) (computed as 0.5·tanh(x/2) + 0.5, which never overflows).",
+                    onnx=op("Sigmoid"), jax=lambda jax, x: jax.nn.sigmoid(x),
+                    samples=S.join(S.unary(), S.unary(shapes=[(3, 4)], gen=lambda rng, *s: 8 * S.normal(rng, *s))),
                     reference=lambda jax: jax.nn.sigmoid, vjp_math="x̄ = ḡ · y · (1 − y)")
 # g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
 relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
                  lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))",
-                 doc="max(x, 0).", onnx=op("Relu"), samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu, vjp_math="x̄ = ḡ · [y > 0]")
+                 doc="max(x, 0).", onnx=op("Relu"), jax=lambda jax, x: jax.nn.relu(x),  # gradient 0 at 0, as here
+                 samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu, vjp_math="x̄ = ḡ · [y > 0]")
 
 
 # (g * 2) * x rather than 2 * g * x: when g is a constant (the seed of a mean), g * 2 folds into it
@@ -104,19 +114,24 @@ square = Primitive("square", lambda xp, x: xp.square(x), _same, lambda g, out, x
 
 # sin and cos are each other's derivative; arctan's derivative is algebraic
 sin = Primitive("sin", lambda xp, x: xp.sin(x), _float_same, lambda g, out, x: (g * cos(x),), ufunc="sin",
-                fused="sin({0})", doc="Sine (radians).", onnx=op("Sin"), samples=S.unary(), reference=S.jax_numpy("sin"), vjp_math="x̄ = ḡ · cos(x)")
+                fused="sin({0})", doc="Sine (radians).", onnx=op("Sin"), samples=S.unary(),
+                reference=S.jax_numpy("sin"), vjp_math="x̄ = ḡ · cos(x)")
 cos = Primitive("cos", lambda xp, x: xp.cos(x), _float_same, lambda g, out, x: (-(g * sin(x)),), ufunc="cos",
-                fused="cos({0})", doc="Cosine (radians).", onnx=op("Cos"), samples=S.unary(), reference=S.jax_numpy("cos"), vjp_math="x̄ = −ḡ · sin(x)")
+                fused="cos({0})", doc="Cosine (radians).", onnx=op("Cos"), samples=S.unary(),
+                reference=S.jax_numpy("cos"), vjp_math="x̄ = −ḡ · sin(x)")
 arctan = Primitive("arctan", lambda xp, x: xp.arctan(x), _float_same, lambda g, out, x: (g / (1 + x * x),),
-                   ufunc="arctan", fused="atan({0})", doc="Inverse tangent, in (−π/2, π/2).", onnx=op("Atan"), samples=S.unary(), reference=S.jax_numpy("arctan"),
+                   ufunc="arctan", fused="atan({0})", doc="Inverse tangent, in (−π/2, π/2).", onnx=op("Atan"),
+                   samples=S.unary(), reference=S.jax_numpy("arctan"),
                    vjp_math="x̄ = ḡ / (1 + x²)")
 # log(1 + x) and exp(x) - 1, exact near 0 where the plain forms lose every digit
 log1p = Primitive("log1p", lambda xp, x: xp.log1p(x), _float_same, lambda g, out, x: (g / (1 + x),),
-                  ufunc="log1p", fused="log1p({0})", doc="log(1 + x), exact for small x.", onnx=of_x(lambda ctx, x: ctx.node("Log", [ctx.node("Add", [x, ctx.const(1, x)])])),
+                  ufunc="log1p", fused="log1p({0})", doc="log(1 + x), exact for small x.",
+                  onnx=of_x(lambda ctx, x: ctx.node("Log", [ctx.node("Add", [x, ctx.const(1, x)])])),
                      samples=S.unary(S.positive), reference=S.jax_numpy("log1p"),
                   vjp_math="x̄ = ḡ / (1 + x)")
 expm1 = Primitive("expm1", lambda xp, x: xp.expm1(x), _float_same, lambda g, out, x: (g * (out + 1),),
-                  ufunc="expm1", fused="expm1({0})", doc="e^x − 1, exact for small x.", onnx=of_x(lambda ctx, x: ctx.node("Sub", [ctx.node("Exp", [x]), ctx.const(1, x)])),
+                  ufunc="expm1", fused="expm1({0})", doc="e^x − 1, exact for small x.",
+                  onnx=of_x(lambda ctx, x: ctx.node("Sub", [ctx.node("Exp", [x]), ctx.const(1, x)])),
                      samples=S.unary(), reference=S.jax_numpy("expm1"),
                   vjp_math="x̄ = ḡ · (y + 1)")
 
@@ -124,28 +139,33 @@ expm1 = Primitive("expm1", lambda xp, x: xp.expm1(x), _float_same, lambda g, out
 def _rounding(name, ufunc, c_name, onnx_name, doc):
     # piecewise constant: the gradient is zero wherever it exists (as in JAX and PyTorch)
     return Primitive(name, lambda xp, x: getattr(xp, ufunc)(x), _same, lambda g, out, x: (None,), ufunc=ufunc,
-                     fused=f"{c_name}({{0}})", doc=doc + " Its gradient is zero.", onnx=op(onnx_name), samples=S.unary(),
+                     fused=f"{c_name}({{0}})", doc=doc + " Its gradient is zero.", onnx=op(onnx_name),
+                     samples=S.unary(),
                      reference=S.jax_numpy(name),
                      vjp_math="x̄ = 0 (piecewise constant)")
 
 
 floor = _rounding("floor", "floor", "floor", "Floor", "The largest integer ≤ x.")
 ceil = _rounding("ceil", "ceil", "ceil", "Ceil", "The smallest integer ≥ x.")
-rint = _rounding("rint", "rint", "rint", "Round", "The nearest integer (halves to even).")  # to the nearest integer, halves to even, as NumPy's round
+rint = _rounding("rint", "rint", "rint", "Round", "The nearest integer (halves to even, as NumPy's round).")
 
 
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
                 lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add", fused="({0} + {1})",
-                symbol="+", doc="a + b (broadcasting).", onnx=op("Add"), samples=S.join(S.binary(), S.scalar_mixes()), reference=S.jax_numpy("add"),
+                symbol="+", doc="a + b (broadcasting).", onnx=op("Add"), samples=S.join(S.binary(), S.scalar_mixes()),
+                reference=S.jax_numpy("add"),
                 vjp_math="ā = ḡ, b̄ = ḡ (each summed to its operand's shape)")
 subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
                      lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract",
-                     fused="({0} - {1})", symbol="-", doc="a − b (broadcasting).", onnx=op("Sub"), samples=S.join(S.binary(), S.scalar_mixes()),
-                     reference=S.jax_numpy("subtract"), vjp_math="ā = ḡ, b̄ = −ḡ (each summed to its operand's shape)")
+                     fused="({0} - {1})", symbol="-", doc="a − b (broadcasting).", onnx=op("Sub"),
+                     samples=S.join(S.binary(), S.scalar_mixes()),
+                     reference=S.jax_numpy("subtract"),
+                     vjp_math="ā = ḡ, b̄ = −ḡ (each summed to its operand's shape)")
 multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
                      lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply",
-                     fused="({0} * {1})", symbol="*", doc="a · b (broadcasting).", onnx=op("Mul"), samples=S.join(S.binary(), S.scalar_mixes(scalar=3)),
+                     fused="({0} * {1})", symbol="*", doc="a · b (broadcasting).", onnx=op("Mul"),
+                     samples=S.join(S.binary(), S.scalar_mixes(scalar=3)),
                      reference=S.jax_numpy("multiply"),
                      vjp_math="ā = ḡ · b, b̄ = ḡ · a (each summed to its operand's shape)")
 
@@ -157,7 +177,8 @@ def _divide_vjp(g, out, a, b):
 
 divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,
                    ufunc="true_divide", fused="({0} / {1})", symbol="/",
-                   doc="a / b (broadcasting).", onnx=op("Div"), samples=S.join(S.binary(S.normal, S.away0), lambda rng: [
+                   doc="a / b (broadcasting).", onnx=op("Div"),
+                   samples=S.join(S.binary(S.normal, S.away0), lambda rng: [
                        ((1.0, S.away0(rng, 3, 4)), {}), ((S.normal(rng, 3, 4), 2.0), {})]),
                    reference=S.jax_numpy("divide"),
                    vjp_math="ā = ḡ / b, b̄ = −ḡ · y / b (each summed to its operand's shape)")
@@ -184,7 +205,8 @@ def _power_samples(rng):
 
 
 power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power",
-                  fused="pow({0}, {1})", symbol="**", doc="a to the power b (broadcasting).", onnx=op("Pow"), samples=_power_samples, reference=S.jax_numpy("power"),
+                  fused="pow({0}, {1})", symbol="**", doc="a to the power b (broadcasting).", onnx=op("Pow"),
+                  samples=_power_samples, reference=S.jax_numpy("power"),
                   vjp_math="for y = xᵖ: x̄ = ḡ · p · xᵖ⁻¹, p̄ = ḡ · y · log x (0 where x ≤ 0; none for a constant "
                            "p) (each summed to its operand's shape)")
 
@@ -204,7 +226,8 @@ def _logaddexp_samples(rng):
 logaddexp = Primitive("logaddexp", lambda xp, a, b: xp.logaddexp(a, b), _broadcast("logaddexp"),
                       lambda g, out, a, b: (_unbroadcast(g * exp(a - out), a), _unbroadcast(g * exp(b - out), b)),
                       ufunc="logaddexp", fused="(max({0}, {1}) + log1p(exp(-fabs({0} - {1}))))",
-                      doc="log(e^a + e^b), without overflow.", onnx=_logaddexp_onnx, samples=_logaddexp_samples, reference=S.jax_numpy("logaddexp"),
+                      doc="log(e^a + e^b), without overflow.", onnx=_logaddexp_onnx, samples=_logaddexp_samples,
+                      reference=S.jax_numpy("logaddexp"),
                       vjp_math="ā = ḡ · e^(a − y), b̄ = ḡ · e^(b − y) (each summed to its operand's shape)")
 
 
@@ -225,14 +248,16 @@ def _distinct_pairs(rng):
 
 maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("maximum"),
                     _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})",
-                    doc="The larger of a and b, entry by entry (ties share the gradient).", onnx=op("Max"), samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4),
+                    doc="The larger of a and b, entry by entry (ties share the gradient).", onnx=op("Max"),
+                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4),
                                                                    0.3), {})]),
                     reference=S.jax_numpy("maximum"),
                     vjp_math="ā = ḡ · ([a > b] + ½[a = b]), b̄ = ḡ · ([a < b] + ½[a = b]) (each summed to its "
                              "operand's shape)")
 minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
                     _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})",
-                    doc="The smaller of a and b, entry by entry (ties share the gradient).", onnx=op("Min"), samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4),
+                    doc="The smaller of a and b, entry by entry (ties share the gradient).", onnx=op("Min"),
+                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4),
                                                                    -0.3), {})]),
                     reference=S.jax_numpy("minimum"),
                     vjp_math="ā = ḡ · ([a < b] + ½[a = b]), b̄ = ḡ · ([a > b] + ½[a = b]) (each summed to its "
@@ -322,7 +347,7 @@ def astype(x, dtype):
 
 
 stop_gradient = Primitive("stop_gradient", lambda xp, x: x, _same, lowering=lambda ctx, x, out=None: x,
-                          onnx=lambda ctx, x: ctx.node("Identity", [x]),
+                          onnx=lambda ctx, x: ctx.node("Identity", [x]), jax=lambda jax, x: jax.lax.stop_gradient(x),
                           differentiable=False, samples=S.unary(), reference=lambda jax: jax.lax.stop_gradient,
                           doc="x itself, but no gradient flows back through it.",
                           vjp_math="no gradient (x̄ = 0: the graph is cut here)")

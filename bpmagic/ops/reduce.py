@@ -91,7 +91,8 @@ def _reduce_onnx(op_type):
     return rule
 
 
-_sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_reduce("add"), onnx=_reduce_onnx("ReduceSum"),
+_sum = Primitive("sum", _sum_impl, _sum_rule, accepts_out=True, lowering=_ufunc_reduce("add"),
+                 onnx=_reduce_onnx("ReduceSum"),
                  vjp=lambda g, out, x, axis, keepdims: (_shape.broadcast_to(_kept(g, x, axis, keepdims), x.shape),))
 
 

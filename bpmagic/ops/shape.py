@@ -315,6 +315,7 @@ scatter_add = Primitive(
     "scatter_add", _scatter_add_impl, lambda g, *arrays, spec, shape: (shape, g.dtype),
     lambda g, out, upd, *arrays, spec, shape: (_getitem(g, *arrays, spec=spec),) + (None,) * len(arrays),
     nondiff_inputs=range(1, 64),
+    jax=lambda jax, g, *arrays, spec, shape: jax.numpy.zeros(shape, g.dtype).at[spec.build(arrays)].add(g),
     doc="zeros(shape) with `g` added at the index (repeats accumulate): the VJP of indexing.",
 )
 

@@ -1,0 +1,238 @@
+"""Check a model's gradients against an independent implementation, on the learner's own code.
+
+`check_gradients(fn, *args, against="jax")` traces `fn` once, in float64, and compares bpmagic's gradient of every
+float argument (every Param of a cell) with
+  - "jax": the traced forward graph lowered to JAX (each primitive's `jax` facet, or its implementation run with
+    jax.numpy) and differentiated by JAX — an autodiff that shares none of bpmagic's VJP rules;
+  - "fd": central differences of the forward pass in random directions, which needs nothing installed. The
+    arguments are first nudged by a random 1e-3 of their scale: a value sitting exactly on a kink (relu of an
+    all-zero patch plus a zero bias) has no derivative that differences could find.
+A difference above the tolerance names the parameter and, comparing each equation's VJP the same way, the first
+equation whose VJP disagrees (a custom @bp.primitive with a wrong rule, say) with the user's line.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import BackpropError
+from .ir import Literal, Var
+from .pytree import flatten, unflatten
+
+AGAINST = ("jax", "fd")
+TOLERANCE = {"jax": 1e-7, "fd": 1e-5}
+
+
+class CheckResult:
+    """Per parameter: its largest relative difference from the reference; true when all are within tolerance."""
+
+    def __init__(self, against, rows, tolerance, culprit=None):
+        self.against, self.rows, self.tolerance, self.culprit = against, rows, tolerance, culprit
+
+    @property
+    def worst(self) -> float:
+        return max((diff for _, _, diff in self.rows), default=0.0)
+
+    def __bool__(self):
+        return self.worst <= self.tolerance
+
+    def __repr__(self):
+        what = {"jax": "JAX's autodiff of the same forward pass", "fd": "central differences (float64)"}[self.against]
+        lines = [f"gradients against {what}: largest relative difference per parameter"]
+        width = max((len(name) for name, _, _ in self.rows), default=4)
+        for name, layer, diff in self.rows:
+            flag = "ok" if diff <= self.tolerance else "DIFFERS"
+            lines.append(f"  {name:<{width}}  layer {layer:<6} {diff:9.2e}  {flag}")
+        if self:
+            lines.append(f"all within {self.tolerance:g}")
+        else:
+            bad = ", ".join(name for name, _, diff in self.rows if diff > self.tolerance)
+            lines.append(f"WARNING: the gradient of {bad} differs from the reference by more than {self.tolerance:g}.")
+            if self.culprit:
+                lines.append(f"The first equation whose VJP disagrees: {self.culprit}")
+        return "\n".join(lines)
+
+    _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
+
+
+def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0, tolerance=None) -> CheckResult:
+    """Compare bpmagic's gradients of scalar `fn(*args)` with respect to its float arguments (arrays or dicts of
+    arrays, such as a model's params; `argnums` picks some) against `against` ("jax" or "fd"), in float64.
+    `layers`: name -> layer, for the report. Returns a CheckResult (truthy when every gradient agrees; it prints
+    as a table)."""
+    from . import api
+
+    if against not in AGAINST:
+        raise BackpropError(f"against={against!r}: choose 'jax' (JAX installed) or 'fd' (central differences, "
+                            "needs nothing); comparing with PyTorch is not available yet")
+    if against == "jax":
+        jax = _jax()
+    tolerance = TOLERANCE[against] if tolerance is None else tolerance
+    structure = [flatten(a, name if not isinstance(a, (dict, list, tuple)) else "")
+                 for a, name in zip(args, api._arg_names(fn, len(args)))]
+    leaves = [np.asarray(x, np.float64) if _is_float(x) else x for lv, _, _ in structure for x in lv]
+    names = [n for _, _, ns in structure for n in ns]
+    chosen = range(len(args)) if argnums is None else (argnums,) if isinstance(argnums, int) else argnums
+    arg_of = [i for i, (lv, _, _) in enumerate(structure) for _ in lv]
+    wrt = [k for k, x in enumerate(leaves) if _is_float(x) and arg_of[k] in chosen]
+
+    def flat_fn(*xs):
+        it, rebuilt = iter(xs), []
+        for lv, treedef, _ in structure:
+            rebuilt.append(unflatten(treedef, [next(it) for _ in lv]))
+        return fn(*rebuilt)
+
+    graph = api.trace(flat_fn, *leaves)
+    ours = api.grad(flat_fn, argnums=tuple(wrt))(*leaves)
+    if against == "jax":
+        lowered = _lowered(graph, jax)
+        theirs = jax.grad(lowered, argnums=tuple(wrt))(*leaves)
+        diffs = [_relative(np.asarray(t), np.asarray(o)) for t, o in zip(theirs, ours)]
+    else:
+        rng = np.random.default_rng(seed)
+        for k in wrt:  # off the kinks (see the module's docstring), then the gradient there
+            scale = max(float(np.abs(leaves[k]).max(initial=0.0)), 1.0)
+            leaves[k] = leaves[k] + 1e-3 * scale * rng.standard_normal(np.shape(leaves[k]))
+        ours = api.grad(flat_fn, argnums=tuple(wrt))(*leaves)
+        diffs = [_fd_difference(graph, leaves, k, np.asarray(o), rng) for k, o in zip(wrt, ours)]
+    layers = layers or {}
+    rows = [(names[k], str(layers.get(names[k], "-")), d) for k, d in zip(wrt, diffs)]
+    result = CheckResult(against, rows, tolerance)
+    if not result:
+        result.culprit = _first_disagreeing_vjp(graph, leaves, against, tolerance, seed)
+    return result
+
+
+def _jax():
+    try:
+        import jax
+    except ImportError:
+        raise BackpropError("checking against JAX needs JAX: pip install 'jax[cpu]' (or check against central "
+                            "differences, against='fd' / --check fd, which needs nothing)") from None
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+def _is_float(x):
+    return hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f" or isinstance(x, float)
+
+
+def _relative(theirs, ours):
+    scale = max(float(np.abs(theirs).max(initial=0.0)), 1e-30)
+    return float(np.abs(theirs - ours).max(initial=0.0)) / scale
+
+
+def jax_apply(jax, eqn, args):
+    """One equation computed with JAX: the primitive's own JAX rule, or its implementation over jax.numpy."""
+    prim = eqn.primitive
+    if prim.jax is not None:
+        return prim.jax(jax, *args, **eqn.params)
+    return prim.impl(jax.numpy, *args, **eqn.params)
+
+
+def _operands(eqn, env):
+    return [env[v] if isinstance(v, Var) else np.asarray(v.value, Literal.dtype_in(v, eqn)) for v in eqn.inputs]
+
+
+def _lowered(graph, jax):
+    """The graph as a function of its inputs, computed with JAX."""
+    def run(*inputs):
+        env = dict(zip(graph.inputs, inputs))
+        env.update({v: jax.numpy.asarray(a) for v, a in graph.consts.items()})
+        for e in graph.eqns:
+            env[e.outputs[0]] = jax_apply(jax, e, _operands(e, env))
+        return env[graph.outputs[0]]
+
+    return run
+
+
+def _evaluate(graph, inputs):
+    from .compile.executor import evaluate
+
+    with np.errstate(all="ignore"):
+        return float(np.asarray(evaluate(graph, inputs, np)[0]))
+
+
+def _fd_difference(graph, leaves, k, ours, rng, eps=1e-6, directions=3):
+    """Largest relative difference between <ours, v> and the central difference of the graph along v."""
+    worst = 0.0
+    for _ in range(directions):
+        v = rng.standard_normal(np.shape(leaves[k]))
+        v /= max(np.linalg.norm(v), 1e-30)
+        up, down = list(leaves), list(leaves)
+        up[k], down[k] = leaves[k] + eps * v, leaves[k] - eps * v
+        numeric = (_evaluate(graph, up) - _evaluate(graph, down)) / (2 * eps)
+        exact = float(np.sum(ours * v))
+        scale = max(abs(numeric), abs(exact), float(np.abs(ours).max(initial=0.0)), 1e-12)
+        worst = max(worst, abs(numeric - exact) / scale)
+    return worst
+
+
+def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
+    """The first equation (in program order) whose VJP, at the values it saw, differs from the reference."""
+    from .compile.executor import evaluate
+    from .trace import new_trace
+
+    env = dict(zip(graph.inputs, leaves))
+    env.update(graph.consts)
+    with np.errstate(all="ignore"):
+        evaluate(graph, leaves, np, on_value=lambda e, value: env.__setitem__(e.outputs[0], value))
+    rng = np.random.default_rng(seed)
+    jax = _jax() if against == "jax" else None
+    for e in graph.eqns:
+        prim = e.primitive
+        values = _operands(e, env)
+        diff = [i for i, v in enumerate(e.inputs) if isinstance(v, Var) and i not in prim.nondiff_inputs
+                and np.dtype(v.dtype).kind == "f"]
+        if prim.vjp is None or not diff or e.phase != "forward":
+            continue
+        g = rng.standard_normal(np.shape(env[e.outputs[0]]))
+        with new_trace("numpy") as tr:
+            ins = [tr.new_input(x) if i in diff else x for i, x in enumerate(values)]
+            out = prim.bind(*ins, **e.params)
+            cts = prim.vjp(tr.new_input(g), out, *ins, **e.params)
+            cts = cts if isinstance(cts, (tuple, list)) else (cts,)
+            ours = {i: (np.zeros(np.shape(values[i])) if cts[i] is None else np.asarray(getattr(cts[i], "value",
+                                                                                              cts[i])))
+                    for i in diff}
+        if jax is not None:
+            def f(*xs):
+                full = list(values)
+                for i, x in zip(diff, xs):
+                    full[i] = x
+                return jax_apply(jax, e, full)
+
+            _, pullback = jax.vjp(f, *(values[i] for i in diff))
+            theirs = dict(zip(diff, (np.asarray(t) for t in pullback(g))))
+            bad = any(_relative(theirs[i], ours[i]) > tolerance for i in diff)
+        else:
+            bad = False
+            for i in diff:
+                v = rng.standard_normal(np.shape(values[i]))
+                up, down = list(values), list(values)
+                up[i], down[i] = values[i] + 1e-6 * v, values[i] - 1e-6 * v
+                with np.errstate(all="ignore"):
+                    numeric = float(np.sum(g * (np.asarray(prim.impl(np, *up, **e.params))
+                                                - np.asarray(prim.impl(np, *down, **e.params))))) / 2e-6
+                exact = float(np.sum(ours[i] * v))
+                scale = max(abs(numeric), abs(exact), 1e-12)
+                bad = bad or abs(numeric - exact) / scale > max(tolerance, 1e-4)
+        if bad:
+            where = f"line {e.source.lineno}: {e.source.line}" if e.source and e.source.lineno else "(no line)"
+            return f"{prim.name} at {where}"
+    return None
+
+
+def check_model(loss_fn, params, batch, buffers=None, against="jax", layers=None) -> CheckResult:
+    """The gradients of a training loss `loss_fn(params, *batch)` (with buffers, `loss_fn(params, buffers, *batch)`
+    returning (loss, new_buffers), as bp.fit takes it) on one batch, in float64: what %%backprop --check runs."""
+    def to64(a):
+        a = np.asarray(a)
+        return a.astype(np.float64) if a.dtype.kind == "f" else a
+
+    buffers64 = {k: to64(v) for k, v in (buffers or {}).items()}
+
+    def loss(params, *batch):
+        return loss_fn(params, buffers64, *batch)[0] if buffers64 else loss_fn(params, *batch)
+
+    return check_gradients(loss, {k: to64(v) for k, v in params.items()}, *(to64(b) for b in batch),
+                           against=against, argnums=0, layers=layers)
