@@ -123,10 +123,18 @@ def _relative(theirs, ours):
 
 def jax_apply(jax, eqn, args):
     """One equation computed with JAX: the primitive's own JAX rule, or its implementation over jax.numpy."""
+    from .trace import at_source
+
     prim = eqn.primitive
-    if prim.jax is not None:
-        return prim.jax(jax, *args, **eqn.params)
-    return prim.impl(jax.numpy, *args, **eqn.params)
+    try:
+        if prim.jax is not None:
+            return prim.jax(jax, *args, **eqn.params)
+        return prim.impl(jax.numpy, *args, **eqn.params)
+    except Exception as e:  # a plugin's impl written with in-place writes or out=, say
+        raise at_source(eqn.source, BackpropError(
+            f"{prim.name} could not be computed with JAX ({type(e).__name__}: {e}). Give the primitive a JAX rule, "
+            f"@bp.primitive(jax=lambda jax, *arrays, **params: ...), or check against central differences "
+            "(--check fd / against='fd').")) from None
 
 
 def _operands(eqn, env):

@@ -78,6 +78,26 @@ def test_mistakes_in_the_option_are_one_message(ip, ns, capsys):
         bp.check_gradients(lambda x: bp.sum(x * x), np.ones(3), against="torch")
 
 
+def test_a_primitive_jax_cannot_compute_is_one_message():
+    @bp.primitive
+    def clamp_in_place(xp, x):
+        out = xp.array(x)
+        out[out < 0] = 0  # in place: fine for NumPy, impossible for JAX arrays
+        return out
+
+    @clamp_in_place.defvjp
+    def _(g, out, x):
+        return g * (x > 0)
+
+    try:
+        with pytest.raises(bp.BackpropError, match=r"clamp_in_place could not be computed with JAX.*jax=.*'fd'"):
+            bp.check_gradients(lambda x: bp.sum(clamp_in_place(x) ** 2), np.array([1.0, -2.0, 3.0]))
+        assert bp.check_gradients(lambda x: bp.sum(clamp_in_place(x) ** 2), np.array([1.0, -2.0, 3.0]),
+                                  against="fd")
+    finally:
+        del bp.ops.core.PRIMITIVES["clamp_in_place"]
+
+
 def test_without_jax_the_message_points_to_fd(monkeypatch):
     import builtins
 
