@@ -10,7 +10,7 @@ import bpmagic as bp
 from bpmagic.dashboard import Dashboard
 
 
-def start(lr=0.03, steps=1_000_000):
+def start(lr=0.03, steps=1_000_000, dashboard=True):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((64, 2)).astype(np.float32)
     Y = (X[:, :1] > 0).astype(np.float32)
@@ -21,7 +21,7 @@ def start(lr=0.03, steps=1_000_000):
         return bp.mse(bp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"], y)
 
     run = bp.fit(loss, params, (X, Y), steps=steps, optimizer=bp.optim.SGD(lr=lr, momentum=0.5), background=True)
-    return run, Dashboard(run)
+    return run, Dashboard(run) if dashboard else None
 
 
 def controls_of(dashboard):
@@ -167,3 +167,27 @@ def test_a_browser_value_never_overwrites_a_newer_value_from_code():
         assert run.optimizer.lr == 0.07 and lr.stale == 1
     finally:
         run.stop().wait()
+
+
+def test_a_run_that_ends_while_its_dashboard_is_made_is_shown_ended():
+    """bp.fit starts the worker before %%backprop makes the dashboard: a run that ends while the dashboard is being
+    made (after its first look at the run, before it subscribes) must still show its end, not its last step."""
+    from bpmagic.dashboard.dashboard import Panel
+    from bpmagic.dashboard.panels.loss import LossPanel
+
+    class EndsTheRun(Panel):  # the loss panel has looked at the running run; now the run ends
+        def update(self, run):
+            if not run.ended:
+                run.stop()
+                assert run._done.wait(180), "the run did not stop"
+
+    run, _ = start(dashboard=False)
+    run.wait(until_step=5, timeout=180)
+    dash = Dashboard(run, panels=[LossPanel, EndsTheRun])
+    try:
+        assert run.status == "stopped"
+        status = dash.panels[0].widget.status
+        assert status.startswith(f"stopped at step {run.steps_done}"), status
+        assert f"stopped at step {run.steps_done}" in dash.record.bundle(dash.static_svg(), "")["image/svg+xml"]
+    finally:
+        dash.close()

@@ -194,8 +194,12 @@ class Run:
         return asyncio.get_event_loop().run_in_executor(None, self.wait).__await__()
 
     def subscribe(self, listener):
-        """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end."""
+        """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end.
+        A view made while the run ends would miss that last call: if the run has ended by the time the listener is
+        added, it is called at once (it may then be called twice with the final state)."""
         self._listeners.append(listener)
+        if self.ended:  # _end sets the status before it calls the listeners it holds
+            listener(self)
 
     def on_wait(self, listener):
         """Call `listener(run)` in the waiting thread whenever wait() returns on an ended run (a view that records
