@@ -110,7 +110,9 @@ def probe(kernel_name, tagged=False, singles=10, expect_live=True):
         "ipykernel": info["ipykernel"], "kernel": kernel_name, "mechanism": info["mechanism"],
         "why_none": info["why_none"], "supports_subshells": subshells, "tagged": tagged,
         "status": h["status"], "steps": len(h["lr"]), "lr_first": h["lr"][0], "lr_last": h["lr"][-1],
-        "last_sent": sent[-1][1], "first_new_step": first_steps[0], "effect_ms": latencies,
+        "last_sent": sent[-1][1], "effect_ms": latencies,
+        # the first value trained with (a busy machine may merge the first values: only the newest is applied)
+        "first_new_step": next((k for k in first_steps if k is not None), None),
         "cell_status": cell_reply["content"]["status"], "cell_output": cell_out,
         "queued_status": queued_reply["content"]["status"], "queued_output": queued_out,
         "queued_after_cell": replies[queued_id] >= replies[cell_id],

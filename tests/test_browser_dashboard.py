@@ -188,6 +188,7 @@ def test_code_change_holds_during_a_background_run(page, lab):
         "bg.wait(until_step=changed_at + 3000)",
         "bg.stop().wait()\nh = bg.history['lr']\n"
         "print('RESULT', json.dumps({'changes': bg.changes(), 'steps': bg.steps_done, 'changed_at': changed_at, "
+        "'before_set': before_set, "
         "'after': sorted(set(h[h.index(0.1):])), 'before': sorted(set(h[:h.index(0.1)]))}))",
     ])
     open_notebook(page, lab, "background.ipynb")
