@@ -1,7 +1,7 @@
 """A real JupyterHub on 127.0.0.1, as a course runs one: configurable-http-proxy in front, a DummyAuthenticator,
 SimpleLocalProcessSpawner single-user servers on JupyterLab, each student's home a folder of its own.
 
-Used by tests/test_hub.py and by bench/classroom.py. configurable-http-proxy comes from npm: `./dev` installs it
+Used by tests/test_hub.py. configurable-http-proxy comes from npm: `./dev` installs it
 into .venv/proxy (see PROXY); $BPMAGIC_PROXY overrides the path.
 """
 from __future__ import annotations
@@ -107,36 +107,6 @@ class Hub:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             data = reply.read()
         return json.loads(data) if data else None
-
-    def user_api(self, user, method, path, body=None, timeout=60):
-        """A student's own server's REST API (/user/<name>/api + path), through the proxy."""
-        request = urllib.request.Request(f"{self.url}/user/{user}/api{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            data = reply.read()
-        return json.loads(data) if data else None
-
-    def start_server(self, user, timeout=300):
-        """Create `user` if needed and start their server through the REST API; returns once it answers."""
-        try:
-            self.api("POST", f"/users/{user}")
-        except urllib.error.HTTPError as e:
-            if e.code != 409:  # 409: the user exists
-                raise
-        try:
-            self.api("POST", f"/users/{user}/server")
-        except urllib.error.HTTPError as e:
-            if e.code != 400:  # 400: already running
-                raise
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            model = self.api("GET", f"/users/{user}")
-            server = model.get("servers", {}).get("", {})
-            if server.get("ready"):
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{user}'s server did not start in {timeout} s: {self.log()}")
 
     def home(self, user) -> Path:
         return self.root / "home" / user
