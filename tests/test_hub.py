@@ -131,8 +131,9 @@ def test_two_students_on_a_hub(browser, hub):
             assert check(result), result
             # the graph, drawn in the browser by the extension's wasm Graphviz, under /user/<name>/
             s.page.locator(".bp-figure-viewport > svg g.node").first.wait_for(timeout=120_000)
-            assert s.page.locator(".bpmagic-dashboard").count() == 2
-            assert s.status().startswith("training"), s.status()
+            # the kernel is idle before the page has drawn every widget: wait for both dashboards, play's training
+            wait_until(lambda: s.page.locator(".bpmagic-dashboard").count() == 2 and s.status().startswith("training"),
+                       120, lambda: f"{s.name}'s dashboards: {s.page.locator('.bpmagic-status').all_text_contents()}")
         ARTIFACTS.mkdir(exist_ok=True)
 
         # ada drags her slider; only her run's learning rate changes
