@@ -7,6 +7,15 @@ Internal bugs are assertions, never these classes.
 class BackpropError(Exception):
     """A mistake in user code or data, reported at the user's line."""
 
+    def _render_traceback_(self):
+        """What IPython shows instead of a traceback: the line of the user's cell that led here, then the message.
+        bpmagic's own frames would tell the user nothing; the message says what to do."""
+        from .trace import calling_line
+
+        source = calling_line(self)
+        shown = source is not None and source.line and source.line not in str(self)
+        return ([f"line {source.lineno}: {source.line}"] if shown else []) + [f"{type(self).__name__}: {self}"]
+
 
 class ShapeError(BackpropError):
     """Operands whose shapes or dtypes do not fit the operation."""

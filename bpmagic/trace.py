@@ -203,6 +203,19 @@ def _user_frames(e):
     return frames
 
 
+def calling_line(e) -> Source | None:
+    """The outermost frame of the user's code in `e`'s traceback: the line they ran."""
+    frames = _user_frames(e)
+    return _source_of(*frames[0]) if frames else None
+
+
+def raise_as_users(e):
+    """Re-raise `e`, raised by the user's own code (a @bp.primitive's implementation, say) as one BackpropError
+    naming their line; any other exception is left to propagate as it is."""
+    if not isinstance(e, BackpropError) and _is_users(_innermost_frame(e).f_code.co_filename):
+        raise user_error(e) from None
+
+
 def _source_of(frame, lineno) -> Source:
     filename = frame.f_code.co_filename
     return Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())

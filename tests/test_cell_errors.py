@@ -194,3 +194,31 @@ def test_an_assertion_inside_bpmagic_is_a_bug_and_is_not_disguised():
     internal.__code__ = internal.__code__.replace(co_filename=bp.__file__)
     with pytest.raises(AssertionError, match="internal invariant"):
         call_user(internal)
+
+
+# -- outside %%backprop: what IPython shows for a mistake in an ordinary cell --------------------------------------
+PLAIN_MISTAKES = {
+    "a shape mistake in an op": ("bp.matmul(np.ones((2, 3)), np.ones((4, 1)))",
+                                 ["line 1: bp.matmul(np.ones((2, 3)), np.ones((4, 1)))",
+                                  "ShapeError: matmul of (2, 3) and (4, 1): inner sizes differ (3 vs 4)"]),
+    "a mistake inside bp.grad": ("bp.grad(lambda w: bp.sum(np.ones((2, 3)) @ w))(np.ones(4))",
+                                 ["ShapeError: line 1: matmul of (2, 3) and", "inner sizes differ (3 vs 4)"]),
+    "an unfinished primitive": ("@bp.primitive\ndef cube(xp, x):\n    raise NotImplementedError()\n\ncube(np.ones(3))",
+                                ["line 5: cube(np.ones(3))", "BackpropError: line 3: NotImplementedError",
+                                 "    raise NotImplementedError()"]),
+}
+
+
+@pytest.mark.parametrize("name", PLAIN_MISTAKES)
+def test_a_mistake_in_an_ordinary_cell_shows_the_users_line_and_the_message_only(ip, ns, capsys, name):
+    cell, expected = PLAIN_MISTAKES[name]
+    ip.run_cell("import bpmagic as bp")
+    capsys.readouterr()
+    result = ip.run_cell(cell)
+    shown = capsys.readouterr()
+    assert isinstance(result.error_in_exec, bp.BackpropError), shown
+    text = shown.out + shown.err
+    assert "Traceback" not in text and "bpmagic/" not in text and 'File "' not in text, text
+    for part in expected:
+        assert part in text, text
+    bp.ops.core.PRIMITIVES.pop("cube", None)

@@ -146,11 +146,17 @@ class Primitive:
     def apply(self, args, params):
         """Compute eagerly on concrete arrays (and Python scalars), checking shapes first."""
         arrays = promote_scalars(args)
-        self.shape_rule(*arrays, **params)
-        xp = array_module(*arrays)
-        if xp is not np:  # a composite's NumPy constant (a mask, indices) beside device arrays goes to the device
-            arrays = [xp.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in arrays]
-        return xp.asarray(self.impl(xp, *arrays, **params))  # NumPy returns scalars for 0-d results
+        try:
+            self.shape_rule(*arrays, **params)
+            xp = array_module(*arrays)
+            if xp is not np:  # a composite's NumPy constant (a mask, indices) beside device arrays goes to the device
+                arrays = [xp.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in arrays]
+            return xp.asarray(self.impl(xp, *arrays, **params))  # NumPy returns scalars for 0-d results
+        except Exception as e:  # the implementation of a primitive the user wrote failed: say where, in their terms
+            from ..trace import raise_as_users
+
+            raise_as_users(e)
+            raise
 
     def __repr__(self):
         return f"<primitive {self.name}>"
