@@ -188,7 +188,8 @@ def primitive(fn=None, *, name=None, shape_rule=None, **facets):
 
 
 class GradcheckResult:
-    """Outcome of bp.gradcheck: true when every check passed; prints a short report."""
+    """Outcome of bp.gradcheck: true when every check passed; prints a short report. `worst`: for "entry" and
+    "direction", (error / tolerance, where, analytic, numeric) of the worst check of that kind."""
 
     def __init__(self, passed, lines, worst):
         self.passed, self.lines, self.worst = passed, lines, worst
@@ -240,7 +241,8 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
 
     analytic = grad(target, argnums=nums)(*args64)
     names = _arg_names(fn, len(args))
-    worst = {"entry": (0.0, ""), "direction": (0.0, "")}  # (error / tolerance, description)
+    # kind -> (error / tolerance, where, analytic, numeric): the worst single entry and the worst random direction
+    worst = {"entry": (0.0, "", 0.0, 0.0), "direction": (0.0, "", 0.0, 0.0)}
     failures = 0
     for i, g in zip(nums, analytic):
         leaves, treedef, leaf_names = flatten(args64[i], names[i])
@@ -268,9 +270,10 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
                 ratio = err / (atol + rtol * abs(numeric))
                 failures += ratio > 1
                 if ratio >= worst[kind][0]:
-                    worst[kind] = (ratio, f"{label}: analytic {exact:.6g}, numeric {numeric:.6g}, |diff| {err:.3g}")
-    lines = [f"worst {kind}: {text} ({ratio:.2f} of the tolerance)" for kind, (ratio, text) in
-             sorted(worst.items(), reverse=True) if text]
+                    worst[kind] = (ratio, label, exact, numeric)
+    lines = [f"worst {kind}: {label}: analytic {exact:.6g}, numeric {numeric:.6g}, "
+             f"|diff| {abs(numeric - exact):.3g} ({ratio:.2f} of the tolerance)"
+             for kind, (ratio, label, exact, numeric) in sorted(worst.items(), reverse=True) if label]
     if not lines:
         lines.append("nothing to check: no float arguments")
     lines.append(f"{failures} check(s) failed; tolerance: atol={atol} + rtol={rtol} * |numeric|, eps={eps}")

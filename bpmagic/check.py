@@ -1,4 +1,4 @@
-"""Check a model's gradients against an independent implementation, on the learner's own code.
+"""Checks of a learner's work: gradients against an independent implementation, and the checks of graded cells.
 
 `check_gradients(fn, *args, against="jax")` traces `fn` once, in float64, and compares bpmagic's gradient of every
 float argument (every Param of a cell) with
@@ -9,6 +9,11 @@ float argument (every Param of a cell) with
     all-zero patch plus a zero bias) has no derivative that differences could find.
 A difference above the tolerance names the parameter and, comparing each equation's VJP the same way, the first
 equation whose VJP disagrees (a custom @bp.primitive with a wrong rule, say) with the user's line.
+
+For a teacher's graded cells (nbgrader's autograded tests, or any notebook): `bp.check.gradient(f, *args)`,
+`bp.check.close(value, expected)` and `bp.check.trained(run, loss_below=...)` print one "✓" line when the work is
+right and otherwise raise CheckFailed, an AssertionError (so a grader counts the cell as failed) whose message says
+in the student's terms what is wrong and what to try, shown without a traceback through bpmagic.
 """
 from __future__ import annotations
 
@@ -244,3 +249,84 @@ def check_model(loss_fn, params, batch, buffers=None, against="jax", layers=None
 
     return check_gradients(loss, {k: to64(v) for k, v in params.items()}, *(to64(b) for b in batch),
                            against=against, argnums=0, layers=layers)
+
+
+# -- checks for graded cells ---------------------------------------------------------------------------------------
+class CheckFailed(AssertionError):
+    """A graded check that did not pass. IPython shows its message alone: the traceback would be bpmagic's."""
+
+    def _render_traceback_(self):
+        return [f"✗ {self}"]
+
+
+def _passed(message):
+    print(f"✓ {message}")
+    return True
+
+
+def gradient(fn, *args, order=1, name=None):
+    """Pass when bpmagic's gradient of `fn(*args)` (for a primitive the student wrote: its VJP rule) agrees with
+    central differences in float64, up to `order` (1 or 2: the gradient of the gradient too); see bp.gradcheck."""
+    from .api import gradcheck
+
+    name = name or getattr(fn, "__name__", "f")
+    name = "f" if name == "<lambda>" else name
+    for k in range(1, order + 1):
+        result = gradcheck(fn, *args, order=k)
+        if result:
+            continue
+        entry, direction = result.worst["entry"], result.worst["direction"]
+        _, where, analytic, numeric = entry if entry[0] > 1 else direction  # an entry is easier to check by hand
+        if k == 1:
+            raise CheckFailed(
+                f"The gradient of {name} is wrong: for {where} the backward pass gives {analytic:.6g}, but nudging the "
+                f"input a little each way and watching the output (central differences, float64) gives "
+                f"{numeric:.6g}. Check the VJP's formula: a missing factor, a wrong sign, or forgetting to multiply "
+                f"by the incoming gradient g.")
+        raise CheckFailed(
+            f"The gradient of {name} is right, but its own gradient (second order) is not: for {where} it is "
+            f"{analytic:.6g} where central differences give {numeric:.6g}. Write the VJP with bpmagic's ops on its "
+            f"arguments (bp.exp, bp.sigmoid, *, +), not on raw arrays, so that the rule can itself be differentiated.")
+    orders = "its first and second order" if order == 2 else "it"
+    return _passed(f"the gradient of {name}: {orders} agree with central differences")
+
+
+def close(value, expected, name="the value", rtol=1e-6, atol=1e-12, hint=""):
+    """Pass when `value` (a number or an array) equals `expected` within rtol (relative) + atol (absolute)."""
+    hint = f" {hint}" if hint else ""
+    try:
+        if value is None or isinstance(value, (str, bytes)):
+            raise TypeError
+        got = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name} should be a number, but it is {value!r} ({type(value).__name__}).{hint}") from None
+    want = np.asarray(expected, dtype=np.float64)
+    if got.shape != want.shape:
+        raise CheckFailed(f"{name} has shape {got.shape}, but it should have shape {want.shape}.{hint}")
+    wrong = ~np.isclose(got, want, rtol=rtol, atol=atol)
+    if wrong.any():
+        at = np.unravel_index(np.argmax(np.abs(got - want) * wrong), got.shape) if got.shape else ()
+        where = f"{name}[{', '.join(map(str, at))}]" if at else name
+        raise CheckFailed(f"{where} is {got[at]:.8g}, but it should be {want[at]:.8g} (to within {rtol:g} of "
+                          f"it).{hint}")
+    return _passed(f"{name} is right")
+
+
+def trained(run, loss_below, last=10):
+    """Pass when `run` (a %%backprop --name or bp.fit Run) ended without failing and its loss, averaged over its
+    `last` steps, is below `loss_below`."""
+    if not getattr(run, "ended", True):
+        run.wait()
+    name = getattr(run, "name", "the run")
+    if run.status not in ("finished", "stopped"):
+        outcome = run.outcome.split(": ", 1)[0]  # the error's own details are under its cell already
+        raise CheckFailed(f"{name} did not train to the end: it {outcome}. Fix that first, then run its cell again.")
+    losses = [x for x in run.history.get("loss", ()) if x is not None][-last:]
+    if not losses:
+        raise CheckFailed(f"{name} has no loss recorded: it trained no step. Give it --epochs or --steps.")
+    loss = float(np.mean(losses))
+    if not loss < loss_below:
+        raise CheckFailed(f"{name} ended with a loss of {loss:.4g} (the mean of its last {len(losses)} steps), "
+                          f"but it needs a loss below {loss_below:g}. Train longer (--epochs), change the learning "
+                          f"rate (--lr), or start from other random weights (--reset --seed N), then check again.")
+    return _passed(f"{name} trained: loss {loss:.4g} < {loss_below:g}")

@@ -160,3 +160,64 @@ def test_every_labs_cells_agree(path, against):
         worst = max(worst, max(float(d) for _, d, _ in rows))
     print(f"{path.stem} --check {against}: {len(cells)} cell(s), largest relative difference {worst:.2e}")
     print(json.dumps({"lab": path.stem, "against": against, "worst": worst}))
+
+
+# -- bp.check: the checks of a teacher's graded cells -----------------------------------------------------------------
+def failed(check, *args, **kwargs) -> str:
+    """The message a student reads when `check` fails (it is an AssertionError, so a grader counts a failure)."""
+    with pytest.raises(bp.check.CheckFailed) as info:
+        check(*args, **kwargs)
+    assert isinstance(info.value, AssertionError)
+    assert info.value._render_traceback_() == [f"✗ {info.value}"]  # IPython shows this, not our frames
+    return str(info.value)
+
+
+def test_check_gradient_names_the_entry_a_wrong_rule_gets_wrong(cube, capsys):
+    xs = np.linspace(-2, 2, 9)
+    message = failed(bp.check.gradient, lambda x: bp.sum(cube(x)), xs, name="cube")
+    # 3x where 3x² is right: relative to the tolerance, x = -0.5 (entry 3) is the worst: -1.5 against 0.75
+    assert message.startswith("The gradient of cube is wrong: for x[3] the backward pass gives -1.5, but nudging")
+    assert "central differences, float64) gives 0.75." in message and "forgetting to multiply" in message
+
+    @cube.defvjp
+    def _(g, out, x):
+        return g * 3 * x * x
+
+    assert bp.check.gradient(lambda x: bp.sum(cube(x) * bp.sin(x)), xs, order=2, name="cube") is True
+    assert capsys.readouterr().out == "✓ the gradient of cube: its first and second order agree with central " \
+                                      "differences\n"
+
+    @cube.defvjp
+    def _(g, out, x):  # right at first order, but not differentiable: computed on the raw array
+        return g * 3 * np.asarray(getattr(x, "value", x)) ** 2
+
+    message = failed(bp.check.gradient, lambda x: bp.sum(cube(x)), xs, order=2, name="cube")
+    assert message.startswith("The gradient of cube is right, but its own gradient (second order) is not")
+
+
+def test_check_close_says_what_is_wrong_with_a_students_value(capsys):
+    assert bp.check.close(2.0000000001, 2.0, name="dL_da") is True
+    assert capsys.readouterr().out == "✓ dL_da is right\n"
+    assert failed(bp.check.close, 2.5, 2.0, name="dL_da", hint="a is used twice.") == \
+        "dL_da is 2.5, but it should be 2 (to within 1e-06 of it). a is used twice."
+    assert failed(bp.check.close, [1.0, 5.0, 3.0], [1.0, 2.0, 3.0], name="w") == \
+        "w[1] is 5, but it should be 2 (to within 1e-06 of it)."
+    assert failed(bp.check.close, np.ones((2, 3)), np.ones(3), name="h") == \
+        "h has shape (2, 3), but it should have shape (3,)."
+    assert failed(bp.check.close, None, 1.0, name="dL_db") == "dL_db should be a number, but it is None (NoneType)."
+    assert failed(bp.check.close, float("nan"), 1.0, name="loss").startswith("loss is nan, but it should be 1")
+
+
+def test_check_trained_reads_the_runs_history(ip, ns, capsys):
+    backprop(ip, "--steps 300 --lr 0.5 --batch-size 4 --no-dashboard --name xor --seed 0", XOR_CELL)
+    run = ns["xor"]
+    assert bp.check.trained(run, loss_below=0.5) is True
+    assert "✓ xor trained: loss" in capsys.readouterr().out
+    message = failed(bp.check.trained, run, loss_below=1e-9)
+    assert message.startswith(f"xor ended with a loss of {np.mean(run.history['loss'][-10:]):.4g} (the mean of its "
+                              "last 10 steps), but it needs a loss below 1e-09. Train longer")
+    backprop(ip, "--steps 30 --no-dashboard --name nan", "W: Param = ones(2, 1)\nx: Input = X\ny: Target = Y\n"
+                                                           "loss: Loss = mse(sqrt(x @ W - 5), y)")
+    assert failed(bp.check.trained, ns["nan"], loss_below=10) == (
+        "nan did not train to the end: it failed at step 1, the loss or a gradient became non-finite. Fix that "
+        "first, then run its cell again.")
