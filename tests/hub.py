@@ -60,7 +60,8 @@ class Hub:
     """A running hub. `url` is the proxy's public URL; `api(...)` speaks the hub's REST API with the service token;
     `home(user)` is a student's notebook folder (it exists once the student's server has started)."""
 
-    def __init__(self, root: Path, start_timeout=300):
+    def __init__(self, root: Path, start_timeout=300, singleuser_bin: Path | None = None):
+        """`singleuser_bin`: the bin folder of the students' environment (default: this Python's)."""
         if not PROXY.exists():
             raise FileNotFoundError(f"configurable-http-proxy is missing at {PROXY} (./dev test installs it with npm)")
         self.root = Path(root)
@@ -70,14 +71,15 @@ class Hub:
         settings = self.root / "lab-settings" / "@jupyterlab" / "apputils-extension"
         settings.mkdir(parents=True, exist_ok=True)  # no news toast over the screenshots
         (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
+        singleuser_bin = Path(singleuser_bin or Path(sys.executable).parent)
         environment = {"JUPYTER_PLATFORM_DIRS": "1", "JUPYTERLAB_SETTINGS_DIR": str(self.root / "lab-settings"),
-                       "PATH": os.environ.get("PATH", "")}
+                       "PATH": f"{singleuser_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
         config = CONFIG.format(
             bind_url=self.url, hub_port=free_port(), db_url=f"sqlite:///{self.root / 'hub.sqlite'}",
             cookie_secret=str(self.root / "cookie_secret"), pid_file=str(self.root / "hub.pid"),
             proxy=str(PROXY), proxy_api=f"http://127.0.0.1:{free_port()}", proxy_pid=str(self.root / "proxy.pid"),
             home=str(self.root / "home"),
-            singleuser=str(Path(sys.executable).parent / "jupyterhub-singleuser"), environment=environment,
+            singleuser=str(singleuser_bin / "jupyterhub-singleuser"), environment=environment,
             token=self.token)
         (self.root / "jupyterhub_config.py").write_text(config)
         self.log_path = self.root / "hub.log"
@@ -131,6 +133,31 @@ class Hub:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def recipe_environment(folder: Path) -> Path:
+    """A students' environment made as docs/classroom/Dockerfile makes one: a Python environment with JupyterLab and
+    jupyterhub (the Docker Stacks base image has them), then docs/classroom/install-singleuser.sh with bpmagic's
+    wheel. Returns its bin folder."""
+    import importlib.metadata as metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = [  # the wheel from this checkout: its JupyterLab extension is built already (./dev), so no npm here
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", "wheels", str(ROOT)],
+        [sys.executable, "-m", "venv", "env"],
+        ["env/bin/python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         *(f"{p}=={metadata.version(p)}" for p in ("jupyterhub", "jupyterlab"))]]
+    for step in steps:
+        proc = subprocess.run(step, cwd=folder, capture_output=True, text=True, timeout=900)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(step)} exited {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    wheel = next((folder / "wheels").glob("bpmagic-*.whl"))
+    proc = subprocess.run(["bash", str(ROOT / "docs" / "classroom" / "install-singleuser.sh"), str(wheel)],
+                          cwd=folder, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHON": str(folder / "env" / "bin" / "python")})
+    if proc.returncode:
+        raise RuntimeError(f"install-singleuser.sh exited {proc.returncode}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return folder / "env" / "bin"
 
 
 def copy_lab(hub: Hub, user: str, lab: Path, extra_cells=()) -> str:

@@ -3,7 +3,8 @@ JupyterLab per student under /user/<name>/), met in headless Chromium as two stu
 lab 05 in their own server, runs it with Run All (its own outcome check), sees the dashboards and a graph drawn by
 bpmagic's extension — whose scripts and wasm must load under the /user/<name>/ prefix: no asset request fails — and
 drags the learning-rate slider of the run the lab leaves training. One student's Stop, interrupt and runaway cell
-touch nobody else's run."""
+touch nobody else's run. The students' servers run in an environment made as the classroom recipe makes it
+(docs/classroom/install-singleuser.sh with bpmagic's wheel), so the recipe is tested here."""
 import json
 import re
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ARTIFACTS, CHROMIUM, kernel_idle, open_notebook, run_all
-from hub import PASSWORD, PROXY, Hub, copy_lab
+from hub import PASSWORD, PROXY, Hub, copy_lab, recipe_environment
 from test_browser_labs import checked_result
 from test_examples import CHECKS
 
@@ -30,7 +31,8 @@ def hub(tmp_path_factory):
     pytest.importorskip("jupyterhub", reason="jupyterhub is a test dependency (pip install -e '.[test]')")
     if not PROXY.exists():
         pytest.skip(f"configurable-http-proxy is missing at {PROXY} (./dev test installs it from npm)")
-    with Hub(tmp_path_factory.mktemp("hub")) as h:
+    students_env = recipe_environment(tmp_path_factory.mktemp("students-env"))  # as the classroom recipe makes it
+    with Hub(tmp_path_factory.mktemp("hub"), singleuser_bin=students_env) as h:
         yield h
 
 
@@ -135,6 +137,12 @@ def test_two_students_on_a_hub(browser, hub):
             wait_until(lambda: s.page.locator(".bpmagic-dashboard").count() == 2 and s.status().startswith("training"),
                        120, lambda: f"{s.name}'s dashboards: {s.page.locator('.bpmagic-status').all_text_contents()}")
         ARTIFACTS.mkdir(exist_ok=True)
+        for s in students:  # the servers run the classroom recipe's environment, with the teacher's tools off
+            assert "students-env" in s.run("import bpmagic, nbgrader; print(bpmagic.__file__)")
+            disabled = s.page.evaluate("() => JSON.parse(document.getElementById('jupyter-config-data')"
+                                       ".textContent).disabledExtensions")
+            assert {"@jupyter/nbgrader:create-assignment", "@jupyter/nbgrader:course-list"} <= set(disabled), disabled
+            assert s.page.locator("text=Create Assignment").count() == 0  # its side panel is gone
 
         # ada drags her slider; only her run's learning rate changes
         ada, grace = students
