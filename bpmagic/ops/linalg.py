@@ -63,6 +63,10 @@ _MATMUL_SHAPES = [((3, 4), (4, 2)), ((3, 1), (1, 4)), ((2, 3, 4), (2, 4, 2)), ((
 def matmul(a, b):
     """a @ b: matrix product; 1-d operands act as row/column vectors and that axis is dropped, as in NumPy."""
     a_vec, b_vec = len(a.shape) == 1, len(b.shape) == 1
+    if a.shape and len(b.shape) >= 1 and a.shape[-1] != b.shape[0 if b_vec else -2]:  # named with the user's shapes
+        raise shape_error("matmul", [a, b], f"inner sizes differ ({a.shape[-1]} vs {b.shape[0 if b_vec else -2]}); "
+                          f"the left operand's last axis must equal the right operand's "
+                          f"{'length' if b_vec else 'second-to-last'}")
     if a_vec:
         a = _shape.reshape(a, (1, a.shape[0]))
     if b_vec:
