@@ -13,19 +13,10 @@ from . import autodiff
 from .backends import array_module, is_array
 from .errors import BackpropError, ShapeError
 from .ops.core import Primitive
-from .pytree import flatten, unflatten
+from .pytree import arg_names, flatten, unflatten
 from .trace import Tracer, call_user, current_trace, new_trace
 
 __all__ = ["trace", "grad", "value_and_grad", "gradcheck", "primitive", "GradcheckResult"]
-
-
-def _arg_names(fn, n):
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return (names + [f"arg{i}" for i in range(len(names), n)])[:n]
 
 
 def _backend_of(leaves):
@@ -36,7 +27,7 @@ def _backend_of(leaves):
 def _trace_inputs(tr, fn, args, argnums=None):
     """Replace array leaves of the chosen args by input Tracers (named after the function's parameters)."""
     new_args, inputs = list(args), []
-    for i, (arg, argname) in enumerate(zip(args, _arg_names(fn, len(args)))):
+    for i, (arg, argname) in enumerate(zip(args, arg_names(fn, len(args)))):
         if argnums is not None and i not in argnums:
             continue
         leaves, treedef, names = flatten(arg, argname if not isinstance(arg, (dict, list, tuple)) else "")
@@ -240,7 +231,7 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
             return total
 
     analytic = grad(target, argnums=nums)(*args64)
-    names = _arg_names(fn, len(args))
+    names = arg_names(fn, len(args))
     # kind -> (error / tolerance, where, analytic, numeric): the worst single entry and the worst random direction
     worst = {"entry": (0.0, "", 0.0, 0.0), "direction": (0.0, "", 0.0, 0.0)}
     failures = 0

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import BackpropError
 from .ir import Literal, Var
-from .pytree import flatten, unflatten
+from .pytree import arg_names, flatten, unflatten
 
 AGAINST = ("jax", "fd")
 TOLERANCE = {"jax": 1e-7, "fd": 1e-5}
@@ -73,7 +73,7 @@ def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0,
         jax = _jax()
     tolerance = TOLERANCE[against] if tolerance is None else tolerance
     structure = [flatten(a, name if not isinstance(a, (dict, list, tuple)) else "")
-                 for a, name in zip(args, api._arg_names(fn, len(args)))]
+                 for a, name in zip(args, arg_names(fn, len(args)))]
     leaves = [np.asarray(x, np.float64) if _is_float(x) else x for lv, _, _ in structure for x in lv]
     names = [n for _, _, ns in structure for n in ns]
     chosen = range(len(args)) if argnums is None else (argnums,) if isinstance(argnums, int) else argnums

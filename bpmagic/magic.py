@@ -317,8 +317,7 @@ class Backprop(Magics):
                     if text:
                         progress.update()
         except KeyboardInterrupt:
-            run.controls.stop("interrupted")
-            run._thread.join()
+            run.interrupt()
         progress.finish(text)
 
 

@@ -40,3 +40,15 @@ def unflatten(treedef, leaves):
     assert next(it, None) is None, "more leaves than the structure holds"
     return out
 
+
+
+def arg_names(fn, n) -> list:
+    """Names for `fn`'s first n positional arguments (its parameters' names, then arg<i>): the leaves' names."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (names + [f"arg{i}" for i in range(len(names), n)])[:n]

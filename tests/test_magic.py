@@ -121,6 +121,18 @@ def test_stop_mid_training_leaves_the_params_of_the_last_step(ip, ns):
         assert np.array_equal(stopped[k], again[k]), k
 
 
+def test_interrupt_from_code_ends_at_a_step_boundary_and_joins(ip, ns):
+    backprop(ip, "--steps 1000000 --background --no-dashboard --reset --lr 0.5 --batch-size 2 --name intr")
+    run = ns["intr"]
+    run.wait(until_step=50, timeout=180)
+    assert run.interrupt() is run  # returns once the training thread has exited: nothing writes the params now
+    assert not run._thread.is_alive() and run.status == "interrupted" and run.ended_because == "interrupted"
+    interrupted = {k: ns[k].copy() for k in ("W1", "b1", "W2", "b2")}
+    again = replay(ip, ns, run.steps_done)
+    for k in interrupted:
+        assert np.array_equal(interrupted[k], again[k]), k
+
+
 def test_pause_step_resume(ip, ns):
     backprop(ip, "--steps 1000000 --background --no-dashboard --name pz")
     run = ns["pz"]

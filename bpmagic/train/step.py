@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from .. import autodiff
-from ..api import _arg_names
+from ..pytree import arg_names
 from ..backends import get_backend
 from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
@@ -105,7 +105,7 @@ class CompiledStep:
         self._cached = None
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
-        self.batch_names = _arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
+        self.batch_names = arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
         self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters())
 
     def call_loss(self, params, batch, buffers=None):

@@ -174,6 +174,19 @@ class Run:
             self.controls.stop("stopped")
         return self
 
+    def join(self, timeout: float | None = None) -> "Run":
+        """Block until the training thread has exited: from then on nothing writes to the params. (wait() returns
+        as soon as the end is published, a moment before.) Returns the run."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self
+
+    def interrupt(self) -> "Run":
+        """End training at the step boundary as a kernel interrupt does (status "interrupted"), and join."""
+        if self.controls:
+            self.controls.stop("interrupted")
+        return self.join()
+
     def pause(self):
         """Pause after the step in progress; `status` is "paused" from now on."""
         self.controls.pause()
@@ -395,7 +408,6 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         try:
             run.wait()
         except KeyboardInterrupt:
-            run.controls.stop("interrupted")
-            run._thread.join()
+            run.interrupt()
             raise
     return run
