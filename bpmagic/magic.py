@@ -26,7 +26,7 @@ from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
 from .train import fit, optim
-from .train.trainer import format_loss
+from .train.trainer import format_loss, status_text
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
@@ -339,13 +339,7 @@ class TextProgress:
         self.run, self.interval, self.last, self.started = run, interval, 0.0, time.perf_counter()
 
     def line(self) -> str:
-        run = self.run
-        h = run.history
-        if not h.get("step"):
-            return f"{run.name}: compiling..."
-        steps, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
-        return (f"{run.name}: step {steps}/{run.total_steps}  epoch {h['epoch'][-1] + 1}/{run.epochs}  "
-                f"loss {format_loss(h['loss'][-1])}  lr {h['lr'][-1]:.3g}  {steps / elapsed:,.0f} steps/s")
+        return f"{self.run.name}: {status_text(self.run)}"
 
     def update(self):
         now = time.perf_counter()

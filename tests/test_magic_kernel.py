@@ -60,7 +60,7 @@ def test_interrupt_while_training_stops_at_a_step_boundary(kernel):
     execute(kc, SETUP)
     msg_id = kc.execute("%%backprop --steps 100000000 --lr 0.5 --batch-size 2 --no-dashboard\n" + XOR_CELL)
     deadline, printed = time.monotonic() + 180, ""
-    while not re.search(r": step [1-9]", printed):  # until training has really started: it printed a step done
+    while not re.search(r"step [1-9]", printed):  # until training has really started: it printed a step done
         assert time.monotonic() < deadline, f"training did not start: {printed!r}"
         printed += execute_probe(kc, km, msg_id)[1]
     km.interrupt_kernel()

@@ -40,6 +40,25 @@ def format_loss(loss) -> str:
 _HYPER_COLUMNS = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
 
 
+def status_text(run) -> str:
+    """The run in one line, as the dashboard and the text progress show it: its state first ("training",
+    "paused at step N of M", "stopped at step N of M", ...), then step, epoch, loss, learning rate and speed."""
+    h = run.history
+    if not h.get("step"):
+        return run.outcome
+    step, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
+    rate = len(h["step"]) / elapsed
+    left = (run.total_steps - len(h["step"])) / rate if rate > 0 else float("nan")
+    parts = ["training", f"step {step}/{run.total_steps}"] if run.status == "running" else [run.outcome]
+    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {format_loss(h['loss'][-1])}"]
+    if h.get("lr") and h["lr"][-1] is not None:
+        parts.append(f"lr {h['lr'][-1]:.3g}")
+    parts.append(f"{rate:,.0f} steps/s")
+    if run.status == "running" and math.isfinite(left):
+        parts.append(f"{left:.0f} s left")
+    return "  ·  ".join(parts)
+
+
 class Run:
     """One training run: live while it trains, a record afterwards.
 

@@ -1,10 +1,8 @@
 """Loss panel: training and validation loss; step, epoch, steps per second, time left."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..dashboard import Panel
-from ...train.trainer import format_loss
+from ...train.trainer import status_text
 from ..views import LossView, f32
 
 MAX_POINTS = 1000  # the curve is downsampled so that an update stays small however long training runs
@@ -34,21 +32,4 @@ class LossPanel(Panel):
         pts = [(s, v) for s, v in zip(steps, val) if v is not None]
         self.widget.val_steps = f32([s for s, _ in pts])
         self.widget.val_loss = f32([v for _, v in pts])
-        self.widget.status = status_line(run)
-
-
-def status_line(run) -> str:
-    """One line: the run's state first ("training", "paused at step N of M", "stopped at step N of M", ...),
-    then step, epoch, loss and speed."""
-    h = run.history
-    if not h.get("step"):
-        return f"{run.name}: {run.outcome}"
-    step, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
-    rate = len(h["step"]) / elapsed
-    left = (run.total_steps - len(h["step"])) / rate if rate > 0 else float("nan")
-    loss = h["loss"][-1]
-    parts = ["training", f"step {step}/{run.total_steps}"] if run.status == "running" else [run.outcome]
-    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {format_loss(loss)}", f"{rate:,.0f} steps/s"]
-    if run.status == "running" and np.isfinite(left):
-        parts.append(f"{left:.0f} s left")
-    return "  ·  ".join(parts)
+        self.widget.status = status_text(run)
