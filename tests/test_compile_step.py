@@ -1,4 +1,5 @@
 """compile_step: forward + backward + update as one compiled graph, on every backend that is usable here."""
+import re
 import threading
 
 import numpy as np
@@ -326,3 +327,57 @@ def test_small_convnet_compiled_equals_eager(backend):
         assert loss == pytest.approx(float(ref_loss), rel=1e-12)
     for k in params:
         np.testing.assert_allclose(to_numpy(backend, params[k]), ref[k], rtol=1e-10, atol=1e-12)
+
+
+MODEL = '''\
+import bpmagic as bp
+
+broken = {"now": False}
+
+
+@bp.primitive
+def fragile(xp, x):
+    if broken["now"]:
+        raise RuntimeError("fragile broke")
+    return x * 1.0
+
+
+@fragile.defvjp
+def _(g, out, x):
+    return g
+
+
+def loss_fn(p, x, y):
+    h = bp.tanh(x @ p["W1"])
+    z = fragile(h)
+    return bp.mse(z @ p["W2"], y)
+'''
+
+
+def test_the_step_reads_as_code_and_a_traceback_through_it_shows_its_lines(tmp_path, monkeypatch):
+    import importlib
+    import traceback
+
+    (tmp_path / "learners_model.py").write_text(MODEL)  # a model in a file of its own: its lines are known
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = importlib.import_module("learners_model")
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.standard_normal((2, 4)), "W2": rng.standard_normal((4, 1))}
+    step = bp.compile_step(model.loss_fn, params, XOR_X.astype(np.float64), XOR_Y.astype(np.float64),
+                           backend="numpy", optimizer=bp.optim.SGD(lr=0.1))
+    step(XOR_X.astype(np.float64), XOR_Y.astype(np.float64))
+    source = step.source
+    assert str(step) == source
+    assert source.startswith("def run(W1, W2, x, y, lr_W1, momentum_W1, weight_decay_W1, lr_W2, ")  # named as printed
+    assert "    # line 19: h = bp.tanh(x @ p[\"W1\"])\n" in source and "    # backward of line 21: " in source
+    assert re.search(r"xp\.tanh\(\w+, out=\w+\) +# line 19 -> h\n", source)
+    assert re.search(r"-> dW1\n", source)
+    del bp.ops.core.PRIMITIVES["fragile"]
+
+    model.broken["now"] = True
+    with pytest.raises(RuntimeError, match="fragile broke") as info:
+        step(XOR_X.astype(np.float64), XOR_Y.astype(np.float64))
+    shown = "".join(traceback.format_exception(info.value))
+    # the generated line that failed, with the user's line it comes from
+    assert re.search(r'File "<bpmagic train_step \d+>", line \d+, in run\n    z = _f\d+\(\w+\) +# line 20\n', shown), \
+        shown

@@ -49,10 +49,9 @@ def test_every_fused_body_computes_what_its_equations_do(size, optimizer):
     step = bp.compile_step(loss_fn, {k: v.astype(np.float64) for k, v in params.items()}, X.astype(np.float64), Y,
                            optimizer=opt, backend="numpy", stats=True)
     step(X.astype(np.float64), Y)
-    plan = step._cached[2]
+    plan = step.plan
     values = {}
-    held, scalars = step._cached[4], step._cached[5]
-    inputs = held + step._prepare((X.astype(np.float64), Y)) + scalars
+    inputs = step.inputs(X.astype(np.float64), Y)
     values.update(zip(plan.graph.inputs, inputs))
     values.update({v: np.asarray(c) for v, c in plan.graph.consts.items()})
     evaluate(plan.graph, inputs, np, on_value=lambda e, value: values.__setitem__(e.outputs[0], value))
@@ -118,7 +117,7 @@ def test_a_fusing_executor_trains_like_the_plain_one(size, monkeypatch):
     for _ in range(5):
         assert fused(X.astype(np.float64), Y) == pytest.approx(plain(X.astype(np.float64), Y), rel=1e-12)
     assert fusing_backend.kernels >= 5
-    assert re.search(r"\n    g\d+\(", fused._cached[2].executable.source)  # the step calls fused kernels
+    assert re.search(r"\n    _g\d+\(", fused.source)  # the step calls fused kernels
     for k in params64:
         np.testing.assert_allclose(fused.params[k], plain.params[k], rtol=1e-10, atol=1e-13)
     # a NaN still leaves the parameters untouched: fused groups never cross the guard
@@ -178,7 +177,7 @@ def test_the_step_split_for_cuda_graphs_trains_like_the_plain_one(monkeypatch):
             opt_plain.lr = opt_graph.lr = 0.05
         xb, yb = halves[0][i % 2], halves[1][i % 2]
         assert graphed(xb, yb) == pytest.approx(plain(xb, yb), rel=1e-12)
-    source = graphed._cached[2].executable.source
+    source = graphed.source
     assert "def _part_a(" in source and "def _part_b(" in source and "_mm(" in source
     assert backend.precision == "tf32" and backend.replay.launches == 12
     for k in params64:
@@ -221,10 +220,10 @@ def test_cupy_graph_replay_equals_eager_and_numpy(cupy_backend, size):
         losses = {name: step(X, Y) for name, step in steps.items()}
         assert losses["graph"] == pytest.approx(losses["eager"], rel=1e-5)
         assert losses["graph"] == pytest.approx(losses["numpy"], rel=1e-4)
-    source = steps["graph"]._cached[2].executable.source
+    source = steps["graph"].source
     assert "_part_a" in source and "_mm(" in source  # split at the guard, capturable matmul
-    assert re.search(r"\n    g\d+\(", source)  # fused kernels
-    assert steps["graph"]._cached[2].executable.run.replay not in (None, False), "the step was not captured"
+    assert re.search(r"\n    _g\d+\(", source)  # fused kernels
+    assert steps["graph"].plan.executable.run.replay not in (None, False), "the step was not captured"
     for k in params:
         np.testing.assert_allclose(steps["graph"].params[k].get(), steps["eager"].params[k].get(), rtol=1e-5,
                                    atol=1e-6)

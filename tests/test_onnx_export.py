@@ -116,7 +116,9 @@ print("ONNX", json.dumps({{"diff": float(np.abs(got - want).max() / max(np.abs(w
 
 LABS = {
     "03_xor_and_encoder": dict(run="encoder", params=["W1", "b1", "W2", "b2"], held_out="patterns[::-1].copy()",
-                              forward="bp.sigmoid(patterns[::-1] @ W1 + b1) @ W2 + b2"),
+                              # the encoder's own params: the lab's last exercise trains other W1, b1, ...
+                              forward="bp.sigmoid(patterns[::-1] @ encoder.params['W1'] + encoder.params['b1']) "
+                                      "@ encoder.params['W2'] + encoder.params['b2']"),
     "06_convnet_digits": dict(run="cnn", params=["K1", "c1", "K2", "c2", "W3", "b3"], held_out="test_x[:100]", forward=(
         "bp.max_pool2d(bp.relu(bp.conv2d(bp.max_pool2d(bp.relu(bp.conv2d(test_x[:100], K1, padding=1) + c1), 2), K2,"
         " padding=1) + c2), 2).reshape(100, 64) @ W3 + b3")),

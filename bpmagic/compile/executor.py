@@ -8,14 +8,19 @@ written in place. Outputs are valid until the next call.
 from __future__ import annotations
 
 import functools
+import itertools
+import linecache
 import math
 import re
 
 import numpy as np
 
-from ..ir import Graph, Literal, Var
+from ..ir import Graph, Literal, Var, assigned_names
+from ..ir.printer import Namer, source_comment, source_label
 from .fusion import PREAMBLE, find_groups
 
+_INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_checks$|_part_[ab]$|run$")
+_serial = itertools.count(1)
 
 
 class GuardFailed(Exception):
@@ -57,8 +62,10 @@ class Executable:
         # CUDA-graph replay needs a backend that captures, and a matmul it can capture (see the CuPy backend)
         self.cuda_graph = bool(cuda_graph and getattr(backend, "graph_replay", None) and self.guards)
         self.source, namespace = self._generate()
-        code = compile(self.source, f"<bpmagic step {graph.name}>", "exec")
-        exec(code, namespace)
+        # registered with linecache, so that a traceback through the step shows its generated lines
+        filename = f"<bpmagic {graph.name} {next(_serial)}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        exec(compile(self.source, filename, "exec"), namespace)
         self.run = namespace["run"]  # the generated function itself: calling it skips a Python frame
         if self.cuda_graph:
             self.run = _Replayed(self, namespace)
@@ -95,20 +102,34 @@ class Executable:
         donated_out = {g.outputs[o]: g.inputs[i] for o, i in self.donate.items()}
 
         ns = {"xp": xp, "GuardFailed": GuardFailed, "_isfinite": _isfinite}
-        names = {}
-        for i, v in enumerate(g.inputs):
-            names[v] = f"i{i}"
-        for j, (v, value) in enumerate(g.consts.items()):
-            names[v] = f"c{j}"
-            ns[f"c{j}"] = self.backend.asarray(value)
+        # values are named as the IR's printer names them (W1, dW1, h, t7); the code's own names start with _
+        namer = Namer(assigned_names(g), reserved=_INTERNAL.match)
+        names = {v: namer(v) for v in g.inputs}
+        for v, value in g.consts.items():
+            names[v] = namer(v)
+            ns[names[v]] = self.backend.asarray(value)
 
         # storage: root[var] = set of buffer names the var may alias; refcount per buffer name
         roots = {v: {names[v]} for v in list(g.inputs) + list(g.consts)}
         live = {r: 1 for rs in roots.values() for r in rs}
         free: dict = {}
         shapes = {}
-        lines = [f"def run({', '.join(f'i{i}' for i in range(len(g.inputs)))}):"]
+        lines = [f"def run({', '.join(names[v] for v in g.inputs)}):"]
         counter = [0]
+        views = set()  # names of values that are views (no buffer of their own)
+        last_label = [None]
+
+        def statement(code, e, value=None):
+            """One line of the step, commented with the user's line it comes from (a header comment with the
+            code when that line changes) and, for a value written into a pool buffer, the value's name."""
+            label = source_label(e)
+            if (label, e.source and e.source.filename) != last_label[0]:
+                last_label[0] = (label, e.source and e.source.filename)
+                lines.append(f"    # {source_comment(e)}")
+            note = f" -> {namer(value)}" if value is not None and value in hinted else ""
+            lines.append(f"    {code:<60}  # {label}{note}")
+
+        hinted = {v for e in g.eqns for v in e.outputs if v.name} | set(assigned_names(g))
 
         def alloc(shape, dtype):
             key = (shape, np.dtype(dtype).str)
@@ -116,7 +137,7 @@ class Executable:
             if pool:
                 return pool.pop()
             counter[0] += 1
-            name = f"b{counter[0]}"
+            name = f"_b{counter[0]}"
             ns[name] = xp.empty(shape, dtype)
             shapes[name] = key
             return name
@@ -129,7 +150,7 @@ class Executable:
 
         def atom(v, e):
             if isinstance(v, Literal):
-                lit = f"k{len(ns)}"
+                lit = f"_k{len(ns)}"
                 # a 0-d array in the dtype the literal computes in: NumPy takes it about twice as fast as a float
                 ns[lit] = self.backend.asarray(np.asarray(v.value, v.dtype_in(e)))
                 return lit
@@ -158,11 +179,12 @@ class Executable:
                 emit_guard()
             if k in group_at:
                 group = group_at[k]
-                fname = f"g{k}"
+                fname = f"_g{k}"
                 ns[fname] = self.backend.elementwise_kernel(*group.params(), group.body, group.name, PREAMBLE)
                 targets = [alloc(v.shape, v.dtype) for v in group.outputs]
                 ins = [names[v] for v in group.inputs]
-                lines.append(f"    {fname}({', '.join(ins + targets)})")
+                statement(f"{fname}({', '.join(ins + targets)})", group.eqns[0],
+                          next((v for v in group.outputs if v in hinted), None))
                 for v, target in zip(group.outputs, targets):
                     names[v] = target
                     roots[v] = {target}
@@ -186,13 +208,14 @@ class Executable:
                 else:
                     target = self._reuse_input(e, k, last_use, roots, names, shapes) or alloc(out.shape, out.dtype)
                     live.setdefault(target, 0)
-                lines.append(f"    {self._call(prim, args, e.params, ns, k, lowering, target)}")
+                statement(self._call(prim, args, e.params, ns, k, lowering, target), e, out)
                 names[out] = target
                 roots[out] = {target}
                 live[target] = live.get(target, 0) + 1
             else:
-                name = f"v{k}"
-                lines.append(f"    {name} = {self._call(prim, args, e.params, ns, k, lowering)}")
+                name = namer(out)
+                views.add(name)
+                statement(f"{name} = {self._call(prim, args, e.params, ns, k, lowering)}", e)
                 names[out] = name
                 # the result may be a view of any input: keep their buffers alive while it lives
                 roots[out] = set().union(*(roots.get(v, set()) for v in e.inputs if isinstance(v, Var)))
@@ -208,7 +231,7 @@ class Executable:
                 lines.append(f"    xp.copyto({names[donor]}, {names[out]})")
         lines.append(f"    return [{', '.join(names[v] for v in g.outputs)}]")
         if self.cuda_graph:
-            lines += _split_at_guard(lines, *split[0])
+            lines += _split_at_guard(lines, *split[0], views)
         return "\n".join(lines) + "\n", ns
 
     @staticmethod
@@ -221,7 +244,7 @@ class Executable:
                 return text
         if out is not None and prim.ufunc:
             return f"xp.{prim.ufunc}({', '.join(args)}, out={out})"
-        fname = f"f{k}"
+        fname = f"_f{k}"
         ns[fname] = functools.partial(prim.impl, ns["xp"], **params)
         return f"{fname}({', '.join(args + ([f'out={out}'] if out is not None else []))})"
 
@@ -251,12 +274,12 @@ class Executable:
         return None
 
 
-def _split_at_guard(lines, at, checks):
+def _split_at_guard(lines, at, checks, view_names):
     """`_part_a` (everything before the guard) and `_part_b` (the rest), for capture as two CUDA graphs. Views
     made in the first half and read in the second are taken again there (a view costs nothing)."""
     header, before, after = lines[0], lines[1:at], lines[at + 2:]
-    later = "\n".join(after)
-    views = [ln for ln in before if re.match(r"    v\d+ = ", ln) and re.search(rf"\b{ln.split()[0]}\b", later)]
+    later = "\n".join(ln.split("#")[0] for ln in after)
+    views = [ln for ln in before if ln.split()[0] in view_names and re.search(rf"\b{ln.split()[0]}\b", later)]
     args = header[len("def run("):]
     return ([f"def _part_a({args}"] + (before or ["    pass"]) + [f"def _part_b({args}"] + views + after
             + [f"_checks = lambda: ({checks})"])

@@ -10,10 +10,11 @@ from .core import Literal
 class Namer:
     """Readable, unique names: a Var's own hint when it has one (or the one `hints` gives it), else t1, t2, ..."""
 
-    def __init__(self, hints: dict | None = None):
+    def __init__(self, hints: dict | None = None, reserved=lambda name: False):
         self.hints = hints or {}
         self.names: dict = {}
         self.taken: set = set()
+        self.reserved = reserved  # names the caller keeps for itself (generated code's own variables)
         self.counter = 0
 
     def __call__(self, v) -> str:
@@ -24,7 +25,7 @@ class Namer:
             base = _identifier(hint) if hint else None
             name = base
             n = 1
-            while name is None or name in self.taken:
+            while name is None or name in self.taken or self.reserved(name):
                 if base is None:
                     self.counter += 1
                     name = f"t{self.counter}"
@@ -65,23 +66,33 @@ def graph_to_python(graph, namer: Namer | None = None) -> str:
         where = e.source
         if where is not None and (where.lineno, e.phase) != last_line:
             last_line = (where.lineno, e.phase)
-            if where.lineno == 0:  # not from a user's line (the optimizer's update, say)
-                label = e.phase
-            else:
-                label = f"line {where.lineno}" if e.phase == "forward" else f"{e.phase} of line {where.lineno}"
-            code = f": {where.line.strip()}" if where.line else ""
-            text = f"{text:<44}  # {label}{code}"
+            text = f"{text:<44}  # {source_comment(e)}"
         lines.append(text)
     outs = ", ".join(name(v) for v in graph.outputs)
     lines.append(f"    return {outs}")
     return "\n".join(lines)
 
 
+def source_label(eqn) -> str:
+    """"line 8", "backward of line 8", or the phase alone for equations of no user line (the optimizer's update)."""
+    where = eqn.source
+    if where is None or where.lineno == 0:
+        return eqn.phase
+    return f"line {where.lineno}" if eqn.phase == "forward" else f"{eqn.phase} of line {where.lineno}"
+
+
+def source_comment(eqn) -> str:
+    """The label with the user's code: "line 8: h = tanh(x @ W1 + b1)"."""
+    where = eqn.source
+    return source_label(eqn) + (f": {where.line.strip()}" if where is not None and where.line else "")
+
+
 def assigned_names(graph) -> dict:
-    """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c."""
+    """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c (in the forward
+    pass: the backward pass of that line computes other values)."""
     last_on_line = {}
     for e in graph.eqns:
-        if e.source and e.source.line:
+        if e.source and e.source.line and e.phase == "forward":
             last_on_line[(e.source.filename, e.source.lineno)] = e
     names = {}
     for e in last_on_line.values():

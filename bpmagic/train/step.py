@@ -27,17 +27,60 @@ from .layers import default_groups
 from .optim import Optimizer, SGD
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The step graph's inputs and outputs, in order and by name.
+
+    inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, per-step scalars ((param, scalar))
+    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics
+    """
+
+    params: tuple
+    state: tuple
+    buffers: tuple
+    batch: tuple
+    scalars: tuple
+    stats: tuple = ()
+
+    @property
+    def n_held(self) -> int:
+        """How many inputs are the same arrays at every step (params, state, buffers): they come first."""
+        return len(self.params) + len(self.state) + len(self.buffers)
+
+    def donate(self) -> dict:
+        """{output index: input index}: the new params, state and buffers are written into the old ones."""
+        first_new = 1 + len(self.params)
+        return {first_new + i: i for i in range(self.n_held)}
+
+    def guards(self) -> list:
+        """The outputs that must be finite before anything donated is written: the loss and the checks."""
+        return list(range(1 + len(self.params)))
+
+    def stats_of(self, outputs) -> list:
+        return list(outputs[1 + len(self.params) + self.n_held:])
+
+
 @dataclass
 class Plan:
     """One compiled step: for one batch shape and one optimizer structure."""
 
     graph: object
     executable: Executable
-    n_params: int
-    n_state: int
-    n_buffers: int
-    stat_names: list
+    layout: Layout
     compile_seconds: float
+
+
+@dataclass
+class _Prepared:
+    """What stays the same from step to step until the batch's shape or a hyperparameter changes."""
+
+    signature: tuple
+    version: int
+    plan: Plan
+    hyper: dict
+    held: list  # the params, state and buffers: updated in place, so the same arrays at every step
+    scalars: list
+    lrs: dict
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -102,7 +145,7 @@ class CompiledStep:
         self.plans: dict = {}
         self.step_count = 0
         self.last: StepInfo | None = None
-        self._cached = None
+        self._prepared: _Prepared | None = None
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
         self.batch_names = arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
@@ -210,17 +253,18 @@ class CompiledStep:
                         stat_names += [f"grad_sq/{n}", f"update_sq/{n}", f"param_sq/{n}"]
                         d = new_p[n] - p_in[n]
                         stat_vals += [sq[n], ops.sum(d * d), ops.sum(p_in[n] * p_in[n])]
-            inputs = ([p_in[n] for n in names] + [s_in[n][s] for n in names for s in slots] + list(buf_in.values())
-                      + b_in + [k_in[n][k] for n in names for k in scalars[n]])
-            outputs = ([loss] + checks + [new_p[n] for n in names] + [new_s[n][s] for n in names for s in slots]
-                       + [new_buf[n] for n in self.buffers] + stat_vals)
+            layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
+                            buffers=tuple(self.buffers), batch=tuple(self.batch_names),
+                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stat_names))
+            inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
+                      + [buf_in[n] for n in layout.buffers] + b_in + [k_in[n][k] for n, k in layout.scalars])
+            outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
+                       + [new_buf[n] for n in layout.buffers] + stat_vals)
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
-        n, ns, nb = len(names), len(names) * len(slots), len(self.buffers)
-        donate = {1 + n + i: i for i in range(n + ns + nb)}
-        exe = Executable(graph, self.backend, donate=donate, guards=list(range(1 + n)), cuda_graph=self.cuda_graph,
-                         matmul_precision=self.matmul_precision)
-        return Plan(graph, exe, n, ns, nb, stat_names, time.perf_counter() - t0)
+        exe = Executable(graph, self.backend, donate=layout.donate(), guards=layout.guards(),
+                         cuda_graph=self.cuda_graph, matmul_precision=self.matmul_precision)
+        return Plan(graph, exe, layout, time.perf_counter() - t0)
 
     # -- running ------------------------------------------------------------------------------------------------------
     def __call__(self, *batch) -> float:
@@ -228,23 +272,40 @@ class CompiledStep:
             batch = self._prepare(batch)
             opt = self.optimizer
             signature = tuple((b.shape, b.dtype) for b in batch)
-            cached = self._cached
-            if (cached is None or cached[0] != signature or cached[1] != opt.version or opt.step_dependent):
-                cached = self._cached = self._prepare_call(batch, signature)
-            _, _, plan, hyper, held, scalar_values, lrs = cached
+            ready = self._prepared
+            if ready is None or ready.signature != signature or ready.version != opt.version or opt.step_dependent:
+                ready = self._prepared = self._prepare_call(batch, signature)
+            plan = ready.plan
             try:
-                outs = plan.executable.run(*held, *batch, *scalar_values)
+                outs = plan.executable.run(*ready.held, *batch, *ready.scalars)
             except GuardFailed:
-                raise self._diagnose(plan, held + batch + scalar_values) from None
+                raise self._diagnose(plan, ready.held + batch + ready.scalars) from None
             self.step_count += 1
             loss = float(outs[0])
             stats = {}
-            if plan.stat_names:
-                # outputs: loss, one check per gradient, new params, new state, new buffers, then the statistics
-                values = outs[1 + 2 * plan.n_params + plan.n_state + plan.n_buffers:]
-                stats = dict(zip(plan.stat_names, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
-            self.last = StepInfo(self.step_count, loss, hyper, lrs, stats)
+            if plan.layout.stats:
+                values = plan.layout.stats_of(outs)
+                stats = dict(zip(plan.layout.stats, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
+            self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats)
             return loss
+
+    def inputs(self, *batch) -> list:
+        """Every input of the step graph for `batch`, in its layout's order, as the next step would get them."""
+        ready = self._prepare_call(self._prepare(batch), None)
+        return ready.held + self._prepare(batch) + ready.scalars
+
+    @property
+    def plan(self) -> Plan:
+        """The compiled plan of the latest step (of the first compiled one before any step)."""
+        return self._prepared.plan if self._prepared is not None else self._latest()
+
+    @property
+    def source(self) -> str:
+        """The Python code that runs one step: generated from the step graph (print(step) shows it)."""
+        return self.plan.executable.source
+
+    def __str__(self):
+        return self.source
 
     def _prepare_call(self, batch, signature):
         """What stays the same from step to step until the batch shape or a hyperparameter changes."""
@@ -255,14 +316,12 @@ class CompiledStep:
         scalars = self._scalars(hyper, self.step_count + 1)
         # 0-d arrays of each parameter's dtype (as traced): float32 math stays float32, and NumPy's ufuncs take
         # a same-dtype 0-d array about twice as fast as a Python float
-        values = [self.backend.asarray(np.asarray(v, self.params[n].dtype)) for n in self.params
-                  for v in scalars[n].values()]
+        layout = plan.layout
+        values = [self.backend.asarray(np.asarray(scalars[n][k], self.params[n].dtype)) for n, k in layout.scalars]
         lrs = {n: scalars[n].get("lr") for n in self.params}
-        # the params and optimizer state are updated in place, so the same arrays are passed at every step
-        slots = self.optimizer.state_slots(structure)
-        held = ([self.params[n] for n in self.params] + [self.state[n][s] for n in self.params for s in slots]
-                + list(self.buffers.values()))
-        return signature, version, plan, hyper, held, values, lrs
+        held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
+                + [self.buffers[n] for n in layout.buffers])
+        return _Prepared(signature, version, plan, hyper, held, values, lrs)
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""
