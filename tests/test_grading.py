@@ -20,27 +20,19 @@ from nbgrader.api import Gradebook  # noqa: E402
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 LABS = {"lab01": "01_reverse_accumulation", "lab02": "02_gradient_checking", "lab03": "03_xor_and_encoder"}
 
+LAB01_WALK = """a, b = 1.5, -0.5
+c = a * b
+t = np.tanh(c)
+d = t + a
+L = d * d + b
+gd = 2 * d
+gc = gd * (1 - np.tanh(c) ** 2)
+"""
 # graded solution cell -> what each student submits there ("carl" hands in the empty cell he was given)
 ANSWERS = {
     "lab01-by-hand": {
-        "ada": """a, b = 1.5, -0.5
-c = a * b
-t = np.tanh(c)
-d = t + a
-L = d * d + b
-gd = 2 * d
-gc = gd * (1 - np.tanh(c) ** 2)
-dL_da = gd + gc * b
-dL_db = 1 + gc * a""",
-        "bob": """a, b = 1.5, -0.5
-c = a * b
-t = np.tanh(c)
-d = t + a
-L = d * d + b
-gd = 2 * d
-gc = gd * (1 - np.tanh(c) ** 2)
-dL_da = gc * b          # a's use in d = t + a forgotten
-dL_db = 1 + gc * a""",
+        "ada": LAB01_WALK + "dL_da = gd + gc * b\ndL_db = 1 + gc * a",
+        "bob": LAB01_WALK + "dL_da = gc * b          # a's use in d = t + a forgotten\ndL_db = 1 + gc * a",
     },
     "lab02-cube": {
         "ada": """@bp.primitive
