@@ -88,7 +88,7 @@ def test_the_api_takes_buffers_and_checks_what_the_loss_returns():
                  optimizer=bp.optim.SGD(lr=0.1))
     assert run.status == "finished" and float(buffers["count"]) == 8.0 and run.buffers is buffers
     np.testing.assert_allclose(buffers["seen"], 2 * x.sum(axis=0))  # 8 batches of 16: every example twice
-    graph = run.step.graph
+    graph = run.step_graph
     assert [v.name for v in graph.inputs[:5]] == ["w", "count", "seen", "x", "y"]  # after the params (SGD: no state)
 
     def forgets(p, b, x, y):

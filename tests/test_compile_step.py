@@ -381,3 +381,13 @@ def test_the_step_reads_as_code_and_a_traceback_through_it_shows_its_lines(tmp_p
     # the generated line that failed, with the user's line it comes from
     assert re.search(r'File "<bpmagic train_step \d+>", line \d+, in run\n    z = _f\d+\(\w+\) +# line 20\n', shown), \
         shown
+
+
+def test_step_graph_is_named_as_on_a_run_and_the_old_name_warns():
+    params = {"W": np.ones((2, 1))}
+    step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, XOR_X, XOR_Y, backend="numpy")
+    phases = {e.phase for e in step.step_graph.eqns}
+    assert phases == {"forward", "backward", "update"}
+    assert {e.phase for e in step.forward_graph.eqns} == {"forward"}
+    with pytest.warns(DeprecationWarning, match="step_graph"):
+        assert step.graph is step.step_graph or len(step.graph.eqns) == len(step.step_graph.eqns)

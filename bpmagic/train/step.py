@@ -101,8 +101,9 @@ class CompiledStep:
     """A training step for `loss_fn(params, *batch)`. Call it with a batch; returns the loss as a float.
 
     Created by `bp.compile_step`. Attributes: params (updated in place), buffers (likewise), optimizer (change its
-    hyperparameters at any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), graph /
-    forward_graph / backward_graph / update_graph (of the latest plan).
+    hyperparameters at any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), step_graph
+    (forward, backward and update as one graph) / forward_graph / backward_graph / update_graph (of the latest
+    plan), as on a Run; source (the code one step runs).
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
@@ -356,7 +357,16 @@ class CompiledStep:
     def _latest(self):
         return list(self.plans.values())[-1]
 
-    graph = property(lambda self: self._latest().graph, doc="The whole step graph (forward, backward, update).")
+    step_graph = property(lambda self: self._latest().graph, doc="The whole step graph (forward, backward, update).")
+
+    @property
+    def graph(self):
+        """Deprecated: the whole step graph, which Run.graph is not (that is the forward graph): use step_graph."""
+        import warnings
+
+        warnings.warn("CompiledStep.graph is the whole step graph; it is now called step_graph (Run.graph is the "
+                      "forward graph: step.forward_graph)", DeprecationWarning, stacklevel=2)
+        return self.step_graph
     forward_graph = property(lambda self: self._latest().graph.part("forward"))
     backward_graph = property(lambda self: self._latest().graph.part("backward"))
     update_graph = property(lambda self: self._latest().graph.part("update"))

@@ -110,7 +110,7 @@ class Run:
 
     graph = property(lambda self: self.step.forward_graph, doc="The forward graph of the training step.")
     backward_graph = property(lambda self: self.step.backward_graph, doc="The backward graph of the step.")
-    step_graph = property(lambda self: self.step.graph, doc="Forward, backward and update as one graph.")
+    step_graph = property(lambda self: self.step.step_graph, doc="Forward, backward and update as one graph.")
 
     @property
     def status(self) -> str:
