@@ -301,7 +301,7 @@ class Backprop(Magics):
             if name not in user_ns:
                 raise CellError(f"--validate {' '.join(names)}: {name!r} is not defined in the notebook")
             a = np.asarray(user_ns[name]) if not is_array(user_ns[name]) else user_ns[name]
-            arrays.append(a.astype(dtype) if a.dtype.kind == "f" else a)
+            arrays.append(a.astype(dtype, copy=False) if a.dtype.kind == "f" else a)  # a float32 set: no copy
         if arrays[0].shape[0] != arrays[1].shape[0]:
             raise CellError(f"--validate {' '.join(names)}: different lengths {arrays[0].shape[0]} and "
                             f"{arrays[1].shape[0]}")
