@@ -154,3 +154,11 @@ def test_eager_ops_work_on_plain_arrays():
     np.testing.assert_allclose(bp.softmax(x).sum(-1), 1.0)
     with pytest.raises(bp.ShapeError, match=r"matmul of \(2, 2\) and \(3, 1\)"):
         bp.matmul(x, np.ones((3, 1)))
+
+
+def test_the_random_op_is_random_uniform_and_its_old_name_warns():
+    # `uniform` is the initialiser of Param declarations; the random op of a cell's body has a name of its own
+    assert "random_uniform" in bp.ops.registry() and "uniform" not in bp.ops.registry()
+    with pytest.warns(DeprecationWarning, match="random_uniform"):
+        old = bp.uniform(7, (3,))
+    np.testing.assert_array_equal(old, bp.random_uniform(7, (3,)))

@@ -27,7 +27,7 @@ onnx = pytest.importorskip("onnx", reason="onnx is a test dependency (pip instal
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # primitives with no ONNX counterpart: the VJP of indexing (scatter_add) and of unfold (fold, col2im), and
 # randomness; indexing with several integer arrays (NumPy's broadcasting rules) is not mapped either
-UNMAPPED = {"scatter_add", "fold", "uniform", "getitem"}
+UNMAPPED = {"scatter_add", "fold", "random_uniform", "getitem"}
 
 
 def _f32(a):

@@ -286,7 +286,7 @@ def test_stop_gradient_value_is_identity():
 
 
 def _dropout_mask(x, rate, key):
-    return np.asarray(bp.uniform(key, x.shape, x.dtype)) >= rate
+    return np.asarray(bp.random_uniform(key, x.shape, x.dtype)) >= rate
 
 
 def test_dropout_gradient_is_the_scaled_mask():

@@ -21,7 +21,7 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "uniform", "unfold", "fold", "pad2d",
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "random_uniform", "unfold", "fold", "pad2d",
            "batch_norm", "conv1d", "conv_transpose2d", "upsample_nearest", "upsample_bilinear",
            "scaled_dot_product_attention"]
 
@@ -237,7 +237,7 @@ def _uniform_impl(xp, key, shape, dtype):
     return xp.asarray(bits.astype(dtype))
 
 
-_uniform = Primitive("uniform", _uniform_impl, lambda key, shape, dtype: (tuple(shape), np.dtype(dtype)),
+_uniform = Primitive("random_uniform", _uniform_impl, lambda key, shape, dtype: (tuple(shape), np.dtype(dtype)),
                      effects=("random",), differentiable=False,
                      doc="Uniform [0, 1) numbers, reproducible from an integer key.")
 
@@ -250,10 +250,20 @@ def _philox(key, shape, dtype):
 @exposes(_uniform, samples=lambda rng: [((np.int64(3), (3, 4)), {}), ((np.int64(7), (5,)), dict(dtype=np.float64))],
          reference=lambda jax: lambda key, shape, dtype=np.float32: jax.numpy.asarray(_philox(key, shape, dtype)),
          numpy_name=None, vjp_math="no gradient (random numbers from an integer key)")
-def uniform(key, shape, dtype=np.float32):
+def random_uniform(key, shape, dtype=np.float32):
     """Uniform [0, 1) numbers of `shape`, the same for the same integer `key`."""
     key = key if hasattr(key, "_bp_trace") else np.asarray(key, np.int64)
     return _uniform(key, shape=tuple(shape), dtype=np.dtype(dtype))
+
+
+def uniform(key, shape, dtype=np.float32):
+    """Deprecated name of random_uniform: in a %%backprop cell `uniform(...)` is also the initialiser of a Param
+    declaration, a different thing."""
+    import warnings
+
+    warnings.warn("bp.uniform(key, shape) is now bp.random_uniform(key, shape); `uniform` stays the initialiser of "
+                  "Param declarations (W: Param = uniform(2, 8, low=-1, high=1))", DeprecationWarning, stacklevel=2)
+    return random_uniform(key, shape, dtype)
 
 
 def _dropout_reference(jax):
@@ -273,7 +283,7 @@ def dropout(x, rate, key):
         raise ShapeError(f"dropout rate must be in [0, 1), got {rate}")
     if rate == 0:
         return x
-    keep = _ew.greater_equal(uniform(key, x.shape, x.dtype), rate)
+    keep = _ew.greater_equal(random_uniform(key, x.shape, x.dtype), rate)
     return _ew.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
 
 
