@@ -5,6 +5,7 @@ student holds afterwards — so how many students a 16 GB or a 64 GB machine ser
     python bench/classroom.py                      # N = 5, 10, 20 (a few minutes on 2 CPU cores)
     python bench/classroom.py --quick              # a smoke run: N = 2
     python bench/classroom.py --students 10 --json bench/results/classroom.json
+    python bench/classroom.py --bpmagic-digits     # lab 05 loading its digits with bpmagic.data, not scikit-learn
 
 For each N, a fresh hub (tests/hub.py: configurable-http-proxy, DummyAuthenticator, one local jupyterhub-singleuser
 per student). All N students at once, as asyncio tasks, through the hub's REST API and proxy only:
@@ -214,8 +215,18 @@ def unpack(raw: bytes) -> bytes:
     return raw[offsets[0]:offsets[1] if count > 1 else None]
 
 
-def lab_cells():
-    return [c.source for c in nbformat.read(LAB, as_version=4).cells if c.cell_type == "code"]
+SKLEARN_DIGITS = "from sklearn.datasets import load_digits"
+
+
+def lab_cells(bpmagic_digits=False):
+    """Lab 05's code cells; with `bpmagic_digits`, its digits come from bpmagic.data.digits() (the same arrays)
+    instead of scikit-learn, whose import with SciPy's is most of a kernel's memory."""
+    cells = [c.source for c in nbformat.read(LAB, as_version=4).cells if c.cell_type == "code"]
+    if bpmagic_digits:
+        if SKLEARN_DIGITS not in cells[0]:
+            raise SystemExit(f"lab 05 no longer has {SKLEARN_DIGITS!r}: --bpmagic-digits has nothing to replace")
+        cells[0] = cells[0].replace(SKLEARN_DIGITS, "from bpmagic.data import digits as load_digits")
+    return cells
 
 
 def summary(values):
@@ -223,10 +234,9 @@ def summary(values):
             "min": min(values)}
 
 
-async def classroom(hub, n):
+async def classroom(hub, n, cells):
     AsyncHTTPClient.configure(None, max_clients=4 * n + 8)
     http = AsyncHTTPClient()
-    cells = lab_cells()
     students = [Student(hub, http, f"s{k:02d}", k, cells) for k in range(1, n + 1)]
     t0 = time.monotonic()
     await asyncio.gather(*(s.run() for s in students))
@@ -254,9 +264,9 @@ async def classroom(hub, n):
     return wall, rows, overhead
 
 
-def measure(n, root):
+def measure(n, root, cells):
     with Hub(root / f"hub-{n}") as hub:
-        wall, rows, overhead = asyncio.run(classroom(hub, n))
+        wall, rows, overhead = asyncio.run(classroom(hub, n, cells))
     pids = [pid for row in rows for pid in row.get("pids", ())]
     deadline = time.monotonic() + 30
     while (alive := [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) \
@@ -306,20 +316,25 @@ def main(argv=None):
     parser.add_argument("--students", default="5,10,20", help="class sizes, comma-separated (default 5,10,20)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one class of 2")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--bpmagic-digits", action="store_true",
+                        help="lab 05 loads its digits with bpmagic.data.digits(), not scikit-learn's load_digits")
     args = parser.parse_args(argv)
+    cells = lab_cells(args.bpmagic_digits)
     sizes = [2] if args.quick else [int(s) for s in args.students.split(",")]
-    print(f"lab {LAB.name} on the {KERNEL!r} kernel; {os.cpu_count()} CPUs, "
+    print(f"lab {LAB.name}{' (digits from bpmagic.data)' if args.bpmagic_digits else ''} on the {KERNEL!r} "
+          f"kernel; {os.cpu_count()} CPUs, "
           f"{psutil.virtual_memory().total / GIB:.1f} GiB; classes of {sizes}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="classroom-") as root:
         for n in sizes:
-            r = measure(n, Path(root))
+            r = measure(n, Path(root), cells)
             results.append(r)
             for row in r["rows"]:
                 if row["failures"]:
                     print(f"  N={n} {row['name']} FAILED: {'; '.join(row['failures'])}", flush=True)
                 elif not row["lab_check"]:
-                    print(f"  N={n} {row['name']}: lab 05's divergence check missed: {row['result']['lab']}", flush=True)
+                    print(f"  N={n} {row['name']}: lab 05's divergence check missed: {row['result']['lab']}",
+                          flush=True)
             print(f"N={n}: {r['passed']}/{n} passed, lab check {r['lab_check_passed']}/{n}, in {r['wall_s']:.1f} s",
                   flush=True)
     print()
@@ -330,7 +345,7 @@ def main(argv=None):
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "lab": LAB.name, "kernel": KERNEL, "cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+            "lab": LAB.name, "bpmagic_digits": args.bpmagic_digits, "kernel": KERNEL, "cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
             "os_reserve_bytes": OS_RESERVE, "results": results, "ok": not failed}, indent=1))
     return 1 if failed else 0
 

@@ -45,7 +45,8 @@ def test_bench_quick_xor_writes_json(tmp_path):
 @pytest.mark.slow
 def test_classroom_quick_two_students_pass(tmp_path):
     """bench/classroom.py --quick: two students on a real hub run lab 05 at once; each one's cells all run, and
-    each passes the identity checks, the memory of each one's kernel and server is read, and no process is left running."""
+    each passes the identity checks, the memory of each one's kernel and server is read, and no process is left
+    running."""
     from hub import PROXY
 
     if not PROXY.exists():
