@@ -109,6 +109,7 @@ class Student:
 
     async def request(self, method, url, body=None, timeout=120):
         reply = await self.http.fetch(HTTPRequest(url, method=method, headers=self.auth, request_timeout=timeout,
+                                                  connect_timeout=timeout,
                                                   body=json.dumps(body) if body is not None else
                                                   ("" if method == "POST" else None)),
                                       raise_error=True)
@@ -119,6 +120,7 @@ class Student:
 
     async def run(self):
         t0 = time.monotonic()
+        phase = "spawning the server"
         try:
             await self.hub_api("POST", f"/users/{self.name}")
             await self.hub_api("POST", f"/users/{self.name}/server")
@@ -126,10 +128,15 @@ class Student:
                 await asyncio.sleep(0.5)
             self.times["spawn_s"] = time.monotonic() - t0
             t1 = time.monotonic()
+            phase = "starting the kernel"
             kernel = await self.request("POST", f"{self.server}/api/kernels", {"name": KERNEL})
             self.kernel_id = kernel["id"]
             ws_url = f"{self.server.replace('http', 'ws', 1)}/api/kernels/{self.kernel_id}/channels"
-            ws = await websocket_connect(HTTPRequest(ws_url, headers=self.auth), max_message_size=64 * 2 ** 20)
+            # the server answers once the kernel replies to kernel_info: ten kernels starting on two cores take a while
+            ws = await websocket_connect(HTTPRequest(ws_url, headers=self.auth, connect_timeout=300,
+                                                     request_timeout=300), max_message_size=64 * 2 ** 20)
+            self.times["kernel_s"] = time.monotonic() - t1
+            phase = "running the lab"
             try:
                 stdout = ""
                 for i, code in enumerate(self.cells):
@@ -146,7 +153,7 @@ class Student:
                 else:
                     self.result = json.loads(line[len("CHECK "):])
         except Exception as e:  # a student who could not get through is a failed outcome, reported, not a crash
-            self.errors.append(f"{type(e).__name__}: {e}")
+            self.errors.append(f"{phase}: {type(e).__name__}: {e}")
         self.times["total_s"] = time.monotonic() - t0
 
     async def execute(self, ws, code, i):
@@ -283,7 +290,8 @@ def measure(n, root, cells):
     return {"students": n, "wall_s": wall, "passed": sum(r["passed"] for r in rows),
             "lab_check_passed": sum(r["lab_check"] for r in rows),
             "per_student_s": {k: summary([r["times"][k] for r in rows if k in r["times"]])
-                              for k in ("spawn_s", "lab_s", "total_s") if any(k in r["times"] for r in rows)},
+                              for k in ("spawn_s", "kernel_s", "lab_s", "total_s")
+                              if any(k in r["times"] for r in rows)},
             "memory": per, "student_pss": student_pss, "hub_and_proxy_pss": overhead, "fit": fit,
             "left_running": alive, "rows": rows}
 
@@ -296,15 +304,18 @@ def table(results):
     def pair(m, part):
         return f"{mib(m[part]['pss']['mean'])}/{mib(m[part]['rss']['mean'])}" if m else "-"
 
-    head = (f"{'N':>3} {'passed':>6} {'lab chk':>7} {'wall s':>7} {'lab s med/max':>14} {'kernel PSS/RSS MiB':>19} "
+    def times(r, key):
+        t = r["per_student_s"].get(key)
+        return f"{t['median']:.1f}/{t['max']:.1f}" if t else "-"
+
+    head = (f"{'N':>3} {'passed':>6} {'lab chk':>7} {'wall s':>7} {'spawn s':>11} {'lab s':>11} "
+            f"{'kernel PSS/RSS MiB':>19} "
             f"{'server PSS/RSS MiB':>19} {'student PSS':>11} {'fit 16GB':>8} {'fit 64GB':>8}")
     lines = [head, "-" * len(head)]
     for r in results:
-        t = r["per_student_s"].get("lab_s")
-        lab = f"{t['median']:.1f}/{t['max']:.1f}" if t else "-"
         lines.append(
             f"{r['students']:>3} {r['passed']:>3}/{r['students']:<2} {r['lab_check_passed']:>4}/{r['students']:<2} "
-            f"{r['wall_s']:>7.1f} {lab:>14} "
+            f"{r['wall_s']:>7.1f} {times(r, 'spawn_s'):>11} {times(r, 'lab_s'):>11} "
             f"{pair(r['memory'], 'kernel'):>19} {pair(r['memory'], 'server'):>19} "
             f"{mib(r['student_pss']) if r['student_pss'] else '-':>11} "
             f"{str(r['fit']['16GB']):>8} {str(r['fit']['64GB']):>8}")
@@ -339,14 +350,15 @@ def main(argv=None):
                   flush=True)
     print()
     print(table(results))
-    print(f"\nstudent PSS = kernel + server PSS after the lab (mean); fit = (machine - hub and proxy PSS - "
-          f"{OS_RESERVE // GIB} GiB for the OS) / student PSS, machines in GiB")
+    print("\nwall: all N students from creation to checked; spawn s: server start, lab s: kernel start and the lab,\n"
+          "per student (median/max); memory: means after the lab; student PSS = kernel + server PSS;\n"
+          f"fit = (machine - hub and proxy PSS - {OS_RESERVE // GIB} GiB for the OS) / student PSS, machines in GiB")
     failed = any(r["passed"] < r["students"] or r["left_running"] for r in results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "lab": LAB.name, "bpmagic_digits": args.bpmagic_digits, "kernel": KERNEL, "cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
-            "os_reserve_bytes": OS_RESERVE, "results": results, "ok": not failed}, indent=1))
+            "lab": LAB.name, "bpmagic_digits": args.bpmagic_digits, "kernel": KERNEL, "cpus": os.cpu_count(),
+            "memory_bytes": psutil.virtual_memory().total, "os_reserve_bytes": OS_RESERVE, "results": results, "ok": not failed}, indent=1))
     return 1 if failed else 0
 
 

@@ -67,6 +67,6 @@ def test_classroom_quick_two_students_pass(tmp_path):
         assert row["result"]["user"] == row["name"] and row["result"]["lab"]["status"] == "stopped"
         for part in ("kernel", "server"):
             assert set(row[part]) == {"pss", "rss", "uss", "rss_peak"} and all(v > 0 for v in row[part].values())
-        assert set(row["times"]) == {"spawn_s", "lab_s", "total_s"}
+        assert set(row["times"]) == {"spawn_s", "kernel_s", "lab_s", "total_s"}
     assert two["student_pss"] > 0 and two["hub_and_proxy_pss"] > 0
     assert set(two["fit"]) == {"16GB", "64GB"} and 0 < two["fit"]["16GB"] < two["fit"]["64GB"]
