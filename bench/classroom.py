@@ -34,6 +34,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -261,6 +262,8 @@ async def classroom(hub, n, cells):
         row["failures"] = s.check()
         row["passed"] = not row["failures"]
         row["lab_check"] = bool(s.result and LAB_CHECK(s.result["lab"]))
+    # every process the hub started (servers, kernels, proxy), to see that all of them end
+    started = psutil.Process(hub.process.pid).children(recursive=True)
     # stop the servers through the API; the hub then stops with none left
     for s in students:
         try:
@@ -268,19 +271,16 @@ async def classroom(hub, n, cells):
         except Exception as e:  # the hub's own stop still ends the server
             print(f"  {s.name}: stopping the server through the API failed: {e}", flush=True)
     http.close()
-    return wall, rows, overhead
+    return wall, rows, overhead, started
 
 
 def measure(n, root, cells):
     with Hub(root / f"hub-{n}") as hub:
-        wall, rows, overhead = asyncio.run(classroom(hub, n, cells))
-    pids = [pid for row in rows for pid in row.get("pids", ())]
-    deadline = time.monotonic() + 30
-    while (alive := [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]) \
-            and time.monotonic() < deadline:
-        time.sleep(0.5)
-    for pid in alive:  # never leave a student's process behind; say so, it is a failure
-        psutil.Process(pid).kill()
+        wall, rows, overhead, started = asyncio.run(classroom(hub, n, cells))
+    _, alive = psutil.wait_procs(started, timeout=30)
+    left = [f"{p.pid} {' '.join(p.cmdline())[:160]}" for p in alive]
+    for p in alive:  # never leave a student's process behind; say so, it is a failure
+        p.kill()
     done = [r for r in rows if "kernel" in r]
     per = {part: {key: summary([r[part][key] for r in done]) for key in ("pss", "rss", "uss", "rss_peak")}
            for part in ("kernel", "server")} if done else {}
@@ -293,7 +293,7 @@ def measure(n, root, cells):
                               for k in ("spawn_s", "kernel_s", "lab_s", "total_s")
                               if any(k in r["times"] for r in rows)},
             "memory": per, "student_pss": student_pss, "hub_and_proxy_pss": overhead, "fit": fit,
-            "left_running": alive, "rows": rows}
+            "left_running": left, "rows": rows}
 
 
 def mib(x):
@@ -336,29 +336,36 @@ def main(argv=None):
           f"kernel; {os.cpu_count()} CPUs, "
           f"{psutil.virtual_memory().total / GIB:.1f} GiB; classes of {sizes}", flush=True)
     results = []
-    with tempfile.TemporaryDirectory(prefix="classroom-") as root:
-        for n in sizes:
-            r = measure(n, Path(root), cells)
-            results.append(r)
-            for row in r["rows"]:
-                if row["failures"]:
-                    print(f"  N={n} {row['name']} FAILED: {'; '.join(row['failures'])}", flush=True)
-                elif not row["lab_check"]:
-                    print(f"  N={n} {row['name']}: lab 05's divergence check missed: {row['result']['lab']}",
-                          flush=True)
-            print(f"N={n}: {r['passed']}/{n} passed, lab check {r['lab_check_passed']}/{n}, in {r['wall_s']:.1f} s",
-                  flush=True)
+    root = Path(tempfile.mkdtemp(prefix="classroom-"))
+    for n in sizes:
+        r = measure(n, root, cells)
+        results.append(r)
+        for row in r["rows"]:
+            if row["failures"]:
+                print(f"  N={n} {row['name']} FAILED: {'; '.join(row['failures'])}", flush=True)
+            elif not row["lab_check"]:
+                print(f"  N={n} {row['name']}: lab 05's divergence check missed: {row['result']['lab']}",
+                      flush=True)
+        for line in r["left_running"]:
+            print(f"  N={n} LEFT RUNNING (killed now): {line}", flush=True)
+        print(f"N={n}: {r['passed']}/{n} passed, lab check {r['lab_check_passed']}/{n}, in {r['wall_s']:.1f} s",
+              flush=True)
+    failed = any(r["passed"] < r["students"] or r["left_running"] for r in results)
+    if failed:  # the hubs' logs (with the students' servers') say why
+        print(f"\nthe hubs' folders, logs and students' homes are kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
     print()
     print(table(results))
     print("\nwall: all N students from creation to checked; spawn s: server start, lab s: kernel start and the lab,\n"
           "per student (median/max); memory: means after the lab; student PSS = kernel + server PSS;\n"
           f"fit = (machine - hub and proxy PSS - {OS_RESERVE // GIB} GiB for the OS) / student PSS, machines in GiB")
-    failed = any(r["passed"] < r["students"] or r["left_running"] for r in results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "lab": LAB.name, "bpmagic_digits": args.bpmagic_digits, "kernel": KERNEL, "cpus": os.cpu_count(),
-            "memory_bytes": psutil.virtual_memory().total, "os_reserve_bytes": OS_RESERVE, "results": results, "ok": not failed}, indent=1))
+            "memory_bytes": psutil.virtual_memory().total, "os_reserve_bytes": OS_RESERVE, "results": results,
+            "ok": not failed}, indent=1))
     return 1 if failed else 0
 
 
