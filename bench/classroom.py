@@ -5,7 +5,6 @@ student holds afterwards — so how many students a 16 GB or a 64 GB machine ser
     python bench/classroom.py                      # N = 5, 10, 20 (a few minutes on 2 CPU cores)
     python bench/classroom.py --quick              # a smoke run: N = 2
     python bench/classroom.py --students 10 --json bench/results/classroom.json
-    python bench/classroom.py --bpmagic-digits     # lab 05 loading its digits with bpmagic.data, not scikit-learn
 
 For each N, a fresh hub (tests/hub.py: configurable-http-proxy, DummyAuthenticator, one local jupyterhub-singleuser
 per student). All N students at once, as asyncio tasks, through the hub's REST API and proxy only:
@@ -223,18 +222,9 @@ def unpack(raw: bytes) -> bytes:
     return raw[offsets[0]:offsets[1] if count > 1 else None]
 
 
-SKLEARN_DIGITS = "from sklearn.datasets import load_digits"
-
-
-def lab_cells(bpmagic_digits=False):
-    """Lab 05's code cells; with `bpmagic_digits`, its digits come from bpmagic.data.digits() (the same arrays)
-    instead of scikit-learn, whose import with SciPy's is most of a kernel's memory."""
-    cells = [c.source for c in nbformat.read(LAB, as_version=4).cells if c.cell_type == "code"]
-    if bpmagic_digits:
-        if SKLEARN_DIGITS not in cells[0]:
-            raise SystemExit(f"lab 05 no longer has {SKLEARN_DIGITS!r}: --bpmagic-digits has nothing to replace")
-        cells[0] = cells[0].replace(SKLEARN_DIGITS, "from bpmagic.data import digits as load_digits")
-    return cells
+def lab_cells():
+    """Lab 05's code cells."""
+    return [c.source for c in nbformat.read(LAB, as_version=4).cells if c.cell_type == "code"]
 
 
 def summary(values):
@@ -327,12 +317,10 @@ def main(argv=None):
     parser.add_argument("--students", default="5,10,20", help="class sizes, comma-separated (default 5,10,20)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one class of 2")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--bpmagic-digits", action="store_true",
-                        help="lab 05 loads its digits with bpmagic.data.digits(), not scikit-learn's load_digits")
     args = parser.parse_args(argv)
-    cells = lab_cells(args.bpmagic_digits)
+    cells = lab_cells()
     sizes = [2] if args.quick else [int(s) for s in args.students.split(",")]
-    print(f"lab {LAB.name}{' (digits from bpmagic.data)' if args.bpmagic_digits else ''} on the {KERNEL!r} "
+    print(f"lab {LAB.name} on the {KERNEL!r} "
           f"kernel; {os.cpu_count()} CPUs, "
           f"{psutil.virtual_memory().total / GIB:.1f} GiB; classes of {sizes}", flush=True)
     results = []
@@ -363,7 +351,7 @@ def main(argv=None):
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
-            "lab": LAB.name, "bpmagic_digits": args.bpmagic_digits, "kernel": KERNEL, "cpus": os.cpu_count(),
+            "lab": LAB.name, "kernel": KERNEL, "cpus": os.cpu_count(),
             "memory_bytes": psutil.virtual_memory().total, "os_reserve_bytes": OS_RESERVE, "results": results,
             "ok": not failed}, indent=1))
     return 1 if failed else 0
