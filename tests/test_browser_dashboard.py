@@ -220,8 +220,9 @@ def test_code_change_holds_during_a_background_run(page, lab):
 
 @pytest.mark.slow
 def test_nbconvert_html_of_an_executed_lab_shows_the_final_dashboards_and_graph(page, lab, tmp_path):
-    """Lab 03 (two runs and the encoder's gradient flow) executed by nbclient and exported by nbconvert: the HTML
-    shows each dashboard's final state and the graph as images, and a browser opens them offline."""
+    """Lab 03 (three runs: XOR, the encoder, the exercise's XOR with two hidden units; and the encoder's gradient
+    flow) executed by nbclient and exported by nbconvert: the HTML shows each dashboard's final state and the graph
+    as images, and a browser opens them offline."""
     from nbclient import NotebookClient
 
     lab_path = Path(__file__).resolve().parent.parent / "examples" / "03_xor_and_encoder.ipynb"
@@ -236,7 +237,7 @@ def test_nbconvert_html_of_an_executed_lab_shows_the_final_dashboards_and_graph(
     assert "Box(children" not in html and "object at 0x" not in html
     records = [tag for tag in re.findall(r"<img [^>]*>", html) if "data-bpmagic-record=" in tag]
     dashboards = [svg_of(re.search(r'src="([^"]+)"', tag).group(1)) for tag in records]
-    assert len(dashboards) == 2 and all("finished all" in d for d in dashboards), [d[-300:] for d in dashboards]
+    assert len(dashboards) == 3 and all("finished all" in d for d in dashboards), [d[-300:] for d in dashboards]
     images = [base64.b64decode(m) for m in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
     assert any(b'class="node"' in svg for svg in images), "the encoder's graph is not in the HTML"
     # and a browser shows them (offline: the live widgets cannot load, the records can)

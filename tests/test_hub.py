@@ -2,8 +2,8 @@
 JupyterLab per student under /user/<name>/), met in headless Chromium as two students meet it: each logs in, opens
 lab 05 in their own server, runs it with Run All (its own outcome check), sees the dashboards and a graph drawn by
 bpmagic's extension — whose scripts and wasm must load under the /user/<name>/ prefix: no asset request fails — and
-drags the learning-rate slider of the run the lab leaves training. One student's Stop, interrupt and runaway cell
-touch nobody else's run. The students' servers run in an environment made as the classroom recipe makes it
+drags the learning-rate slider of the run the lab leaves training. One student's Stop, interrupt, runaway cell and
+NaN touch nobody else's run. The students' servers run in an environment made as the classroom recipe makes it
 (docs/classroom/install-singleuser.sh with bpmagic's wheel), so the recipe is tested here."""
 import json
 import re
@@ -175,6 +175,16 @@ def test_two_students_on_a_hub(browser, hub):
         ada.page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()")
         wait_until(lambda: kernel_idle(ada.page), 120, lambda: "ada's kernel did not come back from the interrupt")
         assert ada.run("print(play.status, play.steps_done > 0)").split() == ["stopped", "True"]
+        assert grace.status().startswith("training")
+
+        # ada's NaN ends her new run with a message; grace's run trains on
+        grace_before = grace.steps()
+        said = ada.run("%%backprop --steps 50 --no-dashboard --name broken\nW: Param = ones(2, 1)\n"
+                       "x: Input = np.ones((8, 2), np.float32)\ny: Target = np.zeros((8, 1), np.float32)\n"
+                       "loss: Loss = mse(sqrt(x @ W - 5), y)\n")
+        assert "produced nan" in said, said
+        assert ada.run("print(broken.status)").strip() == "failed"
+        wait_until(lambda: grace.steps() > grace_before + 100, 120, lambda: grace.status())
         assert grace.status().startswith("training")
         grace.page.locator(".bpmagic-dashboard").last.locator(".bpmagic-stop").click()
         wait_until(lambda: grace.status().startswith("stopped"), 60, lambda: grace.status())
