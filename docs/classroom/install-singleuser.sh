@@ -19,7 +19,11 @@ for ext in formgrader course_list; do
     "$py" -m jupyter server extension disable --sys-prefix "nbgrader.server_extensions.$ext"
 done
 
-# what a student's server must have: fail the image build, not the first lesson
-"$py" -m jupyter kernelspec list | grep -qw backprop
-"$py" -m jupyter labextension list 2>&1 | grep -E '^\s+bpmagic v' | grep -q enabled
+# what a student's server must have: fail the image build, not the first lesson. (Each listing is read whole
+# before it is searched: `list | grep -q` would close the pipe early and fail the listing under pipefail.)
+kernels=$("$py" -m jupyter kernelspec list)
+grep -qw backprop <<<"$kernels" || { echo "the backprop kernel is not installed: $kernels" >&2; exit 1; }
+extensions=$("$py" -m jupyter labextension list 2>&1)
+grep -qE '^\s+bpmagic v.*enabled' <<<"$extensions" \
+    || { echo "bpmagic's JupyterLab extension is not enabled: $extensions" >&2; exit 1; }
 "$py" -c "import bpmagic, nbgrader"
