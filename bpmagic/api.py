@@ -147,7 +147,7 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
     all_wrt = [t for _, _, ts in inputs for t in ts]
     if isinstance(value, Tracer) and value._bp_trace is tr:
         seed = tr.const(np.ones((), value.dtype))
-        grads = autodiff.backward(tr, start, value, seed, all_wrt)
+        grads = autodiff.backward(tr, start, value, seed, all_wrt).grads
     else:
         grads = [None] * len(all_wrt)
     grads = [g if g is not None else tr.const(np.zeros(t.shape, t.dtype)) for g, t in zip(grads, all_wrt)]

@@ -182,6 +182,7 @@ def _fd_difference(graph, leaves, k, ours, rng, eps=1e-6, directions=3):
 
 def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
     """The first equation (in program order) whose VJP, at the values it saw, differs from the reference."""
+    from . import autodiff
     from .compile.executor import evaluate
     from .trace import new_trace
 
@@ -202,8 +203,7 @@ def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
         with new_trace("numpy") as tr:
             ins = [tr.new_input(x) if i in diff else x for i, x in enumerate(values)]
             out = prim.bind(*ins, **e.params)
-            cts = prim.vjp(tr.new_input(g), out, *ins, **e.params)
-            cts = cts if isinstance(cts, (tuple, list)) else (cts,)
+            cts = autodiff.pullback(prim, tr.new_input(g), out, ins, e.params)
             ours = {i: (np.zeros(np.shape(values[i])) if cts[i] is None else np.asarray(getattr(cts[i], "value",
                                                                                               cts[i])))
                     for i in diff}

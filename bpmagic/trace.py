@@ -83,6 +83,21 @@ class Trace:
             self.tracers[var] = Tracer(self, var, dev)
         return self.tracers[var]
 
+    def load(self, graph, inputs):
+        """Record `graph`'s own equations, evaluated at `inputs` (one array per graph input), as if traced here:
+        the same Vars and Eqns, with their values, so autodiff can differentiate a finished graph."""
+        xp = self.backend.xp
+        for v, a in zip(graph.inputs, inputs, strict=True):
+            self._tracer(v, self.backend.asarray(a))
+        for v, a in graph.consts.items():
+            self.consts[v] = a
+            self._tracer(v, self.backend.asarray(a))
+        with np.errstate(all="ignore"):  # as when traced: a NaN is for the caller to report
+            for e in graph.eqns:
+                values = [self.tracers[v].value if isinstance(v, Var) else v.value for v in e.inputs]
+                self.eqns.append(e)
+                self._tracer(e.outputs[0], xp.asarray(e.primitive.impl(xp, *values, **e.params)))
+
     def _atom(self, x):
         """Var or Literal for an argument; its concrete value."""
         if isinstance(x, Tracer):

@@ -12,6 +12,7 @@ import math
 import graphviz
 
 from ..ir import Literal, Var
+from ..ir.printer import Namer
 from ..train.layers import layer_of
 
 # Graphviz knows this font's metrics, and the browser view measures its labels in the font it really uses
@@ -135,7 +136,7 @@ def weight(norm: float, scale) -> float:
 
 
 def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None, grad_norms=None, scale=None,
-                 name=None) -> graphviz.Digraph:
+                 name=None, names=None) -> graphviz.Digraph:
     """A graphviz.Digraph of `graph`.
 
     layers: param name -> layer (default: names ending in the same number form a layer, W1 and b1 -> "1").
@@ -146,12 +147,16 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
     stats: Var -> text (e.g. value|grad summaries) shown on the node that produces it.
     grad_norms: Var -> |gradient|: edges coloured and thickened on a log scale spanning the edges drawn (so loss
     internals hidden in a collapsed composite do not set it), or spanning `scale` (log10 lo, log10 hi) if given.
+    names: Var -> the name an unnamed input or output is labelled with (default: the name print(graph) gives it).
 
     The result's `bp_edges` maps each value edge's Graphviz id ("in0->e3", its <title> in SVG) to its Var, so live
     views can restyle edges without a new layout; `bp_scale` is the edge colour scale used (or None);
     `bp_composites` maps each collapsed composite's node id to its name.
     """
     stats = stats or {}
+    if names is None:
+        namer = Namer()  # walked in print(graph)'s order, so the drawing's names are the printed ones
+        names = {v: namer(v) for v in graph.vars}
     if layers is None:
         layers = {v.name: layer_of(v.name) for v in graph.inputs if v.name and v.name[-1:].isdigit()}
     dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": FONT},
@@ -164,7 +169,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
         kind = "param" if v.name in layers else "input"
         style = ({"shape": "box", "style": "filled,rounded", "fillcolor": "#fde0c5"} if kind == "param"
                  else {"shape": "ellipse", "style": "filled", "fillcolor": "#dbe9f6"})
-        dot.node(node, _text(v.name or f"input {i}", _shape(v), *([stats[v]] if v in stats else [])), **style)
+        dot.node(node, _text(v.name or names.get(v) or f"input {i}", _shape(v), *([stats[v]] if v in stats else [])), **style)
         producer[v] = node
     eqn_layer = _layers_of_eqns(graph, layers)
     node_of = {}  # index of eqn -> node id (several equations share a collapsed node)
@@ -230,7 +235,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
     for j, v in enumerate(graph.outputs):
         out = f"out{j}"
         scalar = v.shape == ()
-        dot.node(out, _text(v.name or ("loss" if scalar and j == 0 else f"output {j}"), _shape(v)),
+        dot.node(out, _text(v.name or ("loss" if scalar and j == 0 else names.get(v) or f"output {j}"), _shape(v)),
                  shape="doubleoctagon" if scalar else "oval", style="filled",
                  fillcolor="#f4c7c3" if scalar else "#e8e8e8")
         if v in producer:

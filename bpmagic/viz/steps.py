@@ -3,6 +3,7 @@
 Walking the forward equations in reverse topological order, each step shows the adjoint arriving at the node's
 output (dL/d out), the node's local derivative for each input (its VJP rule, written with the same primitives, shown
 as an expression in `g`), and their product: what that input receives. Adjoints of a value used twice are summed.
+The pass itself is autodiff's (reverse mode over the traced graph); its hook hands each step to this view.
 """
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import api
-from ..autodiff import active_vars
+from .. import api, autodiff
 from ..errors import BackpropError
 from ..ir import Literal, Var
 from ..ir.printer import Namer, assigned_names
 from ..trace import new_trace
 from .dot import graph_to_dot
-
 
 
 def show(value) -> str:
@@ -41,7 +40,7 @@ def expression(var, eqn_of: dict, names: dict) -> str:
         return "const"
     args = [expression(v, eqn_of, names) for v in e.inputs]
     # operands written with an operator of their own are parenthesised: g * (1 - out * out)
-    nested = [f"({a})" if isinstance(v, Var) and v in eqn_of and eqn_of[v].primitive.symbol else a
+    nested = [f"({a})" if isinstance(v, Var) and v not in names and v in eqn_of and eqn_of[v].primitive.symbol else a
               for v, a in zip(e.inputs, args)]
     symbol = e.primitive.symbol
     if symbol and len(args) == 2:
@@ -126,20 +125,14 @@ class _Folded:
         return f"{self.summary}:\n{self.text}"
 
 
-def _local_rule(e, g_value, values, names):
-    """Trace e's VJP at the adjoint `g_value` in a scratch trace: (cotangent values, rule expressions)."""
+def _local_derivatives(e, values) -> list:
+    """d out / d input for each input of a scalar equation: its VJP rule at g = 1, in a scratch trace."""
     with new_trace("numpy") as scratch:
-        g = scratch.new_input(g_value, name="g")
-        out = scratch.new_input(values[e.outputs[0]])
+        out = values[e.outputs[0]]
         ins = [scratch.new_input(values[v]) if isinstance(v, Var) else v.value for v in e.inputs]
-        cts = e.primitive.vjp(g, out, *ins, **e.params)
-        if not isinstance(cts, (tuple, list)):
-            cts = (cts,)
-        shown = {g._bp_var: "g", out._bp_var: names[e.outputs[0]]}
-        shown.update({t._bp_var: names[v] for t, v in zip(ins, e.inputs) if isinstance(v, Var)})
-        eqn_of = {o: x for x in scratch.eqns for o in x.outputs}
-        rules = [None if ct is None else expression(getattr(ct, "_bp_var", ct), eqn_of, shown) for ct in cts]
-        return [None if ct is None else np.asarray(getattr(ct, "value", ct)) for ct in cts], rules
+        cts = autodiff.pullback(e.primitive, scratch.new_input(np.ones_like(out)), scratch.new_input(out), ins,
+                                e.params)
+        return [None if ct is None else np.asarray(getattr(ct, "value", ct)) for ct in cts]
 
 
 def backprop_steps(fn, *args, name=None) -> BackpropSteps:
@@ -153,36 +146,37 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
                                 f"{getattr(out, 'shape', '')}")
         wrt = [t for _, _, ts in inputs for t in ts]
         graph = tr.graph(wrt, [out], name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
-        values = {v: np.asarray(t.value) for v, t in tr.tracers.items()}
-    namer = Namer()
-    for v, hint in assigned_names(graph).items():
-        v.name = v.name or hint
-    names = {v: namer(v) for v in list(graph.inputs) + list(graph.consts)}
-    names.update({v: namer(v) for e in graph.eqns for v in e.outputs})
-    dot = graph_to_dot(graph, collapse=False, stats={v: f"= {show(values[v])}" for v in names})
+        args = [t.value for t in wrt]
+    pullbacks = []
+    grads = autodiff.grad_of_graph(graph, args, on_adjoint=pullbacks.append)
+    values = {v: np.asarray(a) for v, a in grads.values.items()}
+    namer = Namer(assigned_names(graph))
+    names = {v: namer(v) for v in graph.vars}
+    dot = graph_to_dot(graph, collapse=False, names=names, stats={v: f"= {show(values[v])}" for v in names})
     into = {}
     for key, var in dot.bp_edges.items():
         into.setdefault(key.split("->")[1], []).append(key)
-    active = active_vars(graph.eqns, set(graph.inputs))
-    adjoint = {out._bp_var: np.ones((), values[out._bp_var].dtype)}
+    index = {id(e): k for k, e in enumerate(graph.eqns)}
+    eqn_of = {o: x for x in grads.graph.eqns for o in x.outputs}
     steps = []
-    for k in reversed(range(len(graph.eqns))):
-        e = graph.eqns[k]
-        g = adjoint.get(e.outputs[0])
-        if g is None or e.outputs[0] not in active:
-            continue
+    for pb in pullbacks:
+        e, k = pb.eqn, index[id(pb.eqn)]
+        g = np.asarray(pb.adjoint.value)
         call = ", ".join(names.get(v, repr(v)) if isinstance(v, Var) else repr(v) for v in e.inputs)
         step = BackpropStep(len(steps), f"e{k}", into.get(f"e{k}", []), e.source.lineno if e.source else None,
                             f"{names[e.outputs[0]]} = {e.primitive.name}({call})", names[e.outputs[0]], g)
-        products, rules = _local_rule(e, g, values, names)
+        # the rule as an expression in g and the forward values: g * (1 - out * out)
+        shown = {**names, pb.adjoint._bp_var: "g"}
         scalar = values[e.outputs[0]].ndim == 0
-        locals_ = (_local_rule(e, np.ones_like(g), values, names)[0] if scalar else [None] * len(products))
-        for i, (v, ct, rule, local) in enumerate(zip(e.inputs, products, rules, locals_)):
-            if ct is None or not isinstance(v, Var) or v not in active or i in e.primitive.nondiff_inputs:
+        locals_ = _local_derivatives(e, values) if scalar else [None] * len(e.inputs)
+        for i, (v, ct, total) in enumerate(zip(e.inputs, pb.cotangents, pb.totals)):
+            if ct is None or i in e.primitive.nondiff_inputs:
                 continue
-            adjoint[v] = adjoint[v] + ct if v in adjoint else ct
-            step.contributions.append(Contribution(names[v], rule, local if scalar and ct.ndim == 0 else None,
-                                                   ct, adjoint[v]))
+            product = np.asarray(ct.value)
+            step.contributions.append(Contribution(
+                names[v], expression(ct._bp_var, eqn_of, shown), locals_[i] if scalar and product.ndim == 0 else None,
+                product, np.asarray(total.value)))
         steps.append(step)
-    gradients = {names[v]: adjoint.get(v, np.zeros(v.shape, v.dtype)) for v in graph.inputs}
+    gradients = {names[v]: np.asarray(grads.adjoints[v]) if v in grads.adjoints else np.zeros(v.shape, v.dtype)
+                 for v in graph.inputs}
     return BackpropSteps(graph, steps, gradients, values[out._bp_var], dot)
