@@ -234,17 +234,25 @@ def test_invalid_hyperparameters_are_rejected_and_change_nothing(bad):
         opt.set(beta=0.3)
 
 
-def test_stats_are_squared_norms():
+def test_stats_are_the_layers_norms_named_as_history_columns():
     params = xor_params()
     before = {k: v.copy() for k, v in params.items()}
     step = bp.compile_step(xor_loss, params, XOR_X, XOR_Y, optimizer=bp.optim.SGD(lr=0.1), backend="numpy",
                            stats=True)
     _, grads = bp.value_and_grad(xor_loss)(before, XOR_X, XOR_Y)
     step(XOR_X, XOR_Y)
-    for k in params:
-        assert step.last.stats[f"grad_sq/{k}"] == pytest.approx(float(np.sum(grads[k] ** 2)), rel=1e-5)
-        assert step.last.stats[f"update_sq/{k}"] == pytest.approx(float(np.sum((0.1 * grads[k]) ** 2)), rel=1e-4)
-        assert step.last.stats[f"param_sq/{k}"] == pytest.approx(float(np.sum(before[k] ** 2)), rel=1e-5)
+    layers = {}
+    for name, layer in step.groups.items():
+        layers.setdefault(layer, []).append(name)
+    assert len(layers) == 2, layers
+    stats = bp.train.stats
+    for layer, names in layers.items():
+        g = np.sqrt(sum(float(np.sum(grads[k] ** 2)) for k in names))
+        w = np.sqrt(sum(float(np.sum(before[k] ** 2)) for k in names))
+        assert step.last.stats[stats.GRAD_NORM.column(layer)] == pytest.approx(g, rel=1e-5)
+        assert step.last.stats[f"update_ratio/{layer}"] == pytest.approx(0.1 * g / w, rel=1e-4)
+        assert np.isfinite(step.last.stats[f"signal_norm/{layer}"]) and step.last.stats[f"signal_norm/{layer}"] > 0
+    assert set(step.last.stats) == {s.column(layer) for s in stats.LAYER_STATS for layer in layers}
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

@@ -113,6 +113,44 @@ def test_live_graph_follows_training():
     assert all(f"{k.split('->')[0]} -> {k.split('->')[1]}" in view.dot + view.dot_expanded for k in keys)
 
 
+def test_live_graph_reads_the_steps_own_measurements_and_traces_nothing_while_training(monkeypatch):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((32, 3))
+    Y = rng.standard_normal((32, 1))
+    params = {"W1": rng.standard_normal((3, 5)) * 0.5, "W2": rng.standard_normal((5, 1)) * 0.5}
+
+    def loss(p, x, y):
+        h = np.tanh(x @ p["W1"])
+        return ((h @ p["W2"] - y) ** 2).mean()
+
+    run = bp.fit(loss, params, (X, Y), steps=1, optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
+    view = bp.viz.live(run, interval=0.0)
+    step = run.step
+    assert step.watching_values
+    # the reference, before the step: reverse mode over the step's own loss graph, interpreted
+    plan, inputs = step.plan_and_inputs(X, Y)  # compiles the watched step now
+    value_of = dict(zip(plan.graph.inputs, inputs))
+    graph = plan.loss_graph
+    reference = bp.autodiff.grad_of_graph(graph, [value_of[v] for v in graph.inputs], wrt=graph.inputs[:2])
+    _, grads = bp.value_and_grad(loss)({k: v.copy() for k, v in params.items()}, X, Y)
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("the live graph traced or differentiated while the run trained")
+
+    import bpmagic.viz.views as views
+
+    for module, name in ((views, "gradient_flow"), (bp.autodiff, "grad_of_graph"), (bp.autodiff, "backward")):
+        monkeypatch.setattr(module, name, no_tracing)
+    step(X, Y)
+    view._update(run)  # what the run's listener does after each step: it reads the step's numbers
+    measured = step.last.value_grads
+    assert len(measured) >= len(graph.eqns), "a watched step measures the gradient at every value"
+    for v, norm in measured.items():
+        assert norm == pytest.approx(float(np.linalg.norm(reference.adjoints[v])), rel=1e-9), v
+    assert measured[graph.inputs[0]] == pytest.approx(float(np.linalg.norm(grads["W1"])), rel=1e-9)
+    assert view.edge_weights and all(0.0 <= w <= 1.0 for w in view.edge_weights.values())
+
+
 def test_step_through_hides_each_answer_until_its_step():
     st = bp.viz.step_through(scalar_program, np.float64(1.5), np.float64(-0.5))
     grads = st.steps_data.gradients

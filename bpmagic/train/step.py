@@ -8,6 +8,7 @@ the loss and gradients were checked finite, so a NaN step leaves them as they we
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,10 +22,11 @@ from ..backends import get_backend
 from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError
-from ..ir import Source
+from ..ir import Graph, Source
 from ..trace import call_user, new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
+from .stats import from_sums
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,9 @@ class Layout:
     """The step graph's inputs and outputs, in order and by name.
 
     inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, per-step scalars ((param, scalar))
-    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics
+    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics:
+             per layer, sums of squares keyed (sum, layer) as in train.stats.SUMS; with watched values, the sum of
+             squares of the gradient at each forward value, keyed ("value", Var)
     """
 
     params: tuple
@@ -69,6 +73,15 @@ class Plan:
     layout: Layout
     compile_seconds: float
 
+    @property
+    def loss_graph(self):
+        """The forward pass alone: the params (all of them, in order) and whatever else of the step's inputs it
+        reads (buffers, the batch), in the step's order, to the loss."""
+        g = self.graph
+        forward = g.subgraph([e for e in g.eqns if e.phase == "forward"], [g.outputs[0]], name="loss")
+        reads = set(forward.inputs) | set(g.inputs[:len(self.layout.params)])
+        return Graph([v for v in g.inputs if v in reads], forward.eqns, forward.outputs, forward.consts, "loss")
+
 
 @dataclass
 class _Prepared:
@@ -76,6 +89,7 @@ class _Prepared:
 
     signature: tuple
     version: int
+    watching: bool
     plan: Plan
     hyper: dict
     held: list  # the params, state and buffers: updated in place, so the same arrays at every step
@@ -94,7 +108,8 @@ class StepInfo:
     loss: float
     hyper: dict
     lrs: dict
-    stats: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)  # column -> value, for each train.stats.LayerStat and layer
+    value_grads: dict = field(default_factory=dict)  # watched values: Var of the plan's graph -> |dL/d value|
 
 
 class CompiledStep:
@@ -142,6 +157,7 @@ class CompiledStep:
                                 f"got {type(self.optimizer).__name__}")
         self.groups = dict(default_groups(params)) if groups is None else {n: str(groups.get(n, n)) for n in params}
         self.with_stats = stats
+        self.watching_values = False
         self.state: dict = {name: {} for name in params}
         self.plans: dict = {}
         self.step_count = 0
@@ -178,11 +194,17 @@ class CompiledStep:
 
     def _plan_for(self, batch, hyper) -> Plan:
         structure = self.optimizer.structure(hyper)
-        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure)
+        watch = self.watching_values
+        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure, watch)
         plan = self.plans.get(key)
         if plan is None:
-            plan = self.plans[key] = self._compile(batch, hyper, structure)
+            plan = self.plans[key] = self._compile(batch, hyper, structure, watch)
         return plan
+
+    def watch_values(self, on=True):
+        """Also measure, at every step, the gradient at every value of the forward pass (in step.last.value_grads):
+        what bp.viz.live draws. From the next step on, which compiles the step once more."""
+        self.watching_values = bool(on)
 
     def _ensure_state(self, structure):
         xp = self.backend.xp
@@ -201,7 +223,7 @@ class CompiledStep:
             out[name] = {k: (v * m if k.startswith("lr") else v) for k, v in shared.items()}
         return out
 
-    def _compile(self, batch, hyper, structure) -> Plan:
+    def _compile(self, batch, hyper, structure, watch) -> Plan:
         t0 = time.perf_counter()
         self._ensure_state(structure)
         opt, names = self.optimizer, list(self.params)
@@ -217,6 +239,7 @@ class CompiledStep:
                     for n in names}
             start = len(tr.eqns)
             loss, new_buf = self.call_loss(p_in, b_in, buf_in)  # a mistake in it: one message naming the line
+            forward_values = [v for e in tr.eqns[start:] for v in e.outputs] if watch else []
             # a buffer's new value never carries a gradient, and keeps the buffer's dtype
             new_buf = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
                                      self.buffers[n].dtype) for n, v in new_buf.items()}
@@ -225,42 +248,45 @@ class CompiledStep:
                                     "reduce it (e.g. .mean())")
             if getattr(loss, "_bp_trace", None) is not tr:
                 raise BackpropError("the loss does not depend on the parameters, so there is nothing to train")
+            layers: dict = {}
+            for n in names:
+                layers.setdefault(self.groups[n], []).append(n)
             probes = {}
             if self.with_stats:
-                layer_vars = {}
-                for n in names:
-                    layer_vars.setdefault(self.groups[n], []).append(p_in[n]._bp_var)
-                probes = autodiff.layer_outputs(tr.eqns[start:], layer_vars)
+                probes = autodiff.layer_outputs(tr.eqns[start:], {layer: [p_in[n]._bp_var for n in members]
+                                                                  for layer, members in layers.items()})
             seed = tr.const(np.ones((), loss.dtype))
-            grad_list, signals = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
-                                                   keep=set(probes.values()) or {None})
+            adj = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
+                                    keep=set(probes.values()) | set(forward_values))
             grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
-                     for n, g in zip(names, grad_list)}
+                     for n, g in zip(names, adj.grads)}
             with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
-                sq = {n: ops.sum(grads[n] * grads[n]) for n in names} if self.with_stats else {}
+                sq = {n: _sum_sq(grads[n]) for n in names} if self.with_stats or watch else {}
                 # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
                 checks = [sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names]
                 new_p, new_s = {}, {}
                 for n in names:
                     new_p[n], new_s[n] = opt.update(p_in[n], grads[n], s_in[n], k_in[n], structure)
-                stat_vals, stat_names = [], []
+                stats = {}  # the statistics' keys (see Layout) -> traced sums of squares
                 if self.with_stats:
-                    for layer, var in probes.items():
-                        if var in signals:
-                            g = signals[var]
-                            stat_names.append(f"signal_sq/{layer}")
-                            stat_vals.append(ops.sum(g * g))
-                    for n in names:
-                        stat_names += [f"grad_sq/{n}", f"update_sq/{n}", f"param_sq/{n}"]
-                        d = new_p[n] - p_in[n]
-                        stat_vals += [sq[n], ops.sum(d * d), ops.sum(p_in[n] * p_in[n])]
+                    for layer, members in layers.items():
+                        stats[("grad", layer)] = _total(sq[n] for n in members)
+                        stats[("update", layer)] = _total(_sum_sq(new_p[n] - p_in[n]) for n in members)
+                        stats[("param", layer)] = _total(_sum_sq(p_in[n]) for n in members)
+                        if probes.get(layer) in adj.kept:
+                            stats[("signal", layer)] = _sum_sq(adj.kept[probes[layer]])
+                for n in names if watch else ():
+                    stats[("value", p_in[n]._bp_var)] = sq[n]
+                for v in forward_values:
+                    if v in adj.kept:
+                        stats[("value", v)] = _sum_sq(adj.kept[v])
             layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
                             buffers=tuple(self.buffers), batch=tuple(self.batch_names),
-                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stat_names))
+                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stats))
             inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
                       + [buf_in[n] for n in layout.buffers] + b_in + [k_in[n][k] for n, k in layout.scalars])
             outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
-                       + [new_buf[n] for n in layout.buffers] + stat_vals)
+                       + [new_buf[n] for n in layout.buffers] + list(stats.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
         exe = Executable(graph, self.backend, donate=layout.donate(), guards=layout.guards(),
@@ -274,7 +300,8 @@ class CompiledStep:
             opt = self.optimizer
             signature = tuple((b.shape, b.dtype) for b in batch)
             ready = self._prepared
-            if ready is None or ready.signature != signature or ready.version != opt.version or opt.step_dependent:
+            if (ready is None or ready.signature != signature or ready.version != opt.version or opt.step_dependent
+                    or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
             plan = ready.plan
             try:
@@ -283,17 +310,25 @@ class CompiledStep:
                 raise self._diagnose(plan, ready.held + batch + ready.scalars) from None
             self.step_count += 1
             loss = float(outs[0])
-            stats = {}
+            sums = {}
             if plan.layout.stats:
                 values = plan.layout.stats_of(outs)
-                stats = dict(zip(plan.layout.stats, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
-            self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats)
+                sums = dict(zip(plan.layout.stats, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
+            value_grads = {key[1]: math.sqrt(v) for key, v in sums.items() if key[0] == "value"}
+            stats = from_sums({key: v for key, v in sums.items() if key[0] != "value"})
+            self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats, value_grads)
             return loss
 
     def inputs(self, *batch) -> list:
         """Every input of the step graph for `batch`, in its layout's order, as the next step would get them."""
-        ready = self._prepare_call(self._prepare(batch), None)
-        return ready.held + self._prepare(batch) + ready.scalars
+        return self.plan_and_inputs(*batch)[1]
+
+    def plan_and_inputs(self, *batch):
+        """(plan, inputs): the plan the next step on `batch` would run (compiled now if it is new), and its inputs."""
+        with self._lock:
+            batch = self._prepare(batch)
+            ready = self._prepare_call(batch, None)
+            return ready.plan, ready.held + batch + ready.scalars
 
     @property
     def plan(self) -> Plan:
@@ -322,7 +357,7 @@ class CompiledStep:
         lrs = {n: scalars[n].get("lr") for n in self.params}
         held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
                 + [self.buffers[n] for n in layout.buffers])
-        return _Prepared(signature, version, plan, hyper, held, values, lrs)
+        return _Prepared(signature, version, self.watching_values, plan, hyper, held, values, lrs)
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""
@@ -373,6 +408,18 @@ class CompiledStep:
 
 
 
+def _sum_sq(x):
+    return ops.sum(x * x)
+
+
+def _total(terms):
+    terms = list(terms)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
 def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,
                  cuda_graph=True, matmul_precision="fp32", buffers=None):
     """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
@@ -380,7 +427,8 @@ def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto"
     params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
     (default SGD(lr=0.01)); its hyperparameters may be changed at any time. backend: "numpy", "cupy" or "auto".
     groups: param name -> layer name for per-layer learning-rate multipliers (default: names ending in the same
-    number form a layer). stats=True also computes per-parameter gradient, update and weight norms (step.last.stats).
+    number form a layer). stats=True also measures every layer's gradient norm, backpropagated signal and update
+    ratio (step.last.stats, keyed "grad_norm/<layer>" and so on: bp.train.stats).
     On CuPy, runs of elementwise operations are fused into generated kernels and, with cuda_graph=True (the
     default), the step is replayed as CUDA graphs; matmul_precision="tf32" or "bf16" uses tensor-core math with
     fp32 accumulation for float32 matmuls (default "fp32": exact fp32).

@@ -62,9 +62,10 @@ def status_text(run) -> str:
 class Run:
     """One training run: live while it trains, a record afterwards.
 
-    history: column -> per-step list ("step", "epoch", "loss", "lr", "time", and per layer "grad_norm/<layer>"
-    (norm of its parameters' gradient), "signal_norm/<layer>" (norm of the gradient arriving at its output),
-    "update_ratio/<layer>" (|update| / |weights|); "val_loss" when validating: None except at epoch ends). Every
+    history: column -> per-step list ("step", "epoch", "loss", "lr", "time", and per layer the columns of
+    bp.train.stats.LAYER_STATS: "grad_norm/<layer>" (norm of its parameters' gradient), "signal_norm/<layer>" (norm
+    of the gradient arriving at its output), "update_ratio/<layer>" (|update| / |weights|); "val_loss" when
+    validating: None except at epoch ends). Every
     other hyperparameter the step used has a column too ("momentum", "weight_decay", "lr_multiplier/<layer>"), so
     a change from code or from the dashboard shows at the step it took effect; `changes()` lists them.
 
@@ -332,15 +333,7 @@ class Run:
         multipliers = info.hyper.get("lr_multipliers", {})
         for layer in self.layers:
             row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)
-        if info.stats:
-            for layer, names in self.layers.items():
-                g = sum(info.stats[f"grad_sq/{n}"] for n in names)
-                u = sum(info.stats[f"update_sq/{n}"] for n in names)
-                w = sum(info.stats[f"param_sq/{n}"] for n in names)
-                row[f"grad_norm/{layer}"] = math.sqrt(g)
-                row[f"update_ratio/{layer}"] = math.sqrt(u) / math.sqrt(w) if w > 0 else float("nan")
-                signal = info.stats.get(f"signal_sq/{layer}")
-                row[f"signal_norm/{layer}"] = math.sqrt(signal) if signal is not None else float("nan")
+        row.update(info.stats)  # already named as history columns (train.stats)
         with self._history_lock:
             for key, value in row.items():
                 self.history.setdefault(key, []).append(value)

@@ -118,12 +118,16 @@ class StepThrough(GraphView):
 
 class LiveGraph(GraphView):
     """A Run's forward graph; while it trains, edge colour and width follow the gradient magnitude at each value,
-    refreshed about once a second from the run's own thread. The colour scale is fixed when the view is made
-    (log10 |gradient|, from a decade below the smallest edge to the largest), so edges fade as gradients shrink
-    and redden as they grow."""
+    refreshed about once a second. The colour scale is fixed when the view is made (log10 |gradient|, from a decade
+    below the smallest edge to the largest), so edges fade as gradients shrink and redden as they grow.
+
+    The drawing's first colours come from one gradient flow computed here; from then on the training step itself
+    measures the gradient at every value (step.watch_values), so an update only reads the last step's numbers."""
 
     def __init__(self, run, interval=1.0):
         graph, _, norms = gradient_flow(run)
+        run.step.watch_values()
+        self._plan = self._plan_graph = None
         self._layers = run.step.groups
         drawing = graph_to_dot(graph, layers=self._layers, grad_norms=norms)
         expanded = graph_to_dot(graph, layers=self._layers, expand=True) if drawing.bp_composites else None
@@ -148,15 +152,19 @@ class LiveGraph(GraphView):
             return
         try:
             self._last = now
-            graph, _, norms = gradient_flow(run)
-            self._show(graph, norms)
+            step = run.step
+            plan, info = step.plan, step.last
+            if info is not None and info.value_grads:  # a step since watching began
+                if plan is not self._plan:
+                    self._plan, self._plan_graph = plan, plan.loss_graph
+                self._show(self._plan_graph, info.value_grads)
             if finished:  # the record shows the final colours (the browser view records what it drew too)
                 self._record.update(self.record_bundle(), self)
         finally:
             self._lock.release()
 
     def _show(self, graph, norms):
-        # the run's loss is traced afresh each time: the k-th value of every trace is the same value of the program
+        # each plan (batch shape) has a graph of its own: the k-th value of each is the same value of the program
         by_position = {i: norms[v] for v, i in _value_order(graph).items() if v in norms}
         self._graph, self._norms = graph, norms
         self.edge_weights = {key: round(weight(by_position[i], self.scale), 3)

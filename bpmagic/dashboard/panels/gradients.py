@@ -3,10 +3,9 @@ output, on a log scale with a legend, and a layers x time strip (row labels, tim
 bands, the same for every run, where vanishing or exploding gradients stand out."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ...train.stats import GRAD_NORM, SIGNAL_NORM
 from ..dashboard import Panel
 from ..views import LayerBarsView, f32
 
@@ -17,8 +16,8 @@ STRIP_COLUMNS = 120
 SAMPLES_PER_COLUMN = 16
 
 
-def strip(history, layers, prefix, cols=STRIP_COLUMNS):
-    """float32 [layers, cols]: log10 of `prefix/<layer>` averaged over equal slices of the steps so far (from up to
+def strip(history, layers, stat, cols=STRIP_COLUMNS):
+    """float32 [layers, cols]: log10 of the LayerStat `stat` averaged over equal slices of the steps so far (from up to
     SAMPLES_PER_COLUMN evenly spaced steps per slice)."""
     n = len(history.get("step", []))
     if n == 0:
@@ -29,18 +28,13 @@ def strip(history, layers, prefix, cols=STRIP_COLUMNS):
     per_column = np.bincount(column, minlength=cols)
     out = np.full((len(layers), cols), np.nan, np.float32)
     for i, layer in enumerate(layers):
-        values = history.get(f"{prefix}/{layer}", [])
+        values = history.get(stat.column(layer), [])
         if len(values) < n:
             continue
         sampled = np.fromiter((values[j] for j in take), np.float64, len(take))
         with np.errstate(divide="ignore", invalid="ignore"):
             out[i] = np.bincount(column, np.log10(sampled), minlength=cols) / per_column
     return out
-
-
-def latest(history, key):
-    values = history.get(key)
-    return values[-1] if values else math.nan
 
 
 class GradientPanel(Panel):
@@ -55,9 +49,9 @@ class GradientPanel(Panel):
 
     def update(self, run):
         h = run.history
-        values = [[latest(h, f"grad_norm/{layer}"), latest(h, f"signal_norm/{layer}")] for layer in self.layers]
+        values = [[GRAD_NORM.latest(h, layer), SIGNAL_NORM.latest(h, layer)] for layer in self.layers]
         self.widget.values = f32(values)
-        s = strip(h, self.layers, "grad_norm")
+        s = strip(h, self.layers, GRAD_NORM)
         self.widget.strip_cols = s.shape[1]
         self.widget.strip_steps = len(h.get("step", []))
         self.widget.strip = s.tobytes()

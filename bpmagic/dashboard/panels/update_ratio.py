@@ -1,9 +1,9 @@
 """Update-to-weight ratio per layer: |lr * update| / |weights|; around 1e-3 is healthy (Karpathy's rule of thumb)."""
 from __future__ import annotations
 
+from ...train.stats import UPDATE_RATIO
 from ..dashboard import Panel
 from ..views import LayerBarsView, f32
-from .gradients import latest
 
 
 class UpdateRatioPanel(Panel):
@@ -17,4 +17,4 @@ class UpdateRatioPanel(Panel):
 
     def update(self, run):
         h = run.history
-        self.widget.values = f32([[latest(h, f"update_ratio/{layer}")] for layer in self.layers])
+        self.widget.values = f32([[UPDATE_RATIO.latest(h, layer)] for layer in self.layers])
