@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 import keyword
 
-from .core import Literal
+from .eqn import Literal
 
 
 class Namer:

@@ -94,7 +94,7 @@ def _hard_tanh_samples(rng):
 
 @composite(samples=_hard_tanh_samples,
            reference=lambda jax: lambda x, min_val=-1.0, max_val=1.0: jax.numpy.clip(x, min_val, max_val),
-           vjp_math="x̄ = ḡ · [min_val < x < max_val] (½ where x equals a bound)")
+           vjp_math="x̄ = ḡ · [min_val < x < max_val]")
 def hard_tanh(x, min_val=-1.0, max_val=1.0):
     """x limited to [min_val, max_val]."""
     return _composite.clip(x, min_val, max_val)

@@ -169,13 +169,15 @@ def _clip_reference(jax):
 
 
 @composite(samples=_clip_samples, reference=_clip_reference,
-           vjp_math="x̄ = ḡ · [lo < x < hi] (½ where x equals a bound); a traced lo or hi gets the ḡ where it binds")
+           vjp_math="x̄ = ḡ · [lo < x < hi] for number bounds; a traced lo or hi gets the ḡ where it binds (and "
+                    "half of it where x equals it)")
 def clip(x, lo=None, hi=None, *, min=None, max=None):
     """x limited to [lo, hi]; a bound of None leaves that side open. `min=` and `max=` are the same bounds by
     the names NumPy 2 and PyTorch give them."""
     lo, hi = (min if lo is None else lo), (max if hi is None else hi)
     if lo is None and hi is None:
         raise ShapeError("clip needs a lower bound, an upper bound or both (np.clip(x, 0, None) keeps x >= 0)")
+    # against a number, maximum's and minimum's VJPs break no ties: the backward is ḡ · [x > lo] · [x < hi]
     if lo is not None:
         x = _ew.maximum(x, lo)
     return x if hi is None else _ew.minimum(x, hi)

@@ -1,6 +1,9 @@
 """Elementwise primitives: unary math, broadcasting binary arithmetic, comparisons, where, astype.
 
-Every binary primitive broadcasts like NumPy, and its VJP sums the cotangent back to each operand's shape.
+Every binary primitive broadcasts like NumPy, and its VJP sums the cotangent back to each operand's shape
+(`unbroadcast`, here because every binary VJP ends with it). A constant operand (a number written in the graph)
+gets no cotangent, so none is computed: the backward graph holds only work whose result is used.
+
 A function is a primitive here when it cannot be composed accurately from the others: exp/log and their
 log1p/expm1 (accurate near 0), tanh, sin/cos, arctan (the inverse trigonometric and hyperbolic functions are
 composed from it and log1p in ops/elementary.py), sqrt, and the piecewise-constant floor/ceil/rint/sign (gradient
@@ -12,15 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import samples as S
-from . import shape as _shape
-from .core import Primitive, exposes, shape_error
+from .core import Primitive, composite, exposes, shape_error
 from .onnx import compare, of_x, op
 
 __all__ = [
     "add", "subtract", "multiply", "divide", "negative", "power", "exp", "log", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "where", "abs", "sqrt", "sign", "greater", "greater_equal", "less", "less_equal",
     "equal", "not_equal", "astype", "stop_gradient", "square", "sin", "cos", "arctan", "log1p", "expm1",
-    "floor", "ceil", "rint", "logaddexp",
+    "floor", "ceil", "rint", "logaddexp", "unbroadcast",
 ]
 
 
@@ -49,8 +51,51 @@ def _compare(name):
     return lambda a, b: (rule(a, b)[0], np.dtype(bool))
 
 
-def _unbroadcast(g, a):
-    return _shape.unbroadcast(g, a.shape)
+# -- the adjoint of broadcasting ---------------------------------------------------------------------------------
+def _unbroadcast_reference(jax):
+    def unbroadcast(g, shape):
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1)
+        return jax.numpy.sum(g, axis=axes).reshape(shape)
+
+    return unbroadcast
+
+
+def _unbroadcast_samples(rng):
+    pairs = [((2, 3, 4), (3, 1)), ((3, 4), ()), ((2, 3, 4), (1, 4)), ((3, 4), (3, 4))]  # g's shape, the target
+    return [((S.normal(rng, *g),), dict(shape=shape)) for g, shape in pairs]
+
+
+@composite(scoped=False, samples=_unbroadcast_samples, reference=_unbroadcast_reference, numpy_name=None,
+           vjp_math="input g gets broadcast_to(ȳ, g.shape), ȳ the result's cotangent: the adjoint of summing is "
+                    "broadcasting")
+def unbroadcast(g, shape):
+    """Sum g down to `shape`: the adjoint of broadcasting (every binary op's VJP ends with it)."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = len(g.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
+    # through the methods every traced value (and array) has: the sum and reshape primitives live in reduce and
+    # shape, which are built on this module, so importing them here would close an import circle
+    return g.sum(axis=axes).reshape(shape)
+
+
+def _traced(x) -> bool:
+    """Whether a VJP's operand is a traced value. A constant one (a Literal's value, handed to the VJP as a plain
+    array) takes no gradient: computing its cotangent would only record equations that are thrown away."""
+    return getattr(x, "_bp_trace", None) is not None
+
+
+def _binary_vjp(da, db):
+    """The VJP of a broadcasting binary primitive from one rule per operand, rule(g, out, a, b) -> that operand's
+    cotangent at the output's shape; a rule runs only for a traced operand, and its result is summed to its shape."""
+
+    def vjp(g, out, a, b):
+        return (unbroadcast(da(g, out, a, b), a.shape) if _traced(a) else None,
+                unbroadcast(db(g, out, a, b), b.shape) if _traced(b) else None)
+
+    return vjp
 
 
 # -- unary --------------------------------------------------------------------------------------------------------
@@ -152,18 +197,18 @@ rint = _rounding("rint", "rint", "rint", "Round", "The nearest integer (halves t
 
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
-                lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(g, b)), ufunc="add", fused="({0} + {1})",
+                _binary_vjp(lambda g, out, a, b: g, lambda g, out, a, b: g), ufunc="add", fused="({0} + {1})",
                 symbol="+", doc="a + b (broadcasting).", onnx=op("Add"), samples=S.join(S.binary(), S.scalar_mixes()),
                 reference=S.jax_numpy("add"),
                 vjp_math="ā = ḡ, b̄ = ḡ (each summed to its operand's shape)")
 subtract = Primitive("subtract", lambda xp, a, b: xp.subtract(a, b), _broadcast("subtract"),
-                     lambda g, out, a, b: (_unbroadcast(g, a), _unbroadcast(-g, b)), ufunc="subtract",
+                     _binary_vjp(lambda g, out, a, b: g, lambda g, out, a, b: -g), ufunc="subtract",
                      fused="({0} - {1})", symbol="-", doc="a − b (broadcasting).", onnx=op("Sub"),
                      samples=S.join(S.binary(), S.scalar_mixes()),
                      reference=S.jax_numpy("subtract"),
                      vjp_math="ā = ḡ, b̄ = −ḡ (each summed to its operand's shape)")
 multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast("multiply"),
-                     lambda g, out, a, b: (_unbroadcast(g * b, a), _unbroadcast(g * a, b)), ufunc="multiply",
+                     _binary_vjp(lambda g, out, a, b: g * b, lambda g, out, a, b: g * a), ufunc="multiply",
                      fused="({0} * {1})", symbol="*", doc="a · b (broadcasting).", onnx=op("Mul"),
                      samples=S.join(S.binary(), S.scalar_mixes(scalar=3)),
                      reference=S.jax_numpy("multiply"),
@@ -171,8 +216,9 @@ multiply = Primitive("multiply", lambda xp, a, b: xp.multiply(a, b), _broadcast(
 
 
 def _divide_vjp(g, out, a, b):
-    ga = g / b
-    return _unbroadcast(ga, a), _unbroadcast(-(ga * out), b)
+    ga = g / b  # both cotangents use it
+    return (unbroadcast(ga, a.shape) if _traced(a) else None,
+            unbroadcast(-(ga * out), b.shape) if _traced(b) else None)
 
 
 divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("divide"), _divide_vjp,
@@ -185,14 +231,18 @@ divide = Primitive("divide", lambda xp, a, b: xp.true_divide(a, b), _broadcast("
 
 
 def _power_vjp(g, out, x, y):
-    if getattr(y, "_bp_trace", None) is None and y.ndim == 0:  # a constant exponent, as in x ** 2
-        k = y.item()
-        gx = g * k * (x if k == 2 else power(x, k - 1))
-        return _unbroadcast(gx, x), None
-    gx = g * y * power(x, y - 1)
-    # d/dy x**y = log(x) x**y; where x <= 0 the log is undefined, and there we give 0 (as JAX does)
-    gy = g * out * log(where(x > 0, x, 1.0))
-    return _unbroadcast(gx, x), _unbroadcast(gy, y)
+    gx = gy = None
+    if _traced(x):
+        if not _traced(y) and y.ndim == 0:  # a constant exponent, as in x ** 2
+            k = y.item()
+            gx = g * k * (x if k == 2 else power(x, k - 1))
+        else:
+            gx = g * y * power(x, y - 1)
+        gx = unbroadcast(gx, x.shape)
+    if _traced(y):
+        # d/dy x**y = log(x) x**y; where x <= 0 the log is undefined, and there we give 0 (as JAX does)
+        gy = unbroadcast(g * out * log(where(x > 0, x, 1.0)), y.shape)
+    return gx, gy
 
 
 def _power_samples(rng):
@@ -224,20 +274,27 @@ def _logaddexp_samples(rng):
 
 
 logaddexp = Primitive("logaddexp", lambda xp, a, b: xp.logaddexp(a, b), _broadcast("logaddexp"),
-                      lambda g, out, a, b: (_unbroadcast(g * exp(a - out), a), _unbroadcast(g * exp(b - out), b)),
+                      _binary_vjp(lambda g, out, a, b: g * exp(a - out), lambda g, out, a, b: g * exp(b - out)),
                       ufunc="logaddexp", fused="(max({0}, {1}) + log1p(exp(-fabs({0} - {1}))))",
                       doc="log(e^a + e^b), without overflow.", onnx=_logaddexp_onnx, samples=_logaddexp_samples,
                       reference=S.jax_numpy("logaddexp"),
                       vjp_math="ā = ḡ · e^(a − y), b̄ = ḡ · e^(b − y) (each summed to its operand's shape)")
 
 
-def _minmax_vjp(pick):
+def _minmax_vjp(wins):
+    """wins(a, b): where a is strictly the one chosen (a > b for maximum)."""
+
     def rule(g, out, a, b):
-        a_wins = pick(a, b)
-        tie = equal(a, b)
-        # ties split the gradient evenly, so that maximum(x, x) has gradient 1 in total
-        wa = astype(a_wins, g.dtype) + 0.5 * astype(tie, g.dtype)
-        return _unbroadcast(g * wa, a), _unbroadcast(g * (1 - wa), b)
+        # against a number (maximum(x, 0), clip's bounds) the traced operand gets ḡ where it strictly wins: the
+        # number takes no gradient, so a tie has nobody to share with. maximum(x, 0) then has relu's gradient and
+        # clip's is ḡ · [lo < x < hi], with no tie-breaking equations (a float landing exactly on a bound is rare)
+        if not _traced(b):
+            return unbroadcast(multiply(g, wins(a, b)), a.shape), None
+        if not _traced(a):
+            return None, unbroadcast(multiply(g, wins(b, a)), b.shape)
+        # two traced operands split a tie evenly, so that maximum(x, x) has gradient 1 in total (as in JAX)
+        wa = astype(wins(a, b), g.dtype) + 0.5 * astype(equal(a, b), g.dtype)
+        return unbroadcast(g * wa, a.shape), unbroadcast(g * (1 - wa), b.shape)
 
     return rule
 
@@ -248,20 +305,24 @@ def _distinct_pairs(rng):
 
 maximum = Primitive("maximum", lambda xp, a, b: xp.maximum(a, b), _broadcast("maximum"),
                     _minmax_vjp(lambda a, b: greater(a, b)), ufunc="maximum", fused="max({0}, {1})",
-                    doc="The larger of a and b, entry by entry (ties share the gradient).", onnx=op("Max"),
-                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4),
-                                                                   0.3), {})]),
+                    doc="The larger of a and b, entry by entry (ties between traced values share the gradient).",
+                    onnx=op("Max"),
+                    samples=S.join(_distinct_pairs, lambda rng: [  # a number on either side
+                        ((S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 3, 4), 0.3), {}),
+                        ((0.3, S.avoiding(rng, [(-1.5, 0.2), (0.4, 1.5)], 4)), {})]),
                     reference=S.jax_numpy("maximum"),
                     vjp_math="ā = ḡ · ([a > b] + ½[a = b]), b̄ = ḡ · ([a < b] + ½[a = b]) (each summed to its "
-                             "operand's shape)")
+                             "operand's shape); against a number b, ā = ḡ · [a > b] (as relu)")
 minimum = Primitive("minimum", lambda xp, a, b: xp.minimum(a, b), _broadcast("minimum"),
                     _minmax_vjp(lambda a, b: less(a, b)), ufunc="minimum", fused="min({0}, {1})",
-                    doc="The smaller of a and b, entry by entry (ties share the gradient).", onnx=op("Min"),
-                    samples=S.join(_distinct_pairs, lambda rng: [((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4),
-                                                                   -0.3), {})]),
+                    doc="The smaller of a and b, entry by entry (ties between traced values share the gradient).",
+                    onnx=op("Min"),
+                    samples=S.join(_distinct_pairs, lambda rng: [  # a number on either side
+                        ((S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 3, 4), -0.3), {}),
+                        ((-0.3, S.avoiding(rng, [(-1.5, -0.4), (-0.2, 1.5)], 4)), {})]),
                     reference=S.jax_numpy("minimum"),
                     vjp_math="ā = ḡ · ([a < b] + ½[a = b]), b̄ = ḡ · ([a > b] + ½[a = b]) (each summed to its "
-                             "operand's shape)")
+                             "operand's shape); against a number b, ā = ḡ · [a < b]")
 
 # -- comparisons (no gradient) ----------------------------------------------------------------------------------
 _ONNX_COMPARISONS = {">": compare("Greater"), ">=": compare("GreaterOrEqual"), "<": compare("Less"),
@@ -292,7 +353,8 @@ def _where_rule(c, a, b):
 
 
 def _where_vjp(g, out, c, a, b):
-    return None, _unbroadcast(where(c, g, 0.0), a), _unbroadcast(where(c, 0.0, g), b)
+    return (None, unbroadcast(where(c, g, 0.0), a.shape) if _traced(a) else None,
+            unbroadcast(where(c, 0.0, g), b.shape) if _traced(b) else None)
 
 
 def _where_onnx(ctx, c, a, b):

@@ -2,7 +2,8 @@
 
 `matmul` is the only primitive here (it is already batched and broadcasting). einsum, tensordot, inner, outer and
 dot are composites: each reduces to transposes, reshapes, diagonals (integer indexing), sums and one matmul per pair
-of operands, so their backward graphs are matmuls too and differentiate again.
+of operands, so their backward graphs are matmuls too and differentiate again. norm and matrix_trace are composed
+from elementwise ops, sums and diagonals.
 """
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import string
 import numpy as np
 
 from ..errors import ShapeError
+from . import elementwise as _ew
 from . import reduce as _reduce
 from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 from .onnx import op
 
-__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "norm"]
+__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "norm", "matrix_trace"]
 
 
 def _matmul_rule(a, b):
@@ -36,7 +38,7 @@ def _matmul_rule(a, b):
 def _matmul_vjp(g, out, a, b):
     ga = _matmul(g, _shape.swapaxes(b, -1, -2))
     gb = _matmul(_shape.swapaxes(a, -1, -2), g)
-    return _shape.unbroadcast(ga, a.shape), _shape.unbroadcast(gb, b.shape)
+    return _ew.unbroadcast(ga, a.shape), _ew.unbroadcast(gb, b.shape)
 
 
 def _matmul_lowering(ctx, a, b, out=None):
@@ -299,8 +301,6 @@ def norm(x, ord=None, axis=None, keepdims=False):
     """np.linalg.norm: a vector norm along one axis (2 by default; 1, inf, -inf, any p), or a matrix norm over two
     axes ("fro" by default; 1 and inf: the largest column and row sums). Without axis: the 2-norm of the flattened
     array, or the matrix norm of a 2-d array when `ord` is given."""
-    from . import elementwise as _ew
-
     n = len(x.shape)
     if axis is None:
         axes = tuple(range(n)) if ord is None or n == 1 else (0, 1) if n == 2 else None
@@ -329,3 +329,15 @@ def norm(x, ord=None, axis=None, keepdims=False):
         return out if keepdims else _shape.squeeze(out, axis=axes)
     raise shape_error("norm", [x], f"ord={ord!r} over {len(axes)} axes is not supported on traced values (the "
                       "spectral and nuclear norms need an SVD); use the default, 'fro', 1 or inf")
+
+
+def _trace_samples(rng):
+    return [((S.normal(rng, 3, 4),), {}), ((S.normal(rng, 4, 3),), {"offset": 1}), ((S.normal(rng, 3, 3),),
+            {"offset": -1}), ((S.normal(rng, 2, 3, 3),), {"axis1": 1, "axis2": 2})]
+
+
+@composite(samples=_trace_samples, reference=S.jax_numpy("trace"), numpy_name="trace",
+           vjp_math="x̄ = ḡ on the diagonal, 0 elsewhere")
+def matrix_trace(x, offset=0, axis1=0, axis2=1):
+    """Sum of the diagonal: np.trace(h) and h.trace() (bp.trace is the tracer of functions)."""
+    return _reduce.sum(_shape.diagonal(x, offset, axis1, axis2), axis=-1)

@@ -3,6 +3,8 @@
 Primitives: sum and max (everything else reduces through them), argmax (an index, no gradient) and cumsum (a scan:
 as a composite it would be quadratic). mean, min, var, std, prod and argmin are compositions; prod multiplies
 pairwise in a tree, so its gradient is exact even where entries are zero (unlike out / x).
+
+Reductions build on elementwise and shape (a sum's VJP broadcasts back; max's compares); neither imports this module.
 """
 from __future__ import annotations
 

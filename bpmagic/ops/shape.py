@@ -4,6 +4,9 @@ The NumPy shape functions further down (pad, split, flip, roll, tile, repeat, ta
 composites of these: padding is a scatter into zeros (its VJP the slice back out), flips and splits are slices, roll
 is two slices joined, tile and repeat are broadcasts reshaped, take_along_axis is integer indexing and tril / triu
 are a `where` with a constant mask. None needs a VJP of its own.
+
+This module builds on elementwise (for `where`, and `unbroadcast`, the VJP of broadcast_to) and on nothing else of
+ops/: reductions build on it, not it on them.
 """
 from __future__ import annotations
 
@@ -12,16 +15,14 @@ import numbers
 import numpy as np
 
 from ..errors import ShapeError
-from . import reduce as _reduce
 from . import elementwise as _ew
 from . import samples as S
 from .core import Primitive, composite, exposes, shape_error
 
 __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take", "concatenate", "stack",
-           "expand_dims", "squeeze", "unbroadcast", "flatten",
+           "expand_dims", "squeeze", "flatten",
            "pad", "split", "flip", "roll", "tile", "repeat", "take_along_axis", "tril", "triu",
-           "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal",
-           "matrix_trace"]
+           "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal"]
 
 
 # -- reshape ------------------------------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def _broadcast_rule(x, shape):
 
 
 _broadcast_to = Primitive("broadcast_to", lambda xp, x, shape: xp.broadcast_to(x, shape), _broadcast_rule,
-                          lambda g, out, x, shape: (unbroadcast(g, x.shape),),
+                          lambda g, out, x, shape: (_ew.unbroadcast(g, x.shape),),
                           onnx=lambda ctx, x, shape: ctx.node("Expand", [x, ctx.ints(shape)]))
 
 
@@ -147,24 +148,6 @@ def broadcast_to(x, shape):
     """x repeated along new or size-1 axes to `shape` (NumPy's broadcasting, made explicit)."""
     shape = tuple(int(s) for s in shape)
     return x if tuple(x.shape) == shape else _broadcast_to(x, shape=shape)
-
-
-@composite(scoped=False, samples=_cases(([(2, 3, 4)], dict(shape=(3, 1))), ([(3, 4)], dict(shape=())),
-                                       ([(2, 3, 4)], dict(shape=(1, 4))), ([(3, 4)], dict(shape=(3, 4)))),
-           reference=lambda jax: lambda g, shape: jax.numpy.sum(
-               g, axis=tuple(range(g.ndim - len(shape))) + tuple(
-                   g.ndim - len(shape) + i for i, s in enumerate(shape) if s == 1), keepdims=False).reshape(shape),
-           numpy_name=None,
-           vjp_math="input g gets broadcast_to(ȳ, g.shape), ȳ the result's cotangent: the adjoint of summing is "
-                    "broadcasting")
-def unbroadcast(g, shape):
-    """Sum g down to `shape`: the adjoint of broadcasting (every binary op's VJP ends with it)."""
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    lead = len(g.shape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1)
-    return reshape(_reduce.sum(g, axis=axes), shape)
 
 
 @composite(samples=_cases(([(3, 4)], dict(axis=0)), ([(3, 4)], dict(axis=-1)), ([(3, 4)], dict(axis=1))),
@@ -728,10 +711,3 @@ def diagonal(x, offset=0, axis1=0, axis2=1):
     n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
     i = np.arange(n)
     return getitem(y, (Ellipsis, i - min(offset, 0), i + max(offset, 0)))
-
-
-@composite(samples=_diagonal_samples, reference=S.jax_numpy("trace"), numpy_name="trace",
-           vjp_math="x̄ = ḡ on the diagonal, 0 elsewhere")
-def matrix_trace(x, offset=0, axis1=0, axis2=1):
-    """Sum of the diagonal: np.trace(h) and h.trace() (bp.trace is the tracer of functions)."""
-    return _reduce.sum(diagonal(x, offset, axis1, axis2), axis=-1)

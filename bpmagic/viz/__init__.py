@@ -4,12 +4,12 @@ Importing this module makes every Graph render in Jupyter: as SVG when Graphviz'
 the `text/vnd.graphviz` MIME type for a browser-side renderer, and as DOT text otherwise. The live widgets
 (`step_through`, `live`) import ipywidgets only when first used, so `import bpmagic` stays quick.
 """
-from ..ir import core as _core
+from ..ir import Graph as _Graph
 from .dot import graph_to_dot, repeated_blocks
 from .render import Drawing, draw, mimebundle
 from .steps import backprop_steps
 
-_core.Graph.display_hook = staticmethod(mimebundle)
+_Graph.display_hook = staticmethod(mimebundle)
 _WIDGETS = ("GraphView", "LiveGraph", "StepThrough")
 
 
