@@ -88,6 +88,8 @@ def backward(trace, start, output, seed, wrt, keep=(), on_adjoint=None) -> Adjoi
     if output._bp_var not in active:
         return result
     adjoint = {output._bp_var: seed}
+    trace.name_values(start)  # before the adjoints are formed, so that the adjoint of h is called dh
+    _name_adjoint(seed, output._bp_var)
     with trace.recording(phase="backward"):
         for e in reversed(eqns):
             out = e.outputs[0]

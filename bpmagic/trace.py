@@ -19,7 +19,7 @@ import numpy as np
 from . import numpy_dispatch, ops
 from .backends import get_backend, is_array
 from .errors import BackpropError, ShapeError, TracingError, did_you_mean
-from .ir import Eqn, Graph, Literal, Source, Var
+from .ir import Eqn, Graph, Literal, Source, Var, assigned_names
 from .ops.core import fmt_shapes, promote_scalars
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -153,8 +153,15 @@ class Trace:
         with self.recording(scope=self.scope + (name,)):
             yield
 
+    def name_values(self, start=0):
+        """Values that the user's code assigned (`h = tanh(z)`) take that name, unless they have one: a graph then
+        prints and draws h, and autodiff calls its adjoint dh."""
+        for v, name in assigned_names(Graph([], self.eqns[start:], [])).items():
+            v.name = v.name or name
+
     def graph(self, inputs, outputs, name="f") -> Graph:
         """The Graph from `inputs` to `outputs` (Tracers or Vars) of everything recorded so far."""
+        self.name_values()
         ins = [getattr(t, "_bp_var", t) for t in inputs]
         outs = [self._atom(t)[0] if not isinstance(t, Tracer) or t._bp_trace is not self else t._bp_var
                 for t in outputs]

@@ -212,3 +212,34 @@ def test_widget_outputs_are_followed_by_a_record_with_an_image_where_dot_is_inst
     finally:
         views.svg_of = real
     assert "image/svg+xml" not in bare and f'data-bpmagic-record="{st.record_token}"' in bare["text/html"]
+
+
+def test_a_steps_backward_graph_names_what_flows_in_and_out_as_its_forward_graph_does():
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.standard_normal((2, 8)).astype(np.float32), "b1": np.zeros(8, np.float32),
+              "W2": rng.standard_normal((8, 1)).astype(np.float32), "b2": np.zeros(1, np.float32)}
+    X = rng.standard_normal((4, 2)).astype(np.float32)
+    Y = (rng.random((4, 1)) > 0.5).astype(np.float32)
+
+    def loss_fn(p, x, y):
+        h = np.tanh(x @ p["W1"] + p["b1"])
+        prob = bp.sigmoid(h @ p["W2"] + p["b2"])
+        return bp.binary_cross_entropy(prob, y)
+
+    step = bp.compile_step(loss_fn, params, X, Y, backend="numpy", stats=True)
+    forward, backward = str(step.forward_graph), str(step.backward_graph)
+    assert "h = tanh(" in forward and "prob = sigmoid(" in forward and "loss = negative(" in forward
+    # the backward graph reads its inputs under the forward graph's names, and names what it hands on
+    header = backward.splitlines()[0]
+    for name in ("h:", "prob:", "W2:", "x:", "y:"):
+        assert name in header, (name, header)
+    assert "dW1 = " in backward and "dh = " in backward and "signal_at_layer_1 = " in backward
+    numbered = re.findall(r"\b(t\d+):", header)
+    assert numbered, header
+    for name in numbered:
+        assert f"{name} = " in forward, f"{name} is the forward graph's {name}"
+    # clip's bounds take no tie-breaking: no equal / astype noise
+    assert "equal(" not in backward and "astype(" not in backward
+    dot = bp.viz.graph_to_dot(step.backward_graph).source
+    assert "input " not in dot and "output " not in dot
+    assert "signal at layer 1" in dot and "dW1" in dot

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import ast
 import keyword
+import re
 
 from .eqn import Literal
+
+
+def is_numbered(name) -> bool:
+    """Whether `name` is one a Namer numbers an unnamed value with (t1, t2, ...), not one the user gave."""
+    return bool(re.fullmatch(r"t\d+", name or ""))
 
 
 class Namer:

@@ -23,6 +23,7 @@ from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError
 from ..ir import Graph, Source
+from ..ir.printer import Namer
 from ..trace import call_user, new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
@@ -255,6 +256,7 @@ class CompiledStep:
             if self.with_stats:
                 probes = autodiff.layer_outputs(tr.eqns[start:], {layer: [p_in[n]._bp_var for n in members]
                                                                   for layer, members in layers.items()})
+            loss._bp_var.name = loss._bp_var.name or "loss"  # its seed is then dloss
             seed = tr.const(np.ones((), loss.dtype))
             adj = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
                                     keep=set(probes.values()) | set(forward_values))
@@ -274,6 +276,7 @@ class CompiledStep:
                         stats[("update", layer)] = _total(_sum_sq(new_p[n] - p_in[n]) for n in members)
                         stats[("param", layer)] = _total(_sum_sq(p_in[n]) for n in members)
                         if probes.get(layer) in adj.kept:
+                            _name(adj.kept[probes[layer]], f"signal at layer {layer}")
                             stats[("signal", layer)] = _sum_sq(adj.kept[probes[layer]])
                 for n in names if watch else ():
                     stats[("value", p_in[n]._bp_var)] = sq[n]
@@ -289,6 +292,12 @@ class CompiledStep:
                        + [new_buf[n] for n in layout.buffers] + list(stats.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
+        # one name per value across the whole step, so its forward, backward and update parts, printed or drawn
+        # apart, call each value alike (the backward graph's t6 is the forward graph's t6)
+        namer = Namer()
+        for v in graph.vars:
+            printed = namer(v)  # named values keep their names (a param's is its key); t1, t2, ... avoid them
+            v.name = v.name or printed
         exe = Executable(graph, self.backend, donate=layout.donate(), guards=layout.guards(),
                          cuda_graph=self.cuda_graph, matmul_precision=self.matmul_precision)
         return Plan(graph, exe, layout, time.perf_counter() - t0)
@@ -406,6 +415,11 @@ class CompiledStep:
     backward_graph = property(lambda self: self._latest().graph.part("backward"))
     update_graph = property(lambda self: self._latest().graph.part("update"))
 
+
+
+def _name(value, name):
+    """Name a traced value for printing and drawing, unless something (the user's code) named it already."""
+    value._bp_var.name = value._bp_var.name or name
 
 
 def _sum_sq(x):

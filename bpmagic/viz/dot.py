@@ -12,7 +12,7 @@ import math
 import graphviz
 
 from ..ir import Literal, Var
-from ..ir.printer import Namer
+from ..ir.printer import Namer, is_numbered
 from ..train.layers import layer_of
 
 # Graphviz knows this font's metrics, and the browser view measures its labels in the font it really uses
@@ -158,7 +158,8 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
         namer = Namer()  # walked in print(graph)'s order, so the drawing's names are the printed ones
         names = {v: namer(v) for v in graph.vars}
     if layers is None:
-        layers = {v.name: layer_of(v.name) for v in graph.inputs if v.name and v.name[-1:].isdigit()}
+        layers = {v.name: layer_of(v.name) for v in graph.inputs
+                  if v.name and v.name[-1:].isdigit() and not is_numbered(v.name)}
     dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": FONT},
                            node_attr={"fontname": FONT, "fontsize": "10"},
                            edge_attr={"fontname": FONT, "fontsize": "9"})
