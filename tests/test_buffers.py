@@ -111,3 +111,22 @@ def test_save_and_load_keep_the_buffers(ip, data, tmp_path, capsys):
     loaded = bp.Run.load(tmp_path / "bn.npz")
     np.testing.assert_array_equal(loaded.buffers["mean1"], data["mean1"])
     np.testing.assert_array_equal(loaded.params["W1"], data["W1"])
+
+
+def test_a_donated_input_is_not_overwritten_while_a_view_of_it_is_still_read():
+    """W.T is read after W's last direct read: writing W's new value into W in place would change what the view
+    shows (once it did, and s came out 16 instead of 12)."""
+    from bpmagic.backends.numpy_backend import NumpyBackend
+    from bpmagic.compile.executor import Executable
+
+    def f(W, x):
+        v = W.T
+        loss = bp.sum(x)
+        new_W = x * 2.0
+        return loss, new_W, bp.sum(v @ x)
+
+    W, x = np.arange(4.0).reshape(2, 2), np.ones((2, 2))
+    exe = Executable(bp.trace(f, W, x), NumpyBackend(), donate={1: 0}, guards=[0])
+    _, new_W, s = exe(W.copy(), x)
+    assert float(s) == float((W.T @ x).sum()) == 12.0
+    np.testing.assert_array_equal(new_W, x * 2.0)

@@ -2,6 +2,7 @@
 strings CuPy compiles), groups never cross the guard, and an executor that fuses gives the same training step."""
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,27 @@ def test_the_step_split_for_cuda_graphs_trains_like_the_plain_one(monkeypatch):
         graphed(bad, Y[:32])
     for k in before:
         np.testing.assert_array_equal(graphed.params[k], before[k])
+
+
+def test_the_split_takes_again_a_view_of_a_view_that_the_second_half_reads():
+    """x.T reshaped is a view of a view, made before the guard and read after it: the second CUDA graph cannot see
+    the first one's locals, so it must make both again (it once made only the outer one: a NameError at capture,
+    and the step fell back to running eagerly with a warning)."""
+    from bpmagic.compile.executor import Executable
+
+    def f(W, x):
+        v2 = bp.reshape(x.T, (2, 6))
+        return bp.sum(v2 @ W), W - 0.1 * bp.sum(v2)
+
+    W, x = np.ones((6, 2)), np.arange(12.0).reshape(4, 3)
+    exe = Executable(bp.trace(f, W, x), ReplayingNumpy(), donate={1: 0}, guards=[0], cuda_graph=True)
+    assert [exe.plan.instrs[i].eqns[0].primitive.name for i in exe.plan.retake] == ["transpose", "reshape"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns
+        loss, new = exe(W.copy(), x)
+    assert exe.run.replay not in (None, False), "the step runs as replayed graphs"
+    assert float(loss) == pytest.approx(float(np.sum(x.T.reshape(2, 6) @ W)))
+    np.testing.assert_allclose(new, W - 0.1 * x.sum())
 
 
 def test_precision_option_is_checked():

@@ -1,0 +1,213 @@
+"""The plan of a compiled step, as data: the order its equations run in, the array each result is written into, where
+the guard sits and what the second half of a CUDA-graph split must make again. compile/emit.py turns it into code.
+
+Order: everything the guards need comes first, so the finiteness check runs before anything donated is written.
+Arrays: every primitive that can write into an `out=` array gets one, so a step allocates nothing: the donated input
+it replaces when nothing reads that input later (parameters are updated in place), else the buffer of an input that
+dies here (elementwise ufuncs), else a pool buffer of its shape and dtype, free again once no live value may alias it.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir import Graph, Var
+from .fusion import Group, find_groups
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """An array of the step's pool: allocated once, when the step is compiled, and written with out=."""
+
+    name: str  # _b1, _b2, ...: as the generated code calls it
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def key(self):
+        return self.shape, self.dtype.str
+
+
+@dataclass
+class Instr:
+    """One statement of the step: an equation, or a fused group of equations computed by one kernel."""
+
+    position: int  # of its (first) equation in the schedule: names the statement's helpers (_f7, _g7)
+    eqns: list
+    into: list  # per result: the pool Buffer or donated input (a Var) written with out=, or None: a new local
+    group: Group | None = None
+
+    @property
+    def makes_local(self) -> bool:
+        """Whether its result is not written with out= but held in a local (a view, or an array its call makes)."""
+        return self.into == [None]
+
+    @property
+    def operands(self) -> list:
+        return self.group.inputs if self.group else self.eqns[0].inputs
+
+    @property
+    def results(self) -> list:
+        return self.group.outputs if self.group else self.eqns[0].outputs[:1]
+
+
+@dataclass
+class ExecutionPlan:
+    """What a compiled step computes, in order, and in which arrays."""
+
+    graph: Graph
+    instrs: list
+    guard: int | None  # the guard's checks run before instrs[guard]; None: no guard
+    checks: list  # Vars that must be finite before anything donated is written
+    copies: list  # (donated input, value) where the value could not be written in place: copied in at the end
+    retake: list  # indices of locals made before the guard and read after it, which a CUDA-graph split makes again
+
+
+def schedule(graph: Graph, guards=()) -> list:
+    """The graph's equations in an order where everything the guards need comes first."""
+    if not guards:
+        return list(graph.eqns)
+    needed = {graph.outputs[i] for i in guards}
+    first = set()
+    for e in reversed(graph.eqns):
+        if any(v in needed for v in e.outputs):
+            first.add(id(e))
+            needed.update(v for v in e.inputs if isinstance(v, Var))
+    return [e for e in graph.eqns if id(e) in first] + [e for e in graph.eqns if id(e) not in first]
+
+
+def last_uses(graph: Graph, order) -> dict:
+    """Var -> position of the last equation that reads it; the graph's outputs live past the end."""
+    last = {v: k for k, e in enumerate(order) for v in e.inputs if isinstance(v, Var)}
+    last.update(dict.fromkeys(graph.outputs, len(order)))
+    return last
+
+
+class Allocator:
+    """Which arrays each live value may alias (a donated input, a pool Buffer) and which pool buffers are free.
+
+    Ordered dicts stand for sets here, so that buffers are freed, and so reused, in the same order on every run.
+    """
+
+    def __init__(self, arrays, last_use):
+        self.last_use = last_use
+        self.aliases = {v: {v: None} for v in arrays}  # live value -> the arrays it may alias
+        self.users = Counter(arrays)  # array -> how many live values may alias it
+        self.buffer_of = {}  # value -> the pool Buffer it was written into
+        self.free = defaultdict(list)  # Buffer.key -> buffers no live value aliases
+        self.count = 0
+
+    def place(self, e, k, donor=None):
+        """Where equation k writes its result (None: it makes a new local)."""
+        out = e.outputs[0]
+        if not e.primitive.writes_out:
+            self.aliases[out] = {a: None for v in e.inputs if isinstance(v, Var) for a in self.aliases.get(v, ())}
+            self.users.update(self.aliases[out].keys())  # the local may be a view of any input: keep their arrays
+            return None
+        if donor is not None and self._can_write(donor, e, k):
+            into = donor
+        else:
+            into = self._dying_input(e, k) or self.take(out)
+        self.write(out, into)
+        return into
+
+    def take(self, v) -> Buffer:
+        """A free pool buffer of v's shape and dtype, else a new one."""
+        dtype = np.dtype(v.dtype)
+        free = self.free[(v.shape, dtype.str)]
+        if free:
+            return free.pop()
+        self.count += 1
+        return Buffer(f"_b{self.count}", v.shape, dtype)
+
+    def write(self, v, array):
+        self.aliases[v] = {array: None}
+        self.users[array] += 1
+        if isinstance(array, Buffer):
+            self.buffer_of[v] = array
+
+    def retire(self, values, k):
+        """Values read for the last time at or before position k stop holding their arrays."""
+        for v in dict.fromkeys(v for v in values if isinstance(v, Var) and self.last_use.get(v, -1) <= k):
+            for a in self.aliases.pop(v, ()):
+                self.users[a] -= 1
+                if self.users[a] == 0 and isinstance(a, Buffer):
+                    self.free[a.key].append(a)
+
+    def _can_write(self, donor, e, k) -> bool:
+        """Only if nothing reads the donated input, or a value that may alias it, after equation k."""
+        if self.last_use.get(donor, -1) > k:
+            return False
+        if any(v is not donor and donor in arrays and self.last_use.get(v, -1) > k
+               for v, arrays in self.aliases.items()):
+            return False
+        # elementwise in place is safe; matmul or a reduction reading the donor while writing it is not
+        return e.primitive.elementwise or donor not in e.inputs
+
+    def _dying_input(self, e, k):
+        """The pool buffer of an input read for the last time here, held by nothing else, of the result's shape and
+        dtype: an elementwise ufunc may write its result over it."""
+        if not (e.primitive.ufunc and e.primitive.elementwise):
+            return None
+        out = e.outputs[0]
+        for v in e.inputs:
+            buffer = self.buffer_of.get(v)
+            if (buffer is not None and self.last_use.get(v) == k and v.shape == out.shape and v.dtype == out.dtype
+                    and self.users[buffer] == 1):
+                return buffer
+        return None
+
+
+def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan:
+    """The plan of `graph` (see Executable for donate and guards); fuse: group runs of elementwise equations."""
+    order = schedule(graph, guards)
+    last_use = last_uses(graph, order)
+    checks = [graph.outputs[i] for i in guards]
+    guarded = set(checks)
+    guard_at = None
+    if guards:  # after the last equation that computes a checked value
+        guard_at = max((k + 1 for k, e in enumerate(order) if any(v in guarded for v in e.outputs)), default=0)
+    groups = {}
+    if fuse:
+        outputs = set(graph.outputs)
+        groups = {group.start: group
+                  for group in find_groups(order, lambda v, k: v in outputs or last_use.get(v, -1) > k,
+                                           stops=() if guard_at is None else {guard_at})}
+    donated = {graph.outputs[o]: graph.inputs[i] for o, i in (donate or {}).items()}
+
+    alloc = Allocator(list(graph.inputs) + list(graph.consts), last_use)
+    instrs, k = [], 0
+    while k < len(order):
+        group = groups.get(k)
+        if group is not None:
+            # a kernel's results get pool buffers: writing into donated or dying inputs is not planned for kernels
+            into = [alloc.take(v) for v in group.outputs]
+            for v, buffer in zip(group.outputs, into):
+                alloc.write(v, buffer)
+            instr = Instr(k, group.eqns, into, group)
+        else:
+            instr = Instr(k, [order[k]], [alloc.place(order[k], k, donated.get(order[k].outputs[0]))])
+        instrs.append(instr)
+        k += len(instr.eqns)
+        alloc.retire(instr.operands, k - 1)
+    # groups never span the guard's position
+    guard = None if guard_at is None else sum(1 for instr in instrs if instr.position < guard_at)
+    written = {v: into for instr in instrs for v, into in zip(instr.results, instr.into)}
+    copies = [(donor, v) for v, donor in donated.items() if written.get(v) is not donor and v is not donor]
+    return ExecutionPlan(graph, instrs, guard, checks, copies, _retake(instrs, guard, graph.outputs, copies))
+
+
+def _retake(instrs, guard, outputs, copies) -> list:
+    """Locals made before the guard that something after it reads, with the locals they are made from: a CUDA
+    graph's second half cannot see the first half's locals (a view costs nothing to take again)."""
+    if guard is None:
+        return []
+    read = {v for instr in instrs[guard:] for v in instr.operands} | set(outputs) | {v for _, v in copies}
+    retake = []
+    for i in reversed(range(guard)):
+        if instrs[i].makes_local and instrs[i].results[0] in read:
+            retake.append(i)
+            read.update(instrs[i].operands)
+    return retake[::-1]
