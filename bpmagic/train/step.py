@@ -319,12 +319,12 @@ class CompiledStep:
                 raise self._diagnose(plan, ready.held + batch + ready.scalars) from None
             self.step_count += 1
             loss = float(outs[0])
-            sums = {}
+            stats, value_grads = {}, {}
             if plan.layout.stats:
                 values = plan.layout.stats_of(outs)
                 sums = dict(zip(plan.layout.stats, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
-            value_grads = {key[1]: math.sqrt(v) for key, v in sums.items() if key[0] == "value"}
-            stats = from_sums({key: v for key, v in sums.items() if key[0] != "value"})
+                value_grads = {key[1]: math.sqrt(v) for key, v in sums.items() if key[0] == "value"}
+                stats = from_sums({key: v for key, v in sums.items() if key[0] != "value"})
             self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats, value_grads)
             return loss
 
