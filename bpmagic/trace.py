@@ -59,6 +59,7 @@ class Trace:
         self.phase = "forward"
         self.source_override: Source | None = None
         self.scope: tuple = ()  # the composite calls now running (see ops.core.composite)
+        self.named_from = 0  # equations before this one came from a loaded graph (see load)
 
     # -- values entering the trace --------------------------------------------------------------------------
     def new_input(self, value, name=None) -> "Tracer":
@@ -97,6 +98,7 @@ class Trace:
                 values = [self.tracers[v].value if isinstance(v, Var) else v.value for v in e.inputs]
                 self.eqns.append(e)
                 self._tracer(e.outputs[0], xp.asarray(e.primitive.impl(xp, *values, **e.params)))
+        self.named_from = len(self.eqns)  # the loaded graph's values are named by whoever owns that graph
 
     def _atom(self, x):
         """Var or Literal for an argument; its concrete value."""
@@ -155,8 +157,8 @@ class Trace:
 
     def name_values(self, start=0):
         """Values that the user's code assigned (`h = tanh(z)`) take that name, unless they have one: a graph then
-        prints and draws h, and autodiff calls its adjoint dh."""
-        for v, name in assigned_names(Graph([], self.eqns[start:], [])).items():
+        prints and draws h, and autodiff calls its adjoint dh. Values loaded from a finished graph are left alone."""
+        for v, name in assigned_names(Graph([], self.eqns[max(start, self.named_from):], [])).items():
             v.name = v.name or name
 
     def graph(self, inputs, outputs, name="f") -> Graph:

@@ -126,7 +126,8 @@ def test_live_graph_reads_the_steps_own_measurements_and_traces_nothing_while_tr
     run = bp.fit(loss, params, (X, Y), steps=1, optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
     view = bp.viz.live(run, interval=0.0)
     step = run.step
-    assert step.watching_values
+    assert not step.watching_values, "the run has ended: its view stops the step measuring"
+    step.watch_values()  # as while the run trains
     # the reference, before the step: reverse mode over the step's own loss graph, interpreted
     plan, inputs = step.plan_and_inputs(X, Y)  # compiles the watched step now
     value_of = dict(zip(plan.graph.inputs, inputs))

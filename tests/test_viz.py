@@ -243,3 +243,24 @@ def test_a_steps_backward_graph_names_what_flows_in_and_out_as_its_forward_graph
     dot = bp.viz.graph_to_dot(step.backward_graph).source
     assert "input " not in dot and "output " not in dot
     assert "signal at layer 1" in dot and "dW1" in dot
+
+
+def test_a_name_the_code_reuses_is_told_apart_alike_in_every_part_and_the_losss_own_name_is_kept():
+    rng = np.random.default_rng(1)
+    params = {"W1": rng.standard_normal((3, 3)), "W2": rng.standard_normal((3, 3))}
+    X, Y = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+
+    def loss_fn(p, x, y):
+        h = np.tanh(x @ p["W1"])
+        h = np.tanh(h @ p["W2"])  # the same name for a second value
+        L = ((h - y) ** 2).mean()
+        return L
+
+    step = bp.compile_step(loss_fn, params, X, Y, backend="numpy")
+    forward, backward = str(step.forward_graph), str(step.backward_graph)
+    assert "h = tanh(" in forward and "h_2 = tanh(" in forward and "L = " in forward and "loss" not in forward
+    first = re.search(r"(\w+) = tanh\(", forward).group(1)  # the first tanh's value, as the forward graph calls it
+    assert first == "h"
+    # the backward graph multiplies W2's gradient by the first h (its input), under the same name
+    assert re.search(r"transpose\(h, ", backward), backward
+    assert "dloss" not in backward  # the seed (where the folding of constants leaves it) would be dL

@@ -5,14 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .. import ops
+
 
 @dataclass(frozen=True)
 class LayerStat:
     """One statistic measured for every layer at every step; `column(layer)` is its key in step.last.stats and in
-    run.history."""
+    run.history; `label` is how a dashboard names it."""
 
     name: str
-    meaning: str
+    label: str
 
     def column(self, layer) -> str:
         return f"{self.name}/{layer}"
@@ -23,27 +25,55 @@ class LayerStat:
         return values[-1] if values else math.nan
 
 
-GRAD_NORM = LayerStat("grad_norm", "|dL/dW|: the norm of the gradient of the layer's parameters")
-SIGNAL_NORM = LayerStat("signal_norm", "|dL/d output|: the norm of the signal backpropagation delivers to the "
-                                       "layer's output (the textbook delta)")
-UPDATE_RATIO = LayerStat("update_ratio", "|update| / |W|: how far one step moves the layer's parameters, relative "
-                                         "to their size")
+# the norm of the gradient of the layer's parameters
+GRAD_NORM = LayerStat("grad_norm", "gradient of the parameters |dL/dW|")
+# the norm of the signal backpropagation delivers to the layer's output (the textbook delta)
+SIGNAL_NORM = LayerStat("signal_norm", "backpropagated signal |dL/d output|")
+# how far one step moves the layer's parameters, relative to their size
+UPDATE_RATIO = LayerStat("update_ratio", "update / weights")
 LAYER_STATS = (GRAD_NORM, SIGNAL_NORM, UPDATE_RATIO)
 
 
 # what the step graph computes per layer: sums of squares, cheap to reduce on the device; the norms and the ratio are
-# taken from them on the host, where a layer with all-zero weights can get a NaN ratio without a warning
-SUMS = ("grad", "update", "param", "signal")
+# taken from them on the host, where a layer with all-zero weights gets a NaN ratio without a warning
+GRAD, UPDATE, PARAM, SIGNAL = "grad", "update", "param", "signal"
+
+
+def sum_of_squares(x):
+    return ops.sum(x * x)
+
+
+def layer_sums(layers: dict, grad_sq: dict, params: dict, new_params: dict, signals: dict) -> dict:
+    """{(sum, layer): traced sum of squares}, for the step graph. `layers` maps a layer to its params' names;
+    grad_sq holds each param's gradient's sum of squares (the step's guard checks those too); `signals` each
+    layer's adjoint at its output, where backpropagation reached one."""
+    sums = {}
+    for layer, names in layers.items():
+        sums[(GRAD, layer)] = _total(grad_sq[n] for n in names)
+        sums[(UPDATE, layer)] = _total(sum_of_squares(new_params[n] - params[n]) for n in names)
+        sums[(PARAM, layer)] = _total(sum_of_squares(params[n]) for n in names)
+        if layer in signals:
+            signal = signals[layer]
+            signal._bp_var.name = signal._bp_var.name or f"signal at layer {layer}"  # as printed and drawn
+            sums[(SIGNAL, layer)] = sum_of_squares(signal)
+    return sums
 
 
 def from_sums(sums: dict) -> dict:
-    """{(sum, layer): value} (sum in SUMS; "signal" only for layers the backward pass reaches) -> {column: value}
-    for every LayerStat."""
+    """{(sum, layer): value} from layer_sums, as numbers -> {column: value} for every LayerStat."""
     out = {}
     for layer in dict.fromkeys(layer for _, layer in sums):
-        g, u, w = (sums[(k, layer)] for k in ("grad", "update", "param"))
+        g, u, w = (sums[(k, layer)] for k in (GRAD, UPDATE, PARAM))
         out[GRAD_NORM.column(layer)] = math.sqrt(g)
-        signal = sums.get(("signal", layer))
+        signal = sums.get((SIGNAL, layer))
         out[SIGNAL_NORM.column(layer)] = math.sqrt(signal) if signal is not None else math.nan
         out[UPDATE_RATIO.column(layer)] = math.sqrt(u) / math.sqrt(w) if w > 0 else math.nan
     return out
+
+
+def _total(terms):
+    terms = list(terms)
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total

@@ -27,7 +27,7 @@ from ..ir.printer import Namer
 from ..trace import call_user, new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
-from .stats import from_sums
+from .stats import from_sums, layer_sums, sum_of_squares
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,9 @@ class Layout:
     """The step graph's inputs and outputs, in order and by name.
 
     inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, per-step scalars ((param, scalar))
-    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics:
-             per layer, sums of squares keyed (sum, layer) as in train.stats.SUMS; with watched values, the sum of
-             squares of the gradient at each forward value, keyed ("value", Var)
+    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics
+             (per layer, sums of squares keyed (sum, layer): train.stats) and, for each watched value (a Var of the
+             forward pass), the sum of squares of the gradient there
     """
 
     params: tuple
@@ -46,6 +46,7 @@ class Layout:
     batch: tuple
     scalars: tuple
     stats: tuple = ()
+    watched: tuple = ()
 
     @property
     def n_held(self) -> int:
@@ -61,7 +62,8 @@ class Layout:
         """The outputs that must be finite before anything donated is written: the loss and the checks."""
         return list(range(1 + len(self.params)))
 
-    def stats_of(self, outputs) -> list:
+    def measured(self, outputs) -> list:
+        """The outputs that are measurements: the statistics, then the watched values."""
         return list(outputs[1 + len(self.params) + self.n_held:])
 
 
@@ -167,7 +169,7 @@ class CompiledStep:
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
         self.batch_names = arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
-        self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters())
+        self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters(), False)
 
     def call_loss(self, params, batch, buffers=None):
         """(loss, new buffers) of the model on `params`, `batch` and `buffers` (traced or concrete): the one place
@@ -193,9 +195,8 @@ class CompiledStep:
     def _prepare(self, batch):
         return [b if self.backend.owns(b) else self.backend.asarray(b) for b in batch]
 
-    def _plan_for(self, batch, hyper) -> Plan:
+    def _plan_for(self, batch, hyper, watch) -> Plan:
         structure = self.optimizer.structure(hyper)
-        watch = self.watching_values
         key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure, watch)
         plan = self.plans.get(key)
         if plan is None:
@@ -256,6 +257,7 @@ class CompiledStep:
             if self.with_stats:
                 probes = autodiff.layer_outputs(tr.eqns[start:], {layer: [p_in[n]._bp_var for n in members]
                                                                   for layer, members in layers.items()})
+            tr.name_values(start)  # the user's names first (the loss may be their L)
             loss._bp_var.name = loss._bp_var.name or "loss"  # its seed is then dloss
             seed = tr.const(np.ones((), loss.dtype))
             adj = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
@@ -263,41 +265,35 @@ class CompiledStep:
             grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
                      for n, g in zip(names, adj.grads)}
             with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
-                sq = {n: _sum_sq(grads[n]) for n in names} if self.with_stats or watch else {}
+                sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
                 # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
                 checks = [sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names]
                 new_p, new_s = {}, {}
                 for n in names:
                     new_p[n], new_s[n] = opt.update(p_in[n], grads[n], s_in[n], k_in[n], structure)
-                stats = {}  # the statistics' keys (see Layout) -> traced sums of squares
-                if self.with_stats:
-                    for layer, members in layers.items():
-                        stats[("grad", layer)] = _total(sq[n] for n in members)
-                        stats[("update", layer)] = _total(_sum_sq(new_p[n] - p_in[n]) for n in members)
-                        stats[("param", layer)] = _total(_sum_sq(p_in[n]) for n in members)
-                        if probes.get(layer) in adj.kept:
-                            _name(adj.kept[probes[layer]], f"signal at layer {layer}")
-                            stats[("signal", layer)] = _sum_sq(adj.kept[probes[layer]])
-                for n in names if watch else ():
-                    stats[("value", p_in[n]._bp_var)] = sq[n]
-                for v in forward_values:
-                    if v in adj.kept:
-                        stats[("value", v)] = _sum_sq(adj.kept[v])
+                signals = {layer: adj.kept[v] for layer, v in probes.items() if v in adj.kept}
+                stats = layer_sums(layers, sq, p_in, new_p, signals) if self.with_stats else {}
+                # watched values: the gradient's sum of squares at each (the params' is their gradient's)
+                watched = {p_in[n]._bp_var: sq[n] for n in names} if watch else {}
+                watched.update({v: sum_of_squares(adj.kept[v]) for v in forward_values if v in adj.kept})
             layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
                             buffers=tuple(self.buffers), batch=tuple(self.batch_names),
-                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stats))
+                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stats),
+                            watched=tuple(watched))
             inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
                       + [buf_in[n] for n in layout.buffers] + b_in + [k_in[n][k] for n, k in layout.scalars])
             outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
-                       + [new_buf[n] for n in layout.buffers] + list(stats.values()))
+                       + [new_buf[n] for n in layout.buffers] + list(stats.values()) + list(watched.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
         # one name per value across the whole step, so its forward, backward and update parts, printed or drawn
         # apart, call each value alike (the backward graph's t6 is the forward graph's t6)
-        namer = Namer()
+        namer, seen = Namer(), set()
         for v in graph.vars:
-            printed = namer(v)  # named values keep their names (a param's is its key); t1, t2, ... avoid them
-            v.name = v.name or printed
+            printed = namer(v)  # a param keeps its key; a second h becomes h_2; t1, t2, ... avoid them all
+            if v.name is None or v.name in seen:
+                v.name = printed
+            seen.add(v.name)
         exe = Executable(graph, self.backend, donate=layout.donate(), guards=layout.guards(),
                          cuda_graph=self.cuda_graph, matmul_precision=self.matmul_precision)
         return Plan(graph, exe, layout, time.perf_counter() - t0)
@@ -320,29 +316,32 @@ class CompiledStep:
             self.step_count += 1
             loss = float(outs[0])
             stats, value_grads = {}, {}
-            if plan.layout.stats:
-                values = plan.layout.stats_of(outs)
-                sums = dict(zip(plan.layout.stats, self.backend.to_numpy(self.backend.xp.stack(values)).tolist()))
-                value_grads = {key[1]: math.sqrt(v) for key, v in sums.items() if key[0] == "value"}
-                stats = from_sums({key: v for key, v in sums.items() if key[0] != "value"})
+            layout = plan.layout
+            if layout.stats or layout.watched:
+                sums = self.backend.to_numpy(self.backend.xp.stack(layout.measured(outs))).tolist()
+                stats = from_sums(dict(zip(layout.stats, sums)))
+                value_grads = {v: math.sqrt(x) for v, x in zip(layout.watched, sums[len(layout.stats):])}
             self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats, value_grads)
             return loss
 
     def inputs(self, *batch) -> list:
-        """Every input of the step graph for `batch`, in its layout's order, as the next step would get them."""
+        """Every input of the step graph for `batch`, in its layout's order, as the next step would get them
+        (the params, state and buffers as copies)."""
         return self.plan_and_inputs(*batch)[1]
 
     def plan_and_inputs(self, *batch):
-        """(plan, inputs): the plan the next step on `batch` would run (compiled now if it is new), and its inputs."""
+        """(plan, inputs): the plan the next step on `batch` would run (compiled now if it is new), and its inputs:
+        copies of the params, state and buffers as they are now."""
         with self._lock:
             batch = self._prepare(batch)
             ready = self._prepare_call(batch, None)
-            return ready.plan, ready.held + batch + ready.scalars
+            # copies: a training thread updates the params in place while the caller reads these
+            return ready.plan, [a.copy() for a in ready.held] + batch + ready.scalars
 
     @property
     def plan(self) -> Plan:
         """The compiled plan of the latest step (of the first compiled one before any step)."""
-        return self._prepared.plan if self._prepared is not None else self._latest()
+        return self._latest()
 
     @property
     def source(self) -> str:
@@ -355,7 +354,8 @@ class CompiledStep:
     def _prepare_call(self, batch, signature):
         """What stays the same from step to step until the batch shape or a hyperparameter changes."""
         version, hyper = self.optimizer.snapshot()
-        plan = self._plan_for(batch, hyper)
+        watch = self.watching_values  # read once: watch_values() may change it from another thread meanwhile
+        plan = self._plan_for(batch, hyper, watch)
         structure = self.optimizer.structure(hyper)
         self._ensure_state(structure)
         scalars = self._scalars(hyper, self.step_count + 1)
@@ -366,7 +366,7 @@ class CompiledStep:
         lrs = {n: scalars[n].get("lr") for n in self.params}
         held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
                 + [self.buffers[n] for n in layout.buffers])
-        return _Prepared(signature, version, self.watching_values, plan, hyper, held, values, lrs)
+        return _Prepared(signature, version, watch, plan, hyper, held, values, lrs)
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""
@@ -399,7 +399,9 @@ class CompiledStep:
 
     # -- graphs --------------------------------------------------------------------------------------------------------
     def _latest(self):
-        return list(self.plans.values())[-1]
+        """The plan of the latest step (of the first compiled one before any step): the one that runs, not the
+        latest compiled (a drawing may compile one for a batch of its own)."""
+        return self._prepared.plan if self._prepared is not None else next(iter(self.plans.values()))
 
     step_graph = property(lambda self: self._latest().graph, doc="The whole step graph (forward, backward, update).")
 
@@ -415,23 +417,6 @@ class CompiledStep:
     backward_graph = property(lambda self: self._latest().graph.part("backward"))
     update_graph = property(lambda self: self._latest().graph.part("update"))
 
-
-
-def _name(value, name):
-    """Name a traced value for printing and drawing, unless something (the user's code) named it already."""
-    value._bp_var.name = value._bp_var.name or name
-
-
-def _sum_sq(x):
-    return ops.sum(x * x)
-
-
-def _total(terms):
-    terms = list(terms)
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
 
 
 def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,

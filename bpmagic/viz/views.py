@@ -122,11 +122,12 @@ class LiveGraph(GraphView):
     below the smallest edge to the largest), so edges fade as gradients shrink and redden as they grow.
 
     The drawing's first colours come from one gradient flow computed here; from then on the training step itself
-    measures the gradient at every value (step.watch_values), so an update only reads the last step's numbers."""
+    measures the gradient at every value (step.watch_values: one more reduction per value and step, until the run
+    ends), so an update only reads the last step's numbers."""
 
     def __init__(self, run, interval=1.0):
+        run.step.watch_values()  # first: the drawing below is then of the plan the run will go on with
         graph, _, norms = gradient_flow(run)
-        run.step.watch_values()
         self._plan = self._plan_graph = None
         self._layers = run.step.groups
         drawing = graph_to_dot(graph, layers=self._layers, grad_norms=norms)
@@ -157,7 +158,10 @@ class LiveGraph(GraphView):
             if info is not None and info.value_grads:  # a step since watching began
                 if plan is not self._plan:
                     self._plan, self._plan_graph = plan, plan.loss_graph
+                    self._plan_graph.name = self._graph.name
                 self._show(self._plan_graph, info.value_grads)
+            if finished:
+                step.watch_values(False)
             if finished:  # the record shows the final colours (the browser view records what it drew too)
                 self._record.update(self.record_bundle(), self)
         finally:

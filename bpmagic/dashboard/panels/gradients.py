@@ -44,8 +44,7 @@ class GradientPanel(Panel):
         super().__init__(run)
         self.layers = list(run.layers)
         self.widget = LayerBarsView(title="Gradient magnitude per layer (log scale)", layers=self.layers,
-                                    series=["gradient of the parameters |dL/dW|",
-                                            "backpropagated signal |dL/d output|"])
+                                    series=[GRAD_NORM.label, SIGNAL_NORM.label])
 
     def update(self, run):
         h = run.history

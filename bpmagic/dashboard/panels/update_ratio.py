@@ -13,7 +13,7 @@ class UpdateRatioPanel(Panel):
         super().__init__(run)
         self.layers = list(run.layers)
         self.widget = LayerBarsView(title="Update / weight ratio per layer", layers=self.layers,
-                                    series=["update / weights"], reference=1e-3)
+                                    series=[UPDATE_RATIO.label], reference=1e-3)
 
     def update(self, run):
         h = run.history
