@@ -264,3 +264,7 @@ def test_a_name_the_code_reuses_is_told_apart_alike_in_every_part_and_the_losss_
     # the backward graph multiplies W2's gradient by the first h (its input), under the same name
     assert re.search(r"transpose\(h, ", backward), backward
     assert "dloss" not in backward  # the seed (where the folding of constants leaves it) would be dL
+    dot = graph_to_dot(step.backward_graph).source
+    value, param = 'fillcolor="#dbe9f6"', 'fillcolor="#fde0c5"'
+    assert re.search(rf'label="h_2\\n[^"]*" {value}', dot), "h_2 is a value, not a parameter"
+    assert re.search(rf'label="W2\\n[^"]*" {param}', dot)

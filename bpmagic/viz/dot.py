@@ -8,6 +8,7 @@ package's quoting, and node ids are our own, so a name cannot inject DOT.
 from __future__ import annotations
 
 import math
+import re
 
 import graphviz
 
@@ -139,7 +140,8 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
                  name=None, names=None) -> graphviz.Digraph:
     """A graphviz.Digraph of `graph`.
 
-    layers: param name -> layer (default: names ending in the same number form a layer, W1 and b1 -> "1").
+    layers: param name -> layer (default: inputs named by letters and a number are params, and those ending in the
+    same number form a layer: W1 and b1 -> "1").
     collapse: repeated blocks (unrolled loops) drawn as one node "×k", and each call of a composite (cross_entropy,
     softmax, layer_norm, a user's @bp.composite) as one node; collapse=False draws every equation.
     expand: composites drawn open although collapsing: True for all, or a name or names ({"cross_entropy"}); an open
@@ -158,8 +160,9 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
         namer = Namer()  # walked in print(graph)'s order, so the drawing's names are the printed ones
         names = {v: namer(v) for v in graph.vars}
     if layers is None:
+        # a param is named like W1 or b1: letters, then its layer's number (h_2, a second h, is a value; so is t7)
         layers = {v.name: layer_of(v.name) for v in graph.inputs
-                  if v.name and v.name[-1:].isdigit() and not is_numbered(v.name)}
+                  if v.name and re.fullmatch(r"[A-Za-z]+\d+", v.name) and not is_numbered(v.name)}
     dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": FONT},
                            node_attr={"fontname": FONT, "fontsize": "10"},
                            edge_attr={"fontname": FONT, "fontsize": "9"})
