@@ -109,6 +109,7 @@ def test_live_graph_follows_training():
     assert all(0.0 <= w <= 1.0 for w in view.edge_weights.values())
     assert view.edge_weights != first
     assert "finished" in view.status and "step 400" in view.status
+    assert not run.step.watching_values, "the run ended: the step measures for nobody"
     keys = set(view.edge_weights)
     assert all(f"{k.split('->')[0]} -> {k.split('->')[1]}" in view.dot + view.dot_expanded for k in keys)
 
@@ -164,3 +165,22 @@ def test_step_through_hides_each_answer_until_its_step():
     assert shown("a") and shown("b")
     st.back()
     assert "dL/db = ?" in st.status
+
+
+def test_a_closed_live_graph_stops_following_the_run_and_its_step_stops_measuring():
+    rng = np.random.default_rng(2)
+    X, Y = rng.standard_normal((64, 3)), rng.standard_normal((64, 1))
+    params = {"W1": rng.standard_normal((3, 4)) * 0.5, "W2": rng.standard_normal((4, 1)) * 0.5}
+    run = bp.fit(lambda p, x, y: bp.mse(np.tanh(x @ p["W1"]) @ p["W2"], y), params, (X, Y), steps=10**7,
+                 optimizer=bp.optim.SGD(lr=0.01), backend="numpy", background=True)
+    try:
+        view = bp.viz.live(run, interval=0.0)
+        assert run.step.watching_values
+        run.wait(until_step=run.steps_done + 5)  # an event, not a time: steps taken while it watches
+        assert run.step.last.value_grads
+        view.close()
+        assert not run.step.watching_values and view._update not in run._listeners
+        run.wait(until_step=run.steps_done + 5)
+        assert not run.step.last.value_grads, "a step after the close measures nothing for the view"
+    finally:
+        run.stop().wait()

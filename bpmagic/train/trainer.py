@@ -234,6 +234,11 @@ class Run:
         if self.ended:  # _end sets the status before it calls the listeners it holds
             listener(self)
 
+    def unsubscribe(self, listener):
+        """Stop calling `listener` (a closed view)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def on_wait(self, listener):
         """Call `listener(run)` in the waiting thread whenever wait() returns on an ended run (a view that records
         the final state in the notebook cell that waited for it)."""

@@ -123,7 +123,7 @@ class LiveGraph(GraphView):
 
     The drawing's first colours come from one gradient flow computed here; from then on the training step itself
     measures the gradient at every value (step.watch_values: one more reduction per value and step, until the run
-    ends), so an update only reads the last step's numbers."""
+    ends or the view is closed), so an update only reads the last step's numbers."""
 
     def __init__(self, run, interval=1.0):
         run.step.watch_values()  # first: the drawing below is then of the plan the run will go on with
@@ -166,6 +166,12 @@ class LiveGraph(GraphView):
                 self._record.update(self.record_bundle(), self)
         finally:
             self._lock.release()
+
+    def close(self):
+        """A closed view no longer follows the run, nor has its step measure for it."""
+        self._run.unsubscribe(self._update)
+        self._run.step.watch_values(False)
+        super().close()
 
     def _show(self, graph, norms):
         # each plan (batch shape) has a graph of its own: the k-th value of each is the same value of the program
