@@ -160,9 +160,8 @@ class LiveGraph(GraphView):
                     self._plan, self._plan_graph = plan, plan.loss_graph
                     self._plan_graph.name = self._graph.name
                 self._show(self._plan_graph, info.value_grads)
-            if finished:
-                step.watch_values(False)
-            if finished:  # the record shows the final colours (the browser view records what it drew too)
+            if finished:  # the step measures for nobody now; the record shows the final colours (the browser
+                step.watch_values(False)  # view records what it drew too)
                 self._record.update(self.record_bundle(), self)
         finally:
             self._lock.release()
