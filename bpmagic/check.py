@@ -259,9 +259,26 @@ class CheckFailed(AssertionError):
         return [f"✗ {self}"]
 
 
+class Passed:
+    """A graded check that passed: truthy, and already said so (its ✓ line is printed when it passes), so a cell
+    that ends with a check shows that line alone, not `Out: True` under it."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def __bool__(self):
+        return True
+
+    def __repr__(self):
+        return f"✓ {self.message}"
+
+    def _ipython_display_(self):
+        pass  # the line is printed already
+
+
 def _passed(message):
     print(f"✓ {message}")
-    return True
+    return Passed(message)
 
 
 def gradient(fn, *args, order=1, name=None):
@@ -287,8 +304,8 @@ def gradient(fn, *args, order=1, name=None):
             f"The gradient of {name} is right, but its own gradient (second order) is not: for {where} it is "
             f"{analytic:.6g} where central differences give {numeric:.6g}. Write the VJP with bpmagic's ops on its "
             f"arguments (bp.exp, bp.sigmoid, *, +), not on raw arrays, so that the rule can itself be differentiated.")
-    orders = "its first and second order" if order == 2 else "it"
-    return _passed(f"the gradient of {name}: {orders} agree with central differences")
+    agree = "its first and second order agree" if order == 2 else "it agrees"
+    return _passed(f"the gradient of {name}: {agree} with central differences")
 
 
 def close(value, expected, name="the value", rtol=1e-6, atol=1e-12, hint=""):

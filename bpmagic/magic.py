@@ -10,8 +10,11 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import math
 import sys
 import time
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from IPython.core.error import UsageError
@@ -26,7 +29,7 @@ from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
 from .train import fit, optim
-from .train.trainer import format_loss, status_text
+from .train.describe import format_loss, status_text
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
@@ -99,35 +102,45 @@ def bind_data(prog, user_ns, dtype):
     return data
 
 
+@dataclass
+class Bound:
+    """Arrays bound to a cell's declarations (Params or Buffers)."""
+
+    arrays: dict  # name -> the array to train: the namespace's own when it fits, else `fresh`'s
+    fresh: dict  # name -> the value its initialiser gives with the run's seed (what Reset goes back to)
+    reshaped: list  # (name, old array, new shape): arrays in the namespace that no longer fit their declaration
+
+
 def bind_params(prog, user_ns, *, seed, dtype, reset):
-    """name -> array: the namespace's trained array when it fits, else a fresh one from the initialiser."""
-    params, notices = _bind(prog, prog.params, "Param", user_ns, seed, dtype, reset)
+    """(Bound, groups): the namespace's trained array when it fits, else a fresh one from the initialiser."""
+    bound = _bind(prog, prog.params, "Param", user_ns, seed, dtype, reset)
     groups = {spec.name: spec.layer or layer_of(spec.name) for spec in prog.params}
-    return params, groups, notices
+    return bound, groups
 
 
 def bind_buffers(prog, user_ns, *, seed, dtype, reset):
-    """name -> array for each Buffer, as for Params: the value it reached when the cell last ran, if it fits."""
+    """Bound Buffers, as for Params: the value each reached when the cell last ran, if it fits."""
     return _bind(prog, prog.buffers, "Buffer", user_ns, seed, dtype, reset)
 
 
-def _bind(prog, specs, kind, user_ns, seed, dtype, reset):
+def _bind(prog, specs, kind, user_ns, seed, dtype, reset) -> Bound:
     init_ns = {**cell_namespace(user_ns, dtype), **initializers(np.random.default_rng(seed), dtype)}
-    arrays, notices = {}, []
+    bound = Bound({}, {}, [])
     for spec in specs:
         fresh = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
         if not is_array(fresh) and not isinstance(fresh, (int, float)):
             raise CellError(f"line {spec.lineno}: the initial value of {kind} {spec.name} must be an array, got "
                             f"{type(fresh).__name__}\n    {prog.line(spec.lineno)}")
         fresh = np.asarray(fresh, dtype) if not is_array(fresh) or fresh.dtype != dtype else fresh
+        bound.fresh[spec.name] = fresh
         old = user_ns.get(spec.name)
         if not reset and is_array(old) and old.dtype.kind == "f":
             if tuple(old.shape) == tuple(fresh.shape):
-                arrays[spec.name] = old if old.dtype == dtype else old.astype(dtype)
+                bound.arrays[spec.name] = old if old.dtype == dtype else old.astype(dtype)
                 continue
-            notices.append(f"{spec.name} changed shape {tuple(old.shape)} -> {tuple(fresh.shape)}: re-initialised")
-        arrays[spec.name] = fresh.copy()
-    return arrays, notices
+            bound.reshaped.append((spec.name, old, tuple(fresh.shape)))
+        bound.arrays[spec.name] = fresh.copy()
+    return bound
 
 
 def make_loss_fn(prog, user_ns, dtype=np.float32):
@@ -171,16 +184,21 @@ class Backprop(Magics):
     backend = Unicode("auto", help="auto | numpy | cupy.").tag(config=True)
     seed = Int(0, help="Seed for initialisers and shuffling.").tag(config=True)
     dtype = Unicode("float32", help="float32 | float64.").tag(config=True)
+    pace = Float(0.0, help="Steps per second at most (0: full speed).").tag(config=True)
     dashboard = Bool(True, help="Show the live dashboard under the cell.").tag(config=True)
     progress_interval = Float(0.5, help="Seconds between text progress updates.").tag(config=True)
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self.cell_count = 0
+        self._trained_by: dict = {}  # Param or Buffer name -> (--name of the run that trained it, weakref to it)
 
     @magic_arguments()
-    @argument("--epochs", type=int, default=None, help="epochs to train (default: Backprop.epochs)")
+    @argument("--epochs", type=int, default=None,
+              help="epochs to train (default: Backprop.epochs; with --background and no --steps: until Stop)")
     @argument("--steps", type=int, default=None, help="train for this many steps instead of epochs")
+    @argument("--pace", type=float, default=None,
+              help="at most this many steps per second, slow enough to watch (default: full speed)")
     @argument("--lr", type=float, default=None, help="learning rate (changeable while training)")
     @argument("--optimizer", default=None, help="sgd | momentum | adam")
     @argument("--momentum", type=float, default=None, help="momentum for sgd / momentum")
@@ -213,7 +231,9 @@ class Backprop(Magics):
         traced values. Params whose names end in the same number form a layer (W1, b1); `with layer("name"):`
         names one. --check jax|fd checks the gradients on the first batch before training; --export PATH writes
         the trained model as ONNX.
-        The cell blocks until training ends; the Run is stored in --name (default _bp).
+        The cell blocks until training ends; --background returns at once (and without --steps or --epochs
+        trains until Stop); --pace N takes at most N steps a second, slow enough to watch and steer. The Run is
+        stored in --name (default _bp); its dashboard's Reset starts it over from the initialisers.
         """
         args = parse_argstring(self.backprop, line)
         opts = self._options(args)
@@ -222,12 +242,10 @@ class Backprop(Magics):
         try:
             prog = parse_cell(cell, filename=f"<backprop cell {self.cell_count}>")
             data = bind_data(prog, user_ns, opts["dtype"])
-            params, groups, notices = bind_params(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"],
-                                                  reset=args.reset)
-            buffers, buffer_notices = bind_buffers(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"],
-                                                   reset=args.reset)
-            for notice in notices + buffer_notices:
-                print(f"bpmagic: {notice}")
+            bound, groups = bind_params(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"], reset=args.reset)
+            bound_buffers = bind_buffers(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"], reset=args.reset)
+            params, buffers = bound.arrays, bound_buffers.arrays
+            self._say_reinitialised(bound.reshaped + bound_buffers.reshaped, args.name)
             validation = None
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
@@ -238,15 +256,19 @@ class Backprop(Magics):
 
                 batch = [data[n][:opts["batch_size"]] for n in prog.data_names]
                 print(check_model(loss_fn, params, batch, buffers, against=args.check, layers=groups))
+            until_stopped = args.background and args.steps is None and args.epochs is None
             run = fit(loss_fn, params, tuple(data[n] for n in prog.data_names),
-                      epochs=None if args.steps else opts["epochs"], steps=args.steps,
+                      epochs=None if args.steps or until_stopped else opts["epochs"],
+                      steps=math.inf if until_stopped else args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,
-                      buffers=buffers or None)
+                      buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh)
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
         user_ns.update(run.params)  # the very arrays the worker updates in place
         user_ns.update(run.buffers)
+        for name, array in [*run.params.items(), *run.buffers.items()]:
+            self._trained_by[name] = (args.name, weakref.ref(array))
         user_ns[args.name] = run
         show_dashboard = opts["dashboard"] and not args.no_dashboard and has_widget_frontend(self.shell)
         if show_dashboard:
@@ -281,7 +303,7 @@ class Backprop(Magics):
             "weight_decay": pick(args.weight_decay, self.weight_decay),
             "batch_size": pick(args.batch_size, self.batch_size), "backend": pick(args.backend, self.backend),
             "seed": pick(args.seed, self.seed), "dtype": pick(args.dtype, self.dtype),
-            "dashboard": self.dashboard,
+            "dashboard": self.dashboard, "pace": pick(args.pace, self.pace),
         }
         if opts["dtype"] not in _DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(_DTYPES)}, got {opts['dtype']!r}")
@@ -290,10 +312,24 @@ class Backprop(Magics):
                              f"{', '.join(optim_names()) or 'none installed'}), got {opts['optimizer']!r}")
         if opts["epochs"] is not None and opts["epochs"] < 1 or args.steps is not None and args.steps < 1:
             raise UsageError("--epochs and --steps must be at least 1")
+        if not (math.isfinite(opts["pace"]) and opts["pace"] >= 0):
+            raise UsageError(f"--pace is in steps per second and must be positive (0: full speed), got {opts['pace']}")
         if opts["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {opts['batch_size']}")
         opts["dtype"] = np.dtype(opts["dtype"])
         return opts
+
+    def _say_reinitialised(self, reshaped, run_name):
+        """One line for the arrays whose shape no longer fits the cell, unless the learner would expect it: arrays
+        another model's run (another --name) trained are that model's, and a new model starts afresh in silence."""
+        def expected(name, old):
+            owner, ref = self._trained_by.get(name, (None, lambda: None))
+            return ref() is old and owner != run_name
+
+        told = [f"{name} {tuple(old.shape)} -> {shape}" for name, old, shape in reshaped if not expected(name, old)]
+        if told:
+            print(f"bpmagic: re-initialised {', '.join(told)}: their shapes changed, so they start from the "
+                  "cell's initialisers")
 
     def _validation(self, names, user_ns, prog, dtype):
         arrays = []

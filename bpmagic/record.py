@@ -7,8 +7,9 @@ nbviewer, exported by nbconvert — shows the record, and bpmagic's JupyterLab e
 output above it.
 
 The record is brought up to date in two ways, so that it holds the final state wherever the notebook runs:
-- kernel-side, by display_id (`update`): a frontend applies this only while the cell that displayed the record
-  runs, which covers a blocking cell (and VS Code, nbclient, papermill);
+- kernel-side, by display_id (`update`): JupyterLab applies this only while the cell that displayed the record
+  runs, which covers a blocking cell; nbclient and papermill apply it to the record wherever it is, when it comes
+  from the cell that is running (a later cell that waits for a background run: `update_from_waiting_cell`);
 - browser-side: the live view asks bpmagic's extension to rewrite its record output (a `bpmagic-record` event with
   the token and an SVG). The kernel sets the widget's `record` trait when a run ends — in the background too — and
   a graph view sends what it drew, laid out in the browser (no system Graphviz needed).
@@ -22,17 +23,6 @@ from html import escape
 from traitlets import Dict, HasTraits, Unicode
 
 
-def current_cell() -> str | None:
-    """The msg_id of the request the calling thread works for (a notebook cell), or None outside a kernel."""
-    try:
-        from IPython import get_ipython
-
-        kernel = getattr(get_ipython(), "kernel", None)
-        return kernel.get_parent()["header"]["msg_id"] if kernel is not None else None
-    except Exception:  # no kernel, or no parent yet
-        return None
-
-
 class Recorded(HasTraits):
     """Traits of a live view that has a record: its token, and the newest record for the browser to write."""
 
@@ -44,7 +34,6 @@ class Record:
     def __init__(self):
         self.token = uuid.uuid4().hex
         self._handle = None
-        self._cells: set = set()
 
     def bundle(self, svg: str | None, summary: str) -> dict:
         """The record's outputs: the image when there is one, else the summary until the browser draws it."""
@@ -59,7 +48,6 @@ class Record:
     def show(self, bundle: dict):
         from IPython.display import display
 
-        self._cells.add(current_cell())
         if self._handle is None:
             self._handle = display(bundle, raw=True, display_id=True)
         else:  # the same widget displayed again: one more output with the same id, updated together
@@ -72,7 +60,10 @@ class Record:
         if view is not None and "image/svg+xml" in bundle:
             view.record = {"svg": bundle["image/svg+xml"], "summary": bundle["text/plain"]}
 
-    def show_in_waiting_cell(self, bundle: dict):
-        """Called in the thread that waited for the ended run: record it there unless this cell has it."""
-        if self._handle is not None and current_cell() not in self._cells:
-            self.show(bundle)
+    def update_from_waiting_cell(self, bundle: dict):
+        """Called in the thread that waited for the ended run (a later cell): the record takes the final state by
+        its display_id. The worker's own update is parented to the cell that started the run, which nbclient and
+        papermill no longer listen to once another cell runs; this one is parented to the waiting cell, and they
+        apply it to the record wherever it is. Never a second record: one dashboard, one image."""
+        if self._handle is not None:
+            self._handle.update(bundle, raw=True)

@@ -104,9 +104,9 @@ def test_lab_with_run_all_in_the_browser(page, lab, path, frontend):
                 break  # the assertions below say what is wrong
             time.sleep(0.5)
             dashboards, ended = dashboards_now()
-        shown = sum(1 for c in cells for o in c["outputs"]
-                    if text_of(o.get("data", {})).startswith("bpmagic live dashboard"))
-        assert len(dashboards) == shown
+        records = [text_of(o.get("data", {})) for c in cells for o in c["outputs"]]
+        assert len(dashboards) == sum(1 for r in records if r.startswith("bpmagic dashboard of")), records
+        assert not any("running kernel" in r for r in records), records  # nothing asks for a kernel
         assert len(dashboards) - len(ended) == STILL_TRAINING.get(path.stem, 0), dashboards
         for d in ended:
             assert d["pause"] and d["step"] and d["stop"] and all(d["controls"]), d

@@ -183,7 +183,9 @@ def test_check_gradient_names_the_entry_a_wrong_rule_gets_wrong(cube, capsys):
     def _(g, out, x):
         return g * 3 * x * x
 
-    assert bp.check.gradient(lambda x: bp.sum(cube(x) * bp.sin(x)), xs, order=2, name="cube") is True
+    assert bp.check.gradient(lambda x: bp.sum(cube(x) * bp.sin(x)), xs, name="cube")
+    assert capsys.readouterr().out == "✓ the gradient of cube: it agrees with central differences\n"
+    assert bp.check.gradient(lambda x: bp.sum(cube(x) * bp.sin(x)), xs, order=2, name="cube")
     assert capsys.readouterr().out == "✓ the gradient of cube: its first and second order agree with central " \
                                       "differences\n"
 
@@ -196,8 +198,12 @@ def test_check_gradient_names_the_entry_a_wrong_rule_gets_wrong(cube, capsys):
 
 
 def test_check_close_says_what_is_wrong_with_a_students_value(capsys):
-    assert bp.check.close(2.0000000001, 2.0, name="dL_da") is True
-    assert capsys.readouterr().out == "✓ dL_da is right\n"
+    passed = bp.check.close(2.0000000001, 2.0, name="dL_da")
+    assert passed and capsys.readouterr().out == "✓ dL_da is right\n"
+    from IPython.core.interactiveshell import InteractiveShell
+
+    # a cell that ends with a check shows its ✓ line alone: no `Out: True` under it
+    assert InteractiveShell.instance().display_formatter.format(passed) == ({}, {})
     assert failed(bp.check.close, 2.5, 2.0, name="dL_da", hint="a is used twice.") == \
         "dL_da is 2.5, but it should be 2 (to within 1e-06 of it). a is used twice."
     assert failed(bp.check.close, [1.0, 5.0, 3.0], [1.0, 2.0, 3.0], name="w") == \
@@ -211,7 +217,7 @@ def test_check_close_says_what_is_wrong_with_a_students_value(capsys):
 def test_check_trained_reads_the_runs_history(ip, ns, capsys):
     backprop(ip, "--steps 300 --lr 0.5 --batch-size 4 --no-dashboard --name xor --seed 0", XOR_CELL)
     run = ns["xor"]
-    assert bp.check.trained(run, loss_below=0.5) is True
+    assert bp.check.trained(run, loss_below=0.5)
     assert "✓ xor trained: loss" in capsys.readouterr().out
     message = failed(bp.check.trained, run, loss_below=1e-9)
     assert message.startswith(f"xor ended with a loss of {np.mean(run.history['loss'][-10:]):.4g} (the mean of its "

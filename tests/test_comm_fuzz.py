@@ -335,4 +335,4 @@ def test_controls_offer_is_the_one_check():
     c.pause()
     assert c._steps_allowed == 0
     c.step_once()
-    assert c.wait_for_next_step() and c._steps_allowed == 0
+    assert c.next_action() == 0 and c._steps_allowed == 0  # the Step granted: one step now, none banked

@@ -306,9 +306,21 @@ def test_cupy_without_gpu_is_a_clear_error():
         bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="cupy")
 
 
-def test_auto_backend_says_which(capsys):
+def test_auto_backend_says_which_once_and_only_when_it_is_not_the_obvious_choice(capsys, monkeypatch):
+    from bpmagic import backends
+
+    cupy = available_backends()["cupy"]
+    monkeypatch.setattr(backends, "_said", set())
+    monkeypatch.setattr(cupy, "installed", classmethod(lambda cls: False))
+    monkeypatch.setattr(cupy, "unavailable_reason", classmethod(lambda cls: "CuPy is not installed"))
     bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="auto")
-    assert "backend 'auto' chose" in capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # no CuPy: NumPy goes without saying
+    monkeypatch.setattr(cupy, "installed", classmethod(lambda cls: True))
+    monkeypatch.setattr(cupy, "unavailable_reason", classmethod(lambda cls: "CuPy sees no GPU"))
+    for _ in range(3):
+        bp.compile_step(xor_loss, xor_params(), XOR_X, XOR_Y, backend="auto")
+    out = capsys.readouterr().out
+    assert out == "bpmagic: backend 'auto' chose numpy (CuPy is installed but unusable here: CuPy sees no GPU).\n"
 
 
 # -- a convolutional net exercises indexing, unfold/fold and pooling in the compiled executor -----------------------

@@ -66,6 +66,8 @@ function render({ model, el }) {
     const layers = model.get("layers");
     const series = model.get("series");
     const values = floats(model.get("values"));
+    const labels = model.get("value_labels");  // written by the kernel (dashboard/numbers.py): one style per panel
+    const label = (k) => labels[k] ?? number(values[k]);
     const S = series.length;
     title.textContent = model.get("title");
     legend.replaceChildren(...series.map((name, s) => {
@@ -94,14 +96,14 @@ function render({ model, el }) {
         bar.className = "bpmagic-bar";
         bar.dataset.series = series[s];
         bar.dataset.value = String(v);
-        bar.title = `${series[s]}: ${number(v)}`;
+        bar.title = `${series[s]}: ${label(i * S + s)}`;
         track.append(bar);
       }
       if (ref > 0) {
         track.append(div(`position: absolute; left: ${pct(ref)}%; top: 0; bottom: 0; width: 1px; background: #333`));
       }
       const num = div("width: 64px; text-align: right; font-family: monospace; white-space: pre");
-      num.textContent = series.map((_, s) => number(values[i * S + s])).join("\n");
+      num.textContent = series.map((_, s) => label(i * S + s)).join("\n");
       row.append(name, track, num);
       rows.append(row);
     });
@@ -156,7 +158,8 @@ function render({ model, el }) {
       caption.textContent = ref > 0 ? `line: ${number(ref)} (a healthy update/weight ratio)` : "";
     }
   };
-  for (const name of ["layers", "series", "values", "strip", "strip_cols", "strip_steps", "title", "reference"]) {
+  for (const name of ["layers", "series", "values", "value_labels", "strip", "strip_cols", "strip_steps", "title",
+    "reference"]) {
     model.on(`change:${name}`, redraw);
   }
   requestAnimationFrame(redraw);

@@ -1,5 +1,6 @@
-// Loss panel of the bpmagic dashboard: training (and validation) loss drawn on a canvas, plus a status line.
-// Data arrive as float32 binary buffers (DataViews) at most ~10 times a second.
+// Loss panel of the bpmagic dashboard: training (and validation) loss drawn on a canvas, plus a status line; the
+// attempt before the last Reset is drawn faintly behind, to compare. Data arrive as float32 binary buffers
+// (DataViews) at most ~10 times a second.
 
 function floats(view) {
   if (!view || !view.byteLength) return new Float32Array(0);
@@ -21,13 +22,28 @@ function tickLabels(positions, logScale) {
   return labels;
 }
 
+// the status line's items ("training", "step 12/300", "loss 0.5", ...) never break inside themselves
+function showStatus(status, text) {
+  if (status.dataset.text === text) return;
+  status.dataset.text = text;
+  const items = text.split("  ·  ").map((item) => {
+    const span = document.createElement("span");
+    span.style.whiteSpace = "nowrap";
+    span.textContent = item;
+    return span;
+  });
+  status.replaceChildren(...items.flatMap((span, i) => (i ? [document.createTextNode("  ·  "), span] : [span])));
+}
+
 function draw(model, canvas, status) {
   const steps = floats(model.get("steps"));
   const loss = floats(model.get("loss"));
   const vsteps = floats(model.get("val_steps"));
   const vloss = floats(model.get("val_loss"));
+  const psteps = floats(model.get("previous_steps"));
+  const ploss = floats(model.get("previous_loss"));
   const logScale = model.get("log_scale");
-  status.textContent = model.get("status");
+  showStatus(status, model.get("status"));
 
   const ratio = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 420, h = canvas.clientHeight || 200;
@@ -36,7 +52,7 @@ function draw(model, canvas, status) {
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, w, h);
   const pad = { l: 48, r: 10, t: 8, b: 22 };
-  const all = [...loss, ...vloss].filter(Number.isFinite);
+  const all = [...loss, ...vloss, ...ploss].filter(Number.isFinite);
   if (!steps.length || !all.length) {
     ctx.fillStyle = "#888"; ctx.font = "12px sans-serif";
     ctx.fillText("waiting for the first step…", pad.l, h / 2);
@@ -46,7 +62,8 @@ function draw(model, canvas, status) {
   const ys = all.map(f).filter(Number.isFinite);
   let lo = Math.min(...ys), hi = Math.max(...ys);
   if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
-  const x0 = steps[0], x1 = Math.max(steps[steps.length - 1], x0 + 1);
+  const x0 = psteps.length ? Math.min(steps[0], psteps[0]) : steps[0];
+  const x1 = Math.max(steps[steps.length - 1], psteps.length ? psteps[psteps.length - 1] : 0, x0 + 1);
   const X = (s) => pad.l + ((s - x0) / (x1 - x0)) * (w - pad.l - pad.r);
   const Y = (v) => pad.t + (1 - (f(v) - lo) / (hi - lo)) * (h - pad.t - pad.b);
 
@@ -60,15 +77,23 @@ function draw(model, canvas, status) {
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
   ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}`, pad.l, h - 6);
 
-  ctx.strokeStyle = "#1f77b4"; ctx.lineWidth = 1.5; ctx.beginPath();
-  let started = false;
-  for (let i = 0; i < steps.length; i++) {
-    if (!Number.isFinite(f(loss[i]))) { started = false; continue; }
-    const x = X(steps[i]), y = Y(loss[i]);
-    started ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
-    started = true;
+  const curve = (xs, ys, colour) => {
+    ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
+    let started = false;
+    for (let i = 0; i < xs.length; i++) {
+      if (!Number.isFinite(f(ys[i]))) { started = false; continue; }
+      const x = X(xs[i]), y = Y(ys[i]);
+      started ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+      started = true;
+    }
+    ctx.stroke();
+  };
+  if (psteps.length) {
+    curve(psteps, ploss, "#c7c7c7");
+    ctx.fillStyle = "#999"; ctx.font = "10px sans-serif";
+    ctx.fillText("grey: before Reset", w - pad.r - 100, pad.t + 10);
   }
-  ctx.stroke();
+  curve(steps, loss, "#1f77b4");
   ctx.fillStyle = "#d62728";
   for (let i = 0; i < vsteps.length; i++) {
     if (!Number.isFinite(f(vloss[i]))) continue;
@@ -106,14 +131,13 @@ export default {
     canvas.style.cssText = "width: 100%; height: 200px; display: block";
     el.append(status, canvas);
     const redraw = () => draw(model, canvas, status);
-    for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) {
-      model.on(`change:${name}`, redraw);
-    }
+    const names = ["steps", "loss", "val_steps", "val_loss", "previous_steps", "previous_loss", "status", "log_scale"];
+    for (const name of names) model.on(`change:${name}`, redraw);
     const onRecord = () => sendRecord(model);
     model.on("change:record", onRecord);
     requestAnimationFrame(redraw);
     return () => {
-      for (const name of ["steps", "loss", "val_steps", "val_loss", "status", "log_scale"]) model.off(`change:${name}`, redraw);
+      for (const name of names) model.off(`change:${name}`, redraw);
       model.off("change:record", onRecord);
     };
   },

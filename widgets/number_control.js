@@ -1,7 +1,9 @@
 // A control that holds an exact number: a slider (log or linear) to drag and a field that shows the exact value
 // and takes a typed one. Nothing is snapped to a grid and nothing is sent when the view renders: only what the
 // person does is sent, together with `base`, the version of the kernel's value the person was looking at, so the
-// kernel can drop a value made stale by a newer change from code.
+// kernel can drop a value made stale by a newer change from code. A drag shows its value in the field as it goes
+// and sends it once, when the slider is let go: one gesture is one change in the run's history.
+// With `unlimited` (a label such as "full speed"), the slider's far end, beyond `max`, is the value 0: no limit.
 
 const CSS = `
 .bpmagic-control { display: flex; align-items: center; gap: 8px; margin: 3px 0; font: 12px sans-serif; }
@@ -44,17 +46,32 @@ function render({ model, el }) {
   el.append(label, slider, field, error);
 
   const log = () => model.get("log");
-  const toPosition = (v) => (log() ? Math.log10(v) : v);
-  const fromPosition = (x) => (log() ? Math.pow(10, x) : x);
+  const unlimited = () => model.get("unlimited");
+  const top = () => toScale(model.get("max"));
+  const toScale = (v) => (log() ? Math.log10(v) : v);
+  // the slider's extra stretch beyond max, for "no limit"
+  const beyond = () => (unlimited() ? Math.max((top() - toScale(model.get("min"))) * 0.12, 1e-9) : 0);
+  const toPosition = (v) => (unlimited() && v === 0 ? top() + beyond() : toScale(v));
+  const fromPosition = (x) => {
+    if (unlimited() && x > top() + beyond() / 2) return 0;
+    const v = log() ? Math.pow(10, Math.min(x, top())) : Math.min(x, top());
+    return rounded(v);
+  };
+  const shown = (v) => (unlimited() && v === 0 ? unlimited() : exact(v));
+  const parse = (text) => {
+    const t = text.trim().toLowerCase();
+    if (unlimited() && [unlimited().toLowerCase(), "full", "max", "inf", "infinity", "∞", "none"].includes(t)) return 0;
+    return t === "" ? NaN : Number(t);
+  };
   let dragging = false, typing = false;
 
   const show = () => {
     const v = model.get("value");
     label.textContent = model.get("description");
-    slider.min = String(toPosition(model.get("min")));
-    slider.max = String(toPosition(model.get("max")));
+    slider.min = String(toScale(model.get("min")));
+    slider.max = String(top() + beyond());
     if (!dragging) slider.value = String(toPosition(v));
-    if (!typing) field.value = exact(v);
+    if (!typing) field.value = shown(v);
     el.dataset.value = exact(v);
     error.textContent = model.get("error");
     const off = model.get("disabled");
@@ -67,21 +84,24 @@ function render({ model, el }) {
   };
 
   slider.addEventListener("pointerdown", () => { dragging = true; });
-  const release = () => { dragging = false; show(); };
-  slider.addEventListener("pointerup", release);
-  slider.addEventListener("change", release);
-  slider.addEventListener("input", () => {
-    const v = rounded(fromPosition(parseFloat(slider.value)));
-    field.value = exact(v);
-    send(v);
+  slider.addEventListener("input", () => {  // while dragging: show, don't send
+    dragging = true;
+    field.value = shown(fromPosition(parseFloat(slider.value)));
   });
+  slider.addEventListener("change", () => {  // let go (or a key pressed): one value sent
+    dragging = false;
+    const v = fromPosition(parseFloat(slider.value));
+    if (v !== model.get("value")) send(v);
+    show();
+  });
+  slider.addEventListener("pointerup", () => { if (dragging) slider.dispatchEvent(new Event("change")); });
   field.addEventListener("focus", () => { typing = true; });
   const commit = () => {
     typing = false;
-    const v = Number(field.value.trim());
-    if (field.value.trim() === "" || !Number.isFinite(v)) {
+    const v = parse(field.value);
+    if (!Number.isFinite(v)) {
       error.textContent = `not a number: ${field.value}`;
-      field.value = exact(model.get("value"));
+      field.value = shown(model.get("value"));
       return;
     }
     if (v !== model.get("value")) send(v);
@@ -93,7 +113,7 @@ function render({ model, el }) {
   });
   field.addEventListener("blur", () => { if (typing) commit(); });
 
-  const names = ["value", "min", "max", "log", "description", "disabled", "error", "version"];
+  const names = ["value", "min", "max", "log", "description", "disabled", "error", "version", "unlimited"];
   for (const name of names) model.on(`change:${name}`, show);
   show();
   return () => { for (const name of names) model.off(`change:${name}`, show); };

@@ -22,8 +22,13 @@ def available_backends() -> dict[str, type]:
     return load_group("bpmagic.backends")
 
 
+_said: set = set()  # what "auto" has told this process already
+
+
 def get_backend(name: str | Backend = "auto", *, verbose: bool = False) -> Backend:
-    """The backend called `name`; "auto" picks CuPy when a GPU is usable, else NumPy, and says which."""
+    """The backend called `name`; "auto" picks CuPy when a GPU is usable, else NumPy. With `verbose`, it says
+    which once per process, and only where the choice is not the obvious one: CuPy chosen, or CuPy installed
+    but unusable (without CuPy, NumPy goes without saying)."""
     if isinstance(name, Backend):
         return name
     classes = available_backends()
@@ -31,9 +36,12 @@ def get_backend(name: str | Backend = "auto", *, verbose: bool = False) -> Backe
         cupy_cls = classes.get("cupy")
         reason = cupy_cls.unavailable_reason() if cupy_cls else "the cupy backend is not installed"
         chosen = "cupy" if reason is None else "numpy"
-        if verbose:
-            why = "a GPU is usable" if reason is None else f"no usable GPU: {reason}"
-            print(f"bpmagic: backend 'auto' chose {chosen} ({why}).")
+        if verbose and cupy_cls is not None and cupy_cls.installed():
+            why = "a GPU is usable" if reason is None else f"CuPy is installed but unusable here: {reason}"
+            message = f"bpmagic: backend 'auto' chose {chosen} ({why})."
+            if message not in _said:
+                _said.add(message)
+                print(message)
         name = chosen
     if name not in classes:
         raise BackendError(

@@ -9,6 +9,10 @@ class Backend:
     xp = None
     install_hint: str = ""  # what to do when unavailable_reason() is not None
 
+    @classmethod
+    def installed(cls) -> bool:
+        """True when this backend's array library is installed here (usable or not): then a user may expect it."""
+        return True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -14,6 +14,12 @@ class CupyBackend(Backend):
     install_hint = _HOW_TO_FIX
 
     @classmethod
+    def installed(cls) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("cupy") is not None
+
+    @classmethod
     def unavailable_reason(cls) -> str | None:
         try:
             import cupy

@@ -82,7 +82,7 @@ class Dashboard:
         self._final_recorded = False
         self.update(run)
         run.subscribe(self.update)
-        run.on_wait(lambda run: self.record.show_in_waiting_cell(self._record_bundle()))
+        run.on_wait(lambda run: self.record.update_from_waiting_cell(self._record_bundle()))
         if _in_kernel():
             threading.Thread(target=self._follow_while_paused, name=f"bpmagic-dashboard-{run.name}",
                              daemon=True).start()
@@ -92,7 +92,9 @@ class Dashboard:
             for p in self.panels:
                 with p.widget.hold_sync():
                     p.update(run)
-            if run.ended and not self._final_recorded:
+            if not run.ended:
+                self._final_recorded = False  # trained again after a Reset: its new end is recorded too
+            elif not self._final_recorded:
                 self._final_recorded = True
                 self.record.update(self._record_bundle(), self._record_views[0] if self._record_views else None)
 
@@ -113,16 +115,16 @@ class Dashboard:
         """The dashboard's present state as one SVG image."""
         from .static import dashboard_svg
 
-        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r}: a static image of its state "
-                                          "when recorded (the live view needs the running kernel)")
+        return dashboard_svg(self.panels, f"bpmagic dashboard of {self.run.name!r}")
 
     def _record_bundle(self) -> dict:
         return self.record.bundle(self.static_svg(), f"bpmagic dashboard of {self.run.name!r}: {self.run!r}")
 
     def _repr_mimebundle_(self, **kwargs):
+        """The live widget alone: no text for exports to show in its place (the record below is what they show)."""
         bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle = dict(bundle[0] if isinstance(bundle, tuple) else bundle)
-        bundle["text/plain"] = f"bpmagic live dashboard of {self.run.name!r} (needs the running kernel)"
+        bundle.pop("text/plain", None)
         return bundle
 
     def _ipython_display_(self):

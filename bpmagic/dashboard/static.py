@@ -11,6 +11,7 @@ from html import escape
 
 import numpy as np
 
+from .numbers import number, numbers
 from .views import LayerBarsView, LossView
 
 WIDTH = 900
@@ -27,20 +28,6 @@ def svg_text(x, y, s, size=11, anchor="start", weight="normal", color="#333"):
             f'text-anchor="{anchor}">{escape(str(s))}</text>')
 
 
-def number(v: float) -> str:
-    """Plain decimals where they read better (0.0298, 12.4), powers of ten for the very small and large (3.1e-5),
-    as the browser views write them."""
-    if not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    if a == 0:
-        return "0"
-    if 1e-3 <= a < 1e4:
-        return f"{float(f'{v:.3g}'):g}"
-    mantissa, exponent = f"{v:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def tick_labels(lo: float, hi: float, n: int) -> list:
     """n labels for log10 positions lo..hi, with the fewest significant digits that keeps them distinct."""
     values = [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
@@ -54,6 +41,7 @@ def tick_labels(lo: float, hi: float, n: int) -> list:
 def loss_svg(view: LossView, width: int, y0: float):
     """The loss curve (log scale) as SVG elements; returns (elements, height)."""
     steps, loss = _floats(view.steps), _floats(view.loss)
+    psteps, ploss = _floats(view.previous_steps), _floats(view.previous_loss)
     height, pad_l, pad_r, pad_t, pad_b = 200, 56, 12, 10, 24
     out = [svg_text(0, y0 + 12, view.status, size=12, weight="bold")]
     top = y0 + 20
@@ -61,11 +49,13 @@ def loss_svg(view: LossView, width: int, y0: float):
     if not ok.any():
         out.append(svg_text(pad_l, top + height / 2, "no steps yet", color="#888"))
         return out, 20 + height
-    logs = np.log10(loss[ok].astype(np.float64))
+    pok = np.isfinite(ploss) & (ploss > 0)
+    logs = np.log10(np.concatenate([loss[ok], ploss[pok]]).astype(np.float64))
     lo, hi = float(logs.min()), float(logs.max())
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
-    x0, x1 = float(steps[0]), max(float(steps[-1]), float(steps[0]) + 1)
+    x0 = float(min(steps[0], psteps[0])) if len(psteps) else float(steps[0])
+    x1 = max(float(steps[-1]), float(psteps[-1]) if len(psteps) else 0.0, x0 + 1)
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
 
     def X(s):
@@ -80,6 +70,10 @@ def loss_svg(view: LossView, width: int, y0: float):
         out.append(svg_text(pad_l - 4, y + 4, label, size=10, anchor="end", color="#666"))
     out.append(svg_text(width - pad_r, top + height - 6, f"step {int(x1)}", size=10, anchor="end", color="#666"))
     out.append(svg_text(pad_l, top + height - 6, f"loss (log scale) from step {int(x0)}", size=10, color="#666"))
+    if pok.any():  # the attempt before the last Reset, faintly behind
+        points = " ".join(f"{X(s):.1f},{Y(v):.1f}" for s, v, good in zip(psteps, ploss, pok) if good)
+        out.append(f'<polyline points="{points}" fill="none" stroke="#c7c7c7" stroke-width="1.5"/>')
+        out.append(svg_text(width - pad_r, top + pad_t + 10, "grey: before Reset", size=10, anchor="end", color="#999"))
     points = " ".join(f"{X(s):.1f},{Y(v):.1f}" for s, v, good in zip(steps, loss, ok) if good)
     out.append(f'<polyline points="{points}" fill="none" stroke="{COLORS[0]}" stroke-width="1.5"/>')
     for s, v in zip(_floats(view.val_steps), _floats(view.val_loss)):
@@ -105,6 +99,7 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
         logs.append(math.log10(view.reference))
     lo = math.floor(min(logs)) - 0.5 if logs else -6
     hi = math.ceil(max(logs)) + 0.5 if logs else 1
+    labels = list(view.value_labels) or numbers(values.ravel())
     name_w, num_w = 70, 70
     track = width - name_w - num_w
     row_h = 8 * len(series) + 6
@@ -120,8 +115,8 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
         if view.reference > 0:
             x = name_w + track * (math.log10(view.reference) - lo) / (hi - lo)
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + 8 * len(series)}" stroke="#333"/>')
-        for s in range(len(series)):  # each bar's value beside it
-            out.append(svg_text(width, top + 8 * s + 7, number(float(values[i, s])), size=9, anchor="end",
+        for s in range(len(series)):  # each bar's value beside it, as the browser view shows it
+            out.append(svg_text(width, top + 8 * s + 7, labels[i * len(series) + s], size=9, anchor="end",
                                 color=COLORS[s % len(COLORS)]))
     scale = f"log scale from {number(10 ** lo)} to {number(10 ** hi)}"
     out.append(svg_text(name_w, y + len(layers) * row_h + 10, scale, size=10, color="#666"))

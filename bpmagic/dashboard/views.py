@@ -7,6 +7,7 @@ from traitlets import Bool, Bytes, Float, Int, List, Unicode
 
 from ..assets import asset
 from ..record import Recorded
+from .numbers import numbers
 
 
 def f32(values) -> bytes:
@@ -20,6 +21,8 @@ class LossView(anywidget.AnyWidget, Recorded):
     loss = Bytes(b"").tag(sync=True)
     val_steps = Bytes(b"").tag(sync=True)
     val_loss = Bytes(b"").tag(sync=True)
+    previous_steps = Bytes(b"").tag(sync=True)  # the attempt before the last Reset, drawn faintly to compare
+    previous_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
 
@@ -30,15 +33,23 @@ class LayerBarsView(anywidget.AnyWidget):
     layers = List(Unicode()).tag(sync=True)
     series = List(Unicode()).tag(sync=True)
     values = Bytes(b"").tag(sync=True)  # float32 [layers, series]
+    value_labels = List(Unicode()).tag(sync=True)  # the values as written beside the bars (dashboard/numbers.py)
     strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
     strip_cols = Int(0).tag(sync=True)
     strip_steps = Int(0).tag(sync=True)  # steps the strip spans (its time axis)
     reference = Float(0.0).tag(sync=True)
 
+    def show(self, values):
+        """values: [layers][series] numbers; sent as float32 with their labels."""
+        flat = [v for row in values for v in row]
+        self.values = f32(values)
+        self.value_labels = numbers(flat)
+
 
 class NumberControlView(anywidget.AnyWidget):
     """An exact number: a slider (log or linear) and a field with the exact value. `version` counts the values
-    the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls)."""
+    the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls).
+    A dragged slider sends its value once, when it is let go: one gesture, one change."""
 
     _esm = asset("number_control.js")
     description = Unicode("").tag(sync=True)
@@ -50,3 +61,5 @@ class NumberControlView(anywidget.AnyWidget):
     log = Bool(False).tag(sync=True)
     disabled = Bool(False).tag(sync=True)
     error = Unicode("").tag(sync=True)
+    # when set, a label for the value 0 at the slider's far end, beyond max: no limit (the pace's "full speed")
+    unlimited = Unicode("").tag(sync=True)

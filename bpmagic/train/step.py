@@ -324,6 +324,25 @@ class CompiledStep:
             self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats, value_grads)
             return loss
 
+    def reset(self, params: dict, buffers: dict | None = None):
+        """Start over from `params` (and `buffers`): their values are copied into the step's own arrays (the
+        arrays a notebook holds stay the same objects), the optimizer's state is zeroed and the step count is 0."""
+        with self._lock:
+            for name, target in [*self.params.items(), *self.buffers.items()]:
+                source = params.get(name) if name in self.params else (buffers or {}).get(name)
+                if source is None:
+                    continue
+                if tuple(source.shape) != tuple(target.shape):
+                    raise BackpropError(f"{name} has shape {tuple(target.shape)}, but the value to reset it to has "
+                                        f"shape {tuple(source.shape)}")
+                target[...] = self.backend.asarray(source)
+            for slots in self.state.values():
+                for value in slots.values():
+                    value[...] = 0
+            self.step_count = 0
+            self.last = None
+            self._prepared = None  # step-dependent scalars (Adam's bias corrections) start again from step 1
+
     def inputs(self, *batch) -> list:
         """Every input of the step graph for `batch`, in its layout's order, as the next step would get them
         (the params, state and buffers as copies)."""

@@ -1,14 +1,14 @@
-"""fit and Run: training in a worker thread that can be watched and steered while it runs.
+"""fit and Run: training that can be watched and steered while it runs.
 
-The worker runs the compiled steps and reads `Controls` once per step, so the thread that started training (a
-notebook cell, a script) stays free to wait, show progress, or change hyperparameters. Whatever ends training —
-the last step, stop(), an interrupt, an error, a NaN — ends it at a step boundary: the parameters are always those
-of the last completed step, and the Run records why it ended.
+A Run's steps are taken by a driver (train/drivers.py: a worker thread by default) running the one training loop
+(train/loop.py), which reads `Controls` at every step boundary, so the thread that started training (a notebook
+cell, a script) stays free to wait, show progress, or change hyperparameters. Whatever ends training — the last
+step, stop(), an interrupt, an error, a NaN — ends it at a step boundary: the parameters are always those of the
+last completed step, and the Run records why it ended. reset() starts it over from its initial parameters.
 """
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import math
 import threading
 import time
@@ -16,47 +16,20 @@ import weakref
 
 import numpy as np
 
-from ..errors import BackpropError, NonFiniteError
+from ..errors import BackpropError
 from . import checkpoint
 from .controls import Controls
+from .describe import Change, Changes, format_loss, outcome, status_text  # noqa: F401  (format_loss: re-exported)
+from .drivers import drive_here, make_driver
+from .loop import Job, training_loop
 from .step import CompiledStep
 
 __all__ = ["fit", "Run", "format_loss"]
 
-
-def format_loss(loss) -> str:
-    """A loss as people read it: 4 significant digits. Zero prints as 0, never -0 (a float32 cross-entropy that
-    rounded to zero is -0.0), and a small loss keeps its digits (3e-6, not 0)."""
-    if loss is None:
-        return "-"
-    loss = float(loss)
-    if loss == 0:
-        return "0"
-    text = f"{loss:.4g}"
-    mantissa, e, exponent = text.partition("e")
-    return f"{mantissa}e{int(exponent)}" if e else text  # 3e-6 rather than 3e-06
-
 #: hyperparameters recorded per step besides "lr" (which every optimizer has) and the per-layer multipliers
 _HYPER_COLUMNS = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
-
-
-def status_text(run) -> str:
-    """The run in one line, as the dashboard and the text progress show it: its state first ("training",
-    "paused at step N of M", "stopped at step N of M", ...), then step, epoch, loss, learning rate and speed."""
-    h = run.history
-    if not h.get("step"):
-        return run.outcome
-    step, elapsed = h["step"][-1], max(h["time"][-1], 1e-9)
-    rate = len(h["step"]) / elapsed
-    left = (run.total_steps - len(h["step"])) / rate if rate > 0 else float("nan")
-    parts = ["training", f"step {step}/{run.total_steps}"] if run.status == "running" else [run.outcome]
-    parts += [f"epoch {h['epoch'][-1] + 1}/{run.epochs}", f"loss {format_loss(h['loss'][-1])}"]
-    if h.get("lr") and h["lr"][-1] is not None:
-        parts.append(f"lr {h['lr'][-1]:.3g}")
-    parts.append(f"{rate:,.0f} steps/s")
-    if run.status == "running" and math.isfinite(left):
-        parts.append(f"{left:.0f} s left")
-    return "  ·  ".join(parts)
+#: what Controls adds to them: the pace (steps per second; inf: full speed)
+_CONTROL_COLUMNS = ("pace",)
 
 
 class Run:
@@ -65,30 +38,34 @@ class Run:
     history: column -> per-step list ("step", "epoch", "loss", "lr", "time", and per layer the columns of
     bp.train.stats.LAYER_STATS: "grad_norm/<layer>" (norm of its parameters' gradient), "signal_norm/<layer>" (norm
     of the gradient arriving at its output), "update_ratio/<layer>" (|update| / |weights|); "val_loss" when
-    validating: None except at epoch ends). Every
-    other hyperparameter the step used has a column too ("momentum", "weight_decay", "lr_multiplier/<layer>"), so
+    validating: None except at epoch ends). Every other hyperparameter the step used has a column too ("momentum",
+    "weight_decay", "lr_multiplier/<layer>"), and so has the pace ("pace": steps per second, inf at full speed), so
     a change from code or from the dashboard shows at the step it took effect; `changes()` lists them.
+    previous_attempts: the histories of the attempts before each reset(), oldest first.
 
     status: "created", "running", "paused", then "finished" (every step done), "stopped" (stop()),
     "interrupted" (Interrupt) or "failed" (ended_because "non-finite" or "error"; `error` holds the exception).
-    `outcome` says the same in a sentence.
+    `outcome` says the same in a sentence. total_steps is None for a run that trains until it is stopped.
     """
 
-    def __init__(self, name: str, step: CompiledStep | None, controls: Controls | None):
+    def __init__(self, name: str, step: CompiledStep | None, controls: Controls | None, driver="thread"):
         self.name = name
         self.step = step
         self.controls = controls
         self.params = step.params if step is not None else {}
         self.buffers = step.buffers if step is not None else {}
         self.history: dict = {}
+        self.previous_attempts: list = []
         self._status = "created"
         self.ended_because: str | None = None
         self.error: BaseException | None = None
+        self.job: Job | None = None
         self.total_steps = 0
         self.epochs = 0
         self.started_at = self.finished_at = None
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._driver = make_driver(driver) if isinstance(driver, str) else driver
+        self._initial: tuple = ({}, {})  # (params, buffers) that reset() goes back to
         self._listeners: list = []
         self._wait_listeners: list = []
         self.dashboard = None  # set by front ends that show one
@@ -126,34 +103,29 @@ class Run:
     @property
     def outcome(self) -> str:
         """Where the run stands, in one sentence: "finished all 300 steps", "stopped at step 812 of 10000", ..."""
-        status, n, total = self.status, self.steps_done, self.total_steps
-        if status in ("created", "running"):
-            return f"training, step {n} of {total}" if n else "compiling the step…"
-        if status == "paused":
-            return f"paused at step {n} of {total}"
-        if status == "finished":
-            return f"finished all {n} steps"
-        if status == "stopped":
-            return f"stopped at step {n} of {total}"
-        if status == "interrupted":
-            return f"interrupted at step {n} of {total} (kernel interrupt)"
-        if status == "failed":
-            why = "the loss or a gradient became non-finite" if self.ended_because == "non-finite" else "an error"
-            detail = f": {self.error}" if self.error is not None else ""
-            return f"failed at step {n + 1}, {why}{detail}"
-        return f"{status} after {n} steps"
+        return outcome(self)
 
-    def changes(self) -> list:
-        """Every hyperparameter change that took effect: (step, name, old value, new value), in order."""
+    @property
+    def pace(self) -> float | None:
+        """At most this many steps per second (None: full speed); set it at any time, from any thread."""
+        return self.controls.pace
+
+    @pace.setter
+    def pace(self, value):
+        self.controls.pace = value
+
+    def changes(self) -> Changes:
+        """Every change of a hyperparameter or of the pace that took effect: Change(step, name, old, new), in
+        order (one per line when shown)."""
         h = self.history
-        names = [k for k in h if k in _HYPER_COLUMNS or k.startswith("lr_multiplier/")]
+        names = [k for k in h if k in _HYPER_COLUMNS or k in _CONTROL_COLUMNS or k.startswith("lr_multiplier/")]
         out = []
         for name in names:
             values = h[name]
             for i in range(1, len(values)):
                 if values[i] != values[i - 1]:
-                    out.append((h["step"][i], name, values[i - 1], values[i]))
-        return sorted(out, key=lambda c: c[0])
+                    out.append(Change(h["step"][i], name, values[i - 1], values[i]))
+        return Changes(sorted(out, key=lambda c: c.step))
 
     @property
     def ended(self) -> bool:
@@ -175,12 +147,17 @@ class Run:
 
     def wait(self, timeout: float | None = None, until_step: int | None = None) -> "Run":
         """Block until training ends, or `timeout` seconds pass, or (with `until_step`) that many steps are done
-        — handy in a notebook that changes a running run at a chosen moment. Returns the run."""
-        if until_step is None:
+        — handy in a notebook that changes a running run at a chosen moment. Returns the run. Where nothing else
+        takes the steps (driver "inline", or "asyncio" waited for from its event loop's thread), the waiting
+        thread takes them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reached = lambda: self.done or until_step is not None and self.steps_done >= until_step  # noqa: E731
+        if self._driver.steps_in(threading.get_ident()):
+            drive_here(self, self._driver.loop, reached, deadline)
+        elif until_step is None:
             self._done.wait(timeout)
         else:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self.steps_done < until_step and not self._done.wait(0.005):
+            while not reached() and not self._done.wait(0.005):
                 if deadline is not None and time.monotonic() > deadline:
                     break
         if self.done:
@@ -195,10 +172,9 @@ class Run:
         return self
 
     def join(self, timeout: float | None = None) -> "Run":
-        """Block until the training thread has exited: from then on nothing writes to the params. (wait() returns
-        as soon as the end is published, a moment before.) Returns the run."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Block until the driver has let go of the run: from then on nothing writes to the params. (wait()
+        returns as soon as the end is published, a moment before.) Returns the run."""
+        self._driver.join(self, timeout)
         return self
 
     def interrupt(self) -> "Run":
@@ -223,8 +199,31 @@ class Run:
         self.controls.step_once()
         return self
 
+    def reset(self):
+        """Start the run over: the parameters (and buffers) back to their initial values, the optimizer's state
+        cleared, step 0, the data in the same order; the hyperparameters and the pace stay as they are now, so the
+        same run can be tried with another learning rate. While it trains, at the next step boundary (a paused run
+        stays paused, at step 0); once it has ended, it trains again in the background. The history so far is kept
+        in `previous_attempts`."""
+        if self.step is None or self.job is None:
+            raise BackpropError(f"{self.name} cannot be reset: it is a record of a run (Run.load), not a live run")
+        if not self.ended:
+            self.controls.reset()
+            return self
+        self.join()
+        self._start_over()
+        self._begin()
+        return self
+
     def __await__(self):
-        return asyncio.get_event_loop().run_in_executor(None, self.wait).__await__()
+        return self._finished().__await__()
+
+    async def _finished(self):
+        while not self.done:
+            if self._driver.steps_in(threading.get_ident()):
+                drive_here(self, self._driver.loop, lambda: self.done, time.monotonic() + 0.03)
+            await asyncio.sleep(0.01)
+        return self
 
     def subscribe(self, listener):
         """Call `listener(run)` from the worker at most ~10 times a second while training, and once at the end.
@@ -273,61 +272,32 @@ class Run:
         why = f" ({self.ended_because})" if self.ended_because and self.ended_because != self.status else ""
         return f"<Run {self.name}: {self.status}{why} after {self.steps_done} steps{loss}>"
 
-    # -- the worker ---------------------------------------------------------------------------------------------
-    def _start(self, data, *, epochs, steps, batch_size, seed, validation):
-        self.data, self.batch_size = data, batch_size  # kept for views (e.g. bp.viz.draw(run))
-        self.status = "running"
-        self.started_at = time.time()
-        # run in a copy of the caller's context: the worker's output stays with the cell that started it, even
-        # after widget messages handled on other threads have changed the kernel's current parent
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, name=f"bpmagic-{self.name}", daemon=True,
-                                        args=(self._train, data, epochs, steps, batch_size, seed, validation))
-        self._thread.start()
+    # -- training -----------------------------------------------------------------------------------------------------
+    def _start(self, job: Job, initial_params=None):
+        """Train on `job`. reset() goes back to `initial_params` (default: the params as they are now)."""
+        self.job = job
+        self.data, self.batch_size = job.data, job.batch_size  # kept for views (e.g. bp.viz.draw(run))
+        self.total_steps, self.epochs = job.total_steps, job.epochs
+        start = initial_params if initial_params is not None else self.params
+        self._initial = ({n: self.step.backend.asarray(a).copy() for n, a in start.items()},
+                         {n: b.copy() for n, b in self.buffers.items()})
+        self._begin()
 
-    def _train(self, data, epochs, steps, batch_size, seed, validation):
-        # a NaN is reported once, clearly, by the step's guard; NumPy's warnings would only add noise
-        np.seterr(all="ignore")  # this worker thread only
-        try:
-            self._loop(data, epochs, steps, batch_size, seed, validation)
-        except NonFiniteError as e:
-            self._end("failed", "non-finite", e)
-        except Exception as e:  # ends training; the message is shown by whoever waits
-            self._end("failed", "error", e)
-        finally:
-            self._end("finished", "finished")  # a no-op when something else ended it first
+    def _begin(self):
+        self.controls.restart()
+        self.status, self.ended_because, self.error = "running", None, None
+        self.started_at, self.finished_at = time.time(), None
+        self._done.clear()
+        self._driver.start(self, training_loop(self, self.job))
 
-    def _loop(self, data, epochs, steps, batch_size, seed, validation):
-        step, controls = self.step, self.controls
-        xp = step.backend.xp
-        n = int(data[0].shape[0])
-        bs = n if batch_size is None else max(1, min(int(batch_size), n))
-        per_epoch = math.ceil(n / bs)
-        self.total_steps = total = int(steps) if steps is not None else int(epochs) * per_epoch
-        self.epochs = math.ceil(total / per_epoch)
-        rng = np.random.default_rng(seed)
-        done, epoch, last_publish = 0, 0, 0.0
-        t0 = time.perf_counter()
-        while done < total:
-            order = None if bs == n else xp.asarray(rng.permutation(n))
-            for i in range(per_epoch):
-                if done >= total:
-                    break
-                if not controls.wait_for_next_step():
-                    reason = controls.stop_reason
-                    self._end("interrupted" if reason == "interrupted" else "stopped", reason)
-                    return
-                batch = data if order is None else [d[order[i * bs:(i + 1) * bs]] for d in data]
-                loss = step(*batch)
-                done += 1
-                self._record(step, epoch, loss, time.perf_counter() - t0)
-                now = time.perf_counter()
-                if controls.paused or now - last_publish > 0.1:  # paused: show the step it stopped at
-                    last_publish = now
-                    self._publish()
-            epoch += 1
-            if validation is not None:
-                self._validate(validation)
+    def _start_over(self):
+        """Back to the initial parameters and step 0 (the loop calls it at a step boundary; reset() after the end)."""
+        self.step.reset(*self._initial)
+        with self._history_lock:
+            if self.history.get("step"):
+                self.previous_attempts.append(self.history)
+            self.history = {}
+        self._publish()
 
     def _record(self, step, epoch, loss, elapsed):
         info = step.last
@@ -338,6 +308,8 @@ class Run:
         multipliers = info.hyper.get("lr_multipliers", {})
         for layer in self.layers:
             row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)
+        pace = self.controls.pace
+        row["pace"] = math.inf if pace is None else pace
         row.update(info.stats)  # already named as history columns (train.stats)
         with self._history_lock:
             for key, value in row.items():
@@ -386,15 +358,20 @@ def last_run() -> Run | None:
 
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
-        buffers=None) -> Run:
-    """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0) in a worker thread.
+        buffers=None, pace=None, initial_params=None, driver="thread") -> Run:
+    """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
-    epochs or steps: how long (default 1 epoch). batch_size: default the whole data set. optimizer: default
-    SGD(lr=0.01). validation: arrays like `data`, evaluated after each epoch. background=False blocks until
-    training ends (Ctrl-C stops it cleanly at a step boundary); background=True returns the live Run at once.
-    Parameters are updated in place; they are always those of the last completed step. buffers: arrays the model
-    keeps between steps without training them (see compile_step); then `loss_fn(params, buffers, *batch)` returns
-    `(loss, new_buffers)`, and `run.buffers` holds them.
+    epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
+    whole data set. optimizer: default SGD(lr=0.01). validation: arrays like `data`, evaluated after each epoch.
+    pace: at most this many steps per second (default None: full speed), slow enough to watch and steer by hand;
+    run.pace changes it at any time. background=False blocks until training ends (Ctrl-C stops it cleanly at a step
+    boundary); background=True returns the live Run at once. Parameters are updated in place; they are always those
+    of the last completed step; run.reset() starts over from `initial_params` (default: the params as they are
+    now). buffers: arrays the model keeps between steps without training them (see compile_step); then
+    `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and `run.buffers` holds them.
+    driver: where the steps run: "thread" (a worker thread, the default), "inline" (in the thread that waits for
+    the run: a Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every
+    few tens of milliseconds); see bpmagic/train/drivers.py.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -407,20 +384,24 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         epochs = 1
     n = lengths.pop()
     bs = n if batch_size is None else max(1, min(int(batch_size), n))
-    from .optim import SGD
-
-    optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
-    example = tuple(d[:bs] for d in data)
-    step = CompiledStep(loss_fn, params, example, optimizer, backend, groups, stats=True, buffers=buffers)
+    per_epoch = math.ceil(n / bs)
+    if steps is not None and steps != math.inf and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise BackpropError(f"steps must be a whole number of at least 1, or math.inf to train until stopped; "
+                            f"got {steps!r}")
+    total = None if steps == math.inf else int(steps) if steps is not None else int(epochs) * per_epoch
+    controls = Controls(optimizer if optimizer is not None else _default_optimizer(), pace)  # checks the pace
+    driver = make_driver(driver)
+    step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
+                        stats=True, buffers=buffers)
     if optimizer_state:
         for pname, slots in optimizer_state.items():
             step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
-    device_data = [step.backend.asarray(d) for d in data]
-    device_val = None if validation is None else [step.backend.asarray(v) for v in validation]
-    run = Run(name, step, Controls(optimizer))
+    job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
+              None if validation is None else [step.backend.asarray(v) for v in validation])
+    run = Run(name, step, controls, driver)
     global _last_run
     _last_run = weakref.ref(run)
-    run._start(device_data, epochs=epochs, steps=steps, batch_size=bs, seed=seed, validation=device_val)
+    run._start(job, initial_params)
     if not background:
         try:
             run.wait()
@@ -428,3 +409,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
             run.interrupt()
             raise
     return run
+
+
+def _default_optimizer():
+    from .optim import SGD
+
+    return SGD(lr=0.01)

@@ -1,4 +1,5 @@
-"""Controls panel: learning rate, per-layer multipliers, momentum, weight decay; Pause / Resume, Step, Stop.
+"""Controls panel: learning rate, per-layer multipliers, momentum, weight decay, speed; Pause / Resume, Step, Stop,
+Reset.
 
 Each control holds exactly the value in use. Showing it never changes it (the browser view sends only what a
 person does, never a value of its own), a value typed or set in code is shown as it is, and a value changed in
@@ -7,6 +8,10 @@ one: the browser sends each value with the version of the value it was showing, 
 browser saw a newer one from code is dropped. Values from the browser are checked in one place, `Controls.offer`,
 against the range the control shows (which only the kernel sets); a NaN, a string or an out-of-range value is
 rejected and the control snaps back, so a crafted message cannot reach the optimizer.
+
+The speed control sets the run's pace (steps per second, from full speed down to a pace a person can watch), and
+Reset starts the run over from its initial parameters with the controls as they are: a learner tries another
+learning rate without running the cell again. Both are live like the rest, and a pace change is in the history.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class ExactControl(NumberControlView):
 
     def __init__(self, controls, control, read, **traits):
         self._controls, self._control, self._read = controls, control, read
+        self._unlimited = bool(traits.get("unlimited"))  # then 0 means no limit, beyond the slider's top
         self._lock = threading.RLock()  # a browser message (kernel thread) and follow() (trainer thread) meet here
         self.rejected = self.stale = self.ignored = 0
         self._last_snap, self._snap_timer = 0.0, None
@@ -102,7 +108,9 @@ class ExactControl(NumberControlView):
 
     def _include(self, value):
         """Widen the range to hold `value` (set in code: it may be set again from the control)."""
-        if self.log and 0 < value < self.min:
+        if self._unlimited and value == 0:
+            pass
+        elif self.log and 0 < value < self.min:
             self.min = 10.0 ** math.floor(math.log10(value))
         elif value < self.min:
             self.min = value
@@ -145,27 +153,34 @@ class ControlsPanel(Panel):
             c.add_class(f"bpmagic-{name.replace('_', '-')}")
         self.multipliers = {}
         for layer in run.layers:
-            m = ExactControl(controls, f"lr_multiplier/{layer}",
-                             lambda layer=layer: opt.lr_multipliers.get(layer, 1.0), description=f"× lr {layer}", min=0.0, max=4.0)
+            m = ExactControl(controls, f"lr_multiplier/{layer}", lambda layer=layer: opt.lr_multipliers.get(layer, 1.0),
+                             description=f"layer {layer}: lr ×", min=0.0, max=4.0)
             m.add_class("bpmagic-multiplier")
             self.multipliers[layer] = m
+        self.pace = ExactControl(controls, "pace", lambda: controls.pace or 0.0, description="speed (steps/s)",
+                                 log=True, min=1.0, max=1000.0, unlimited="full speed")
+        self.pace.add_class("bpmagic-pace")
 
         self.pause = widgets.Button(description="Pause", icon="pause")
         self.step = widgets.Button(description="Step", icon="step-forward", disabled=True)
         self.stop = widgets.Button(description="Stop", icon="stop", button_style="danger")
+        self.reset = widgets.Button(description="Reset", icon="undo",
+                                    tooltip="Start over from the initial parameters, with the controls as they are")
         self.pause.on_click(self._toggle_pause)
         self.step.on_click(lambda _: run.step_once())
         self.stop.on_click(lambda _: run.stop())
-        for b, cls in ((self.pause, "bpmagic-pause"), (self.step, "bpmagic-step"), (self.stop, "bpmagic-stop")):
+        self.reset.on_click(self._reset)
+        for b, cls in ((self.pause, "bpmagic-pause"), (self.step, "bpmagic-step"), (self.stop, "bpmagic-stop"),
+                       (self.reset, "bpmagic-reset")):
             b.add_class(cls)
         self.message = widgets.HTML("")
         self.message.add_class("bpmagic-controls-message")
-        self.number_controls = [*self.hyper_controls.values(), *self.multipliers.values()]
-        self.live_widgets = [*self.number_controls, self.pause, self.step, self.stop]
+        self.number_controls = [*self.hyper_controls.values(), *self.multipliers.values(), self.pace]
+        self.buttons = [self.pause, self.step, self.stop, self.reset]
+        self.live_widgets = [*self.number_controls, *self.buttons]
         self._lock = threading.Lock()  # button clicks (kernel thread) and update (trainer thread)
         self.widget = widgets.VBox([widgets.HTML("<b>Controls</b> <small>(take effect at the next step)</small>"),
-                                    *self.number_controls, widgets.HBox([self.pause, self.step, self.stop]),
-                                    self.message])
+                                    *self.number_controls, widgets.HBox(self.buttons), self.message])
 
     def _toggle_pause(self, _=None):
         if self.run.controls.paused:
@@ -174,20 +189,23 @@ class ControlsPanel(Panel):
             self.run.pause()
         self._sync_buttons()
 
+    def _reset(self, _=None):
+        self.run.reset()
+        self._sync_buttons()
+
     def _sync_buttons(self):
         with self._lock:
             run = self.run
-            if run.ended:
-                for c in self.number_controls:
-                    c.disabled = True
-                self.pause.disabled = self.step.disabled = self.stop.disabled = True
-                self.stop.button_style = ""
-                self.pause.description, self.pause.icon = "Pause", "pause"
-                self.message.value = f"<small>The run {run.outcome}; its controls are off.</small>"
-                return
+            ended = run.ended
+            for c in self.number_controls:
+                c.disabled = ended
+            self.pause.disabled = self.stop.disabled = ended
+            self.stop.button_style = "" if ended else "danger"
             paused = run.controls.paused
-            self.pause.description, self.pause.icon = ("Resume", "play") if paused else ("Pause", "pause")
-            self.step.disabled = not paused
+            self.pause.description, self.pause.icon = ("Resume", "play") if paused and not ended else ("Pause", "pause")
+            self.step.disabled = ended or not paused
+            self.message.value = (f"<small>The run {run.outcome}; its controls are off until Reset starts it over."
+                                  "</small>" if ended else "")
 
     def update(self, run):
         """Show values changed elsewhere (from Python, another view) and the run's state."""
@@ -198,5 +216,11 @@ class ControlsPanel(Panel):
     def static_svg(self, width, y):
         from ..static import number, svg_text
 
-        values = "  ·  ".join(f"{c.description} {number(c.value)}" for c in self.number_controls)
+        def shown(c):
+            if c is self.pace:
+                return f"speed {'full' if c.value == 0 else number(c.value) + ' steps/s'}"
+            return f"{c.description}{number(c.value)}" if c in self.multipliers.values() else \
+                f"{c.description} {number(c.value)}"
+
+        values = "  ·  ".join(map(shown, self.number_controls))
         return [svg_text(0, y + 12, "Controls", size=12, weight="bold"), svg_text(0, y + 30, values, size=11)], 36

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...train.stats import GRAD_NORM, SIGNAL_NORM
 from ..dashboard import Panel
-from ..views import LayerBarsView, f32
+from ..views import LayerBarsView
 
 STRIP_COLUMNS = 120
 # entries read per column: the strip is redrawn ~10 times a second from a history that grows by thousands of steps a
@@ -49,7 +49,7 @@ class GradientPanel(Panel):
     def update(self, run):
         h = run.history
         values = [[GRAD_NORM.latest(h, layer), SIGNAL_NORM.latest(h, layer)] for layer in self.layers]
-        self.widget.values = f32(values)
+        self.widget.show(values)
         s = strip(h, self.layers, GRAD_NORM)
         self.widget.strip_cols = s.shape[1]
         self.widget.strip_steps = len(h.get("step", []))

@@ -1,8 +1,9 @@
-"""Loss panel: training and validation loss; step, epoch, steps per second, time left."""
+"""Loss panel: training and validation loss (and, faintly, the attempt before the last Reset); step, epoch, steps
+per second, time left."""
 from __future__ import annotations
 
 from ..dashboard import Panel
-from ...train.trainer import status_text
+from ...train.describe import status_text
 from ..views import LossView, f32
 
 MAX_POINTS = 1000  # the curve is downsampled so that an update stays small however long training runs
@@ -18,18 +19,27 @@ class LossPanel(Panel):
     def __init__(self, run):
         super().__init__(run)
         self.widget = LossView()
+        self._previous = None
 
     def update(self, run):
         h = run.history
-        steps, losses = h.get("step", []), h.get("loss", [])
-        n = min(len(steps), len(losses))
-        picked = list(range(0, n, _every(n)))
-        if picked and picked[-1] != n - 1:
-            picked.append(n - 1)  # the curve always reaches the last step
-        self.widget.steps = f32([steps[i] for i in picked])
-        self.widget.loss = f32([losses[i] for i in picked])
+        self.widget.steps, self.widget.loss = _curve(h)
         val = h.get("val_loss") or []
-        pts = [(s, v) for s, v in zip(steps, val) if v is not None]
+        pts = [(s, v) for s, v in zip(h.get("step", []), val) if v is not None]
         self.widget.val_steps = f32([s for s, _ in pts])
         self.widget.val_loss = f32([v for _, v in pts])
+        previous = run.previous_attempts[-1] if run.previous_attempts else None
+        if previous is not self._previous:  # an earlier attempt no longer changes: drawn once
+            self._previous = previous
+            self.widget.previous_steps, self.widget.previous_loss = _curve(previous or {})
         self.widget.status = status_text(run)
+
+
+def _curve(history):
+    """(steps, losses) as float32 buffers, downsampled to MAX_POINTS, always reaching the last step."""
+    steps, losses = history.get("step", []), history.get("loss", [])
+    n = min(len(steps), len(losses))
+    picked = list(range(0, n, _every(n)))
+    if picked and picked[-1] != n - 1:
+        picked.append(n - 1)
+    return f32([steps[i] for i in picked]), f32([losses[i] for i in picked])

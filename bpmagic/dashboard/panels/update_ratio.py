@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ...train.stats import UPDATE_RATIO
 from ..dashboard import Panel
-from ..views import LayerBarsView, f32
+from ..views import LayerBarsView
 
 
 class UpdateRatioPanel(Panel):
@@ -17,4 +17,4 @@ class UpdateRatioPanel(Panel):
 
     def update(self, run):
         h = run.history
-        self.widget.values = f32([[UPDATE_RATIO.latest(h, layer)] for layer in self.layers])
+        self.widget.show([[UPDATE_RATIO.latest(h, layer)] for layer in self.layers])
