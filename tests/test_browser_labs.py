@@ -12,8 +12,8 @@ import pytest
 from conftest import ARTIFACTS, kernel_idle, open_notebook, run_all
 from test_examples import CHECKS, EXAMPLES
 
-# runs that a lab leaves training on purpose (lab 05's run for the teacher to steer by hand)
-STILL_TRAINING = {"05_learning_rate_live": 1}
+# runs that a lab leaves training on purpose (labs 00 and 05: a paced run to steer by hand)
+STILL_TRAINING = {"00_quickstart": 1, "05_learning_rate_live": 1}
 
 
 def step_through_hides_the_answers(page):

@@ -218,7 +218,7 @@ def test_check_trained_reads_the_runs_history(ip, ns, capsys):
     backprop(ip, "--steps 300 --lr 0.5 --batch-size 4 --no-dashboard --name xor --seed 0", XOR_CELL)
     run = ns["xor"]
     assert bp.check.trained(run, loss_below=0.5)
-    assert "✓ xor trained: loss" in capsys.readouterr().out
+    assert "✓ xor trained: mean loss of its last 10 steps" in capsys.readouterr().out
     message = failed(bp.check.trained, run, loss_below=1e-9)
     assert message.startswith(f"xor ended with a loss of {np.mean(run.history['loss'][-10:]):.4g} (the mean of its "
                               "last 10 steps), but it needs a loss below 1e-09. Train longer")

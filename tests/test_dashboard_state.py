@@ -192,3 +192,44 @@ def test_a_run_that_ends_while_its_dashboard_is_made_is_shown_ended():
         assert f"stopped at step {run.steps_done}" in dash.record.bundle(dash.static_svg(), "")["image/svg+xml"]
     finally:
         dash.close()
+
+
+def test_speed_and_reset_from_the_dashboard():
+    run, dash = start(lr=0.03)
+    panel = controls_of(dash)
+    pace = panel.pace
+    try:
+        assert pace.value == 0 and pace.unlimited == "full speed"  # shown as full speed, nothing set
+        run.wait(until_step=30, timeout=180)
+        pace.set_state({"value": 25.0, "base": pace.version})  # the browser's slider: 25 steps a second
+        assert run.pace == 25.0 and pace.value == 25.0
+        pace.set_state({"value": -5.0, "base": pace.version})  # a crafted value: rejected, nothing changes
+        assert run.pace == 25.0 and pace.rejected == 1
+        run.pace = 10  # from code: appears on the control
+        wait_for(lambda: pace.value == 10)
+        pace.set_state({"value": 0, "base": pace.version})  # the slider's far end: full speed
+        assert run.pace is None
+        first_losses = list(run.history["loss"][:3])
+        run.optimizer.lr = 0.05
+        panel.reset.click()  # as the browser's click
+        wait_for(lambda: bool(run.previous_attempts) and run.steps_done >= 3,
+                 why=lambda: f"{run.steps_done} steps, {len(run.previous_attempts)} earlier attempts")
+        assert run.history["lr"][0] == 0.05 and run.history["loss"][0] == first_losses[0]
+        loss_view = dash.panels[0].widget
+        wait_for(lambda: len(loss_view.previous_loss) > 0)  # the attempt before Reset, to compare
+    finally:
+        run.stop().wait()
+    assert [c.name for c in run.changes()] == []  # the history restarted at Reset ...
+    assert any(c.name == "pace" for c in _changes(run.previous_attempts[0]))  # ... the pace changes are in the first
+    assert panel.stop.disabled and not panel.reset.disabled  # ended: Reset still starts it over
+    panel.reset.click()
+    wait_for(lambda: not run.ended and not panel.stop.disabled and not any(c.disabled for c in panel.number_controls))
+    run.stop().wait()
+    svg = dash._record_bundle()["image/svg+xml"]
+    assert "layer 1: lr ×1" in svg and "speed full" in svg and "grey: before Reset" in svg
+
+
+def _changes(history):
+    run = bp.train.Run("h", None, None)
+    run.history = history
+    return run.changes()

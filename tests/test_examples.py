@@ -13,8 +13,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 
 # lab -> (expression evaluated in the lab's namespace after it ran, assertions on its value)
 CHECKS = {
-    "00_quickstart": ("{'status': xor.status, 'loss': xor.loss}",
-                      lambda r: r["status"] == "finished" and r["loss"] < 0.05),
+    "00_quickstart": ("{'status': xor.status, 'loss': xor.loss, 'steer': steer.status, 'pace': steer.pace}",
+                      lambda r: r["status"] == "finished" and r["loss"] < 0.05
+                      and r["steer"] == "running" and r["pace"] == 30),  # left training, slowly, to steer by hand
     "01_reverse_accumulation": (
         "{'max_error': max(errors), 'steps': len(steps), 'order': [s.node for s in steps], 'loss': line.loss,"
         " 'w': float(line.params['w'][0, 0]), 'b': float(line.params['b'][0])}",  # the exercise reuses b
@@ -42,8 +43,11 @@ CHECKS = {
     "06_convnet_digits": ("{'accuracy': test_accuracy, 'loss': cnn.loss, 'layers': list(cnn.layers)}",
                           lambda r: r["accuracy"] > 0.9 and r["layers"] == ["1", "2", "3"]),
     "07_char_language_model": (
-        "{'first': first_loss, 'final': final_loss, 'sample': sample()[8:]}",
-        lambda r: r["first"] > 3.5 and r["final"] < 1.5 and r["sample"].count(" ") > 20),
+        "{'first': first_loss, 'final': final_loss, 'sample': sample()[8:], 'held_best': min(held_out),"
+        " 'held_last': held_out[-1], 'epochs': len(held_out)}",
+        # it learns, and the held-out loss shows it memorising: lowest early, higher at the end
+        lambda r: (r["first"] > 3.5 and r["final"] < 1.5 and r["sample"].count(" ") > 20 and r["epochs"] == 40
+                   and r["held_best"] < 3.0 and r["held_last"] > r["held_best"] + 0.3)),
 }
 
 

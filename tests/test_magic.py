@@ -88,6 +88,35 @@ def test_shape_change_reinitialises_with_a_notice(ip, ns, capsys):
     assert "W1 (2, 8) -> (2, 16), b1 (8,) -> (16,), W2 (8, 1) -> (16, 1)" in out and ns["W1"].shape == (2, 16)
 
 
+def test_another_models_arrays_of_the_same_names_start_afresh_in_silence(ip, ns, capsys):
+    backprop(ip, "--steps 5 --no-dashboard --name small")
+    capsys.readouterr()
+    wide = XOR_CELL.replace("(2, 8)", "(2, 16)").replace("zeros(8)", "zeros(16)").replace("(8, 1)", "(16, 1)")
+    backprop(ip, "--steps 5 --no-dashboard --name wide", wide)  # another model: the learner expects fresh arrays
+    assert "re-initialised" not in capsys.readouterr().out and ns["W1"].shape == (2, 16)
+    ns["W2"] = np.ones((3, 3), np.float32)  # the learner's own array: not one bpmagic trained
+    backprop(ip, "--steps 5 --no-dashboard --name wide2", wide)
+    assert "re-initialised W2 (3, 3) -> (16, 1)" in capsys.readouterr().out
+
+
+def test_background_without_steps_trains_until_stop_at_its_pace(ip, ns):
+    from bpmagic.train.describe import status_text
+
+    backprop(ip, "--background --pace 40 --no-dashboard --name slow")
+    run = ns["slow"]
+    try:
+        assert run.total_steps is None and run.pace == 40
+        run.wait(until_step=5, timeout=180)
+        text = status_text(run)
+        assert "until Stop" in text and " s left" not in text and "/" not in text.split("loss")[0], text
+    finally:
+        run.stop().join()
+    assert run.outcome == f"stopped at step {run.steps_done}"
+    assert "steps/s" not in status_text(run)  # an ended (or paused) run shows no speed
+    h = run.history
+    assert set(h["pace"]) == {40.0}
+
+
 def test_background_then_wait_and_awaitable(ip, ns):
     result = backprop(ip, "--steps 3000 --background --no-dashboard --name bg")
     assert result.success
@@ -245,6 +274,7 @@ def test_unknown_option_and_bad_values(ip, ns, capsys):
     assert "--optimizer must be" in error_of(ip, capsys, "--optimizer rmsprop")
     assert "lr must be a finite number > 0" in error_of(ip, capsys, "--lr -1")
     assert "--dtype must be one of" in error_of(ip, capsys, "--dtype int8")
+    assert "--pace is in steps per second and must be positive" in error_of(ip, capsys, "--pace -3")
 
 
 def test_shape_mismatch_names_the_line_and_shapes(ip, ns, capsys):

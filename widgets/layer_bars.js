@@ -113,7 +113,7 @@ function render({ model, el }) {
     for (let d = lo; d <= hi; d += step) {
       const at = (d - lo) / (hi - lo), shift = at === 0 ? 0 : at >= 1 ? -100 : -50; // end labels stay inside
       const tick = div(`position: absolute; left: ${at * 100}%; transform: translateX(${shift}%); white-space: nowrap`,
-        number(10 ** d));
+        d >= -3 && d < 4 ? number(10 ** d) : `1e${d}`);  // a decade reads 1e-4, not 1.0e-4
       axis.append(tick);
     }
 

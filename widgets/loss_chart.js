@@ -32,7 +32,8 @@ function showStatus(status, text) {
     span.textContent = item;
     return span;
   });
-  status.replaceChildren(...items.flatMap((span, i) => (i ? [document.createTextNode("  ·  "), span] : [span])));
+  // a line may break after a separator, never before it: no line starts with "·"
+  status.replaceChildren(...items.flatMap((span, i) => (i ? [document.createTextNode("\u00a0\u00a0· "), span] : [span])));
 }
 
 function draw(model, canvas, status) {
@@ -75,7 +76,8 @@ function draw(model, canvas, status) {
     ctx.fillText(labels[i], 4, y + 3);
   }
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
-  ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}`, pad.l, h - 6);
+  const before = psteps.length ? " · grey: before Reset" : "";
+  ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}${before}`, pad.l, h - 6);
 
   const curve = (xs, ys, colour) => {
     ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
@@ -88,11 +90,7 @@ function draw(model, canvas, status) {
     }
     ctx.stroke();
   };
-  if (psteps.length) {
-    curve(psteps, ploss, "#c7c7c7");
-    ctx.fillStyle = "#999"; ctx.font = "10px sans-serif";
-    ctx.fillText("grey: before Reset", w - pad.r - 100, pad.t + 10);
-  }
+  if (psteps.length) curve(psteps, ploss, "#c7c7c7");
   curve(steps, loss, "#1f77b4");
   ctx.fillStyle = "#d62728";
   for (let i = 0; i < vsteps.length; i++) {
@@ -124,13 +122,17 @@ export default {
   render({ model, el }) {
     el.classList.add("bpmagic-loss");
     hideRecord(model.get("record_token"));
+    // the chart fills its panel's height: beside a tall gradient panel (a deep net) it grows instead of leaving a gap
+    el.style.cssText += "display: flex; flex-direction: column";
     const status = document.createElement("div");
     status.className = "bpmagic-status";
     status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";
     const canvas = document.createElement("canvas");
-    canvas.style.cssText = "width: 100%; height: 200px; display: block";
+    canvas.style.cssText = "width: 100%; flex: 1 1 auto; min-height: 200px; height: 200px; display: block";
     el.append(status, canvas);
     const redraw = () => draw(model, canvas, status);
+    const resized = new ResizeObserver(() => requestAnimationFrame(redraw));
+    resized.observe(canvas);
     const names = ["steps", "loss", "val_steps", "val_loss", "previous_steps", "previous_loss", "status", "log_scale"];
     for (const name of names) model.on(`change:${name}`, redraw);
     const onRecord = () => sendRecord(model);
@@ -138,6 +140,7 @@ export default {
     requestAnimationFrame(redraw);
     return () => {
       for (const name of names) model.off(`change:${name}`, redraw);
+      resized.disconnect();
       model.off("change:record", onRecord);
     };
   },
