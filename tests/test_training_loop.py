@@ -48,6 +48,7 @@ class Harness:
         end = time.monotonic() + deadline
         while not condition():
             assert time.monotonic() < end, f"{self.driver}: {what} did not happen within {deadline} s ({run!r})"
+            assert not (run.done and run.status == "failed" and run.ended_because == "error"), run.error
             await self.let_time_pass(run, 0.02)
 
     async def let_time_pass(self, run, seconds):
@@ -189,3 +190,38 @@ def test_bad_pace_steps_and_driver_are_one_message_each():
             bp.fit(xor_loss, params(), data(), background=True, **{"steps": 10, **kwargs})
     with pytest.raises(bp.BackpropError, match="needs a running event loop"):
         bp.fit(xor_loss, params(), data(), steps=10, background=True, driver="asyncio")
+
+
+def test_statistics_stay_on_the_device_and_are_fetched_in_batches():
+    """The per-layer statistics are written on the step's device and fetched ~10 times a second, in one copy of
+    many steps' rows (on a GPU a copy per step would wait for every step); the history holds every step's values,
+    the same as reading each step's own."""
+    from bpmagic.backends.numpy_backend import NumpyBackend
+
+    fetched = []
+
+    class Counting(NumpyBackend):
+        def to_numpy(self, x):
+            fetched.append(np.shape(x))
+            return super().to_numpy(x)
+
+    run = bp.fit(xor_loss, params(), data(), steps=3000, batch_size=16, optimizer=bp.optim.SGD(lr=0.1),
+                 backend=Counting())
+    blocks = [shape[0] for shape in fetched if len(shape) == 2]
+    assert sum(blocks) == 3000 and len(blocks) < 3000 / 20, blocks  # many steps per copy
+    h = run.history
+    assert all(len(h[c]) == 3000 for c in ("grad_norm/1", "signal_norm/2", "update_ratio/1"))
+
+    # the same values as a step read one by one, on the same batches
+    step = bp.compile_step(xor_loss, params(), *(d[:16] for d in data()), optimizer=bp.optim.SGD(lr=0.1),
+                           backend="numpy", stats=True)
+    rng, X, Y = np.random.default_rng(0), *data()
+    expected = []
+    for _ in range(5):
+        order = rng.permutation(64)
+        for i in range(4):
+            step(X[order[i * 16:(i + 1) * 16]], Y[order[i * 16:(i + 1) * 16]])
+            expected.append(step.last.stats)
+    for k, stats in enumerate(expected):
+        for column, value in stats.items():
+            assert h[column][k] == pytest.approx(value, rel=1e-6, nan_ok=True), (k, column)

@@ -92,7 +92,9 @@ def _attempt(run, job: Job):
             now = time.perf_counter()
             if controls.paused or now - last_publish > PUBLISH_EVERY:  # paused: show the step it stopped at
                 last_publish = now
-                run._publish()
+                run._publish()  # with the statistics fetched from the step's device since the last time
+            elif step.measurements.pending >= step.measurements.CAPACITY // 2:  # thousands of steps a second
+                run._catch_up()
             yield 0
         epoch += 1
         if job.validation is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import ops
 
 
@@ -61,13 +63,23 @@ def layer_sums(layers: dict, grad_sq: dict, params: dict, new_params: dict, sign
 
 def from_sums(sums: dict) -> dict:
     """{(sum, layer): value} from layer_sums, as numbers -> {column: value} for every LayerStat."""
+    columns = from_sum_rows(list(sums), np.asarray([list(sums.values())], np.float64))
+    return {column: float(values[0]) for column, values in columns.items()}
+
+
+def from_sum_rows(keys: list, rows) -> dict:
+    """The same for many steps at once: `rows` [steps, len(keys)] of sums -> {column: values over the steps}."""
+    at = {key: i for i, key in enumerate(keys)}
+    rows = np.asarray(rows, np.float64)
     out = {}
-    for layer in dict.fromkeys(layer for _, layer in sums):
-        g, u, w = (sums[(k, layer)] for k in (GRAD, UPDATE, PARAM))
-        out[GRAD_NORM.column(layer)] = math.sqrt(g)
-        signal = sums.get((SIGNAL, layer))
-        out[SIGNAL_NORM.column(layer)] = math.sqrt(signal) if signal is not None else math.nan
-        out[UPDATE_RATIO.column(layer)] = math.sqrt(u) / math.sqrt(w) if w > 0 else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for layer in dict.fromkeys(layer for _, layer in keys):
+            g, u, w = (rows[:, at[(k, layer)]] for k in (GRAD, UPDATE, PARAM))
+            out[GRAD_NORM.column(layer)] = np.sqrt(g)
+            signal = at.get((SIGNAL, layer))
+            out[SIGNAL_NORM.column(layer)] = np.sqrt(rows[:, signal]) if signal is not None else np.full(len(rows),
+                                                                                                           math.nan)
+            out[UPDATE_RATIO.column(layer)] = np.where(w > 0, np.sqrt(u) / np.sqrt(w), math.nan)
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class Layout:
         return list(outputs[1 + len(self.params) + self.n_held:])
 
 
-@dataclass
+@dataclass(eq=False)  # a plan is itself: kept in dicts by identity (Measurements)
 class Plan:
     """One compiled step: for one batch shape and one optimizer structure."""
 
@@ -103,16 +103,101 @@ class _Prepared:
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-@dataclass(slots=True)
-class StepInfo:
-    """What the last step did: its loss, the hyperparameters it used, and statistics if asked for."""
+class Measurements:
+    """The steps' measurements (per-layer sums for the statistics, the watched values' gradients), kept on the step's
+    device: each step writes its row into a ring there, and the host fetches the rows in one copy when asked — the
+    trainer at most ~10 times a second — never once per step (on a GPU a copy would wait for the step to finish;
+    the writes are queued with the step and replayed CUDA graphs are left alone)."""
 
-    step: int
-    loss: float
-    hyper: dict
-    lrs: dict
-    stats: dict = field(default_factory=dict)  # column -> value, for each train.stats.LayerStat and layer
-    value_grads: dict = field(default_factory=dict)  # watched values: Var of the plan's graph -> |dL/d value|
+    CAPACITY = 16384  # rows per plan; the trainer takes them long before a ring comes round
+
+    def __init__(self, backend):
+        self.backend = backend
+        self._rings: dict = {}  # plan -> [CAPACITY, width] array on the device
+        self._written: dict = {}  # plan -> rows written into its ring so far
+        self._pending: list = []  # [plan, first step, first row, count]: written, not yet taken, in step order
+        self.last = None  # (plan, row) of the newest step
+        self._lock = threading.Lock()  # the trainer takes while a view (another thread) may publish
+
+    @property
+    def pending(self) -> int:
+        return sum(segment[3] for segment in self._pending)
+
+    def write(self, plan, step: int, values: list):
+        with self._lock:
+            self._write(plan, step, values)
+
+    def _write(self, plan, step, values):
+        ring = self._rings.get(plan)
+        if ring is None:
+            dtype = np.result_type(*(np.dtype(v.dtype) for v in values))
+            ring = self._rings[plan] = self.backend.xp.empty((self.CAPACITY, len(values)), dtype)
+            self._written[plan] = 0
+        row = self._written[plan]
+        self.backend.xp.stack(values, out=ring[row % self.CAPACITY])
+        self._written[plan] = row + 1
+        self.last = (plan, row)
+        segment = self._pending[-1] if self._pending else None
+        if segment is not None and segment[0] is plan and segment[1] + segment[3] == step:
+            segment[3] += 1
+        else:
+            self._pending.append([plan, step, row, 1])
+
+    def take(self) -> list:
+        """[(plan, first step, rows on the host [steps, width])] for the steps written since the last take, oldest
+        first (one copy per plan's stretch of steps)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        out = []
+        for plan, first_step, first, count in pending:
+            lost = max(0, self._written[plan] - self.CAPACITY - first)  # overwritten before anyone took them
+            first, first_step, count = first + lost, first_step + lost, count - lost
+            if count > 0:
+                out.append((plan, first_step, self.rows(plan, first, count)))
+        return out
+
+    def rows(self, plan, first: int, count: int):
+        ring, start = self._rings[plan], first % self.CAPACITY
+        xp = self.backend.xp
+        block = ring[start:start + count] if start + count <= self.CAPACITY else \
+            xp.concatenate([ring[start:], ring[:start + count - self.CAPACITY]])
+        return self.backend.to_numpy(block)
+
+
+class StepInfo:
+    """What the last step did: its loss, the hyperparameters it used, and — when the step measures them — its
+    per-layer statistics (`stats`, column -> value, for each train.stats.LayerStat and layer) and the gradient's
+    size at each watched value (`value_grads`, Var of the plan's graph -> |dL/d value|), fetched from the device
+    when first read."""
+
+    __slots__ = ("step", "loss", "hyper", "lrs", "_measured", "_row")
+
+    def __init__(self, step, loss, hyper, lrs, measured=None):
+        self.step, self.loss, self.hyper, self.lrs = step, loss, hyper, lrs
+        self._measured, self._row = measured, None  # (Measurements, plan, row)
+
+    def _values(self):
+        if self._row is None:
+            if self._measured is None:
+                return None, None
+            measurements, plan, row = self._measured
+            self._row = (plan, measurements.rows(plan, row, 1)[0])
+        return self._row
+
+    @property
+    def stats(self) -> dict:
+        plan, row = self._values()
+        if plan is None or not plan.layout.stats:
+            return {}
+        return from_sums(dict(zip(plan.layout.stats, row[:len(plan.layout.stats)].tolist())))
+
+    @property
+    def value_grads(self) -> dict:
+        plan, row = self._values()
+        if plan is None:
+            return {}
+        sums = row[len(plan.layout.stats):].tolist()
+        return {v: math.sqrt(x) for v, x in zip(plan.layout.watched, sums)}
 
 
 class CompiledStep:
@@ -165,6 +250,7 @@ class CompiledStep:
         self.plans: dict = {}
         self.step_count = 0
         self.last: StepInfo | None = None
+        self.measurements = Measurements(self.backend)
         self._prepared: _Prepared | None = None
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
@@ -315,13 +401,11 @@ class CompiledStep:
                 raise self._diagnose(plan, ready.held + batch + ready.scalars) from None
             self.step_count += 1
             loss = float(outs[0])
-            stats, value_grads = {}, {}
-            layout = plan.layout
-            if layout.stats or layout.watched:
-                sums = self.backend.to_numpy(self.backend.xp.stack(layout.measured(outs))).tolist()
-                stats = from_sums(dict(zip(layout.stats, sums)))
-                value_grads = {v: math.sqrt(x) for v, x in zip(layout.watched, sums[len(layout.stats):])}
-            self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, stats, value_grads)
+            layout, measured = plan.layout, None
+            if layout.stats or layout.watched:  # kept on the device: the trainer fetches them ~10 times a second
+                self.measurements.write(plan, self.step_count, layout.measured(outs))
+                measured = (self.measurements, *self.measurements.last)
+            self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, measured)
             return loss
 
     def reset(self, params: dict, buffers: dict | None = None):
@@ -341,6 +425,7 @@ class CompiledStep:
                     value[...] = 0
             self.step_count = 0
             self.last = None
+            self.measurements.take()  # the measurements of the steps before are not this attempt's
             self._prepared = None  # step-dependent scalars (Adam's bias corrections) start again from step 1
 
     def inputs(self, *batch) -> list:

@@ -22,6 +22,7 @@ from .controls import Controls
 from .describe import Change, Changes, format_loss, outcome, status_text  # noqa: F401  (format_loss: re-exported)
 from .drivers import drive_here, make_driver
 from .loop import Job, training_loop
+from .stats import from_sum_rows
 from .step import CompiledStep
 
 __all__ = ["fit", "Run", "format_loss"]
@@ -310,12 +311,23 @@ class Run:
             row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)
         pace = self.controls.pace
         row["pace"] = math.inf if pace is None else pace
-        row.update(info.stats)  # already named as history columns (train.stats)
         with self._history_lock:
             for key, value in row.items():
                 self.history.setdefault(key, []).append(value)
             if "val_loss" in self.history:
                 self.history["val_loss"].append(None)
+
+    def _catch_up(self):
+        """Fetch the statistics of the steps since the last call from the step's device, in one copy, into the
+        history's columns (the loop calls it before it publishes, at most ~10 times a second, and at the end)."""
+        taken = self.step.measurements.take()
+        if not taken:
+            return
+        with self._history_lock:
+            for plan, _, rows in taken:
+                keys = plan.layout.stats
+                for column, values in from_sum_rows(keys, rows[:, :len(keys)]).items():
+                    self.history.setdefault(column, []).extend(values.tolist())
 
     def _validate(self, validation):
         loss, _ = self.step.call_loss(self.params, validation)  # the buffers' new values are not kept
@@ -330,6 +342,8 @@ class Run:
             self._publish()
 
     def _publish(self):
+        if self.step is not None:
+            self._catch_up()
         for listener in list(self._listeners):
             try:
                 listener(self)
