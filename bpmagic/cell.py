@@ -106,6 +106,8 @@ def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int =
     losses = []
     for stmt in tree.body:
         body.append(_declarations(stmt, prog, losses, layer=None, top=True))
+    for stmt in body:
+        _no_numpy_random(stmt, prog)
     if not losses:
         raise _error(0, "the cell has no Loss: mark the scalar to minimise, e.g. `loss: Loss = mse(pred, y)`")
     if len(losses) > 1:
@@ -191,9 +193,29 @@ def _declarations(stmt, prog, losses, layer, top):
         # in the loss function the name is bound to the traced parameter (or the buffer's value at this step)
         source = "__params" if kind == "Param" else "__buffers"
         value = ast.Subscript(ast.Name(source, ast.Load()), ast.Constant(name), ast.Load())
-        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), stmt)
+        bound = ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], value), stmt)
+        bound._bp_declaration = True  # its initialiser runs once, at bind time: np.random is fine there
+        return bound
     (prog.inputs if kind == "Input" else prog.targets).append((name, stmt.value, lineno))
     return None  # bound as an argument of the loss function
+
+
+def _no_numpy_random(node, prog):
+    """np.random in the cell's body would be drawn once, as the cell is traced: one message saying so (in a Param's
+    initialiser it is fine: drawn once is what an initialiser does)."""
+    if node is None or getattr(node, "_bp_declaration", False):
+        return
+    func = getattr(node, "func", None)
+    if (isinstance(node, ast.Call) and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute)
+            and func.value.attr == "random" and isinstance(func.value.value, ast.Name)
+            and func.value.value.id in ("np", "numpy")):
+        call = f"{func.value.value.id}.random.{func.attr}(...)"
+        raise _error(node.lineno, f"{call} in the cell's body is drawn once, when the cell is traced, and would be "
+                     "a constant of the graph: the same numbers at every step. Draw anew at every step with "
+                     "randn_like(h), normal(shape), uniform(shape) or dropout(h, rate); for numbers that stay the "
+                     "same, draw them in an earlier cell and use that array here.", prog.line(node.lineno))
+    for child in ast.iter_child_nodes(node):
+        _no_numpy_random(child, prog)
 
 
 def _layer_name(stmt):

@@ -14,7 +14,7 @@ import math
 import sys
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from IPython.core.error import UsageError
@@ -88,6 +88,13 @@ def bind_data(prog, user_ns, dtype):
             if value is None or value.dtype == object:
                 raise CellError(f"line {lineno}: {name} must be an array (or nested lists of numbers), got "
                                 f"{type(value).__name__}\n    {prog.line(lineno)}")
+        if value.dtype.kind in "USO":
+            sample = ", ".join(repr(v) for v in value.ravel()[:3].tolist())
+            what = "a Target" if any(n == name for n, _, _ in prog.targets) else "an Input"
+            raise CellError(f"line {lineno}: {name} holds {'strings' if value.dtype.kind in 'US' else 'objects'} "
+                            f"({sample}, ...): {what} must be numbers. For class labels, number them: "
+                            f"classes, {name}_ids = np.unique({ast.unparse(node)}, return_inverse=True), then "
+                            f"`{name}: {what.split()[1]} = {name}_ids` (cross_entropy takes class numbers)\n    {prog.line(lineno)}")
         if value.dtype.kind == "f" and value.dtype != dtype:
             value = value.astype(dtype)
         if value.ndim == 0:
@@ -104,17 +111,42 @@ def bind_data(prog, user_ns, dtype):
 
 @dataclass
 class Bound:
-    """Arrays bound to a cell's declarations (Params or Buffers)."""
+    """Arrays bound to a cell's declarations (Params or Buffers), one per trained array: a declaration of a list or
+    a dict of arrays (`Ws: Param = [randn(32, 32) for _ in range(20)]`) gives one per entry, named Ws[0], Ws[1], ...
+    (blocks['q'] for a dict), each its own layer."""
 
     arrays: dict  # name -> the array to train: the namespace's own when it fits, else `fresh`'s
     fresh: dict  # name -> the value its initialiser gives with the run's seed (what Reset goes back to)
-    reshaped: list  # (name, old array, new shape): arrays in the namespace that no longer fit their declaration
+    reshaped: list  # (name, old value, new shape): values in the namespace that no longer fit their declaration
+    entries: dict = field(default_factory=dict)  # a list or dict declaration's name -> its entries' names, in form
+
+    def namespace(self, arrays: dict) -> dict:
+        """The declared names as the notebook sees them: an array, or a list or dict of the entries' arrays."""
+        out = {}
+        for name, form in self.entries.items():
+            out[name] = [arrays[n] for n in form] if isinstance(form, list) else {k: arrays[n] for k, n in form.items()}
+        out.update({n: a for n, a in arrays.items() if n in self.arrays and not self._entry(n)})
+        return out
+
+    def view(self, traced: dict) -> dict:
+        """The loss function's params: the traced entries, and each list or dict declaration as a list or dict."""
+        return {**traced, **self.namespace(traced)}
+
+    def _entry(self, name) -> bool:
+        return any(name in (form if isinstance(form, list) else form.values()) for form in self.entries.values())
 
 
 def bind_params(prog, user_ns, *, seed, dtype, reset):
-    """(Bound, groups): the namespace's trained array when it fits, else a fresh one from the initialiser."""
+    """(Bound, groups): the namespace's trained array when it fits, else a fresh one from the initialiser. Params
+    whose names end in the same number form a layer (W1, b1), as do those declared in `with layer(name):`; each
+    entry of a list or dict of Params is a layer of its own (Ws[3])."""
     bound = _bind(prog, prog.params, "Param", user_ns, seed, dtype, reset)
-    groups = {spec.name: spec.layer or layer_of(spec.name) for spec in prog.params}
+    groups = {}
+    for spec in prog.params:
+        form = bound.entries.get(spec.name)
+        names = [spec.name] if form is None else form if isinstance(form, list) else list(form.values())
+        for name in names:
+            groups[name] = spec.layer or (layer_of(spec.name) if form is None else name)
     return bound, groups
 
 
@@ -127,29 +159,68 @@ def _bind(prog, specs, kind, user_ns, seed, dtype, reset) -> Bound:
     init_ns = {**cell_namespace(user_ns, dtype), **initializers(np.random.default_rng(seed), dtype)}
     bound = Bound({}, {}, [])
     for spec in specs:
-        fresh = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
-        if not is_array(fresh) and not isinstance(fresh, (int, float)):
-            raise CellError(f"line {spec.lineno}: the initial value of {kind} {spec.name} must be an array, got "
-                            f"{type(fresh).__name__}\n    {prog.line(spec.lineno)}")
-        fresh = np.asarray(fresh, dtype) if not is_array(fresh) or fresh.dtype != dtype else fresh
-        bound.fresh[spec.name] = fresh
+        value = _eval(spec.init, init_ns, prog, f"the initial value of {spec.name}")
+        fresh = _entries(spec, value, kind, prog, dtype)  # entry name -> array
         old = user_ns.get(spec.name)
-        if not reset and is_array(old) and old.dtype.kind == "f":
-            if tuple(old.shape) == tuple(fresh.shape):
-                bound.arrays[spec.name] = old if old.dtype == dtype else old.astype(dtype)
-                continue
-            bound.reshaped.append((spec.name, old, tuple(fresh.shape)))
-        bound.arrays[spec.name] = fresh.copy()
+        if isinstance(value, (list, tuple, dict)):
+            form = list(fresh) if not isinstance(value, dict) else dict(zip(value, fresh))
+            bound.entries[spec.name] = form
+            olds = dict(zip(fresh, old if isinstance(value, (list, tuple)) else old.values())) \
+                if _same_form(old, value) else None
+        else:
+            olds = {spec.name: old}
+        bound.fresh.update(fresh)
+        fits = not reset and olds is not None and all(
+            is_array(o) and o.dtype.kind == "f" and tuple(o.shape) == tuple(fresh[n].shape) for n, o in olds.items())
+        if fits:
+            bound.arrays.update({n: o if o.dtype == dtype else o.astype(dtype) for n, o in olds.items()})
+            continue
+        if not reset and old is not None and (olds is None or any(is_array(o) and o.dtype.kind == "f"
+                                                                  for o in olds.values())):
+            shape = [tuple(a.shape) for a in fresh.values()] if spec.name in bound.entries else \
+                tuple(fresh[spec.name].shape)
+            bound.reshaped.append((spec.name, old, shape))
+        bound.arrays.update({n: a.copy() for n, a in fresh.items()})
     return bound
 
 
-def make_loss_fn(prog, user_ns, dtype=np.float32):
+def _entries(spec, value, kind, prog, dtype) -> dict:
+    """name -> array for a declaration's value: itself, or each entry of a list or dict of arrays."""
+    if isinstance(value, (list, tuple, dict)):
+        if kind != "Param":
+            raise CellError(f"line {spec.lineno}: declare each {kind} by itself (a list or dict of them is for "
+                            f"Params)\n    {prog.line(spec.lineno)}")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        named = [(f"{spec.name}[{k!r}]", v) for k, v in items]
+        if not named:
+            raise CellError(f"line {spec.lineno}: {spec.name} is an empty {type(value).__name__}: a list or dict of "
+                            f"Params needs at least one array\n    {prog.line(spec.lineno)}")
+    else:
+        named = [(spec.name, value)]
+    out = {}
+    for name, v in named:
+        if not is_array(v) and not isinstance(v, (int, float)):
+            raise CellError(f"line {spec.lineno}: the initial value of {kind} {name} must be an array, got "
+                            f"{type(v).__name__}\n    {prog.line(spec.lineno)}")
+        out[name] = np.asarray(v, dtype) if not is_array(v) or v.dtype != dtype else v
+    return out
+
+
+def _same_form(old, value) -> bool:
+    """Whether the namespace's `old` is a list (or dict) as long as (with the keys of) the declared `value`."""
+    if isinstance(value, dict):
+        return isinstance(old, dict) and list(old) == list(value)
+    return isinstance(old, (list, tuple)) and len(old) == len(value)
+
+
+def make_loss_fn(prog, user_ns, dtype=np.float32, bound: Bound | None = None):
     """The cell as `loss_fn(params, *batch)` (with Buffers `loss_fn(params, buffers, *batch) -> (loss,
-    new_buffers)`), checking that the Loss is a scalar."""
+    new_buffers)`), checking that the Loss is a scalar. With `bound`, lists and dicts of Params reach the cell as
+    lists and dicts."""
     inner = prog.loss_function(cell_namespace(user_ns, dtype))
 
-    def loss_fn(*args):
-        value = inner(*args)
+    def loss_fn(params, *args):
+        value = inner(bound.view(params) if bound is not None and bound.entries else params, *args)
         loss = value[0] if prog.buffers else value
         shape = tuple(getattr(loss, "shape", ()))
         if shape != ():
@@ -250,7 +321,7 @@ class Backprop(Magics):
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
             optimizer = make_optimizer(opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"])
-            loss_fn = make_loss_fn(prog, user_ns, opts["dtype"])
+            loss_fn = make_loss_fn(prog, user_ns, opts["dtype"], bound)
             if args.check:
                 from .check import check_model
 
@@ -265,10 +336,10 @@ class Backprop(Magics):
                       buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh)
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
-        user_ns.update(run.params)  # the very arrays the worker updates in place
-        user_ns.update(run.buffers)
-        for name, array in [*run.params.items(), *run.buffers.items()]:
-            self._trained_by[name] = (args.name, weakref.ref(array))
+        trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
+        user_ns.update(trained)
+        for name, value in trained.items():
+            self._trained_by[name] = (args.name, [weakref.ref(a) for a in _arrays_of(value)])
         user_ns[args.name] = run
         show_dashboard = opts["dashboard"] and not args.no_dashboard and has_widget_frontend(self.shell)
         if show_dashboard:
@@ -323,10 +394,19 @@ class Backprop(Magics):
         """One line for the arrays whose shape no longer fits the cell, unless the learner would expect it: arrays
         another model's run (another --name) trained are that model's, and a new model starts afresh in silence."""
         def expected(name, old):
-            owner, ref = self._trained_by.get(name, (None, lambda: None))
-            return ref() is old and owner != run_name
+            owner, refs = self._trained_by.get(name, (None, []))
+            olds = _arrays_of(old)
+            return owner != run_name and len(refs) == len(olds) and all(r() is o for r, o in zip(refs, olds))
 
-        told = [f"{name} {tuple(old.shape)} -> {shape}" for name, old, shape in reshaped if not expected(name, old)]
+        def shape_of(value):
+            if isinstance(value, (list, tuple, dict)):
+                return f"{type(value).__name__} of {len(value)}"
+            return str(tuple(value.shape)) if is_array(value) else type(value).__name__
+
+        def new(shape):
+            return f"list of {len(shape)}" if isinstance(shape, list) else str(shape)
+
+        told = [f"{name} {shape_of(old)} -> {new(shape)}" for name, old, shape in reshaped if not expected(name, old)]
         if told:
             print(f"bpmagic: re-initialised {', '.join(told)}: their shapes changed, so they start from the "
                   "cell's initialisers")
@@ -355,6 +435,13 @@ class Backprop(Magics):
         except KeyboardInterrupt:
             run.interrupt()
         progress.finish(text)
+
+
+def _arrays_of(value) -> list:
+    """The arrays a namespace value holds: itself, or a list's or dict's entries."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def has_widget_frontend(shell) -> bool:

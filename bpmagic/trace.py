@@ -60,6 +60,15 @@ class Trace:
         self.source_override: Source | None = None
         self.scope: tuple = ()  # the composite calls now running (see ops.core.composite)
         self.named_from = 0  # equations before this one came from a loaded graph (see load)
+        # a training step's trace (train/step.py): the per-step key its random draws are keyed by, and its floats
+        self.step_key: Tracer | None = None
+        self.float_dtype = np.float64
+        self._streams = 0
+
+    def next_stream(self) -> int:
+        """A stream of the step's key for the next random draw traced here: each draw's numbers are its own."""
+        self._streams += 1
+        return self._streams
 
     # -- values entering the trace --------------------------------------------------------------------------
     def new_input(self, value, name=None) -> "Tracer":

@@ -2,6 +2,7 @@
 reach their key outcome (the time each took is printed; how fast is a benchmark's business, not a test's). The
 check code is appended to the executed copy, never to the lab."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -76,3 +77,21 @@ def test_lab_runs_and_reaches_its_outcome(path):
     assert check(result), result
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    the_saved_notebook_reads_well_without_its_kernel(nb)
+
+
+def the_saved_notebook_reads_well_without_its_kernel(nb):
+    """What a reader of the executed lab sees (reopened, on GitHub, exported to HTML): one record per dashboard,
+    no line about which backend was chosen, nothing that asks for a running kernel."""
+    from nbconvert import HTMLExporter
+
+    dashboards = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%backprop")
+                     and "--no-dashboard" not in c.source.splitlines()[0])
+    texts = ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+             for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    records = [t for t in texts if t.startswith("bpmagic dashboard of")]
+    assert len(records) == dashboards, records
+    assert not any("backend 'auto'" in t or "running kernel" in t for t in texts)
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert len(re.findall(r"<img [^>]*data-bpmagic-record=", html)) == dashboards
+    assert "running kernel" not in html and "backend 'auto'" not in html

@@ -44,7 +44,8 @@ class Namer:
 
 
 def _identifier(hint: str) -> str:
-    s = "".join(c if c.isalnum() or c == "_" else "_" for c in str(hint))
+    """`hint` as a Python name: Ws[3] -> Ws_3, head['W'] -> head_W (an entry of a list or dict of Params)."""
+    s = re.sub(r"[^0-9A-Za-z_]+", "_", str(hint)).strip("_") if not str(hint).isidentifier() else str(hint)
     if not s or s[0].isdigit() or keyword.iskeyword(s):
         s = "_" + s
     return s

@@ -12,7 +12,6 @@ from .elementary import *  # noqa: F401,F403
 from .elementwise import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .nn import *  # noqa: F401,F403
-from .nn import uniform  # noqa: F401  bp.uniform: the deprecated name of random_uniform (not an op of its own)
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .special import *  # noqa: F401,F403

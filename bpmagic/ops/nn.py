@@ -1,4 +1,5 @@
-"""Neural-network primitives: convolution and pooling (through sliding windows), embedding, dropout.
+"""Neural-network primitives: convolution and pooling (through sliding windows), embedding, one_hot, and
+randomness: dropout and the draws (uniform, normal, randn_like, rand_like), fresh at every training step.
 
 conv2d and the pools are compositions over one pair of linear primitives, `unfold` (im2col: every kernel-sized
 window as a column) and its adjoint `fold` (col2im: add the windows back). Each is the other's VJP, so convolutions
@@ -21,7 +22,8 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "random_uniform", "unfold", "fold", "pad2d",
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "random_uniform", "uniform", "normal",
+           "randn_like", "rand_like", "one_hot", "unfold", "fold", "pad2d",
            "batch_norm", "conv1d", "conv_transpose2d", "upsample_nearest", "upsample_bilinear",
            "scaled_dot_product_attention"]
 
@@ -231,24 +233,33 @@ def embedding(table, ids):
 
 
 # -- randomness ---------------------------------------------------------------------------------------------------
-def _uniform_impl(xp, key, shape, dtype):
-    # Philox is counter-based: the same key gives the same numbers on every machine and backend
-    bits = np.random.Generator(np.random.Philox(key=int(key))).random(shape, dtype=np.float64)
-    return xp.asarray(bits.astype(dtype))
+# A draw is keyed by a pair (key, stream) of NumPy's Philox generator: counter-based, so the same pair gives the
+# same numbers on every machine and backend. A compiled training step takes a fresh key at every step (from the
+# run's seed and the step number: train/step.py) and each draw in the step's code gets a stream of its own, so
+# dropout and noise are new at each step and a run is reproducible; a Reset replays them. Outside a training step
+# (evaluation: validation, export, bp.trace for a drawing) dropout is off and the draws take key 0.
+
+_EXPLICIT = 1 << 62  # the streams of draws given a key of their own (dropout(h, 0.5, key=3)), apart from counted ones
 
 
-_uniform = Primitive("random_uniform", _uniform_impl, lambda key, shape, dtype: (tuple(shape), np.dtype(dtype)),
+def _philox(key, stream, shape, dtype):
+    words = np.array([int(key) % (1 << 64), int(stream) % (1 << 64)], np.uint64)
+    return np.random.Generator(np.random.Philox(key=words)).random(shape, dtype=np.float64).astype(dtype)
+
+
+def _uniform_impl(xp, key, shape, dtype, stream=0):
+    return xp.asarray(_philox(key, stream, shape, dtype))
+
+
+_uniform = Primitive("random_uniform", _uniform_impl,
+                     lambda key, shape, dtype, stream=0: (tuple(shape), np.dtype(dtype)),
                      effects=("random",), differentiable=False,
-                     doc="Uniform [0, 1) numbers, reproducible from an integer key.")
-
-
-def _philox(key, shape, dtype):
-    return np.random.Generator(np.random.Philox(key=int(key))).random(shape, dtype=np.float64).astype(dtype)
+                     doc="Uniform [0, 1) numbers, reproducible from an integer key (and a stream of it).")
 
 
 # randomness has no JAX twin: the reference is NumPy's Philox itself, which the draw must reproduce on every backend
 @exposes(_uniform, samples=lambda rng: [((np.int64(3), (3, 4)), {}), ((np.int64(7), (5,)), dict(dtype=np.float64))],
-         reference=lambda jax: lambda key, shape, dtype=np.float32: jax.numpy.asarray(_philox(key, shape, dtype)),
+         reference=lambda jax: lambda key, shape, dtype=np.float32: jax.numpy.asarray(_philox(key, 0, shape, dtype)),
          numpy_name=None, vjp_math="no gradient (random numbers from an integer key)")
 def random_uniform(key, shape, dtype=np.float32):
     """Uniform [0, 1) numbers of `shape`, the same for the same integer `key`."""
@@ -256,19 +267,104 @@ def random_uniform(key, shape, dtype=np.float32):
     return _uniform(key, shape=tuple(shape), dtype=np.dtype(dtype))
 
 
-def uniform(key, shape, dtype=np.float32):
-    """Deprecated name of random_uniform: in a %%backprop cell `uniform(...)` is also the initialiser of a Param
-    declaration, a different thing."""
-    import warnings
+def _step():
+    """The training step being traced (its trace has a `step_key`), or None."""
+    from ..trace import current_trace
 
-    warnings.warn("bp.uniform(key, shape) is now bp.random_uniform(key, shape); `uniform` stays the initialiser of "
-                  "Param declarations (W: Param = uniform(2, 8, low=-1, high=1))", DeprecationWarning, stacklevel=2)
-    return random_uniform(key, shape, dtype)
+    trace = current_trace()
+    return trace if trace is not None and trace.step_key is not None else None
+
+
+def _draw(shape, dtype, key=None, part=0):
+    """Uniform [0, 1) numbers: in a training step, fresh at every step (a stream of the step's key of its own, or
+    the stream `key` names); elsewhere from `key` (0 when none is given), stream `part` (a draw made of several)."""
+    step = _step()
+    if hasattr(key, "_bp_trace"):
+        return random_uniform(key, shape, dtype)
+    if step is None:
+        return _uniform(np.asarray(0 if key is None else key, np.int64), shape=tuple(shape), dtype=np.dtype(dtype),
+                        stream=part)
+    stream = step.next_stream() if key is None else _EXPLICIT | int(key)
+    return _uniform(step.step_key, shape=tuple(shape), dtype=np.dtype(dtype), stream=stream)
+
+
+def _draw_shape(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(int(s) for s in shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _draw_dtype(dtype):
+    """A draw's dtype: as asked, else the step's floats (a float32 model's noise is float32), else float64."""
+    if dtype is not None:
+        return np.dtype(dtype)
+    step = _step()
+    return np.dtype(step.float_dtype) if step is not None else np.dtype(np.float64)
+
+
+def _uniform_reference(jax):
+    def uniform(*shape, low=0.0, high=1.0, dtype=np.float64):
+        return jax.numpy.asarray(_philox(0, 0, _draw_shape(shape), dtype)) * (high - low) + low
+
+    return uniform
+
+
+def _normal_reference(jax):
+    def normal(*shape, mean=0.0, std=1.0, dtype=np.float64):
+        u1, u2 = (jax.numpy.asarray(_philox(0, part, _draw_shape(shape), dtype)) for part in (1, 2))
+        return jax.numpy.sqrt(-2.0 * jax.numpy.log1p(-u1)) * jax.numpy.cos(2 * np.pi * u2) * std + mean
+
+    return normal
+
+
+# outside a training step a draw takes key 0: the references are NumPy's Philox with that key, as random_uniform's
+@composite(samples=lambda rng: [((3, 4), dict(low=-1.0, high=1.0)), ((5,), {})], differentiable=False,
+           reference=_uniform_reference, numpy_name=None, vjp_math="no gradient (a random draw)")
+def uniform(*shape, low=0.0, high=1.0, dtype=None):
+    """Uniform numbers in [low, high) of `shape` (uniform(3, 4) or uniform((3, 4))): in a %%backprop cell's body,
+    drawn anew at every step. (`W: Param = uniform(...)` is the seeded initialiser, drawn once.)"""
+    if len(shape) == 2 and isinstance(shape[1], (tuple, list)):  # the old bp.uniform(key, shape)
+        import warnings
+
+        warnings.warn("bp.uniform(key, shape) is now bp.random_uniform(key, shape); uniform(*shape, low=, high=) "
+                      "draws anew at every step of a training step", DeprecationWarning, stacklevel=2)
+        return random_uniform(shape[0], shape[1], np.float32 if dtype is None else dtype)
+    shape, dtype = _draw_shape(shape), _draw_dtype(dtype)
+    u = _draw(shape, dtype)
+    return u if (low, high) == (0.0, 1.0) else u * (high - low) + low
+
+
+@composite(samples=lambda rng: [((3, 4), dict(mean=1.0, std=2.0)), ((5,), {})], differentiable=False,
+           reference=_normal_reference, numpy_name=None, vjp_math="no gradient (a random draw)")
+def normal(*shape, mean=0.0, std=1.0, dtype=None):
+    """Normal numbers (Box–Muller from two uniform draws) of `shape`: in a %%backprop cell's body, drawn anew at
+    every step (a VAE's noise: `z = mu + sigma * normal(mu.shape)`). (`W: Param = normal(...)` is the seeded
+    initialiser, drawn once.)"""
+    shape, dtype = _draw_shape(shape), _draw_dtype(dtype)
+    u1, u2 = _draw(shape, dtype, part=1), _draw(shape, dtype, part=2)
+    z = _ew.sqrt(-2.0 * _ew.log1p(-u1)) * _ew.cos((2 * np.pi) * u2)  # 1 - u1 is in (0, 1]: no log of zero
+    return z if (mean, std) == (0.0, 1.0) else z * std + mean
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4),), {})], differentiable=False, numpy_name=None,
+           reference=lambda jax: lambda x: _normal_reference(jax)(x.shape, dtype=x.dtype),
+           vjp_math="no gradient (a random draw)")
+def randn_like(x):
+    """Standard normal numbers shaped like `x`, in its dtype: drawn anew at every step of a training step."""
+    return normal(tuple(x.shape), dtype=x.dtype)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4),), {})], differentiable=False, numpy_name=None,
+           reference=lambda jax: lambda x: _uniform_reference(jax)(x.shape, dtype=x.dtype),
+           vjp_math="no gradient (a random draw)")
+def rand_like(x):
+    """Uniform [0, 1) numbers shaped like `x`, in its dtype: drawn anew at every step of a training step."""
+    return uniform(tuple(x.shape), dtype=x.dtype)
 
 
 def _dropout_reference(jax):
-    def dropout(x, rate, key):
-        keep = _philox(key, x.shape, x.dtype) >= rate
+    def dropout(x, rate, key=None, training=None):
+        keep = _philox(0 if key is None else key, 0, x.shape, x.dtype) >= rate
         return jax.numpy.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
 
     return dropout
@@ -277,14 +373,30 @@ def _dropout_reference(jax):
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4), 0.5), dict(key=7)), ((S.normal(rng, 3, 4), 0.25), dict(key=1)),
                                 ((S.normal(rng, 2, 3), 0.0), dict(key=3))],
            reference=_dropout_reference, numpy_name=None, vjp_math="x̄ = ḡ · [kept] / (1 − rate)")
-def dropout(x, rate, key):
-    """Zero each entry with probability `rate` and scale the rest by 1/(1 - rate); reproducible by `key`."""
+def dropout(x, rate, key=None, training=None):
+    """Zero each entry with probability `rate` and scale the rest by 1/(1 - rate).
+
+    In a training step (a %%backprop cell, bp.fit, bp.compile_step) the mask is new at every step, reproducible
+    from the run's seed; `key` then only tells two dropouts apart. Elsewhere — the model evaluated (validation,
+    export, bp.trace for a drawing) — dropout is off, unless `key` is given (the mask of that key) or training=True.
+    """
     if not 0 <= rate < 1:
         raise ShapeError(f"dropout rate must be in [0, 1), got {rate}")
-    if rate == 0:
+    if training is None:
+        training = key is not None or _step() is not None
+    if rate == 0 or not training:
         return x
-    keep = _ew.greater_equal(random_uniform(key, x.shape, x.dtype), rate)
+    keep = _ew.greater_equal(_draw(tuple(x.shape), x.dtype, key), rate)
     return _ew.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
+
+
+@composite(samples=lambda rng: [((np.array([0, 2, 1, 2]), 3), {}), ((np.array([[1, 0], [3, 2]]), 4),
+                                                                      dict(dtype=np.float64))],
+           reference=lambda jax: lambda y, n, dtype=np.float32: jax.nn.one_hot(y, n, dtype=dtype), numpy_name=None,
+           differentiable=False, vjp_math="no gradient (integer classes)")
+def one_hot(y, n, dtype=np.float32):
+    """Integer classes `y` (any shape) as one-hot rows: shape y.shape + (n,), 1 at each class, 0 elsewhere."""
+    return _ew.astype(_ew.equal(_shape.reshape(y, tuple(y.shape) + (1,)), np.arange(n)), dtype)
 
 
 # -- normalisation -------------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from .stats import from_sums, layer_sums, sum_of_squares
 class Layout:
     """The step graph's inputs and outputs, in order and by name.
 
-    inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, per-step scalars ((param, scalar))
+    inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, the step's random key (when the model
+             draws random numbers: dropout, noise), per-step scalars ((param, scalar))
     outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics
              (per layer, sums of squares keyed (sum, layer): train.stats) and, for each watched value (a Var of the
              forward pass), the sum of squares of the gradient there
@@ -45,6 +46,7 @@ class Layout:
     buffers: tuple
     batch: tuple
     scalars: tuple
+    key: tuple = ()  # ("step_key",) when the step draws random numbers: a fresh key at every step
     stats: tuple = ()
     watched: tuple = ()
 
@@ -210,7 +212,7 @@ class CompiledStep:
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32", buffers=None):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0):
         if not isinstance(params, dict) or not params:
             raise BackpropError("params must be a non-empty dict mapping names to arrays")
         if buffers is not None and not isinstance(buffers, dict):
@@ -245,6 +247,7 @@ class CompiledStep:
                                 f"got {type(self.optimizer).__name__}")
         self.groups = dict(default_groups(params)) if groups is None else {n: str(groups.get(n, n)) for n in params}
         self.with_stats = stats
+        self.seed = int(seed)  # with the step number, the key of each step's random draws
         self.watching_values = False
         self.state: dict = {name: {} for name in params}
         self.plans: dict = {}
@@ -323,6 +326,9 @@ class CompiledStep:
             s_in = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
             buf_in = {n: tr.new_input(b, name=n) for n, b in self.buffers.items()}
             b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self.batch_names)]
+            # dropout and noise draw from a key that is new at every step (ops/nn.py): an input of the step
+            tr.step_key = key_in = tr.new_input(np.asarray(0, np.int64), name="step_key")
+            tr.float_dtype = np.result_type(*dtype.values())
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
             start = len(tr.eqns)
@@ -362,12 +368,14 @@ class CompiledStep:
                 # watched values: the gradient's sum of squares at each (the params' is their gradient's)
                 watched = {p_in[n]._bp_var: sq[n] for n in names} if watch else {}
                 watched.update({v: sum_of_squares(adj.kept[v]) for v in forward_values if v in adj.kept})
+            random = any(key_in._bp_var in e.inputs for e in tr.eqns)
             layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
                             buffers=tuple(self.buffers), batch=tuple(self.batch_names),
-                            scalars=tuple((n, k) for n in names for k in scalars[n]), stats=tuple(stats),
-                            watched=tuple(watched))
+                            scalars=tuple((n, k) for n in names for k in scalars[n]),
+                            key=("step_key",) if random else (), stats=tuple(stats), watched=tuple(watched))
             inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
-                      + [buf_in[n] for n in layout.buffers] + b_in + [k_in[n][k] for n, k in layout.scalars])
+                      + [buf_in[n] for n in layout.buffers] + b_in + ([key_in] if random else [])
+                      + [k_in[n][k] for n, k in layout.scalars])
             outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
                        + [new_buf[n] for n in layout.buffers] + list(stats.values()) + list(watched.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
@@ -395,10 +403,11 @@ class CompiledStep:
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
             plan = ready.plan
+            inputs = ready.held + batch + self._key(plan, self.step_count + 1) + ready.scalars
             try:
-                outs = plan.executable.run(*ready.held, *batch, *ready.scalars)
+                outs = plan.executable.run(*inputs)
             except GuardFailed:
-                raise self._diagnose(plan, ready.held + batch + ready.scalars) from None
+                raise self._diagnose(plan, inputs) from None
             self.step_count += 1
             loss = float(outs[0])
             layout, measured = plan.layout, None
@@ -440,7 +449,15 @@ class CompiledStep:
             batch = self._prepare(batch)
             ready = self._prepare_call(batch, None)
             # copies: a training thread updates the params in place while the caller reads these
-            return ready.plan, [a.copy() for a in ready.held] + batch + ready.scalars
+            key = self._key(ready.plan, self.step_count + 1)
+            return ready.plan, [a.copy() for a in ready.held] + batch + key + ready.scalars
+
+    def _key(self, plan, step: int) -> list:
+        """[the key of step `step`'s random draws] for a plan that draws, else []: from the seed and the step
+        number, so the same run draws the same numbers (and a Reset replays them)."""
+        if not plan.layout.key:
+            return []
+        return [self.backend.asarray(np.asarray(step_key(self.seed, step), np.int64))]
 
     @property
     def plan(self) -> Plan:
@@ -523,8 +540,13 @@ class CompiledStep:
 
 
 
+def step_key(seed: int, step: int) -> int:
+    """The key of a step's random draws: a run's seed and the step number, both kept whole (64 bits)."""
+    return ((int(seed) & 0x7FFFFFFF) << 32) | (int(step) & 0xFFFFFFFF)
+
+
 def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32", buffers=None):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0):
     """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
 
     params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
@@ -537,11 +559,12 @@ def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto"
     fp32 accumulation for float32 matmuls (default "fp32": exact fp32).
     buffers: dict name -> array the model keeps between steps without training it (batch_norm's running averages);
     then `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and each step stores the new values in
-    place (no gradient flows through them).
+    place (no gradient flows through them). seed: with the step number, the key of each step's random draws
+    (dropout, normal(...) in the model): new numbers at every step, the same for the same seed.
 
         step = bp.compile_step(loss_fn, params, X[:32], Y[:32], optimizer=bp.optim.SGD(lr=0.1))
         for xb, yb in batches:
             loss = step(xb, yb)
     """
     return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats, cuda_graph,
-                        matmul_precision, buffers)
+                        matmul_precision, buffers, seed)

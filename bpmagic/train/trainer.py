@@ -406,7 +406,7 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     controls = Controls(optimizer if optimizer is not None else _default_optimizer(), pace)  # checks the pace
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
-                        stats=True, buffers=buffers)
+                        stats=True, buffers=buffers, seed=seed)
     if optimizer_state:
         for pname, slots in optimizer_state.items():
             step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
