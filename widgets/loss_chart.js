@@ -122,8 +122,14 @@ export default {
   render({ model, el }) {
     el.classList.add("bpmagic-loss");
     hideRecord(model.get("record_token"));
-    // the chart fills its panel's height: beside a tall gradient panel (a deep net) it grows instead of leaving a gap
-    el.style.cssText += "display: flex; flex-direction: column";
+    // the chart fills its panel's height: beside a tall gradient panel (a deep net) it grows instead of leaving a
+    // gap (a style sheet, not the element's style: the widget's layout rewrites that)
+    if (!document.getElementById("bpmagic-loss-style")) {
+      const style = document.createElement("style");
+      style.id = "bpmagic-loss-style";
+      style.textContent = ".bpmagic-loss { display: flex !important; flex-direction: column; }";
+      document.head.append(style);
+    }
     const status = document.createElement("div");
     status.className = "bpmagic-status";
     status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";
