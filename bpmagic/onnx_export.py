@@ -7,6 +7,8 @@ naming it and the user's line.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import BackpropError
@@ -17,6 +19,28 @@ from .trace import at_source
 OPSET = 18  # Reduce* take their axes as an input from 18 on
 
 
+@dataclass(frozen=True)
+class BatchDim:
+    """A dimension that grows with the batch: scale × batch + offset. Found by tracing the model at two batch
+    sizes: a dimension that differs between them is one of these (a reshape to (x.shape[0], 64), a constant
+    zeros((x.shape[0], 16)))."""
+
+    scale: int
+    offset: int
+
+    def __str__(self):
+        text = "batch" if self.scale == 1 else f"{self.scale}*batch"
+        return text + (f"{self.offset:+d}" if self.offset else "")
+
+
+@dataclass(frozen=True)
+class Shaped:
+    """What a rule sees of a value (ctx.operands, ctx.result): its dtype and its shape, BatchDims included."""
+
+    shape: tuple
+    dtype: object
+
+
 class _Context:
     """What a primitive's ONNX rule may use (see ops/onnx.py): nodes, constants, the operands' and result's types."""
 
@@ -24,6 +48,7 @@ class _Context:
         self.helper, self.numpy_helper, self.fresh = helper, numpy_helper, namer
         self.nodes, self.initializers = [], []
         self.operands, self.result = (), None
+        self.batch_input, self._batch = None, None  # the model input whose first dimension is the batch
 
     def node(self, op_type, inputs, outputs=1, **attrs):
         names = [self.fresh(op_type) for _ in range(outputs)]
@@ -40,7 +65,35 @@ class _Context:
         return name
 
     def ints(self, values):
-        return self.const(np.asarray(list(values), np.int64))
+        """A 1-d int64 tensor of `values`; an entry that is a BatchDim is computed from the model's batch input."""
+        values = list(values)
+        if not any(isinstance(v, BatchDim) for v in values):
+            return self.const(np.asarray(values, np.int64))
+        parts, run = [], []
+        for v in values + [None]:
+            if isinstance(v, BatchDim) or v is None:
+                if run:
+                    parts.append(self.const(np.asarray(run, np.int64)))
+                    run = []
+                if v is not None:
+                    part = self.batch()
+                    if v.scale != 1:
+                        part = self.node("Mul", [part, self.const(np.asarray([v.scale], np.int64))])
+                    if v.offset:
+                        part = self.node("Add", [part, self.const(np.asarray([v.offset], np.int64))])
+                    parts.append(part)
+            else:
+                run.append(int(v))
+        return parts[0] if len(parts) == 1 else self.node("Concat", parts, axis=0)
+
+    def batch(self):
+        """[the batch size] (1-d int64), read from the model's batch input's shape."""
+        if self._batch is None:
+            if self.batch_input is None:
+                raise BackpropError("the model's shapes depend on the batch size, but no input of the model carries "
+                                    "the batch: export with batch_size=N")
+            self._batch = self.node("Shape", [self.batch_input], start=0, end=1)
+        return self._batch
 
     def cast(self, name, dtype):
         """`name` as `dtype` (a Cast node unless it has that dtype already; the dtypes of the graph's values and
@@ -60,10 +113,13 @@ class _Context:
         return [self.cast(n, common) for n in names]
 
 
-def export_graph(graph: Graph, path=None, initializers: dict | None = None, opset: int = OPSET, names_given=None):
+def export_graph(graph: Graph, path=None, initializers: dict | None = None, opset: int = OPSET, names_given=None,
+                 batch: "Batched | None" = None):
     """`graph` as an ONNX ModelProto (written to `path` when given); `initializers` maps some of its inputs to
     arrays stored in the model (trained parameters), the other inputs stay the model's inputs. `names_given`:
-    Var -> the name the user's code gave it (default: found from the graph's source lines)."""
+    Var -> the name the user's code gave it (default: found from the graph's source lines). `batch`: where the
+    graph's shapes grow with the batch (see Batched): those dimensions are symbolic in the model."""
+    batch = batch or Batched()
     try:
         import onnx
         from onnx import helper, numpy_helper
@@ -90,7 +146,8 @@ def export_graph(graph: Graph, path=None, initializers: dict | None = None, opse
         return names[v]
 
     def tensor_info(v, name):
-        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype)), list(v.shape))
+        dims = [str(d) if isinstance(d, BatchDim) else d for d in batch.shape(v)]
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(v.dtype)), dims)
 
     inputs = []
     for v in graph.inputs:
@@ -101,18 +158,32 @@ def export_graph(graph: Graph, path=None, initializers: dict | None = None, opse
             ctx.initializers.append(numpy_helper.from_array(array, names[v]))
         else:
             inputs.append(tensor_info(v, names[v]))
+            if ctx.batch_input is None and batch.shape(v)[:1] == (BatchDim(1, 0),):
+                ctx.batch_input = names[v]
     for v, value in graph.consts.items():
         names[v] = namer(v)
         array = np.asarray(_host(value))
-        ctx.initializers.append(numpy_helper.from_array(array, names[v]))
         ctx._dtypes[names[v]] = array.dtype
+        if batch.shape(v) == tuple(array.shape):
+            ctx.initializers.append(numpy_helper.from_array(array, names[v]))
+        else:  # filled with one value (zeros((x.shape[0], 16)) as an RNN's first state): made at the batch's size
+            ctx.nodes.append(helper.make_node("ConstantOfShape", [ctx.ints(batch.shape(v))], [names[v]],
+                                              value=numpy_helper.from_array(array.reshape(-1)[:1])))
     for e in graph.eqns:
         rule = e.primitive.onnx
-        ctx.operands, ctx.result = e.inputs, e.outputs[0]
+        ctx.operands = tuple(Shaped(batch.shape(v), v.dtype) for v in e.inputs)
+        ctx.result = Shaped(batch.shape(e.outputs[0]), e.outputs[0].dtype)
         first_new = len(ctx.nodes)
         out = None
         if rule is not None:
-            out = rule(ctx, *(name_of(v, e) for v in e.inputs), **e.params)
+            try:
+                out = rule(ctx, *(name_of(v, e) for v in e.inputs), **batch.params(e))
+            except TypeError as error:  # a rule that computes with a dimension that grows with the batch
+                if not batch.symbolic:
+                    raise
+                raise at_source(e.source, BackpropError(
+                    f"{e.primitive.name} of {', '.join(str(o.shape) for o in ctx.operands)} is exported for one "
+                    f"batch size only: export with batch_size=N to fix the batch ({error})")) from None
         if out is None:
             raise at_source(e.source, BackpropError(
                 f"{e.primitive.name} has no ONNX counterpart, so this model cannot be exported"
@@ -145,7 +216,7 @@ def _host(x):
     return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
 
 
-def export_onnx(model, path, inputs=None, outputs=None, include_loss=False, opset: int = OPSET):
+def export_onnx(model, path, inputs=None, outputs=None, include_loss=False, opset: int = OPSET, batch_size=None):
     """Write a trained model to `path` as ONNX (opset 18), checked by onnx.checker; returns the ModelProto.
 
     model: a Run (from %%backprop or bp.fit) or a Graph. For a Run, its forward graph is traced afresh on `inputs`
@@ -154,14 +225,83 @@ def export_onnx(model, path, inputs=None, outputs=None, include_loss=False, opse
     model's outputs are what the loss reads from the model — the values computed without the targets that the
     loss's equations use (the logits, say) — or the values named in `outputs` (the names of the cell's variables,
     e.g. ["h", "logits"]). include_loss=True also takes the targets as inputs and returns the loss.
+
+    The batch axis is symbolic: the model runs at any batch size (as torch.onnx's dynamic axes), found by tracing
+    the model at two batch sizes. batch_size=N fixes it to N instead (the inputs are cut or repeated to that size).
+    Randomness such as dropout is off: the model is exported as it is evaluated.
     """
     if isinstance(model, Graph):
         return export_graph(model, path, opset=opset)
-    graph, initializers, names = _forward_graph(model, inputs, outputs, include_loss)
-    return export_graph(graph, path, initializers, opset, names)
+    if batch_size is not None:
+        graph, initializers, names, _ = _forward_graph(model, inputs, outputs, include_loss, int(batch_size))
+        return export_graph(graph, path, initializers, opset, names)
+    graph, initializers, names, n = _forward_graph(model, inputs, outputs, include_loss)
+    grown, *_ = _forward_graph(model, inputs, outputs, include_loss, grow=1)
+    return export_graph(graph, path, initializers, opset, names, Batched.compare(graph, grown, n))
 
 
-def _forward_graph(run, inputs, outputs, include_loss):
+class Batched:
+    """Where a graph traced at batch size N grows at N + 1: each Var's shape with BatchDims, and the equations'
+    `shape` parameters likewise. Compared equation by equation with the same model traced at N + 1."""
+
+    def __init__(self, shapes=None, params=None, n=None):
+        self.shapes, self._params, self.n = shapes or {}, params or {}, n
+
+    @property
+    def symbolic(self) -> bool:
+        return self.n is not None
+
+    def shape(self, v) -> tuple:
+        return self.shapes.get(v, tuple(v.shape))
+
+    def params(self, e) -> dict:
+        return self._params.get(e, e.params)
+
+    @classmethod
+    def compare(cls, graph, grown, n: int) -> "Batched":
+        if len(graph.eqns) != len(grown.eqns) or len(graph.inputs) != len(grown.inputs):
+            raise BackpropError("the model computes differently at another batch size (Python code that branches on "
+                                "x.shape[0]?): export it for one size with batch_size=N")
+
+        def dims(a, b):
+            return tuple(d if d == g else BatchDim(g - d, d - (g - d) * n) for d, g in zip(a, b))
+
+        shapes = {}
+        pairs = [*zip(graph.inputs, grown.inputs), *zip(graph.consts, grown.consts)]
+        pairs += [(o, g) for e, f in zip(graph.eqns, grown.eqns) for o, g in zip(e.outputs, f.outputs)]
+        for v, w in pairs:
+            if tuple(v.shape) != tuple(w.shape):
+                shapes[v] = dims(v.shape, w.shape)
+        for v, w in zip(graph.consts, grown.consts):
+            if v in shapes and not _uniform(graph.consts[v]):
+                raise BackpropError(f"a constant of the model of shape {tuple(v.shape)} grows with the batch and is "
+                                    "not filled with one value: export with batch_size=N to fix the batch")
+        params = {}
+        for e, f in zip(graph.eqns, grown.eqns):
+            if e.primitive is not f.primitive:
+                raise BackpropError(f"the model computes differently at another batch size ({e.primitive.name} here, "
+                                    f"{f.primitive.name} there): export it for one size with batch_size=N")
+            for a, b in zip(e.inputs, f.inputs):
+                if isinstance(a, Literal) and not np.array_equal(np.asarray(a.value), np.asarray(b.value)):
+                    raise at_source(e.source, BackpropError(
+                        f"{e.primitive.name} uses the number {a.value} here, which changes with the batch size (a "
+                        "mean over the batch?): export with batch_size=N to fix the batch"))
+            if e.params != f.params:
+                changed = {k for k in e.params if e.params[k] != f.params.get(k)}
+                if changed != {"shape"}:
+                    raise at_source(e.source, BackpropError(
+                        f"{e.primitive.name}'s {', '.join(sorted(changed))} changes with the batch size: export with "
+                        "batch_size=N to fix the batch"))
+                params[e] = {**e.params, "shape": dims(e.params["shape"], f.params["shape"])}
+        return cls(shapes, params, n)
+
+
+def _uniform(array) -> bool:
+    flat = np.asarray(_host(array)).reshape(-1)
+    return flat.size == 0 or bool((flat == flat[0]).all())
+
+
+def _forward_graph(run, inputs, outputs, include_loss, batch_size=None, grow=0):
     from .backends import get_backend
     from .trace import new_trace
 
@@ -172,6 +312,10 @@ def _forward_graph(run, inputs, outputs, include_loss):
     if inputs is None:
         inputs = batch[:-1] if len(batch) > 1 else batch
     inputs = [np.asarray(_host(x)) for x in (inputs if isinstance(inputs, (list, tuple)) else [inputs])]
+    if batch_size is not None:  # cut or repeated to that size
+        inputs = [np.resize(x, (batch_size,) + x.shape[1:]) for x in inputs]
+    if grow:  # one example more: what grows with the batch (Batched.compare)
+        inputs = [np.concatenate([x, x[:grow]]) for x in inputs]
     if len(inputs) > len(batch):
         raise BackpropError(f"inputs: {len(inputs)} arrays, but the loss function takes {len(batch)} batch arguments")
     n = inputs[0].shape[0]
@@ -204,7 +348,7 @@ def _forward_graph(run, inputs, outputs, include_loss):
     graph = _needed(Graph(keep_inputs, graph.eqns, model_outputs, graph.consts, graph.name))
     params = {**run.params, **step.buffers}
     initializers = {v: params[v.name] for v in graph.inputs if v.name in params}
-    return graph, initializers, names
+    return graph, initializers, names, n
 
 
 def _read_by_the_loss(graph, targets):

@@ -100,31 +100,36 @@ def test_unexportable_use_is_one_message_naming_the_line(tmp_path):
 
 
 # -- the labs ---------------------------------------------------------------------------------------------------------
-# appended to each lab: export its run, run the file with onnxruntime on held-out inputs, compare with bpmagic
+# appended to each lab: export its run (its batch axis symbolic), run the file with onnxruntime on held-out inputs
+# at three batch sizes, compare with bpmagic
 CHECK = """\
 import json, numpy as np, onnx, onnxruntime as ort, bpmagic as bp
-model = bp.export_onnx({run}, "{path}", inputs={held_out})
+held = np.asarray({held_out})
+model = bp.export_onnx({run}, "{path}")
 session = ort.InferenceSession("{path}")
-feeds = {{i.name: np.asarray(x) for i, x in zip(session.get_inputs(), [{held_out}])}}
-got = session.run(None, feeds)[0]
-want = np.asarray({forward})
-print("ONNX", json.dumps({{"diff": float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)),
-    "shape": list(got.shape), "inputs": [i.name for i in session.get_inputs()],
-    "outputs": [o.name for o in session.get_outputs()],
+diffs, shapes = [], []
+for n in (1, 10, 1000):
+    X = np.resize(held, (n,) + held.shape[1:])
+    got = session.run(None, {{session.get_inputs()[0].name: X}})[0]
+    want = np.asarray({forward})
+    diffs.append(float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)))
+    shapes.append(list(got.shape))
+print("ONNX", json.dumps({{"diffs": diffs, "shapes": shapes, "inputs": [i.name for i in session.get_inputs()],
+    "batch": [i.shape[0] for i in session.get_inputs()], "outputs": [o.name for o in session.get_outputs()],
     "initializers": sorted(i.name for i in model.graph.initializer if not i.name.startswith("const_"))}}))
 """
 
 LABS = {
     "03_xor_and_encoder": dict(run="encoder", params=["W1", "b1", "W2", "b2"], held_out="patterns[::-1].copy()",
                               # the encoder's own params: the lab's last exercise trains other W1, b1, ...
-                              forward="bp.sigmoid(patterns[::-1] @ encoder.params['W1'] + encoder.params['b1']) "
+                              forward="bp.sigmoid(X @ encoder.params['W1'] + encoder.params['b1']) "
                                       "@ encoder.params['W2'] + encoder.params['b2']"),
     "06_convnet_digits": dict(run="cnn", params=["K1", "c1", "K2", "c2", "W3", "b3"], held_out="test_x[:100]", forward=(
-        "bp.max_pool2d(bp.relu(bp.conv2d(bp.max_pool2d(bp.relu(bp.conv2d(test_x[:100], K1, padding=1) + c1), 2), K2,"
-        " padding=1) + c2), 2).reshape(100, 64) @ W3 + b3")),
-    "07_char_language_model": dict(run="lm", params=["E", "W1", "b1", "W2", "b2"], held_out="np.random.default_rng(7).integers(0, V, (50, CONTEXT))",
-                                   forward=("bp.tanh(bp.embedding(E, np.random.default_rng(7).integers(0, V, (50, "
-                                            "CONTEXT))).reshape(50, CONTEXT * 16) @ W1 + b1) @ W2 + b2")),
+        "bp.max_pool2d(bp.relu(bp.conv2d(bp.max_pool2d(bp.relu(bp.conv2d(X, K1, padding=1) + c1), 2), K2,"
+        " padding=1) + c2), 2).reshape(len(X), 64) @ W3 + b3")),
+    "07_char_language_model": dict(run="lm", params=["E", "W1", "b1", "W2", "b2"],
+                                   held_out="np.random.default_rng(7).integers(0, V, (50, CONTEXT))",
+                                   forward="bp.tanh(bp.embedding(E, X).reshape(len(X), CONTEXT * 16) @ W1 + b1) @ W2 + b2"),
 }
 
 
@@ -137,7 +142,8 @@ def test_a_labs_trained_model_runs_in_onnxruntime(stem, tmp_path):
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     result = json.loads(printed.split("ONNX ", 1)[1])
     print(stem, result)
-    assert result["diff"] < 1e-5, result
+    assert max(result["diffs"]) < 1e-5, result  # the same outputs as bpmagic at every batch size
+    assert [shape[0] for shape in result["shapes"]] == [1, 10, 1000] and result["batch"] == ["batch"]
     # the cell's names: its Input, its Params as initializers; the logits, unnamed in the cell, are "output"
     assert result["inputs"] == ["x"] and result["outputs"] == ["output"]
     assert set(LABS[stem]["params"]) <= set(result["initializers"]), result
@@ -162,3 +168,38 @@ def test_backprop_export_option_writes_the_model_after_training(tmp_path):
     name, *p = json.loads("".join(o.get("text", "") for o in nb.cells[2].outputs).split("XOR ", 1)[1])
     assert name == "p"  # the cell's own name for what the loss reads
     assert p[0] < 0.2 and p[1] > 0.8 and p[2] > 0.8 and p[3] < 0.2, p  # the trained XOR, outside bpmagic
+
+
+def test_the_batch_axis_is_symbolic_unless_fixed_and_a_batch_dependent_number_is_one_message(tmp_path):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.integers(0, 20, (64, 8)), rng.integers(0, 20, 64)
+    params = {"E": rng.standard_normal((20, 4)).astype(np.float32),
+              "W": rng.standard_normal((32, 20)).astype(np.float32) * 0.1}
+
+    def rnn_like(p, x, y):  # a first state of zeros((batch, 32)) and a reshape to (batch, 32): both grow
+        e = bp.embedding(p["E"], x)
+        h = bp.tanh(e.reshape(e.shape[0], 32) + bp.zeros((x.shape[0], 32), np.float32))
+        return bp.cross_entropy(h @ p["W"], y)
+
+    run = bp.fit(rnn_like, params, (X, Y), steps=5, batch_size=16, backend="numpy")
+    session = ort.InferenceSession(bp.export_onnx(run, tmp_path / "any.onnx").SerializeToString())
+    assert session.get_inputs()[0].shape == ["batch", 8]
+    for n in (1, 3, 500):
+        x = rng.integers(0, 20, (n, 8))
+        want = np.tanh(run.params["E"][x].reshape(n, 32)) @ run.params["W"]
+        assert np.abs(session.run(None, {"x": x})[0] - want).max() < 1e-5
+    fixed = ort.InferenceSession(bp.export_onnx(run, tmp_path / "fixed.onnx", batch_size=5).SerializeToString())
+    assert fixed.get_inputs()[0].shape == [5, 8]
+
+    def centred(p, x, y):  # a mean over the batch: its 1/N is a number of the graph
+        h = x @ p["W"]
+        return bp.mse(h - bp.mean(h, axis=0), y)
+
+    run = bp.fit(centred, {"W": np.ones((2, 1), np.float32)}, (np.ones((8, 2), np.float32),
+                                                                np.ones((8, 1), np.float32)), steps=2, backend="numpy")
+    with pytest.raises(bp.BackpropError, match=r"changes with the batch size \(a mean over the batch\?\): export "
+                                               r"with batch_size=N"):
+        bp.export_onnx(run, tmp_path / "centred.onnx")
+    assert bp.export_onnx(run, tmp_path / "centred.onnx", batch_size=8)
