@@ -232,14 +232,22 @@ def make_loss_fn(prog, user_ns, dtype=np.float32, bound: Bound | None = None):
     return loss_fn
 
 
-def make_optimizer(kind, lr, momentum, weight_decay):
-    if kind == "sgd":
-        return optim.SGD(lr=lr, momentum=momentum or 0.0, weight_decay=weight_decay)
+def make_optimizer(kind: str, given: dict):
+    """The optimizer `kind` ("sgd", "momentum" — SGD with momentum 0.9 unless given —, "adam" or a plugin's) with
+    the hyperparameters `given` (name -> value; those it does not declare are one message naming the ones it does)."""
+    cls = optim.optimizer_class("sgd" if kind == "momentum" else kind)
+    declared = {h.name: h for h in cls.hypers}
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        raise UsageError(f"{', '.join(declared[n].option if n in declared else '--' + n.replace('_', '-') for n in unknown)}"
+                         f": the {kind} optimizer has no such hyperparameter; it has "
+                         f"{', '.join(h.option for h in cls.hypers)}")
     if kind == "momentum":
-        return optim.SGD(lr=lr, momentum=momentum or 0.9, weight_decay=weight_decay)
-    if kind == "adam":
-        return optim.Adam(lr=lr, weight_decay=weight_decay)
-    return optim.get_optimizer(kind, lr=lr)  # a plugin's
+        given = {"momentum": 0.9, **given}
+    hyper = {n: v for n, v in given.items()}
+    if cls is optim.Adam:  # Adam's betas are one argument
+        hyper["betas"] = (hyper.pop("beta1", 0.9), hyper.pop("beta2", 0.999))
+    return cls(**hyper)
 
 
 @magics_class
@@ -274,6 +282,8 @@ class Backprop(Magics):
     @argument("--optimizer", default=None, help="sgd | momentum | adam")
     @argument("--momentum", type=float, default=None, help="momentum for sgd / momentum")
     @argument("--weight-decay", type=float, default=None, help="weight decay")
+    @argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
+              help="any hyperparameter the optimizer declares (--hyper beta2=0.99; a plugin optimizer's own too)")
     @argument("--batch-size", type=int, default=None, help="examples per step")
     @argument("--backend", default=None, help="auto | numpy | cupy")
     @argument("--seed", type=int, default=None, help="seed for initialisers and shuffling")
@@ -320,7 +330,7 @@ class Backprop(Magics):
             validation = None
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
-            optimizer = make_optimizer(opts["optimizer"], opts["lr"], opts["momentum"], opts["weight_decay"])
+            optimizer = make_optimizer(opts["optimizer"], opts["hyper"])
             loss_fn = make_loss_fn(prog, user_ns, opts["dtype"], bound)
             if args.check:
                 from .check import check_model
@@ -369,18 +379,16 @@ class Backprop(Magics):
     def _options(self, args) -> dict:
         pick = lambda value, default: default if value is None else value  # noqa: E731
         opts = {
-            "epochs": pick(args.epochs, self.epochs), "lr": pick(args.lr, self.lr),
-            "optimizer": pick(args.optimizer, self.optimizer), "momentum": pick(args.momentum, self.momentum),
-            "weight_decay": pick(args.weight_decay, self.weight_decay),
+            "epochs": pick(args.epochs, self.epochs), "optimizer": pick(args.optimizer, self.optimizer),
             "batch_size": pick(args.batch_size, self.batch_size), "backend": pick(args.backend, self.backend),
             "seed": pick(args.seed, self.seed), "dtype": pick(args.dtype, self.dtype),
             "dashboard": self.dashboard, "pace": pick(args.pace, self.pace),
         }
         if opts["dtype"] not in _DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(_DTYPES)}, got {opts['dtype']!r}")
-        if opts["optimizer"] not in ("sgd", "momentum", "adam") and opts["optimizer"] not in optim_names():
-            raise UsageError(f"--optimizer must be sgd, momentum or adam (or a plugin's: "
-                             f"{', '.join(optim_names()) or 'none installed'}), got {opts['optimizer']!r}")
+        if opts["optimizer"] != "momentum" and opts["optimizer"] not in optim_names():
+            raise UsageError(f"--optimizer must be one of {', '.join(['momentum', *optim_names()])}, got "
+                             f"{opts['optimizer']!r}")
         if opts["epochs"] is not None and opts["epochs"] < 1 or args.steps is not None and args.steps < 1:
             raise UsageError("--epochs and --steps must be at least 1")
         if not (math.isfinite(opts["pace"]) and opts["pace"] >= 0):
@@ -388,7 +396,29 @@ class Backprop(Magics):
         if opts["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {opts['batch_size']}")
         opts["dtype"] = np.dtype(opts["dtype"])
+        opts["hyper"] = self._hyperparameters(args, opts["optimizer"])
         return opts
+
+    def _hyperparameters(self, args, kind) -> dict:
+        """The hyperparameters given: the options, `--hyper name=value`, and the defaults configured here (those the
+        optimizer declares, when they are not the built-in ones)."""
+        declared = {h.name for h in optim.optimizer_class("sgd" if kind == "momentum" else kind).hypers}
+        given = {"lr": args.lr if args.lr is not None else self.lr}
+        for name in ("momentum", "weight_decay"):
+            value = getattr(args, name)
+            if value is not None:
+                given[name] = value
+            elif name in declared and getattr(self, name) != self.traits()[name].default_value:
+                given[name] = getattr(self, name)
+        for item in args.hyper:
+            name, eq, value = item.partition("=")
+            try:
+                given[name.strip().replace("-", "_")] = float(value)
+            except ValueError:
+                raise UsageError(f"--hyper {item}: write NAME=VALUE with a number, e.g. --hyper beta2=0.99") from None
+            if not eq:
+                raise UsageError(f"--hyper {item}: write NAME=VALUE, e.g. --hyper beta2=0.99")
+        return given
 
     def _say_reinitialised(self, reshaped, run_name):
         """One line for the arrays whose shape no longer fits the cell, unless the learner would expect it: arrays

@@ -233,3 +233,46 @@ def _changes(history):
     run = bp.train.Run("h", None, None)
     run.history = history
     return run.changes()
+
+
+def test_an_optimizers_declared_hyperparameters_make_its_controls_columns_and_changes():
+    from bpmagic.train.optim import LEARNING_RATE, Hyper, Optimizer
+
+    class Shrinking(Optimizer):  # a plugin's optimizer with a hyperparameter of its own
+        name = "shrinking"
+        hypers = (LEARNING_RATE, Hyper("shrink", 0.01, lo=0, hi=1, label="shrink", slider=(0.0, 0.1)))
+
+        def __init__(self, lr=0.01, shrink=0.01):
+            super().__init__(lr=lr, shrink=shrink)
+
+        def scalars(self, hyper, step):
+            return {"lr": hyper["lr"], "shrink": hyper["shrink"]}
+
+        def update(self, p, g, state, s, structure):
+            return p - s["lr"] * g - s["shrink"] * p, {}
+
+    class OldStyle(Optimizer):  # written before hypers were declared: its bounds still hold
+        hyper_rules = {"lr": dict(lo=0, lo_open=True), "rho": dict(lo=0, hi=1)}
+
+        def __init__(self, lr=0.1, rho=0.5):
+            super().__init__(lr=lr, rho=rho)
+
+    assert [h.name for h in OldStyle.hypers] == ["lr", "rho"]
+    with pytest.raises(ValueError, match="rho must be a finite number >= 0 and <= 1"):
+        OldStyle(rho=2)
+
+    X = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    run = bp.fit(lambda p, x: bp.mean(bp.square(x @ p["W"] - 1)), {"W": np.ones((2, 1), np.float32)}, (X,),
+                 steps=1_000_000, optimizer=Shrinking(lr=0.05), background=True)
+    try:
+        shrink = controls_of(Dashboard(run)).hyper_controls["shrink"]  # its own control, as it declares it
+        assert shrink.value == 0.01 and (shrink.min, shrink.max) == (0.0, 0.1) and shrink.description == "shrink"
+        run.wait(until_step=20, timeout=180)
+        shrink.set_state({"value": 0.05, "base": shrink.version})  # from the browser
+        at = run.steps_done
+        run.wait(until_step=at + 20, timeout=180)
+    finally:
+        run.stop().wait()
+    h = run.history
+    assert h["shrink"][0] == 0.01 and h["shrink"][-1] == 0.05  # its own column
+    assert [(c.name, c.old, c.new) for c in run.changes()] == [("shrink", 0.01, 0.05)]

@@ -275,6 +275,17 @@ def test_unknown_option_and_bad_values(ip, ns, capsys):
     assert "lr must be a finite number > 0" in error_of(ip, capsys, "--lr -1")
     assert "--dtype must be one of" in error_of(ip, capsys, "--dtype int8")
     assert "--pace is in steps per second and must be positive" in error_of(ip, capsys, "--pace -3")
+    assert ("--momentum: the adam optimizer has no such hyperparameter; it has --lr, --beta1, --beta2, --eps, "
+            "--weight-decay") in error_of(ip, capsys, "--optimizer adam --momentum 0.9")
+    assert "--hyper beta2: write NAME=VALUE" in error_of(ip, capsys, "--optimizer adam --hyper beta2")
+
+
+def test_any_declared_hyperparameter_is_an_option(ip, ns):
+    backprop(ip, "--steps 30 --optimizer adam --lr 0.01 --hyper beta2=0.99 --hyper eps=1e-6 --no-dashboard --name h")
+    h = ns["h"].history
+    assert set(h["beta2"]) == {0.99} and set(h["eps"]) == {1e-6} and set(h["beta1"]) == {0.9}
+    backprop(ip, "--steps 5 --optimizer momentum --no-dashboard --name m")
+    assert set(ns["m"].history["momentum"]) == {0.9}  # "momentum" is SGD with momentum 0.9 unless given
 
 
 def test_shape_mismatch_names_the_line_and_shapes(ip, ns, capsys):

@@ -6,13 +6,60 @@ passes the values into the compiled graph as inputs, so changing them never reco
 
 Update rules are written with bpmagic ops, so they are traced into the same graph as forward and backward.
 Per-group learning-rate multipliers (a group is usually a layer) scale the learning rate of their parameters.
+
+Each optimizer declares its hyperparameters (`hypers`: a `Hyper` each, with its bounds, scale and whether the layer
+multiplier scales it); the magic's options, the run's history columns, `changes()` and the dashboard's controls are
+read from that declaration, so a plugin optimizer's own hyperparameter gets all of them with no other change.
 """
 from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 
-__all__ = ["Optimizer", "SGD", "Adam", "get_optimizer"]
+__all__ = ["Optimizer", "SGD", "Adam", "Hyper", "get_optimizer", "optimizer_class"]
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of an optimizer: its name (the history's column, `--name` with dashes as the magic's
+    option), its default, the values it may take (lo/hi, open or closed), how a dashboard control shows it (label,
+    log scale, the slider's range: a (lo, hi) pair or a function of the value in use; widened to hold any value set)
+    and whether a layer's learning-rate multiplier scales it (the learning rate does)."""
+
+    name: str
+    default: float
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    label: str | None = None
+    log: bool = False
+    slider: object = None
+    per_layer: bool = False
+    control: bool = True  # shown on the dashboard (an epsilon is not a thing to steer)
+
+    def check(self, value) -> float:
+        return _check(self.name, value, self.lo, self.hi, self.lo_open, self.hi_open)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def slider_range(self, value) -> tuple:
+        """The dashboard slider's range around the value in use."""
+        if callable(self.slider):
+            return tuple(self.slider(value))
+        if self.slider is not None:
+            return tuple(self.slider)
+        if self.log and value > 0:  # three decades below, two above
+            return 10.0 ** (math.floor(math.log10(value)) - 3), 10.0 ** (math.floor(math.log10(value)) + 2)
+        lo = self.lo if self.lo is not None else min(0.0, value)
+        return lo, self.hi if self.hi is not None else max(1.0, 10 * abs(value))
+
+
+LEARNING_RATE = Hyper("lr", 0.01, lo=0, lo_open=True, label="learning rate", log=True, per_layer=True)
+WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0, label="weight decay", slider=lambda v: (0.0, max(0.1, 10 * v)))
 
 
 def _check(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -30,13 +77,27 @@ def _check(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
 
 
 class Optimizer:
-    """Base class. Subclasses define `hyper_rules`, `structure`, `state_slots`, `scalars` and `update`."""
+    """Base class. Subclasses declare `hypers` and define `structure`, `state_slots`, `scalars` and `update`."""
 
     name = "optimizer"
     # True when scalars() depends on the step number (Adam's bias corrections), so it is called every step
     step_dependent = False
-    # hyperparameter -> dict of bounds for _check
-    hyper_rules: dict = {"lr": dict(lo=0, lo_open=True)}
+    hypers: tuple = (LEARNING_RATE,)
+    # the scalars (of scalars()) that a layer's learning-rate multiplier scales
+    per_layer_scalars: tuple = ("lr",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        rules = cls.__dict__.get("hyper_rules")
+        if rules is not None and "hypers" not in cls.__dict__:  # a plugin written before hypers were declared
+            cls.hypers = tuple(LEARNING_RATE if name == "lr" else Hyper(name, 0.0, **bounds)
+                               for name, bounds in rules.items())
+            del cls.hyper_rules  # the declaration is read through `hypers` from now on
+
+    @property
+    def hyper_rules(self) -> dict:
+        """name -> Hyper: the declared hyperparameters by name."""
+        return {h.name: h for h in self.hypers}
 
     def __init__(self, **hyper):
         object.__setattr__(self, "_lock", threading.Lock())
@@ -59,7 +120,7 @@ class Optimizer:
             object.__setattr__(self, "version", self.version + 1)
 
     def _validate(self, key, value):
-        return _check(key, value, **self.hyper_rules[key])
+        return self.hyper_rules[key].check(value)
 
     def __getattr__(self, key):
         hyper = self.__dict__.get("_hyper", {})
@@ -68,7 +129,7 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__!s} has no attribute {key!r}")
 
     def __setattr__(self, key, value):
-        if key in self.hyper_rules:
+        if any(h.name == key for h in type(self).hypers):
             self.set(**{key: value})
         else:
             object.__setattr__(self, key, value)
@@ -130,7 +191,7 @@ class Optimizer:
     def scalars(self, hyper, step: int) -> dict:
         """Scalar inputs of step number `step` (1-based), shared by all parameters.
 
-        Those whose names start with "lr" are multiplied by the parameter's group learning-rate multiplier."""
+        Those named in `per_layer_scalars` are multiplied by the parameter's group learning-rate multiplier."""
         return {"lr": hyper["lr"]}
 
     def update(self, p, g, state: dict, s: dict, structure):
@@ -149,8 +210,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
-    hyper_rules = {"lr": dict(lo=0, lo_open=True), "momentum": dict(lo=0, hi=1, hi_open=True),
-                   "weight_decay": dict(lo=0)}
+    hypers = (LEARNING_RATE, Hyper("momentum", 0.0, lo=0, hi=1, hi_open=True, slider=(0.0, 0.99)), WEIGHT_DECAY)
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -181,9 +241,10 @@ class Adam(Optimizer):
 
     name = "adam"
     step_dependent = True
-    hyper_rules = {"lr": dict(lo=0, lo_open=True), "beta1": dict(lo=0, hi=1, hi_open=True),
-                   "beta2": dict(lo=0, hi=1, hi_open=True), "eps": dict(lo=0, lo_open=True),
-                   "weight_decay": dict(lo=0)}
+    hypers = (LEARNING_RATE, Hyper("beta1", 0.9, lo=0, hi=1, hi_open=True, label="β1 (momentum)", slider=(0.5, 0.999)),
+              Hyper("beta2", 0.999, lo=0, hi=1, hi_open=True, label="β2", slider=(0.9, 0.9999)),
+              Hyper("eps", 1e-8, lo=0, lo_open=True, control=False), WEIGHT_DECAY)
+    per_layer_scalars = ("lr", "lr_decay")
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=True):
         super().__init__(lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
@@ -221,11 +282,16 @@ class Adam(Optimizer):
         return p - s["lr"] * (m / denom), {"m": m, "v": v}
 
 
-def get_optimizer(name: str, **hyper) -> Optimizer:
-    """An optimizer by entry-point name (bpmagic.optimizers: 'sgd', 'adam', or a plugin's)."""
+def optimizer_class(name: str) -> type:
+    """An optimizer class by entry-point name (bpmagic.optimizers: 'sgd', 'adam', or a plugin's)."""
     from ..plugins import load_group
 
     classes = load_group("bpmagic.optimizers")
     if name not in classes:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(classes))}")
-    return classes[name](**hyper)
+    return classes[name]
+
+
+def get_optimizer(name: str, **hyper) -> Optimizer:
+    """An optimizer by entry-point name (bpmagic.optimizers: 'sgd', 'adam', or a plugin's)."""
+    return optimizer_class(name)(**hyper)

@@ -305,13 +305,14 @@ class CompiledStep:
                     self.state[name][slot] = xp.zeros_like(p)
 
     def _scalars(self, hyper, step):
-        """name -> {scalar: value} per parameter: the shared scalars, with learning rates scaled per group."""
+        """name -> {scalar: value} per parameter: the shared scalars, those the optimizer declares per-layer scaled by
+        the parameter's group's learning-rate multiplier."""
         shared = self.optimizer.scalars(hyper, step)
         mult = hyper.get("lr_multipliers", {})
         out = {}
         for name in self.params:
             m = mult.get(self.groups[name], 1.0)
-            out[name] = {k: (v * m if k.startswith("lr") else v) for k, v in shared.items()}
+            out[name] = {k: (v * m if k in self.optimizer.per_layer_scalars else v) for k, v in shared.items()}
         return out
 
     def _compile(self, batch, hyper, structure, watch) -> Plan:

@@ -27,9 +27,7 @@ from .step import CompiledStep
 
 __all__ = ["fit", "Run", "format_loss"]
 
-#: hyperparameters recorded per step besides "lr" (which every optimizer has) and the per-layer multipliers
-_HYPER_COLUMNS = ("lr", "momentum", "weight_decay", "beta1", "beta2", "eps")
-#: what Controls adds to them: the pace (steps per second; inf: full speed)
+#: what Controls adds to the optimizer's declared hyperparameters: the pace (steps per second; inf: full speed)
 _CONTROL_COLUMNS = ("pace",)
 
 
@@ -119,7 +117,8 @@ class Run:
         """Every change of a hyperparameter or of the pace that took effect: Change(step, name, old, new), in
         order (one per line when shown)."""
         h = self.history
-        names = [k for k in h if k in _HYPER_COLUMNS or k in _CONTROL_COLUMNS or k.startswith("lr_multiplier/")]
+        steered = set(self.hyper_columns) | set(_CONTROL_COLUMNS)
+        names = [k for k in h if k in steered or k.startswith("lr_multiplier/")]
         out = []
         for name in names:
             values = h[name]
@@ -127,6 +126,13 @@ class Run:
                 if values[i] != values[i - 1]:
                     out.append(Change(h["step"][i], name, values[i - 1], values[i]))
         return Changes(sorted(out, key=lambda c: c.step))
+
+    @property
+    def hyper_columns(self) -> tuple:
+        """The history's columns of the optimizer's declared hyperparameters (train/optim.py, Hyper)."""
+        if self.optimizer is not None:
+            return tuple(h.name for h in self.optimizer.hypers)
+        return tuple(k for k in getattr(self, "hyperparameters", {}) if k != "lr_multipliers")  # a loaded run's
 
     @property
     def ended(self) -> bool:
@@ -303,9 +309,8 @@ class Run:
     def _record(self, step, epoch, loss, elapsed):
         info = step.last
         row = {"step": info.step, "epoch": epoch, "loss": loss, "lr": info.hyper.get("lr"), "time": elapsed}
-        for name in _HYPER_COLUMNS:
-            if name in info.hyper:
-                row[name] = info.hyper[name]
+        for name in self.hyper_columns:
+            row[name] = info.hyper[name]
         multipliers = info.hyper.get("lr_multipliers", {})
         for layer in self.layers:
             row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)

@@ -121,10 +121,6 @@ class ExactControl(NumberControlView):
         self._controls.offer_range(self._control, self.min, self.max)
 
 
-def _decade(value, offset):
-    return 10.0 ** (math.floor(math.log10(value)) + offset)
-
-
 class ControlsPanel(Panel):
     order = 40
 
@@ -137,20 +133,17 @@ class ControlsPanel(Panel):
         def hyperparameter(name):
             return lambda: opt.hyperparameters()[name]
 
-        lr = hyper["lr"]
-        self.lr = ExactControl(controls, "lr", hyperparameter("lr"), description="learning rate", log=True,
-                               min=_decade(lr, -3), max=_decade(lr, 2))
-        self.lr.add_class("bpmagic-lr")
-        self.hyper_controls = {"lr": self.lr}
-        if "momentum" in hyper:
-            self.hyper_controls["momentum"] = ExactControl(controls, "momentum", hyperparameter("momentum"),
-                                                           description="momentum", min=0.0, max=0.99)
-        if "weight_decay" in hyper:
-            wd = hyper["weight_decay"]
-            self.hyper_controls["weight_decay"] = ExactControl(controls, "weight_decay", hyperparameter("weight_decay"),
-                                                               description="weight decay", min=0.0, max=max(0.1, 10 * wd))
-        for name, c in self.hyper_controls.items():
-            c.add_class(f"bpmagic-{name.replace('_', '-')}")
+        # one control per hyperparameter the optimizer declares (a plugin's own too), as it declares it
+        self.hyper_controls = {}
+        for h in opt.hypers:
+            if not h.control:
+                continue
+            lo, hi = h.slider_range(hyper[h.name])
+            c = ExactControl(controls, h.name, hyperparameter(h.name), description=h.label or h.name.replace("_", " "),
+                             log=h.log, min=lo, max=hi)
+            c.add_class(f"bpmagic-{h.name.replace('_', '-')}")
+            self.hyper_controls[h.name] = c
+        self.lr = self.hyper_controls["lr"]
         self.multipliers = {}
         for layer in run.layers:
             m = ExactControl(controls, f"lr_multiplier/{layer}", lambda layer=layer: opt.lr_multipliers.get(layer, 1.0),

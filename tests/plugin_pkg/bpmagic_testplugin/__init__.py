@@ -8,7 +8,7 @@ import numpy as np
 
 import bpmagic as bp
 from bpmagic.backends.numpy_backend import NumpyBackend
-from bpmagic.train.optim import Optimizer
+from bpmagic.train.optim import LEARNING_RATE, Hyper, Optimizer
 
 
 @bp.primitive(fused="({0} / ({T}(1) + fabs({0})))", samples=lambda rng: [((rng.standard_normal((3, 4)),), {})],
@@ -48,13 +48,17 @@ class CheckedNumpyBackend(NumpyBackend):
 
 
 class SignSGD(Optimizer):
-    """p -= lr * sign(g): the update of signSGD (Bernstein et al., 2018)."""
+    """p -= lr * (sign(g) + shrink * p): the update of signSGD (Bernstein et al., 2018), with a decay of its own."""
 
     name = "signsgd"
-    hyper_rules = {"lr": dict(lo=0, lo_open=True)}
+    # its own hyperparameter, declared: the magic's --hyper, a history column and a dashboard control follow
+    hypers = (LEARNING_RATE, Hyper("shrink", 0.0, lo=0, label="shrink", slider=(0.0, 0.1)))
 
-    def __init__(self, lr=0.01):
-        super().__init__(lr=lr)
+    def __init__(self, lr=0.01, shrink=0.0):
+        super().__init__(lr=lr, shrink=shrink)
+
+    def scalars(self, hyper, step):
+        return {"lr": hyper["lr"], "shrink": hyper["shrink"]}
 
     def update(self, p, g, state, s, structure):
-        return p - s["lr"] * bp.sign(g), {}
+        return p - s["lr"] * (bp.sign(g) + s["shrink"] * p), {}
