@@ -244,10 +244,9 @@ def make_optimizer(kind: str, given: dict):
                          f"{', '.join(h.option for h in cls.hypers)}")
     if kind == "momentum":
         given = {"momentum": 0.9, **given}
-    hyper = {n: v for n, v in given.items()}
-    if cls is optim.Adam:  # Adam's betas are one argument
-        hyper["betas"] = (hyper.pop("beta1", 0.9), hyper.pop("beta2", 0.999))
-    return cls(**hyper)
+    optimizer = cls()  # its defaults, then what was given, checked against its declaration
+    optimizer.set(**given)
+    return optimizer
 
 
 @magics_class

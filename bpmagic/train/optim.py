@@ -17,7 +17,8 @@ import math
 import threading
 from dataclasses import dataclass
 
-__all__ = ["Optimizer", "SGD", "Adam", "Hyper", "get_optimizer", "optimizer_class"]
+__all__ = ["Optimizer", "SGD", "Nesterov", "Adam", "AdamW", "RMSprop", "Adagrad", "Hyper", "get_optimizer",
+           "optimizer_class"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,10 @@ class Optimizer:
         """Names of the per-parameter state arrays (each shaped like its parameter)."""
         return ()
 
+    def initial_state(self, slot: str) -> float:
+        """The value a state array starts from (Adagrad's accumulator starts above zero)."""
+        return 0.0
+
     def scalars(self, hyper, step: int) -> dict:
         """Scalar inputs of step number `step` (1-based), shared by all parameters.
 
@@ -280,6 +285,92 @@ class Adam(Optimizer):
             p = p - s["lr_decay"] * p
         denom = ops.sqrt(v) * s["inv_sqrt_bc2"] + s["eps"]
         return p - s["lr"] * (m / denom), {"m": m, "v": v}
+
+
+class Nesterov(SGD):
+    """SGD with Nesterov momentum (0.9 unless given): the gradient is taken where momentum is about to carry the
+    parameters (Sutskever et al., 2013), as torch.optim.SGD(nesterov=True) and optax.sgd(nesterov=True)."""
+
+    name = "nesterov"
+
+    def __init__(self, lr=0.01, momentum=0.9, weight_decay=0.0):
+        super().__init__(lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's 2012 lecture): each parameter's step divided by a running root mean square of its
+    gradients: v = alpha v + (1 - alpha) g²; p -= lr g / (√v + eps). As torch.optim.RMSprop and
+    optax.rmsprop(eps_in_sqrt=False); weight decay is L2 (added to the gradient)."""
+
+    name = "rmsprop"
+    hypers = (LEARNING_RATE, Hyper("alpha", 0.9, lo=0, hi=1, hi_open=True, label="α (averaging)", slider=(0.5, 0.999)),
+              Hyper("eps", 1e-8, lo=0, lo_open=True, control=False), WEIGHT_DECAY)
+
+    def __init__(self, lr=0.001, alpha=0.9, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
+
+    def structure(self, hyper):
+        return (hyper["weight_decay"] > 0,)
+
+    def state_slots(self, structure):
+        return ("square_avg",)
+
+    def scalars(self, hyper, step):
+        return {"lr": hyper["lr"], "alpha": hyper["alpha"], "one_minus_alpha": 1 - hyper["alpha"],
+                "eps": hyper["eps"], "weight_decay": hyper["weight_decay"]}
+
+    def update(self, p, g, state, s, structure):
+        from .. import ops
+
+        if structure[0]:
+            g = g + s["weight_decay"] * p
+        v = s["alpha"] * state["square_avg"] + s["one_minus_alpha"] * (g * g)
+        return p - s["lr"] * (g / (ops.sqrt(v) + s["eps"])), {"square_avg": v}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al., 2011): each parameter's step divided by the root of the sum of all its squared
+    gradients so far: s += g²; p -= lr g / √(s + eps), s starting from `initial_accumulator_value`. As
+    optax.adagrad; weight decay is L2 (added to the gradient)."""
+
+    name = "adagrad"
+    hypers = (LEARNING_RATE, Hyper("eps", 1e-7, lo=0, lo_open=True, control=False), WEIGHT_DECAY)
+
+    def __init__(self, lr=0.01, eps=1e-7, weight_decay=0.0, initial_accumulator_value=0.1):
+        super().__init__(lr=lr, eps=eps, weight_decay=weight_decay)
+        object.__setattr__(self, "initial_accumulator_value", float(initial_accumulator_value))
+
+    def structure(self, hyper):
+        return (hyper["weight_decay"] > 0,)
+
+    def state_slots(self, structure):
+        return ("sum_sq",)
+
+    def initial_state(self, slot):
+        return self.initial_accumulator_value
+
+    def scalars(self, hyper, step):
+        return {"lr": hyper["lr"], "eps": hyper["eps"], "weight_decay": hyper["weight_decay"]}
+
+    def update(self, p, g, state, s, structure):
+        from .. import ops
+
+        if structure[0]:
+            g = g + s["weight_decay"] * p
+        acc = state["sum_sq"] + g * g
+        return p - s["lr"] * (g / ops.sqrt(acc + s["eps"])), {"sum_sq": acc}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019): p -= lr·wd·p beside Adam's step, instead of
+    wd·p added to the gradient, so the decay is not rescaled by Adam's denominator. bpmagic's `adam` decays this
+    way too when given --weight-decay; `adamw` differs in its default, weight decay 0.01, as torch.optim.AdamW
+    and optax.adamw (though optax's default is 1e-4)."""
+
+    name = "adamw"
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=True)
 
 
 def optimizer_class(name: str) -> type:

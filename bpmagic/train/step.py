@@ -302,7 +302,7 @@ class CompiledStep:
         for name, p in self.params.items():
             for slot in self.optimizer.state_slots(structure):
                 if slot not in self.state[name]:
-                    self.state[name][slot] = xp.zeros_like(p)
+                    self.state[name][slot] = xp.full_like(p, self.optimizer.initial_state(slot))
 
     def _scalars(self, hyper, step):
         """name -> {scalar: value} per parameter: the shared scalars, those the optimizer declares per-layer scaled by
@@ -420,7 +420,7 @@ class CompiledStep:
 
     def reset(self, params: dict, buffers: dict | None = None):
         """Start over from `params` (and `buffers`): their values are copied into the step's own arrays (the
-        arrays a notebook holds stay the same objects), the optimizer's state is zeroed and the step count is 0."""
+        arrays a notebook holds stay the same objects), the optimizer's state is as at the start and the step count is 0."""
         with self._lock:
             for name, target in [*self.params.items(), *self.buffers.items()]:
                 source = params.get(name) if name in self.params else (buffers or {}).get(name)
@@ -431,8 +431,8 @@ class CompiledStep:
                                         f"shape {tuple(source.shape)}")
                 target[...] = self.backend.asarray(source)
             for slots in self.state.values():
-                for value in slots.values():
-                    value[...] = 0
+                for slot, value in slots.items():
+                    value[...] = self.optimizer.initial_state(slot)
             self.step_count = 0
             self.last = None
             self.measurements.take()  # the measurements of the steps before are not this attempt's
