@@ -255,7 +255,8 @@ class Backprop(Magics):
 
     epochs = Int(100, help="Epochs to train when --steps is not given.").tag(config=True)
     lr = Float(0.1, help="Learning rate.").tag(config=True)
-    optimizer = Unicode("sgd", help="sgd | momentum | adam (or a plugin optimizer's name).").tag(config=True)
+    optimizer = Unicode("sgd", help="sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad (or a plugin's)."
+                        ).tag(config=True)
     momentum = Float(0.0, help="Momentum (sgd, momentum).").tag(config=True)
     weight_decay = Float(0.0, help="Weight decay.").tag(config=True)
     batch_size = Int(32, help="Examples per step (capped at the data set size).").tag(config=True)
@@ -278,7 +279,7 @@ class Backprop(Magics):
     @argument("--pace", type=float, default=None,
               help="at most this many steps per second, slow enough to watch (default: full speed)")
     @argument("--lr", type=float, default=None, help="learning rate (changeable while training)")
-    @argument("--optimizer", default=None, help="sgd | momentum | adam")
+    @argument("--optimizer", default=None, help="sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad")
     @argument("--momentum", type=float, default=None, help="momentum for sgd / momentum")
     @argument("--weight-decay", type=float, default=None, help="weight decay")
     @argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
