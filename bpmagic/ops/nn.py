@@ -1,4 +1,4 @@
-"""Neural-network primitives: convolution and pooling (through sliding windows), embedding, one_hot, and
+"""Neural-network primitives: convolution and pooling (through sliding windows), embedding, and
 randomness: dropout and the draws (uniform, normal, randn_like, rand_like), fresh at every training step.
 
 conv2d and the pools are compositions over one pair of linear primitives, `unfold` (im2col: every kernel-sized
@@ -23,7 +23,7 @@ from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "random_uniform", "uniform", "normal",
-           "randn_like", "rand_like", "one_hot", "unfold", "fold", "pad2d",
+           "randn_like", "rand_like", "unfold", "fold", "pad2d",
            "batch_norm", "conv1d", "conv_transpose2d", "upsample_nearest", "upsample_bilinear",
            "scaled_dot_product_attention"]
 
@@ -388,15 +388,6 @@ def dropout(x, rate, key=None, training=None):
         return x
     keep = _ew.greater_equal(_draw(tuple(x.shape), x.dtype, key), rate)
     return _ew.where(keep, x * (1.0 / (1.0 - rate)), 0.0)
-
-
-@composite(samples=lambda rng: [((np.array([0, 2, 1, 2]), 3), {}), ((np.array([[1, 0], [3, 2]]), 4),
-                                                                      dict(dtype=np.float64))],
-           reference=lambda jax: lambda y, n, dtype=np.float32: jax.nn.one_hot(y, n, dtype=dtype), numpy_name=None,
-           differentiable=False, vjp_math="no gradient (integer classes)")
-def one_hot(y, n, dtype=np.float32):
-    """Integer classes `y` (any shape) as one-hot rows: shape y.shape + (n,), 1 at each class, 0 elsewhere."""
-    return _ew.astype(_ew.equal(_shape.reshape(y, tuple(y.shape) + (1,)), np.arange(n)), dtype)
 
 
 # -- normalisation -------------------------------------------------------------------------------------------------
