@@ -282,6 +282,10 @@ class Backprop(Magics):
     @argument("--optimizer", default=None, help="sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad")
     @argument("--momentum", type=float, default=None, help="momentum for sgd / momentum")
     @argument("--weight-decay", type=float, default=None, help="weight decay")
+    @argument("--clip-norm", type=float, default=None, metavar="MAX",
+              help="scale the gradients down to a global norm of at most MAX before each update (live: clip_norm)")
+    @argument("--clip-value", type=float, default=None, metavar="MAX",
+              help="clip each gradient entry to [-MAX, MAX] before each update (live: clip_value)")
     @argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
               help="any hyperparameter the optimizer declares (--hyper beta2=0.99; a plugin optimizer's own too)")
     @argument("--batch-size", type=int, default=None, help="examples per step")
@@ -331,6 +335,8 @@ class Backprop(Magics):
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
             optimizer = make_optimizer(opts["optimizer"], opts["hyper"])
+            if args.clip_norm is not None or args.clip_value is not None:
+                optimizer.clipped(norm=args.clip_norm, value=args.clip_value)
             loss_fn = make_loss_fn(prog, user_ns, opts["dtype"], bound)
             if args.check:
                 from .check import check_model
@@ -393,6 +399,10 @@ class Backprop(Magics):
             raise UsageError("--epochs and --steps must be at least 1")
         if not (math.isfinite(opts["pace"]) and opts["pace"] >= 0):
             raise UsageError(f"--pace is in steps per second and must be positive (0: full speed), got {opts['pace']}")
+        for option, value in (("--clip-norm", args.clip_norm), ("--clip-value", args.clip_value)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{option} must be a positive number (the largest gradient norm or entry to let "
+                                 f"through), got {value}")
         if opts["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {opts['batch_size']}")
         opts["dtype"] = np.dtype(opts["dtype"])

@@ -271,13 +271,24 @@ def test_missing_input_and_length_mismatch(ip, ns, capsys):
 
 def test_unknown_option_and_bad_values(ip, ns, capsys):
     assert "unrecognized arguments: --learning-rate" in error_of(ip, capsys, "--learning-rate 3")
-    assert "--optimizer must be" in error_of(ip, capsys, "--optimizer rmsprop")
+    assert "--optimizer must be one of momentum, adagrad, adam" in error_of(ip, capsys, "--optimizer lion")
     assert "lr must be a finite number > 0" in error_of(ip, capsys, "--lr -1")
     assert "--dtype must be one of" in error_of(ip, capsys, "--dtype int8")
     assert "--pace is in steps per second and must be positive" in error_of(ip, capsys, "--pace -3")
     assert ("--momentum: the adam optimizer has no such hyperparameter; it has --lr, --beta1, --beta2, --eps, "
             "--weight-decay") in error_of(ip, capsys, "--optimizer adam --momentum 0.9")
     assert "--hyper beta2: write NAME=VALUE" in error_of(ip, capsys, "--optimizer adam --hyper beta2")
+    assert "--clip-norm must be a positive number" in error_of(ip, capsys, "--clip-norm -1")
+
+
+def test_clipping_from_the_cell_is_a_live_control_and_a_history_column(ip, ns):
+    from bpmagic.dashboard import Dashboard
+
+    backprop(ip, "--steps 200 --lr 2 --clip-norm 0.1 --no-dashboard --name clip")
+    run = ns["clip"]
+    assert set(run.history["clip_norm"]) == {0.1} and any(run.history["clipped"])
+    panel = next(p for p in Dashboard(run).panels if type(p).__name__ == "ControlsPanel")
+    assert panel.hyper_controls["clip_norm"].value == 0.1 and panel.hyper_controls["clip_norm"].log
 
 
 def test_any_declared_hyperparameter_is_an_option(ip, ns):

@@ -65,3 +65,37 @@ def test_each_optimizer_is_found_by_name_and_printed_in_the_step():
                                backend="numpy")
         assert f"update: {opt!r} update" in str(step.update_graph)  # the update is named where it is printed
         assert opt.hypers[0].name == "lr" and str(opt).startswith(type(opt).__name__ + "(lr=")
+
+
+@pytest.mark.parametrize("how", ["norm", "value", "both"])
+def test_clipping_equals_optax_and_marks_the_steps_where_it_engaged(how):
+    X3 = X * 3  # large gradients, so that clipping engages at first
+    norm, value = {"norm": (0.5, None), "value": (None, 0.05), "both": (0.5, 0.05)}[how]
+    params = {k: v.copy() for k, v in START.items()}
+    opt = optim.SGD(lr=0.05, momentum=0.9).clipped(norm=norm, value=value)
+    run = bp.fit(bp_loss, params, (X3, Y), steps=50, optimizer=opt, backend="numpy")
+    chain = ([optax.clip(value)] if value else []) + ([optax.clip_by_global_norm(norm)] if norm else [])
+    tx = optax.chain(*chain, optax.sgd(0.05, momentum=0.9))
+    p = {k: jnp.asarray(v) for k, v in START.items()}
+    state, grad, engaged = tx.init(p), jax.grad(jax_loss), []
+    for _ in range(50):
+        g = grad(p, X3, Y)
+        flat = jnp.concatenate([jnp.ravel(v) for v in g.values()])
+        big = bool(jnp.abs(flat).max() > value) if value else False
+        clipped_g = jax.tree.map(lambda v: jnp.clip(v, -value, value), g) if value else g
+        total = float(jnp.sqrt(sum(jnp.sum(v * v) for v in clipped_g.values())))
+        engaged.append(big or (norm is not None and total > norm))
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+    for k in START:
+        np.testing.assert_allclose(params[k], np.asarray(p[k]), rtol=1e-10, atol=1e-12, err_msg=k)
+    assert run.history["clipped"] == engaged and any(engaged)  # the history marks exactly those steps
+    assert len(run.history["grad_norm"]) == 50
+    assert "gradient clipping of SGD(" in str(run.backward_graph)  # part of the backward graph, printed and drawn
+    if norm:
+        assert set(run.history["clip_norm"]) == {norm}  # a hyperparameter: live, in the history
+
+
+def test_a_negative_clip_is_one_message():
+    with pytest.raises(ValueError, match="clip_norm must be a finite number > 0, got -1"):
+        optim.SGD().clipped(norm=-1)

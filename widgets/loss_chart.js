@@ -41,6 +41,7 @@ function draw(model, canvas, status) {
   const loss = floats(model.get("loss"));
   const vsteps = floats(model.get("val_steps"));
   const vloss = floats(model.get("val_loss"));
+  const csteps = floats(model.get("clipped_steps"));
   const psteps = floats(model.get("previous_steps"));
   const ploss = floats(model.get("previous_loss"));
   const logScale = model.get("log_scale");
@@ -76,7 +77,7 @@ function draw(model, canvas, status) {
     ctx.fillText(labels[i], 4, y + 3);
   }
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
-  const before = psteps.length ? " · grey: before Reset" : "";
+  const before = (psteps.length ? " · grey: before Reset" : "") + (csteps.length ? " · orange: clipped" : "");
   ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}${before}`, pad.l, h - 6);
 
   const curve = (xs, ys, colour) => {
@@ -92,6 +93,8 @@ function draw(model, canvas, status) {
   };
   if (psteps.length) curve(psteps, ploss, "#c7c7c7");
   curve(steps, loss, "#1f77b4");
+  ctx.fillStyle = "#ff7f0e";  // a tick under the curve at each step where gradient clipping engaged
+  for (const s of csteps) ctx.fillRect(X(s) - 0.5, h - pad.b - 4, 1.5, 4);
   ctx.fillStyle = "#d62728";
   for (let i = 0; i < vsteps.length; i++) {
     if (!Number.isFinite(f(vloss[i]))) continue;
@@ -139,7 +142,8 @@ export default {
     const redraw = () => draw(model, canvas, status);
     const resized = new ResizeObserver(() => requestAnimationFrame(redraw));
     resized.observe(canvas);
-    const names = ["steps", "loss", "val_steps", "val_loss", "previous_steps", "previous_loss", "status", "log_scale"];
+    const names = ["steps", "loss", "val_steps", "val_loss", "clipped_steps", "previous_steps", "previous_loss",
+      "status", "log_scale"];
     for (const name of names) model.on(`change:${name}`, redraw);
     const onRecord = () => sendRecord(model);
     model.on("change:record", onRecord);

@@ -69,7 +69,8 @@ def loss_svg(view: LossView, width: int, y0: float):
         out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(svg_text(pad_l - 4, y + 4, label, size=10, anchor="end", color="#666"))
     out.append(svg_text(width - pad_r, top + height - 6, f"step {int(x1)}", size=10, anchor="end", color="#666"))
-    before = " · grey: before Reset" if pok.any() else ""
+    clipped = _floats(view.clipped_steps)
+    before = (" · grey: before Reset" if pok.any() else "") + (" · orange: clipped" if len(clipped) else "")
     out.append(svg_text(pad_l, top + height - 6, f"loss (log scale) from step {int(x0)}{before}", size=10,
                         color="#666"))
     if pok.any():  # the attempt before the last Reset, faintly behind
@@ -77,6 +78,9 @@ def loss_svg(view: LossView, width: int, y0: float):
         out.append(f'<polyline points="{points}" fill="none" stroke="#c7c7c7" stroke-width="1.5"/>')
     points = " ".join(f"{X(s):.1f},{Y(v):.1f}" for s, v, good in zip(steps, loss, ok) if good)
     out.append(f'<polyline points="{points}" fill="none" stroke="{COLORS[0]}" stroke-width="1.5"/>')
+    for s in clipped:  # a tick under the curve where gradient clipping engaged
+        out.append(f'<rect x="{X(s) - 0.5:.1f}" y="{top + height - pad_b - 4:.1f}" width="1.5" height="4" '
+                   f'fill="#ff7f0e"/>')
     for s, v in zip(_floats(view.val_steps), _floats(view.val_loss)):
         if np.isfinite(v) and v > 0:
             out.append(f'<circle cx="{X(s):.1f}" cy="{Y(v):.1f}" r="3" fill="#d62728"/>')

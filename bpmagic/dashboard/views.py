@@ -21,6 +21,7 @@ class LossView(anywidget.AnyWidget, Recorded):
     loss = Bytes(b"").tag(sync=True)
     val_steps = Bytes(b"").tag(sync=True)
     val_loss = Bytes(b"").tag(sync=True)
+    clipped_steps = Bytes(b"").tag(sync=True)  # steps where gradient clipping engaged, marked under the curve
     previous_steps = Bytes(b"").tag(sync=True)  # the attempt before the last Reset, drawn faintly to compare
     previous_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)

@@ -60,6 +60,8 @@ class Hyper:
 
 
 LEARNING_RATE = Hyper("lr", 0.01, lo=0, lo_open=True, label="learning rate", log=True, per_layer=True)
+CLIP_NORM = Hyper("clip_norm", 1.0, lo=0, lo_open=True, label="clip |gradient| at", log=True)
+CLIP_VALUE = Hyper("clip_value", 1.0, lo=0, lo_open=True, label="clip each gradient at", log=True)
 WEIGHT_DECAY = Hyper("weight_decay", 0.0, lo=0, label="weight decay", slider=lambda v: (0.0, max(0.1, 10 * v)))
 
 
@@ -101,6 +103,8 @@ class Optimizer:
         return {h.name: h for h in self.hypers}
 
     def __init__(self, **hyper):
+        object.__setattr__(self, "hypers", type(self).hypers)  # clipped() adds its thresholds to this one's
+        object.__setattr__(self, "clipping", (False, False))  # (by global norm, by value)
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_hyper", {})
         object.__setattr__(self, "_multipliers", {})
@@ -130,7 +134,7 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__!s} has no attribute {key!r}")
 
     def __setattr__(self, key, value):
-        if any(h.name == key for h in type(self).hypers):
+        if any(h.name == key for h in self.hypers):
             self.set(**{key: value})
         else:
             object.__setattr__(self, key, value)
@@ -179,6 +183,49 @@ class Optimizer:
     def lr_multipliers(self) -> dict:
         with self._lock:
             return dict(self._multipliers)
+
+    def clipped(self, norm=None, value=None) -> "Optimizer":
+        """Clip the gradients before each update (as in the step graph, before the optimizer reads them): each entry
+        to [-value, value], then all the parameters' gradients together scaled down to a global norm of at most
+        `norm` (optax.clip_by_value, optax.clip_by_global_norm). The thresholds are live hyperparameters (clip_value,
+        clip_norm: a dashboard control and a history column each); `run.history["clipped"]` marks the steps where
+        clipping engaged. Returns the optimizer."""
+        added, hyper = [], {}
+        if value is not None:
+            added.append(CLIP_VALUE)
+            hyper["clip_value"] = value
+        if norm is not None:
+            added.append(CLIP_NORM)
+            hyper["clip_norm"] = norm
+        object.__setattr__(self, "hypers", tuple(h for h in self.hypers if h not in added) + tuple(added))
+        object.__setattr__(self, "clipping", (self.clipping[0] or norm is not None, self.clipping[1] or value is not None))
+        self.set(**hyper)
+        return self
+
+    def clip(self, grads: dict, s: dict) -> tuple:
+        """(clipped gradients, measurements [global norm, clipped?]) for the step graph: `s` holds the thresholds
+        as traced scalars. The measurements are the norm before clipping by it, and 1 where clipping engaged."""
+        from .. import ops
+
+        by_norm, by_value = self.clipping
+        engaged = []
+        if by_value:
+            biggest = _total_max(ops.max(ops.abs(g)) for g in grads.values())
+            engaged.append(ops.greater(biggest, s["clip_value"]))
+            grads = {n: ops.clip(g, -s["clip_value"], s["clip_value"]) for n, g in grads.items()}
+        norm = ops.sqrt(_total(ops.sum(g * g) for g in grads.values()))
+        if by_norm:
+            engaged.append(ops.greater(norm, s["clip_norm"]))
+            scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])
+            grads = {n: g * scale for n, g in grads.items()}
+        flag = engaged[0] if len(engaged) == 1 else ops.logical_or(*engaged)
+        return grads, [norm, ops.astype(flag, norm.dtype)]
+
+    def step_scalars(self, hyper, step: int) -> dict:
+        """scalars() and the clipping thresholds: every per-step scalar input of the step graph."""
+        out = self.scalars(hyper, step)
+        out.update({k: hyper[k] for k, on in zip(("clip_norm", "clip_value"), self.clipping) if on})
+        return out
 
     # -- what a compiled step needs --------------------------------------------------------------------------------
     def structure(self, hyper) -> tuple:
@@ -381,6 +428,24 @@ def optimizer_class(name: str) -> type:
     if name not in classes:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(classes))}")
     return classes[name]
+
+
+def _total(terms):
+    terms = list(terms)
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def _total_max(terms):
+    from .. import ops
+
+    terms = list(terms)
+    out = terms[0]
+    for t in terms[1:]:
+        out = ops.maximum(out, t)
+    return out
 
 
 def get_optimizer(name: str, **hyper) -> Optimizer:

@@ -48,6 +48,7 @@ class Layout:
     scalars: tuple
     key: tuple = ()  # ("step_key",) when the step draws random numbers: a fresh key at every step
     stats: tuple = ()
+    clip: tuple = ()  # ("grad_norm", "clipped") when the optimizer clips the gradients
     watched: tuple = ()
 
     @property
@@ -65,7 +66,7 @@ class Layout:
         return list(range(1 + len(self.params)))
 
     def measured(self, outputs) -> list:
-        """The outputs that are measurements: the statistics, then the watched values."""
+        """The outputs that are measurements: the statistics, the clipping's, then the watched values."""
         return list(outputs[1 + len(self.params) + self.n_held:])
 
 
@@ -198,7 +199,7 @@ class StepInfo:
         plan, row = self._values()
         if plan is None:
             return {}
-        sums = row[len(plan.layout.stats):].tolist()
+        sums = row[len(plan.layout.stats) + len(plan.layout.clip):].tolist()
         return {v: math.sqrt(x) for v, x in zip(plan.layout.watched, sums)}
 
 
@@ -286,7 +287,7 @@ class CompiledStep:
 
     def _plan_for(self, batch, hyper, watch) -> Plan:
         structure = self.optimizer.structure(hyper)
-        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure, watch)
+        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure, self.optimizer.clipping, watch)
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = self._compile(batch, hyper, structure, watch)
@@ -307,7 +308,7 @@ class CompiledStep:
     def _scalars(self, hyper, step):
         """name -> {scalar: value} per parameter: the shared scalars, those the optimizer declares per-layer scaled by
         the parameter's group's learning-rate multiplier."""
-        shared = self.optimizer.scalars(hyper, step)
+        shared = self.optimizer.step_scalars(hyper, step)
         mult = hyper.get("lr_multipliers", {})
         out = {}
         for name in self.params:
@@ -357,6 +358,10 @@ class CompiledStep:
                                     keep=set(probes.values()) | set(forward_values))
             grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
                      for n, g in zip(names, adj.grads)}
+            clip_measured = []
+            if any(opt.clipping):  # the end of the backward pass: what the optimizer will read
+                with tr.recording(phase="backward", source=Source("<clipping>", 0, f"gradient clipping of {opt!r}")):
+                    grads, clip_measured = opt.clip(grads, k_in[names[0]])
             with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
                 sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
                 # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
@@ -373,12 +378,14 @@ class CompiledStep:
             layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
                             buffers=tuple(self.buffers), batch=tuple(self.batch_names),
                             scalars=tuple((n, k) for n in names for k in scalars[n]),
-                            key=("step_key",) if random else (), stats=tuple(stats), watched=tuple(watched))
+                            key=("step_key",) if random else (), stats=tuple(stats),
+                            clip=("grad_norm", "clipped") if clip_measured else (), watched=tuple(watched))
             inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
                       + [buf_in[n] for n in layout.buffers] + b_in + ([key_in] if random else [])
                       + [k_in[n][k] for n, k in layout.scalars])
             outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
-                       + [new_buf[n] for n in layout.buffers] + list(stats.values()) + list(watched.values()))
+                       + [new_buf[n] for n in layout.buffers] + list(stats.values()) + clip_measured
+                       + list(watched.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
         # one name per value across the whole step, so its forward, backward and update parts, printed or drawn

@@ -330,9 +330,13 @@ class Run:
             return
         with self._history_lock:
             for plan, _, rows in taken:
-                keys = plan.layout.stats
+                keys, clip = plan.layout.stats, plan.layout.clip
                 for column, values in from_sum_rows(keys, rows[:, :len(keys)]).items():
                     self.history.setdefault(column, []).extend(values.tolist())
+                for i, column in enumerate(clip):  # the gradient's global norm, and whether clipping engaged
+                    values = rows[:, len(keys) + i]
+                    self.history.setdefault(column, []).extend(
+                        (values > 0.5).tolist() if column == "clipped" else values.tolist())
 
     def _validate(self, validation):
         loss, _ = self.step.call_loss(self.params, validation)  # the buffers' new values are not kept

@@ -1,5 +1,5 @@
-"""Loss panel: training and validation loss (and, faintly, the attempt before the last Reset); step, epoch, steps
-per second, time left."""
+"""Loss panel: training and validation loss (and, faintly, the attempt before the last Reset), the steps where
+gradient clipping engaged; step, epoch, steps per second, time left."""
 from __future__ import annotations
 
 from ..dashboard import Panel
@@ -20,6 +20,18 @@ class LossPanel(Panel):
         super().__init__(run)
         self.widget = LossView()
         self._previous = None
+        self._clipped, self._clip_seen = [], 0  # the steps where clipping engaged, read so far
+
+    def _clip_marks(self, history):
+        """The steps where clipping engaged, read incrementally (a long run's history is not read again 10 times a
+        second), at most MAX_POINTS of them shown."""
+        clipped, steps = history.get("clipped") or [], history.get("step", [])
+        n = min(len(clipped), len(steps))
+        if n < self._clip_seen:  # a Reset started the history again
+            self._clipped, self._clip_seen = [], 0
+        self._clipped += [steps[i] for i in range(self._clip_seen, n) if clipped[i]]
+        self._clip_seen = n
+        return self._clipped[::_every(len(self._clipped))]
 
     def update(self, run):
         h = run.history
@@ -28,6 +40,7 @@ class LossPanel(Panel):
         pts = [(s, v) for s, v in zip(h.get("step", []), val) if v is not None]
         self.widget.val_steps = f32([s for s, _ in pts])
         self.widget.val_loss = f32([v for _, v in pts])
+        self.widget.clipped_steps = f32(self._clip_marks(h))
         previous = run.previous_attempts[-1] if run.previous_attempts else None
         if previous is not self._previous:  # an earlier attempt no longer changes: drawn once
             self._previous = previous
@@ -43,3 +56,4 @@ def _curve(history):
     if picked and picked[-1] != n - 1:
         picked.append(n - 1)
     return f32([steps[i] for i in picked]), f32([losses[i] for i in picked])
+
