@@ -17,7 +17,8 @@ run in an IPython shell of their own. The programs, each compiled for the CuPy b
   checked against the plain NumPy step's outputs;
 - templates: every primitive's fused template in float32 and float64, and astype between every pair of C types.
 
---broken tanh='tanhh({0})' replaces a primitive's template first (the test that the check can fail).
+--broken tanh='where_(true, tanh({0}), double({0}))' replaces a primitive's template first, then collects
+the models only (the test that the check can fail).
 """
 from __future__ import annotations
 

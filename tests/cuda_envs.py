@@ -6,7 +6,7 @@ CuPy for CUDA 12 and for CUDA 13 cannot share an environment (both are the packa
 environment has neither, so each CUDA major gets its own (tests/venvs.py builds and caches them: about 1.1 GB and a
 minute for CUDA 13, 1.5 GB and 1.5 minutes for CUDA 12 on a cold pip cache). Each holds bpmagic's runtime
 dependencies and its GPU extra as pyproject.toml declares them, with every CUDA package pinned, plus the CUDA
-headers that the cuBLAS prototype check compiles against (crt and cccl).
+headers that the cuBLAS prototype check compiles against (crt: in CUDA 12 only the nvcc wheel has it; cccl).
 
 CuPy is pinned because tests/cuda_probe.py uses its private kernel-generation and NVRTC functions (see there).
 """
@@ -20,7 +20,8 @@ CUPY_VERSION = "14.2.0"
 EXTRA = {12: "gpu", 13: "gpu-cuda13"}
 PINS = {
     12: [f"cupy-cuda12x=={CUPY_VERSION}", "nvidia-cuda-nvrtc-cu12==12.9.86", "nvidia-cuda-runtime-cu12==12.9.79",
-         "nvidia-cublas-cu12==12.9.3.13", "nvidia-cuda-cccl-cu12==12.9.27", "cuda-pathfinder==1.9.1"],
+         "nvidia-cublas-cu12==12.9.3.13", "nvidia-cuda-cccl-cu12==12.9.27", "nvidia-cuda-nvcc-cu12==12.9.86",
+         "cuda-pathfinder==1.9.1"],
     13: [f"cupy-cuda13x=={CUPY_VERSION}", "nvidia-cuda-nvrtc==13.0.88", "nvidia-cuda-runtime==13.0.96",
          "nvidia-cublas==13.1.1.3", "nvidia-cuda-crt==13.0.88", "nvidia-cuda-cccl==13.0.85", "cuda-pathfinder==1.9.1"],
 }

@@ -121,7 +121,8 @@ def cublas() -> dict:
             "functions": {name: ctypes.cast(getattr(lib, name), ctypes.c_void_p).value is not None
                           for name in CUBLAS_FUNCTIONS},
             "argtypes": {name: [t.__name__ for t in getattr(lib, name).argtypes] for name in CUBLAS_FUNCTIONS},
-            "include": [find_nvidia_header_directory(name) for name in ("cublas", "cudart", "cccl")]}
+            "include": [find_nvidia_header_directory(name) for name in ("cublas", "cudart", "cccl")]
+            + [str(h.parents[1]) for h in Path(found.abs_path).parents[2].glob("*/include/crt/host_defines.h")]}
 
 
 def step() -> dict:
