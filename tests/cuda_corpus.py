@@ -15,7 +15,8 @@ run in an IPython shell of their own. The programs, each compiled for the CuPy b
 - optimizers: the MLP in float32 and float64 with SGD, momentum and Adam;
 - random: value_and_grad graphs of tests/test_random_programs.py's generator (40 programs, derandomized), each
   checked against the plain NumPy step's outputs;
-- templates: every primitive's fused template in float32 and float64, and astype between every pair of C types.
+- templates: every primitive's fused template in float32 and float64, astype between every pair of C types, and
+  the literals C has no notation for (inf, -inf, nan) in both.
 
 --broken tanh='where_(true, tanh({0}), double({0}))' replaces a primitive's template first, then collects
 the models only (the test that the check can fail).
@@ -176,6 +177,16 @@ def templates(out: Collector):
                                                  "bp_fused_astype", PREAMBLE)
             kernel(np.ones(4, src), np.empty(4, dst))
     out.label_new("templates")
+    for dtype in (np.float32, np.float64):  # literals C has no notation for: inf, -inf, nan
+        from bpmagic.compile.executor import Executable
+
+        def f(x):
+            return bp.where(x > 0, x * 2.0, -np.inf) + bp.where(x < 1, np.nan, x) * np.inf
+
+        x = np.linspace(-1, 2, 6).astype(dtype)
+        with np.errstate(all="ignore"):
+            Executable(bp.trace(f, x), out.host)(x)
+    out.label_new("templates/literals")
 
 
 def main(path, broken=None):

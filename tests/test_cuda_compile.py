@@ -18,8 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
-    return corpus(tmp_path_factory.mktemp("cuda") / "corpus.json")
+def kernels(tmp_path_factory, request):
+    found = corpus(tmp_path_factory.mktemp("cuda") / "corpus.json")
+    for note in found["notes"]:  # a lab's cell that needs more than the 2 steps trained here
+        report(request, f"fused kernels: (not fatal) {note}")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,14 @@ def test_the_causal_attention_kernel_is_in_float32_and_compiles(kernels, compile
     for major in MAJORS:
         mine = [r for r in compiled[major]["results"] if any(r["name"] == k["name"] for k in masked)]
         assert mine and all(r["ok"] for r in mine), failures(mine)
+
+
+def test_non_finite_literals_are_cudas_constants_in_the_kernels_type(kernels):
+    literal = [k for k in kernels["kernels"] if "templates/literals" in k["sources"]]
+    bodies = {c: "".join(k["body"] for k in literal if f"{c} x0" in k["in_params"]) for c in ("float32", "float64")}
+    assert "float(-CUDART_INF_F)" in bodies["float32"] and "float(CUDART_NAN_F)" in bodies["float32"]
+    assert "double(-CUDART_INF)" in bodies["float64"] and "double(CUDART_NAN)" in bodies["float64"]
+    assert "double" not in bodies["float32"] and "inf)" not in bodies["float32"] + bodies["float64"]
 
 
 def test_a_float32_model_has_no_double_arithmetic(kernels):
