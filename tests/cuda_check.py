@@ -29,6 +29,15 @@ def cuda_python(major: int) -> str:
                     f"with {', '.join(PINS[major])} (from the package index). pip said:\n{e}", pytrace=False)
 
 
+def cuda_pythons() -> dict:
+    """CUDA major -> its Python, the environments built at once (downloading and unpacking ~2.6 GB of wheels is
+    most of a first run's time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(MAJORS)) as pool:
+        return dict(zip(MAJORS, pool.map(cuda_python, MAJORS)))
+
+
 def start_probe(major: int, mode: str, *paths) -> subprocess.Popen:
     return subprocess.Popen([cuda_python(major), str(HERE / "cuda_probe.py"), mode, *map(str, paths)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

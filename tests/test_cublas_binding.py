@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from bpmagic.backends.cupy_backend import CUBLAS_CONSTANTS, CUBLAS_FUNCTIONS
-from cuda_check import MAJORS, probe, report
-from cuda_envs import ensure_cuda_env
+from cuda_check import MAJORS, cuda_pythons, probe, report
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +20,7 @@ LAYOUT = {12: "nvidia/cublas/lib/libcublas.so.12", 13: "nvidia/cu13/lib/libcubla
 
 @pytest.fixture(scope="module")
 def found(tmp_path_factory):
+    cuda_pythons()
     root = tmp_path_factory.mktemp("cublas")
     return {m: probe(m, "cublas", root / f"cuda{m}.json") for m in MAJORS}
 

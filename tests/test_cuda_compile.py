@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from cuda_check import MAJORS, corpus, failures, finish_probe, probe, report, start_probe
+from cuda_check import MAJORS, corpus, cuda_pythons, failures, finish_probe, probe, report, start_probe
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,7 @@ def kernels(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def compiled(kernels, tmp_path_factory):
     """CUDA major -> the probe's results; both majors compile at once (a process each)."""
+    cuda_pythons()
     root = tmp_path_factory.mktemp("nvrtc")
     (root / "kernels.json").write_text(json.dumps(kernels["kernels"]))
     running = {m: start_probe(m, "compile", root / "kernels.json", root / f"cuda{m}.json") for m in MAJORS}

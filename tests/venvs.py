@@ -56,7 +56,7 @@ def ensure(tag: str, requirements: list[str], then=()) -> Path:
 def _build(env: Path, wanted: dict) -> None:
     venv.EnvBuilder(clear=True, with_pip=True, symlinks=True).create(env)
     py = str(python_of(env))
-    _check([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", *wanted["requirements"]])
+    _check([py, "-m", "pip", "install", "--disable-pip-version-check", "--no-compile", "-q", *wanted["requirements"]])
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     # this source tree, not a build of it: the checks run what is being worked on
