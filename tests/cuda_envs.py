@@ -3,8 +3,8 @@
     env = ensure_cuda_env(13)    # -> Path of a venv: bpmagic[gpu-cuda13] pinned below, bpmagic from this tree
 
 CuPy for CUDA 12 and for CUDA 13 cannot share an environment (both are the package `cupy`), and the test
-environment has neither, so each CUDA major gets its own (tests/venvs.py builds and caches them: about 1.1 GB and a
-minute for CUDA 13, 1.5 GB and 1.5 minutes for CUDA 12 on a cold pip cache). Each holds bpmagic's runtime
+environment has neither, so each CUDA major gets its own (tests/venvs.py builds and caches them: 1.2 GB for CUDA
+13, 1.6 GB for CUDA 12; both at once, about 8 minutes on a busy 2-core machine with an empty pip cache). Each holds bpmagic's runtime
 dependencies and its GPU extra as pyproject.toml declares them, with every CUDA package pinned, plus the CUDA
 headers that the cuBLAS prototype check compiles against (crt: in CUDA 12 only the nvcc wheel has it; cccl).
 
