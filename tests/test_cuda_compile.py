@@ -5,7 +5,7 @@ The kernels are those of tests/cuda_corpus.py (the labs' cells, the README's mod
 beyond the labs, every fused template and astype pair), each with every argument layout its step calls it with;
 tests/cuda_probe.py compiles each through CuPy's own kernel generation and NVRTC compiler, with CuPy's options, in
 an environment per CUDA major (tests/cuda_envs.py installs bpmagic[gpu] and bpmagic[gpu-cuda13] there, pinned: a
-few minutes and ~2.6 GB the first time, cached after). The counts are written to the test log.
+2.8 GB and some minutes the first time, cached after: docs/gpu.md). The counts are written to the test log.
 """
 import json
 import re
