@@ -4,7 +4,7 @@ CUDA 13, on a machine without a GPU.
 The kernels are those of tests/cuda_corpus.py (the labs' cells, the README's models, 40 random programs, models
 beyond the labs, every fused template and astype pair), each with every argument layout its step calls it with;
 tests/cuda_probe.py compiles each through CuPy's own kernel generation and NVRTC compiler, with CuPy's options, in
-an environment per CUDA major (tests/cuda_envs.py installs bpmagic[gpu] and bpmagic[gpu-cuda13] there, pinned: a
+an environment per CUDA major (tests/cuda_envs.py installs bpmagic[gpu] and bpmagic[gpu-cuda13] there, pinned:
 2.8 GB and some minutes the first time, cached after: docs/gpu.md). The counts are written to the test log.
 """
 import json
