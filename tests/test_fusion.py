@@ -13,6 +13,7 @@ from bpmagic.backends.numpy_backend import NumpyBackend
 from bpmagic.compile.executor import evaluate
 from bpmagic.compile.fusion import C_TYPES, find_groups, numpy_kernel
 from bpmagic.ops import PRIMITIVES
+from cupy_host import EagerReplay  # a CUDA graph's replay, run directly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -129,26 +130,6 @@ def test_a_fusing_executor_trains_like_the_plain_one(size, monkeypatch):
         fused(bad, Y)
     for k in before:
         np.testing.assert_array_equal(fused.params[k], before[k])
-
-
-class EagerReplay:
-    """Runs each part directly where CUDA would replay a captured graph: checks the split and the static inputs."""
-
-    def __init__(self, parts, static):
-        self.parts, self.static, self.launches = parts, static, 0
-
-    def load(self, inputs):
-        for dst, src in zip(self.static, inputs):
-            if dst is not src:
-                np.copyto(dst, src)
-
-    def launch(self, i):
-        self.launches += 1
-        result = self.parts[i](*self.static)
-        return result if i == len(self.parts) - 1 else None
-
-    def synchronize(self):
-        pass
 
 
 class ReplayingNumpy(FusingNumpy):

@@ -1,6 +1,8 @@
 """The CuPy backend: arrays on an NVIDIA GPU. The only module in bpmagic that imports cupy."""
 from __future__ import annotations
 
+import ctypes
+
 from .base import Backend
 
 _HOW_TO_FIX = (
@@ -66,32 +68,65 @@ class CupyBackend(Backend):
         return replay
 
 
-# cuBLAS constants (cublas_api.h, library_types.h)
-_CUBLAS_OP_N, _CUBLAS_OP_T = 0, 1
-_CUDA_R_32F, _CUDA_R_64F = 0, 1
-_COMPUTE = {("float32", "fp32"): 68, ("float32", "tf32"): 77, ("float32", "bf16"): 75,  # CUBLAS_COMPUTE_32F[...]
-            ("float64", "fp32"): 70, ("float64", "tf32"): 70, ("float64", "bf16"): 70}  # CUBLAS_COMPUTE_64F
-_GEMM_DEFAULT = -1
+# -- cuBLAS, called through ctypes ---------------------------------------------------------------------------------
+# The C names and values of the constants the matmul passes (cublas_api.h, library_types.h), and the prototype of
+# every function it calls, each parameter as (its C type, the ctypes type it is passed as). Both are checked against
+# the real cublas_v2.h of CUDA 12 and 13 (tests/test_cublas_binding.py compiles them with the headers).
+CUBLAS_CONSTANTS = {"CUBLAS_OP_N": 0, "CUBLAS_OP_T": 1, "CUDA_R_32F": 0, "CUDA_R_64F": 1, "CUBLAS_GEMM_DEFAULT": -1,
+                    "CUBLAS_COMPUTE_32F": 68, "CUBLAS_COMPUTE_32F_FAST_TF32": 77, "CUBLAS_COMPUTE_32F_FAST_16BF": 75,
+                    "CUBLAS_COMPUTE_64F": 70}
+_P, _I = ctypes.c_void_p, ctypes.c_int
+CUBLAS_FUNCTIONS = {  # name -> parameters; each returns a cublasStatus_t (an int)
+    "cublasSetWorkspace_v2": [("cublasHandle_t", _P), ("void *", _P), ("size_t", ctypes.c_size_t)],
+    "cublasSetStream_v2": [("cublasHandle_t", _P), ("cudaStream_t", _P)],
+    "cublasGemmEx": [("cublasHandle_t", _P), ("cublasOperation_t", _I), ("cublasOperation_t", _I),
+                     ("int", _I), ("int", _I), ("int", _I), ("const void *", _P),
+                     ("const void *", _P), ("cudaDataType", _I), ("int", _I),
+                     ("const void *", _P), ("cudaDataType", _I), ("int", _I),
+                     ("const void *", _P), ("void *", _P), ("cudaDataType", _I), ("int", _I),
+                     ("cublasComputeType_t", _I), ("cublasGemmAlgo_t", _I)],
+}
+_COMPUTE = {("float32", "fp32"): "CUBLAS_COMPUTE_32F", ("float32", "tf32"): "CUBLAS_COMPUTE_32F_FAST_TF32",
+            ("float32", "bf16"): "CUBLAS_COMPUTE_32F_FAST_16BF", ("float64", "fp32"): "CUBLAS_COMPUTE_64F",
+            ("float64", "tf32"): "CUBLAS_COMPUTE_64F", ("float64", "bf16"): "CUBLAS_COMPUTE_64F"}
 
 
-def _load_cublas():
-    import ctypes
-    import glob
-    import os
+def load_cublas():
+    """libcublas, found by cuda-pathfinder as CuPy finds it (NVIDIA's wheels for CUDA 12 or 13, whose layouts differ,
+    conda, or a system CUDA on the loader's path or under CUDA_PATH / CUDA_HOME), its functions given their
+    prototypes."""
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
 
-    names = ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"]
-    try:  # the nvidia-cublas wheels that cupy-cudaXXx pulls in
-        import nvidia.cublas as pkg
+        lib = ctypes.CDLL(load_nvidia_dynamic_lib("cublas").abs_path)
+    except Exception as e:  # not installed, not found, or found but not loadable
+        raise RuntimeError(
+            f"bpmagic could not load libcublas for its capturable matmul ({type(e).__name__}: {e}). Install the "
+            "cuBLAS of your CUDA: `pip install 'bpmagic[gpu]'` brings nvidia-cublas-cu12 for CUDA 12, "
+            "`pip install 'bpmagic[gpu-cuda13]'` nvidia-cublas for CUDA 13; or set CUDA_PATH to a CUDA toolkit "
+            "that has it.") from None
+    for name, params in CUBLAS_FUNCTIONS.items():
+        function = getattr(lib, name)
+        function.argtypes = [ctype for _, ctype in params]
+        function.restype = ctypes.c_int
+    return lib
 
-        names = sorted(glob.glob(os.path.join(list(pkg.__path__)[0], "lib", "libcublas.so*")), reverse=True) + names
-    except ImportError:
-        pass
-    for name in names:
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    raise RuntimeError("bpmagic could not load libcublas for its capturable matmul")
+
+def gemm_arguments(a, b, out):
+    """The arguments after the handle of the cublasGemmEx call computing out = a @ b for 2-d row-major arrays,
+    (opB, opA, n, m, k, B, ldb, A, lda, ldc) with B and A the operands themselves: cuBLAS is column-major, so it
+    computes outᵀ = bᵀ aᵀ; a transposed view (F-contiguous) flips its op flag instead of being copied."""
+    m, k = a.shape
+    n = b.shape[1]
+
+    def operand(x):
+        if x.flags.c_contiguous:
+            return CUBLAS_CONSTANTS["CUBLAS_OP_N"], max(1, x.shape[1])
+        return CUBLAS_CONSTANTS["CUBLAS_OP_T"], max(1, x.shape[0])  # F-contiguous: callers copy any other layout
+
+    opa, lda = operand(a)
+    opb, ldb = operand(b)
+    return opb, opa, n, m, k, b, ldb, a, lda, max(1, n)
 
 
 class _Gemm:
@@ -100,56 +135,44 @@ class _Gemm:
     CuPy refuses its cuBLAS wrappers during stream capture (cupy issue 6290: the check is in its setStream
     wrapper). cuBLAS itself can be captured if the handle's stream and workspace are set before capture begins,
     so we call cublasGemmEx through ctypes with host scalars: the same kernels CuPy would launch, now capturable.
-    Row-major C = A B is computed as column-major Cᵀ = Bᵀ Aᵀ; a transposed view (F-contiguous) flips its op flag
-    instead of being copied.
     """
 
     def __init__(self, cupy, precision):
-        import ctypes
-
-        self.cupy, self.ctypes, self.precision = cupy, ctypes, precision
-        self.lib = _load_cublas()
+        self.cupy, self.precision = cupy, precision
+        self.lib = load_cublas()
         self.handle = cupy.cuda.device.get_cublas_handle()
         # a workspace of our own: cuBLAS must not allocate during capture
         self.workspace = cupy.empty(32 << 20, dtype=cupy.uint8)
-        self.lib.cublasSetWorkspace_v2(ctypes.c_void_p(self.handle), ctypes.c_void_p(self.workspace.data.ptr),
-                                       ctypes.c_size_t(self.workspace.nbytes))
+        self._check("cublasSetWorkspace_v2", self.lib.cublasSetWorkspace_v2(
+            self.handle, self.workspace.data.ptr, self.workspace.nbytes))
         self.stream = None
+
+    @staticmethod
+    def _check(name, status):
+        if status != 0:
+            raise RuntimeError(f"{name} failed with cuBLAS status {status}")
 
     def use_stream(self, stream):
         self.stream = stream
-        self.lib.cublasSetStream_v2(self.ctypes.c_void_p(self.handle), self.ctypes.c_void_p(stream.ptr))
-
-    def _operand(self, x):
-        """(pointer, op, leading dimension) of `x` seen column-major."""
-        if x.flags.c_contiguous:
-            return x.data.ptr, _CUBLAS_OP_N, max(1, x.shape[1])
-        if x.flags.f_contiguous:
-            return x.data.ptr, _CUBLAS_OP_T, max(1, x.shape[0])
-        x = self.cupy.ascontiguousarray(x)
-        self._keep.append(x)
-        return x.data.ptr, _CUBLAS_OP_N, max(1, x.shape[1])
+        self._check("cublasSetStream_v2", self.lib.cublasSetStream_v2(self.handle, stream.ptr))
 
     def __call__(self, a, b, out):
-        ct = self.ctypes
         if a.ndim != 2 or b.ndim != 2 or not out.flags.c_contiguous or a.dtype != out.dtype or b.dtype != out.dtype:
             return self.cupy.matmul(a, b, out=out)
-        self._keep = []
+        # an operand that is neither C- nor F-contiguous is copied (kept alive until the call returns)
+        a, b = (x if x.flags.c_contiguous or x.flags.f_contiguous else self.cupy.ascontiguousarray(x) for x in (a, b))
         current = self.cupy.cuda.get_current_stream()
         if self.stream is None or current.ptr != self.stream.ptr:  # never during capture: bound beforehand
             self.use_stream(current)
-        m, k = a.shape
-        n = b.shape[1]
-        pa, opa, lda = self._operand(a)
-        pb, opb, ldb = self._operand(b)
+        opb, opa, n, m, k, b, ldb, a, lda, ldc = gemm_arguments(a, b, out)
         dtype = str(out.dtype)
-        scalar = ct.c_float if dtype == "float32" else ct.c_double
+        scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
         one, zero = scalar(1.0), scalar(0.0)
-        rtype = _CUDA_R_32F if dtype == "float32" else _CUDA_R_64F
+        rtype = CUBLAS_CONSTANTS["CUDA_R_32F" if dtype == "float32" else "CUDA_R_64F"]
         status = self.lib.cublasGemmEx(
-            ct.c_void_p(self.handle), opb, opa, n, m, k, ct.byref(one), ct.c_void_p(pb), rtype, ldb,
-            ct.c_void_p(pa), rtype, lda, ct.byref(zero), ct.c_void_p(out.data.ptr), rtype, n,
-            _COMPUTE[(dtype, self.precision)], _GEMM_DEFAULT)
+            self.handle, opb, opa, n, m, k, ctypes.addressof(one), b.data.ptr, rtype, ldb,
+            a.data.ptr, rtype, lda, ctypes.addressof(zero), out.data.ptr, rtype, ldc,
+            CUBLAS_CONSTANTS[_COMPUTE[(dtype, self.precision)]], CUBLAS_CONSTANTS["CUBLAS_GEMM_DEFAULT"])
         if status != 0:
             raise RuntimeError(f"cublasGemmEx failed with status {status} for {a.shape} @ {b.shape}")
         return out

@@ -8,10 +8,16 @@ create a cycle; values used only inside the group never reach memory.
 Each elementwise primitive declares its expression template with itself (Primitive.fused), in a C-like syntax that
 is also valid Python when the names below are NumPy functions (`exp`, `max`, `float(x)` as a cast): the CuPy
 backend compiles it with `cupy.ElementwiseKernel`, and the tests evaluate the very same string with NumPy on a
-machine without a GPU. The language's functions are CUDA's math library; `numpy_namespace` lists them.
+machine without a GPU (and compile it with NVRTC: tests/test_cuda_compile.py). The language's functions are CUDA's
+math library; `numpy_namespace` lists them.
+
+Each equation computes in its result's type, as NumPy does: an operand of another type is converted first (C would
+add an int and a float in float, and `where_` takes two branches of one type), and a literal is written in the type
+it computes in (see Literal.dtype_in), so a float32 model's kernel has no double arithmetic.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +28,8 @@ from ..ops.special import erf_impl  # CUDA's erf, for evaluating kernel bodies w
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool", "int32": "int", "int64": "long"}
 # the helper `where_` (CUDA has no ternary function); the kernel's preamble defines it
 PREAMBLE = "template <typename C, typename T> __device__ T where_(C c, T a, T b) { return c ? a : b; }\n"
+# C has no literal for infinity or NaN: CuPy's kernel header (cupy/math_constants.h) defines CUDA's names for them
+_NONFINITE = {"float": ("CUDART_INF_F", "CUDART_NAN_F"), "double": ("CUDART_INF", "CUDART_NAN")}
 
 
 def _fusible(e) -> bool:
@@ -86,18 +94,22 @@ def _build(run, needed_after) -> Group:
             if isinstance(v, Var) and v in made:
                 uses[v] = uses.get(v, 0) + 1
     for e in members:
+        out = e.outputs[0]
+        ctype = C_TYPES[str(np.dtype(out.dtype))]
         args = []
         for v in e.inputs:
             if isinstance(v, Literal):
-                args.append(_literal(v, e))
+                text = _literal(v, e)
             elif v in made:
-                args.append(expr[v])
+                text = expr[v]
             else:
                 if v not in group.inputs:
                     group.inputs.append(v)
-                args.append(f"x{group.inputs.index(v)}")
-        out = e.outputs[0]
-        ctype = C_TYPES[str(np.dtype(out.dtype))]
+                text = f"x{group.inputs.index(v)}"
+            dtype = np.dtype(v.dtype_in(e) if isinstance(v, Literal) else v.dtype)
+            if np.dtype(out.dtype).kind == "f" and dtype != np.dtype(out.dtype):
+                text = f"{ctype}({text})"  # computed in the result's type, as NumPy does
+            args.append(text)
         text = e.primitive.fused.format(*args, T=ctype)
         if needed_after(out, last):
             name = f"y{len(group.outputs)}"
@@ -119,7 +131,12 @@ def _literal(v, e) -> str:
     value = v.value.item()
     if isinstance(value, bool):
         return "true" if value else "false"
-    return f"{ctype}({float(value)!r})" if dtype.kind == "f" else f"{ctype}({int(value)})"
+    if dtype.kind != "f":
+        return f"{ctype}({int(value)})"
+    if math.isfinite(value):
+        return f"{ctype}({float(value)!r})"
+    inf, nan = _NONFINITE[ctype]
+    return f"{ctype}({nan if math.isnan(value) else ('-' if value < 0 else '') + inf})"
 
 
 def numpy_namespace():
@@ -130,7 +147,8 @@ def numpy_namespace():
     ns.update({"asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "asinh": np.arcsinh, "atanh": np.arctanh,
                "erf": lambda x: erf_impl(np, x), "fabs": np.abs, "pow": np.power, "max": np.maximum, "min": np.minimum,
                "where_": np.where, "float": np.float32, "double": np.float64, "bool": np.bool_, "int": np.int32,
-               "long": np.int64, "true": True, "false": False})
+               "long": np.int64, "true": True, "false": False, "CUDART_INF_F": np.float32(np.inf),
+               "CUDART_NAN_F": np.float32(np.nan), "CUDART_INF": np.inf, "CUDART_NAN": np.nan})
     return ns
 
 

@@ -606,7 +606,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None
             or k.shape[-2] != v.shape[-2]:
         raise ShapeError(f"scaled_dot_product_attention of {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}: "
                          "q must be (…, L, d), k (…, S, d) and v (…, S, dv): q and k share d, k and v share S")
-    c = float(scale) if scale is not None else 1.0 / np.sqrt(q.shape[-1])
+    c = float(scale if scale is not None else 1.0 / np.sqrt(q.shape[-1]))  # a Python float: float32 stays float32
     scores = _linalg.matmul(q, _shape.swapaxes(k, -1, -2)) * c
     if is_causal:
         scores = _ew.where(np.tri(q.shape[-2], k.shape[-2], dtype=bool), scores, -np.inf)
