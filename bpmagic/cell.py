@@ -6,6 +6,7 @@
     m: Buffer = zeros(8)               # kept between steps, not trained (e.g. batch_norm's running averages)
     h = tanh(x @ W1 + b1)              # ordinary Python, run at trace time
     loss: Loss = mse(h @ W2, y)        # the scalar to minimise
+    err: Metric = mean(abs(h @ W2 - y))  # a number to watch beside it (a history column, validated too)
 
 Params declared inside `with layer("name"):` form a named layer; otherwise params whose names end in the same
 number form one (W1, b1 -> layer "1"). This module knows Python's ast, not IPython: the magic is a thin client.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .errors import BackpropError
 
-ANNOTATIONS = ("Param", "Input", "Target", "Loss", "Buffer")
+ANNOTATIONS = ("Param", "Input", "Target", "Loss", "Buffer", "Metric")
 
 
 class _Annotation:
@@ -32,7 +33,7 @@ class _Annotation:
         return f"bpmagic.{self._name}"
 
 
-Param, Input, Target, Loss, Buffer = (_Annotation(n) for n in ANNOTATIONS)
+Param, Input, Target, Loss, Buffer, Metric = (_Annotation(n) for n in ANNOTATIONS)
 
 
 class CellError(BackpropError):
@@ -53,6 +54,7 @@ class CellProgram:
 
     params: list = field(default_factory=list)
     buffers: list = field(default_factory=list)  # ParamSpecs of the Buffers: kept between steps, not trained
+    metrics: list = field(default_factory=list)  # (name, lineno) of the Metrics: reported beside the loss
     inputs: list = field(default_factory=list)  # (name, expression source, lineno), in order
     targets: list = field(default_factory=list)
     loss_name: str = "loss"
@@ -184,6 +186,10 @@ def _declarations(stmt, prog, losses, layer, top):
     if kind == "Loss":
         losses.append((name, lineno))
         return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], stmt.value), stmt)
+    if kind == "Metric":  # reported to the run (train/metrics.py) and bound to the name, as an assignment would
+        prog.metrics.append((name, lineno))
+        report = ast.Call(ast.Name("__bp_metric__", ast.Load()), [ast.Constant(name), stmt.value], [])
+        return ast.copy_location(ast.Assign([ast.Name(name, ast.Store())], report), stmt)
     if kind not in ("Param", "Buffer") and not top:
         raise _error(lineno, f"declare {kind}s at the top level of the cell", prog.line(lineno))
     if kind in ("Param", "Buffer"):

@@ -30,6 +30,7 @@ from .initializers import initializers
 from .ops import constants
 from .train import fit, optim
 from .train.describe import format_loss, status_text
+from .train.metrics import report as report_metric
 from .train.layers import layer_of
 
 _DTYPES = ("float32", "float64")
@@ -56,6 +57,7 @@ def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
         if mine is None or getattr(mine, "__module__", None) != "__main__":
             ns[name] = op
     ns["layer"] = layer
+    ns["__bp_metric__"] = report_metric  # a Metric line: `acc: Metric = ...`
     return ns
 
 
@@ -286,6 +288,13 @@ class Backprop(Magics):
               help="scale the gradients down to a global norm of at most MAX before each update (live: clip_norm)")
     @argument("--clip-value", type=float, default=None, metavar="MAX",
               help="clip each gradient entry to [-MAX, MAX] before each update (live: clip_value)")
+    @argument("--metrics", nargs="+", default=[], metavar="NAME",
+              help="metrics computed in the step beside the loss: accuracy (a cell's Metric lines are added too)")
+    @argument("--early-stop", type=int, default=None, metavar="EPOCHS",
+              help="end the run when the monitored number has not improved for EPOCHS epochs")
+    @argument("--monitor", default=None, metavar="NAME",
+              help="what --early-stop watches: val_loss (default with --validate), loss, accuracy, val_accuracy, ...")
+    @argument("--restore-best", action="store_true", help="with --early-stop: end with the best epoch's parameters")
     @argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
               help="any hyperparameter the optimizer declares (--hyper beta2=0.99; a plugin optimizer's own too)")
     @argument("--batch-size", type=int, default=None, help="examples per step")
@@ -338,6 +347,12 @@ class Backprop(Magics):
             if args.clip_norm is not None or args.clip_value is not None:
                 optimizer.clipped(norm=args.clip_norm, value=args.clip_value)
             loss_fn = make_loss_fn(prog, user_ns, opts["dtype"], bound)
+            if args.monitor is not None:
+                measured = ["loss", *args.metrics, *(n for n, _ in prog.metrics)]
+                measured += [f"val_{m}" for m in measured] if args.validate else []
+                if args.monitor not in measured:
+                    raise UsageError(f"--monitor {args.monitor}: this run measures {', '.join(measured)}"
+                                     + ("" if args.validate else " (val_... need --validate X Y)"))
             if args.check:
                 from .check import check_model
 
@@ -349,7 +364,9 @@ class Backprop(Magics):
                       steps=math.inf if until_stopped else args.steps,
                       batch_size=opts["batch_size"], optimizer=optimizer, backend=opts["backend"],
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,
-                      buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh)
+                      buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh,
+                      metrics=args.metrics, early_stop=args.early_stop, monitor=args.monitor,
+                      restore_best=args.restore_best)
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
@@ -403,6 +420,11 @@ class Backprop(Magics):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UsageError(f"{option} must be a positive number (the largest gradient norm or entry to let "
                                  f"through), got {value}")
+        if args.restore_best and args.early_stop is None:
+            raise UsageError("--restore-best goes with --early-stop EPOCHS (the best epoch is what early stopping "
+                             "keeps)")
+        if args.monitor is not None and args.early_stop is None:
+            raise UsageError("--monitor says what --early-stop EPOCHS watches: give --early-stop too")
         if opts["batch_size"] < 1:
             raise UsageError(f"--batch-size must be at least 1, got {opts['batch_size']}")
         opts["dtype"] = np.dtype(opts["dtype"])
@@ -536,5 +558,5 @@ def load_ipython_extension(ipython):
     ipython.register_magics(magics)
     if magics not in ipython.configurables:
         ipython.configurables.append(magics)  # so that %config Backprop.<option> finds it
-    for name in ("Param", "Input", "Target", "Loss"):
+    for name in ("Param", "Input", "Target", "Loss", "Buffer", "Metric"):
         ipython.user_ns.setdefault(name, getattr(__import__("bpmagic.cell", fromlist=[name]), name))

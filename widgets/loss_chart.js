@@ -78,7 +78,8 @@ function draw(model, canvas, status) {
   }
   ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
   const before = (psteps.length ? " · grey: before Reset" : "") + (csteps.length ? " · orange: clipped" : "");
-  ctx.fillText(`loss (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}${before}`, pad.l, h - 6);
+  ctx.fillText(`${model.get("label")} (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}${before}`,
+    pad.l, h - 6);
 
   const curve = (xs, ys, colour) => {
     ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
@@ -143,7 +144,7 @@ export default {
     const resized = new ResizeObserver(() => requestAnimationFrame(redraw));
     resized.observe(canvas);
     const names = ["steps", "loss", "val_steps", "val_loss", "clipped_steps", "previous_steps", "previous_loss",
-      "status", "log_scale"];
+      "status", "log_scale", "label"];
     for (const name of names) model.on(`change:${name}`, redraw);
     const onRecord = () => sendRecord(model);
     model.on("change:record", onRecord);

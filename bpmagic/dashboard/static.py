@@ -28,9 +28,10 @@ def svg_text(x, y, s, size=11, anchor="start", weight="normal", color="#333"):
             f'text-anchor="{anchor}">{escape(str(s))}</text>')
 
 
-def tick_labels(lo: float, hi: float, n: int) -> list:
-    """n labels for log10 positions lo..hi, with the fewest significant digits that keeps them distinct."""
-    values = [10 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+def tick_labels(lo: float, hi: float, n: int, log: bool = True) -> list:
+    """n labels for positions lo..hi (log10 positions, or values), with the fewest significant digits that keeps
+    them distinct."""
+    values = [(10 ** p if log else p) for p in (lo + (hi - lo) * i / (n - 1) for i in range(n))]
     for digits in range(2, 7):
         labels = [f"{v:.{digits}g}" for v in values]
         if len(set(labels)) == n:
@@ -39,19 +40,25 @@ def tick_labels(lo: float, hi: float, n: int) -> list:
 
 
 def loss_svg(view: LossView, width: int, y0: float):
-    """The loss curve (log scale) as SVG elements; returns (elements, height)."""
+    """The curve (the loss on a log scale, a metric on a linear one) as SVG elements; returns (elements, height)."""
     steps, loss = _floats(view.steps), _floats(view.loss)
     psteps, ploss = _floats(view.previous_steps), _floats(view.previous_loss)
     height, pad_l, pad_r, pad_t, pad_b = 200, 56, 12, 10, 24
     out = [svg_text(0, y0 + 12, view.status, size=12, weight="bold")]
     top = y0 + 20
-    ok = np.isfinite(loss) & (loss > 0)
+    log = view.log_scale
+    f = (lambda v: math.log10(v)) if log else float  # noqa: E731
+
+    def shown(values):
+        return np.isfinite(values) & (values > 0) if log else np.isfinite(values)
+
+    ok = shown(loss)
     if not ok.any():
         out.append(svg_text(pad_l, top + height / 2, "no steps yet", color="#888"))
         return out, 20 + height
-    pok = np.isfinite(ploss) & (ploss > 0)
-    logs = np.log10(np.concatenate([loss[ok], ploss[pok]]).astype(np.float64))
-    lo, hi = float(logs.min()), float(logs.max())
+    pok = shown(ploss)
+    logs = [f(v) for v in np.concatenate([loss[ok], ploss[pok]]).astype(np.float64)]
+    lo, hi = float(min(logs)), float(max(logs))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     x0 = float(min(steps[0], psteps[0])) if len(psteps) else float(steps[0])
@@ -62,17 +69,17 @@ def loss_svg(view: LossView, width: int, y0: float):
         return pad_l + (s - x0) / (x1 - x0) * plot_w
 
     def Y(v):
-        return top + pad_t + (1 - (math.log10(v) - lo) / (hi - lo)) * plot_h
+        return top + pad_t + (1 - (f(v) - lo) / (hi - lo)) * plot_h
 
-    for i, label in enumerate(tick_labels(lo, hi, 5)):
+    for i, label in enumerate(tick_labels(lo, hi, 5, log)):
         y = top + pad_t + (1 - i / 4) * plot_h
         out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         out.append(svg_text(pad_l - 4, y + 4, label, size=10, anchor="end", color="#666"))
     out.append(svg_text(width - pad_r, top + height - 6, f"step {int(x1)}", size=10, anchor="end", color="#666"))
     clipped = _floats(view.clipped_steps)
     before = (" · grey: before Reset" if pok.any() else "") + (" · orange: clipped" if len(clipped) else "")
-    out.append(svg_text(pad_l, top + height - 6, f"loss (log scale) from step {int(x0)}{before}", size=10,
-                        color="#666"))
+    out.append(svg_text(pad_l, top + height - 6, f"{view.label} ({'log scale' if log else 'linear'}) from step "
+                        f"{int(x0)}{before}", size=10, color="#666"))
     if pok.any():  # the attempt before the last Reset, faintly behind
         points = " ".join(f"{X(s):.1f},{Y(v):.1f}" for s, v, good in zip(psteps, ploss, pok) if good)
         out.append(f'<polyline points="{points}" fill="none" stroke="#c7c7c7" stroke-width="1.5"/>')
@@ -82,7 +89,7 @@ def loss_svg(view: LossView, width: int, y0: float):
         out.append(f'<rect x="{X(s) - 0.5:.1f}" y="{top + height - pad_b - 4:.1f}" width="1.5" height="4" '
                    f'fill="#ff7f0e"/>')
     for s, v in zip(_floats(view.val_steps), _floats(view.val_loss)):
-        if np.isfinite(v) and v > 0:
+        if np.isfinite(v) and (v > 0 or not log):
             out.append(f'<circle cx="{X(s):.1f}" cy="{Y(v):.1f}" r="3" fill="#d62728"/>')
     return out, 20 + height
 

@@ -26,6 +26,7 @@ class LossView(anywidget.AnyWidget, Recorded):
     previous_loss = Bytes(b"").tag(sync=True)
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
+    label = Unicode("loss").tag(sync=True)  # what the curve is (the metrics panel draws accuracy and others)
 
 
 class LayerBarsView(anywidget.AnyWidget):

@@ -66,6 +66,10 @@ def outcome(run) -> str:
         return f"paused at step {n}{of}"
     if status == "finished":
         return f"finished all {n} steps"
+    if status == "stopped" and run.ended_because == "early-stopped":
+        stopper = run.early_stopping
+        restored = f"; the parameters of epoch {stopper.best_epoch + 1} are restored" if stopper.best_params else ""
+        return f"stopped early at step {n}: {stopper.reason()}{restored}"
     if status == "stopped":
         return f"stopped at step {n}{of}"
     if status == "interrupted":

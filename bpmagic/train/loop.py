@@ -96,7 +96,9 @@ def _attempt(run, job: Job):
             elif step.measurements.pending >= step.measurements.CAPACITY // 2:  # thousands of steps a second
                 run._catch_up()
             yield 0
-        epoch += 1
         if job.validation is not None:
             run._validate(job.validation)
+        if run._epoch_ended(epoch):
+            return "stopped", "early-stopped"
+        epoch += 1
     return "finished", "finished"

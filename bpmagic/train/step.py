@@ -27,6 +27,7 @@ from ..ir.printer import Namer
 from ..trace import call_user, new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
+from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, collecting as collecting_metrics
 from .stats import from_sums, layer_sums, sum_of_squares
 
 
@@ -49,6 +50,7 @@ class Layout:
     key: tuple = ()  # ("step_key",) when the step draws random numbers: a fresh key at every step
     stats: tuple = ()
     clip: tuple = ()  # ("grad_norm", "clipped") when the optimizer clips the gradients
+    metrics: tuple = ()  # the model's metrics (train/metrics.py), by name
     watched: tuple = ()
 
     @property
@@ -66,7 +68,7 @@ class Layout:
         return list(range(1 + len(self.params)))
 
     def measured(self, outputs) -> list:
-        """The outputs that are measurements: the statistics, the clipping's, then the watched values."""
+        """The outputs that are measurements: the statistics, the clipping's, the metrics, then the watched values."""
         return list(outputs[1 + len(self.params) + self.n_held:])
 
 
@@ -169,9 +171,9 @@ class Measurements:
 
 class StepInfo:
     """What the last step did: its loss, the hyperparameters it used, and — when the step measures them — its
-    per-layer statistics (`stats`, column -> value, for each train.stats.LayerStat and layer) and the gradient's
-    size at each watched value (`value_grads`, Var of the plan's graph -> |dL/d value|), fetched from the device
-    when first read."""
+    per-layer statistics (`stats`, column -> value, for each train.stats.LayerStat and layer), its metrics
+    (`metrics`) and the gradient's size at each watched value (`value_grads`, Var of the plan's graph ->
+    |dL/d value|), fetched from the device when first read."""
 
     __slots__ = ("step", "loss", "hyper", "lrs", "_measured", "_row")
 
@@ -195,11 +197,21 @@ class StepInfo:
         return from_sums(dict(zip(plan.layout.stats, row[:len(plan.layout.stats)].tolist())))
 
     @property
+    def metrics(self) -> dict:
+        """The model's metrics at this step (accuracy, a cell's Metric lines): name -> value."""
+        plan, row = self._values()
+        if plan is None:
+            return {}
+        first = len(plan.layout.stats) + len(plan.layout.clip)
+        return dict(zip(plan.layout.metrics, row[first:first + len(plan.layout.metrics)].tolist()))
+
+    @property
     def value_grads(self) -> dict:
         plan, row = self._values()
         if plan is None:
             return {}
-        sums = row[len(plan.layout.stats) + len(plan.layout.clip):].tolist()
+        layout = plan.layout
+        sums = row[len(layout.stats) + len(layout.clip) + len(layout.metrics):].tolist()
         return {v: math.sqrt(x) for v, x in zip(plan.layout.watched, sums)}
 
 
@@ -213,7 +225,7 @@ class CompiledStep:
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0, metrics=()):
         if not isinstance(params, dict) or not params:
             raise BackpropError("params must be a non-empty dict mapping names to arrays")
         if buffers is not None and not isinstance(buffers, dict):
@@ -249,6 +261,12 @@ class CompiledStep:
         self.groups = dict(default_groups(params)) if groups is None else {n: str(groups.get(n, n)) for n in params}
         self.with_stats = stats
         self.seed = int(seed)  # with the step number, the key of each step's random draws
+        unknown = [m for m in metrics if m not in BUILT_IN_METRICS]
+        if unknown:
+            raise BackpropError(f"metrics: {', '.join(map(repr, unknown))} is not a metric bpmagic computes by itself "
+                                f"({', '.join(BUILT_IN_METRICS)}); report your own with a Metric line in the cell "
+                                "(bp.train.metrics.report in code)")
+        self.metric_names = tuple(metrics)  # built-in metrics to compute (accuracy)
         self.watching_values = False
         self.state: dict = {name: {} for name in params}
         self.plans: dict = {}
@@ -334,7 +352,15 @@ class CompiledStep:
             k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                     for n in names}
             start = len(tr.eqns)
-            loss, new_buf = self.call_loss(p_in, b_in, buf_in)  # a mistake in it: one message naming the line
+            with collecting_metrics() as metrics:
+                loss, new_buf = self.call_loss(p_in, b_in, buf_in)  # a mistake in it: one message naming the line
+            if "accuracy" in self.metric_names:
+                found = accuracy_from(tr, start)
+                if found is None:
+                    raise BackpropError("--metrics accuracy: the loss is not a classification loss (cross_entropy or "
+                                        "binary_cross_entropy), so there is no accuracy to read from it; report your "
+                                        "own with a Metric line, e.g. acc: Metric = mean(argmax(logits, 1) == y)")
+                metrics["accuracy"] = found
             forward_values = [v for e in tr.eqns[start:] for v in e.outputs] if watch else []
             # a buffer's new value never carries a gradient, and keeps the buffer's dtype
             new_buf = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
@@ -379,13 +405,14 @@ class CompiledStep:
                             buffers=tuple(self.buffers), batch=tuple(self.batch_names),
                             scalars=tuple((n, k) for n in names for k in scalars[n]),
                             key=("step_key",) if random else (), stats=tuple(stats),
-                            clip=("grad_norm", "clipped") if clip_measured else (), watched=tuple(watched))
+                            clip=("grad_norm", "clipped") if clip_measured else (), metrics=tuple(metrics),
+                            watched=tuple(watched))
             inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
                       + [buf_in[n] for n in layout.buffers] + b_in + ([key_in] if random else [])
                       + [k_in[n][k] for n, k in layout.scalars])
             outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
                        + [new_buf[n] for n in layout.buffers] + list(stats.values()) + clip_measured
-                       + list(watched.values()))
+                       + [ops.astype(m, loss.dtype) for m in metrics.values()] + list(watched.values()))
             graph = tr.graph(inputs, outputs, name="train_step")
         graph = optimize(graph)
         # one name per value across the whole step, so its forward, backward and update parts, printed or drawn
@@ -554,7 +581,7 @@ def step_key(seed: int, step: int) -> int:
 
 
 def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0, metrics=()):
     """Compile one training step of `loss_fn(params, *batch)` -> scalar loss.
 
     params: dict name -> float array, updated in place by each call. optimizer: bp.optim.SGD(...) or Adam(...)
@@ -575,4 +602,4 @@ def compile_step(loss_fn, params, *example_batch, optimizer=None, backend="auto"
             loss = step(xb, yb)
     """
     return CompiledStep(loss_fn, params, example_batch, optimizer, backend, groups, stats, cuda_graph,
-                        matmul_precision, buffers, seed)
+                        matmul_precision, buffers, seed, metrics)

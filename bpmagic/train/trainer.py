@@ -22,6 +22,7 @@ from .controls import Controls
 from .describe import Change, Changes, format_loss, outcome, status_text  # noqa: F401  (format_loss: re-exported)
 from .drivers import drive_here, make_driver
 from .loop import Job, training_loop
+from .metrics import EarlyStopping, evaluate
 from .stats import from_sum_rows
 from .step import CompiledStep
 
@@ -56,6 +57,7 @@ class Run:
         self.history: dict = {}
         self.previous_attempts: list = []
         self._status = "created"
+        self.early_stopping = None  # an EarlyStopping (train/metrics.py), set by fit
         self.ended_because: str | None = None
         self.error: BaseException | None = None
         self.job: Job | None = None
@@ -300,6 +302,8 @@ class Run:
     def _start_over(self):
         """Back to the initial parameters and step 0 (the loop calls it at a step boundary; reset() after the end)."""
         self.step.reset(*self._initial)
+        if self.early_stopping is not None:
+            self.early_stopping.restart()
         with self._history_lock:
             if self.history.get("step"):
                 self.previous_attempts.append(self.history)
@@ -319,8 +323,8 @@ class Run:
         with self._history_lock:
             for key, value in row.items():
                 self.history.setdefault(key, []).append(value)
-            if "val_loss" in self.history:
-                self.history["val_loss"].append(None)
+            for column in [c for c in self.history if c.startswith("val_")]:  # set at the epoch's end
+                self.history[column].append(None)
 
     def _catch_up(self):
         """Fetch the statistics of the steps since the last call from the step's device, in one copy, into the
@@ -337,14 +341,37 @@ class Run:
                     values = rows[:, len(keys) + i]
                     self.history.setdefault(column, []).extend(
                         (values > 0.5).tolist() if column == "clipped" else values.tolist())
+                for i, column in enumerate(plan.layout.metrics):
+                    self.history.setdefault(column, []).extend(rows[:, len(keys) + len(clip) + i].tolist())
 
     def _validate(self, validation):
-        loss, _ = self.step.call_loss(self.params, validation)  # the buffers' new values are not kept
-        loss = float(self.step.backend.to_numpy(loss))
+        """The loss and metrics on the validation set at the end of an epoch: val_loss, val_<metric> (None at the
+        other steps). Evaluated as a drawing is (dropout off); the buffers' new values are not kept."""
+        values = evaluate(self.step, self.params, validation, self.step.metric_names)
         with self._history_lock:
-            column = self.history.setdefault("val_loss", [None] * len(self.history.get("step", ())))
-            if column:
-                column[-1] = loss
+            for name, value in values.items():
+                column = self.history.setdefault(f"val_{name}", [None] * len(self.history.get("step", ())))
+                if column:
+                    column[-1] = value
+
+    def _epoch_ended(self, epoch: int) -> bool:
+        """At an epoch's end: True when early stopping ends the run here (the monitored number stopped improving)."""
+        stopper = self.early_stopping
+        if stopper is None:
+            return False
+        self._catch_up()
+        h, monitor = self.history, stopper.monitor
+        if monitor.startswith("val_"):
+            values = h.get(monitor) or [None]
+            value = values[-1]
+        else:  # a training number: its mean over the epoch
+            epochs, values = h.get("epoch", []), h.get(monitor, [])
+            this = [v for e, v in zip(epochs, values) if e == epoch]
+            value = float(np.mean(this)) if this else None
+        if value is None and epoch == 0 and monitor not in h:
+            raise BackpropError(f"early stopping monitors {monitor!r}, which this run does not measure: its columns "
+                                f"are {', '.join(c for c in h if '/' not in c)}")
+        return stopper.epoch_ended(epoch, value, self.params, self.step.backend.to_numpy)
 
     def _publish_if_live(self):
         if self._status == "running":
@@ -365,6 +392,10 @@ class Run:
     def _end(self, status, reason, error=None):
         if self._done.is_set():
             return
+        stopper = self.early_stopping
+        if reason == "early-stopped" and stopper.best_params is not None:  # the best epoch's parameters, restored
+            for name, best in stopper.best_params.items():
+                self.params[name][...] = self.step.backend.asarray(best)
         self.status, self.ended_because, self.error = status, reason, error
         self.finished_at = time.time()
         self._publish()
@@ -381,7 +412,8 @@ def last_run() -> Run | None:
 
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
-        buffers=None, pace=None, initial_params=None, driver="thread") -> Run:
+        buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
+        monitor=None, restore_best=False) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
     epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
@@ -395,6 +427,10 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     driver: where the steps run: "thread" (a worker thread, the default), "inline" (in the thread that waits for
     the run: a Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every
     few tens of milliseconds); see bpmagic/train/drivers.py.
+    metrics: built-in metrics to compute in the step (("accuracy",)), beside those the model reports itself
+    (bp.train.metrics.report): history columns, and val_<name> with validation. early_stop=N ends the run when
+    `monitor` (default val_loss with validation, else loss; a loss is better lower, a metric higher) has not
+    improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -415,13 +451,19 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     controls = Controls(optimizer if optimizer is not None else _default_optimizer(), pace)  # checks the pace
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
-                        stats=True, buffers=buffers, seed=seed)
+                        stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
     if optimizer_state:
         for pname, slots in optimizer_state.items():
             step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
     job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
               None if validation is None else [step.backend.asarray(v) for v in validation])
     run = Run(name, step, controls, driver)
+    if early_stop is not None:
+        monitor = monitor or ("val_loss" if validation is not None else "loss")
+        if monitor.startswith("val_") and validation is None:
+            raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
+                                "without one it can monitor the training loss (monitor='loss')")
+        run.early_stopping = EarlyStopping(early_stop, monitor, restore_best)
     global _last_run
     _last_run = weakref.ref(run)
     run._start(job, initial_params)
