@@ -164,6 +164,28 @@ def test_a_users_composite_and_backward_graphs():
     assert "swish" in dot.bp_composites.values() and "∂ swish" in dot.source  # the backward part is marked
 
 
+def test_a_runs_graphs_show_the_cells_batch_size_after_an_epochs_last_partial_batch():
+    """50 examples in batches of 16: each epoch ends with a batch of 2, which runs a plan of its own; the graphs a
+    learner sees are those of the batch size they chose."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((50, 3)), rng.integers(0, 4, 50)
+    run = bp.fit(lambda p, x, y: bp.cross_entropy(bp.tanh(x @ p["W1"]) @ p["W2"], y),
+                 {"W1": rng.standard_normal((3, 5)), "W2": rng.standard_normal((5, 4))}, (X, Y), epochs=2,
+                 batch_size=16, backend="numpy")
+    x = next(v for v in run.step.plan.graph.inputs if v.name == "x")
+    assert x.shape == (2, 3)  # the step that ran last: the epoch's last batch
+    for graph in (run.graph, run.backward_graph, run.step_graph):
+        shapes = {v.shape for v in graph.vars}
+        assert (16, 3) in shapes and (16, 5) in shapes and not any(s[:1] == (2,) for s in shapes), graph.name
+    assert "16×5" in graph_to_dot(run.backward_graph).source and "2×5" not in graph_to_dot(run.backward_graph).source
+    assert "16×3" in bp.viz.draw(run).source
+    # a step that always runs another batch size shows its own
+    step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((3, 2))}, (np.ones((4, 3)),),
+                           backend="numpy")
+    step(np.ones((6, 3)))
+    assert {v.shape for v in step.forward_graph.inputs} == {(3, 2), (6, 3)}
+
+
 def test_bundle_carries_both_drawings_for_the_browser(ce_graph):
     bundle = mimebundle(ce_graph)
     data = bundle["application/vnd.bpmagic.graph+json"]
