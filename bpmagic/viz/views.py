@@ -58,7 +58,9 @@ class GraphView(anywidget.AnyWidget, Recorded):
 
         bundle = self._repr_mimebundle_()  # None, a dict, or (data, metadata)
         data = dict(bundle[0] if isinstance(bundle, tuple) else bundle or {})
-        data["text/plain"] = f"{self.summary()} (the interactive view needs the running kernel)"
+        # what a reader without the widget sees above the record (nbconvert's HTML, a plain frontend): a title, not
+        # the view's state at display time (the record below holds the latest), nor a request for a kernel
+        data["text/plain"] = self.title()
         display(data, raw=True)
         self._record.show(self.record_bundle())
 
@@ -69,6 +71,9 @@ class GraphView(anywidget.AnyWidget, Recorded):
 
     def summary(self) -> str:
         return self.status or self.intro or "bpmagic graph view"
+
+    def title(self) -> str:
+        return "bpmagic graph view"
 
     def static_drawing(self):
         """The graphviz drawing of what the view shows now, for the output's static image."""
@@ -99,6 +104,10 @@ class StepThrough(GraphView):
         shown = [f"dL/d{k} = {show(v)}" if self.index >= self._complete_at[k] else f"dL/d{k} = ?"
                  for k, v in self.steps_data.gradients.items()]
         self.status = "gradients at the inputs: " + ", ".join(shown)
+
+    def title(self) -> str:
+        n = len(self.steps)
+        return f"Backpropagation through {self.steps_data.graph.name}, node by node ({n} step{'s' * (n != 1)})"
 
     @property
     def current(self):
@@ -176,6 +185,10 @@ class LiveGraph(GraphView):
             order = _value_order(plan.loss_graph) if plan is not None else {}
             self._measured = (plan, order)
         return order
+
+    def title(self) -> str:
+        return (f"The graph of {self._run.name!r}: each edge's colour and width show the size of the gradient "
+                "flowing back along it")
 
     def close(self):
         """A closed view no longer follows the run, nor has its step measure for it."""
