@@ -73,6 +73,13 @@ function maxHeight(): number {
 }
 
 type Fit = 'readable' | 'whole' | null;
+type Side = 'below' | 'above' | 'right' | 'left';
+const SIDES: [Side, string, string][] = [
+  ['below', '↓', 'below'],
+  ['above', '↑', 'above'],
+  ['right', '→', 'to the right'],
+  ['left', '←', 'to the left']
+];
 
 export interface FigureOptions {
   /** Called after each drawing is shown (the open or closed variant), with what was drawn. */
@@ -117,7 +124,7 @@ export class GraphFigure {
     this.tools.append(zoomOut, zoomIn, fit, actual, this.zoomLabel, this.toggle);
     this.more.className = 'bp-figure-more';
     this.more.hidden = true;
-    const whole = button('show the whole graph', 'whole', 'scale the whole graph into the box (zoom in with Ctrl/⌘ + wheel)');
+    const whole = button('show the whole graph', 'whole', 'the whole graph in the box (then zoom: Ctrl/⌘ + wheel)');
     whole.onclick = () => this.fit('whole');
     this.more.append(this.moreText, whole);
     this.node.append(this.tools, this.viewport, this.more);
@@ -236,42 +243,34 @@ export class GraphFigure {
     this.moreFrame = requestAnimationFrame(() => this.showMore());
   }
 
-  /** The bar under the box: what of the drawing is out of the box, and where; hidden when it all shows. */
+  /** The bar under the box: which parts of the drawing are out of the box, and where; hidden when all shows. */
   private showMore(): void {
     const view = this.viewport.getBoundingClientRect();
     const drawn = this.svg?.getBoundingClientRect();
-    const out = { above: 0, below: 0, left: 0, right: 0 };
-    const cut = { above: false, below: false, left: false, right: false };
-    if (this.svg && drawn && view.width > 0) {
-      cut.above = drawn.top < view.top - 1;
-      cut.below = drawn.bottom > view.bottom + 1;
-      cut.left = drawn.left < view.left - 1;
-      cut.right = drawn.right > view.right + 1;
-      for (const g of Array.from(this.svg.querySelectorAll('g.node'))) {
-        const r = g.getBoundingClientRect();
-        if (r.top < view.top - 1) out.above++;
-        if (r.bottom > view.bottom + 1) out.below++;
-        if (r.left < view.left - 1) out.left++;
-        if (r.right > view.right + 1) out.right++;
-      }
+    const beyond = (r: DOMRect, side: Side) =>
+      side === 'below' ? r.bottom > view.bottom + 1 : side === 'above' ? r.top < view.top - 1
+        : side === 'right' ? r.right > view.right + 1 : r.left < view.left - 1;
+    // a cluster's title is no node of the graph
+    const nodes = Array.from(this.svg?.querySelectorAll('g.node:not(.bp-cluster-title)') ?? []).map(g =>
+      g.getBoundingClientRect()
+    );
+    const parts: string[] = [];
+    let vertical = false;
+    for (const [side, arrow, place] of SIDES) {
+      const cut = !!drawn && view.width > 0 && beyond(drawn, side);
+      if (side === 'above' || side === 'below') this.viewport.classList.toggle(`bp-more-${side}`, cut);
+      if (!cut) continue;
+      vertical ||= side === 'above' || side === 'below';
+      const n = nodes.filter(r => beyond(r, side)).length;
+      parts.push(`${arrow} ${n ? `${n} ${n === 1 ? 'node' : 'nodes'}` : 'more'} ${place}`);
     }
-    this.viewport.classList.toggle('bp-more-above', cut.above);
-    this.viewport.classList.toggle('bp-more-below', cut.below);
-    const arrows = { below: '↓', above: '↑', right: '→', left: '←' } as const;
-    const parts = (Object.keys(arrows) as (keyof typeof arrows)[])
-      .filter(side => cut[side])
-      .map(side => {
-        const n = out[side];
-        return `${arrows[side]} ${n ? `${n} ${n === 1 ? 'node' : 'nodes'} ` : 'more '}${side === 'left' || side === 'right' ? `to the ${side}` : side}`;
-      });
     this.more.hidden = parts.length === 0;
     this.node.dataset.more = parts.join(' · ');
     if (parts.length) {
-      const how = cut.above || cut.below ? 'scroll with the wheel or drag the graph' : 'drag the graph';
-      this.moreText.innerHTML = '';
       const what = document.createElement('b');
       what.textContent = `Part of the graph is outside this box: ${parts.join(' · ')}.`;
-      this.moreText.append(what, ` To see it, ${how}, or:`);
+      const how = vertical ? 'scroll with the wheel or drag the graph' : 'drag the graph';
+      this.moreText.replaceChildren(what, ` To see it, ${how}, or:`);
     }
   }
 

@@ -77,7 +77,8 @@ export function nodeBox(g: Element): { width: number; round: boolean } | null {
   const shapes = Array.from(g.querySelectorAll('polygon, ellipse, path')) as SVGGraphicsElement[];
   if (!shapes.length) return null; // plaintext: a cluster's title
   const width = Math.max(...shapes.map(s => s.getBBox().width));
-  const round = shapes.some(s => ROUND_SHAPES.has(s.nodeName)) || shapes.filter(s => s.nodeName === 'polygon').length > 1;
+  const polygons = shapes.filter(s => s.nodeName === 'polygon').length;
+  const round = shapes.some(s => ROUND_SHAPES.has(s.nodeName)) || polygons > 1;
   return { width, round };
 }
 
