@@ -60,13 +60,25 @@ OUTPUTS = """() => window.jupyterapp.shell.currentWidget.content.model.cells.get
     window.jupyterapp.shell.currentWidget.content.model.cells.length - 1).outputs.toJSON()"""
 
 
+def graphs_read_well(page, lab, name, nb, frontend, shots):
+    """After Run All of the lab `nb` (saved as lab.root / name): each graph cell's one graph as a learner sees it,
+    and, in JupyterLab, the saved lab's HTML export; screenshots test-artifacts/graphs/<shots>-*.png (a lab's Run
+    All in test_browser_labs.py could call this)."""
+    (ARTIFACTS / "graphs").mkdir(parents=True, exist_ok=True)
+    cells = graph_cells(nb)
+    for index in cells:
+        probes = page.evaluate(MARK, [index, 120_000])
+        assert len(probes) == 1, f"cell {index} of {name} shows {len(probes)} graphs"
+        seen_as_a_learner(page.locator(f'[data-probe="{probes[0]}"]'), f"graphs/{shots}-cell{index}")
+    if frontend == "lab":
+        saved_lab_exports_its_graphs(page, lab, name, len(cells), shots)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("frontend", ["lab", "notebook"])
 @pytest.mark.parametrize("path", GRAPH_LABS, ids=[p.stem for p in GRAPH_LABS])
 def test_every_graph_of_a_lab_is_seen_whole_or_says_what_is_outside(page, lab, path, frontend):
-    (ARTIFACTS / "graphs").mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(path, as_version=4)
-    cells = graph_cells(nb)
     nb.cells.append(nbformat.v4.new_code_cell(f"print({DONE!r})"))
     name = f"{path.stem}-graphs-{frontend}.ipynb"
     nbformat.write(nb, lab.root / name)
@@ -77,13 +89,7 @@ def test_every_graph_of_a_lab_is_seen_whole_or_says_what_is_outside(page, lab, p
         while not (DONE in json.dumps(page.evaluate(OUTPUTS)) and kernel_idle(page)):
             assert time.monotonic() < deadline, f"{path.stem} did not finish in {frontend}"
             time.sleep(1.0)
-        for index in cells:
-            probes = page.evaluate(MARK, [index, 120_000])
-            assert len(probes) == 1, f"cell {index} of {path.stem} shows {len(probes)} graphs"
-            figure = page.locator(f'[data-probe="{probes[0]}"]')
-            seen_as_a_learner(figure, f"graphs/{path.stem}-{frontend}-cell{index}")
-        if frontend == "lab":
-            saved_lab_exports_its_graphs(page, lab, name, len(cells))
+        graphs_read_well(page, lab, name, nb, frontend, f"{path.stem}-{frontend}")
     finally:
         page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
 
@@ -102,7 +108,7 @@ MARK_EXPORTED = """() => { const words = [];
   return words; }"""
 
 
-def saved_lab_exports_its_graphs(page, lab, name, expected):
+def saved_lab_exports_its_graphs(page, lab, name, expected, shots):
     """Saved, the lab carries an image of each graph (the browser writes what it drew where the kernel had no
     `dot`); its HTML export shows them, with no request for a kernel above any graph, every label in its box."""
     path = lab.root / name
@@ -139,7 +145,7 @@ def saved_lab_exports_its_graphs(page, lab, name, expected):
         assert not [w for w in words if "kernel" in w], f"{name}: a graph in the export asks for a kernel: {words}"
         cells = reader.locator(".jp-CodeCell.bp-graph-cell")
         for k in range(cells.count()):
-            cells.nth(k).screenshot(path=str(ARTIFACTS / "graphs" / f"{path.stem}-html-{k}.png"))
+            cells.nth(k).screenshot(path=str(ARTIFACTS / "graphs" / f"{shots}-html-{k}.png"))
         for k, svg in enumerate(graphs):
             reader.set_content(f"<!DOCTYPE html><html><body>{svg}</body></html>")
             overflows = reader.locator("svg").first.evaluate(LABEL_OVERFLOWS)
