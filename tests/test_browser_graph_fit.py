@@ -83,22 +83,87 @@ STRIP_PIXELS = """(c) => { const ctx = c.getContext('2d'), r = window.devicePixe
 BANDS = {"8,48,107": "< 1e-5", "33,113,181": "1e-5", "107,174,214": "1e-4", "198,219,239": "0.001",
          "229,245,224": "0.01", "161,217,155": "0.1", "253,174,107": "1", "230,85,13": "10", "165,15,21": "≥ 100"}
 
-# every node's label inside its box: [id, text, text's box, node's box] of each label that is not
+# every node's label inside its box: [id, text, text's width, node's width] of each label that is not (a node with a
+# tooltip has its outline one level down; a plaintext node, a cluster's title, has none)
 LABEL_OVERFLOWS = """(root) => {
   const bad = [];
   for (const g of root.querySelectorAll('g.node')) {
-    const shape = g.querySelector(':scope > polygon, :scope > ellipse, :scope > path');
-    if (!shape) continue;
-    const box = shape.getBBox();
+    const shapes = Array.from(g.querySelectorAll('polygon, ellipse, path')).map(s => s.getBBox());
+    if (!shapes.length) continue;
+    const box = shapes.reduce((a, b) => (b.width > a.width ? b : a));
     for (const t of g.querySelectorAll('text')) {
       const b = t.getBBox();
       if (b.x < box.x - 0.5 || b.x + b.width > box.x + box.width + 0.5) {
-        bad.push([g.querySelector('title').textContent, t.textContent, [b.x, b.width], [box.x, box.width]]);
+        bad.push([g.querySelector(':scope > title').textContent, t.textContent, b.width, box.width]);
       }
     }
   }
   return bad;
 }"""
+
+READABLE = 0.6  # labextension/src/graph_figure.ts: a fitted drawing is never smaller, unless it is whole
+
+# what a learner sees of one figure (.bp-figure), measured on the page once it has painted
+FIGURE = """(fig) => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {
+  const svg = fig.querySelector('.bp-figure-viewport > svg'), viewport = fig.querySelector('.bp-figure-viewport');
+  const bbox = e => { const b = e.getBBox(); return {x: b.x, y: b.y, w: b.width, h: b.height}; };
+  const meet = (a, b, pad) => Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x) > -pad &&
+                              Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y) > -pad;
+  const title = g => g.querySelector(':scope > title').textContent;
+  const labels = [];
+  for (const g of svg.querySelectorAll('g.edge')) for (const t of g.querySelectorAll('text')) {
+    labels.push({edge: title(g), text: t.textContent, box: bbox(t)});
+  }
+  const overlaps = [];  // two edge labels closer than 1 px
+  labels.forEach((a, i) => labels.slice(i + 1).forEach(b => {
+    if (meet(a.box, b.box, 1)) overlaps.push([a.edge, a.text, b.edge, b.text]);
+  }));
+  const crossings = [];  // an edge through a label: a cluster's title or name, or a node's text
+  const texts = Array.from(svg.querySelectorAll('g.cluster > text, g.node text')).map(t => [t.textContent, bbox(t)]);
+  for (const g of svg.querySelectorAll('g.edge')) {
+    const path = g.querySelector('path');
+    if (!path) continue;
+    const n = path.getTotalLength();
+    for (const [text, b] of texts) {
+      for (let k = 0; k <= 200; k++) {
+        const p = path.getPointAtLength((n * k) / 200);
+        if (p.x > b.x && p.x < b.x + b.w && p.y > b.y && p.y < b.y + b.h) { crossings.push([title(g), text]); break; }
+      }
+    }
+  }
+  const v = viewport.getBoundingClientRect(), d = svg.getBoundingClientRect();
+  const more = fig.querySelector('.bp-figure-more');
+  done({scale: parseFloat(fig.dataset.scale), natural: [svg.width.baseVal.value, svg.height.baseVal.value],
+        whole: d.top >= v.top - 1 && d.bottom <= v.bottom + 1 && d.left >= v.left - 1 && d.right <= v.right + 1,
+        box: [v.width, v.height], window: window.innerHeight,
+        more: more && !more.hidden && more.getBoundingClientRect().height > 0 ? more.textContent : null,
+        shade: getComputedStyle(viewport, '::after').display !== 'none',
+        overflows: (LABEL_OVERFLOWS)(svg), overlaps, crossings});
+})))""".replace("LABEL_OVERFLOWS", LABEL_OVERFLOWS)
+
+
+def seen_as_a_learner(figure, name):
+    """The figure (a .bp-figure locator) as a learner sees it: the whole graph in its box, or a bar under the box
+    saying what is outside (and then at a readable scale, in a box that fits the window); no label wider than its
+    node, no two edge labels overlapping, no edge through a label. A screenshot; what was measured."""
+    figure.locator(".bp-figure-viewport > svg").wait_for(timeout=120_000)
+    figure.scroll_into_view_if_needed()
+    seen = figure.evaluate(FIGURE)
+    figure.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    print(f"{name}: natural {seen['natural'][0]:.0f}×{seen['natural'][1]:.0f} px at {seen['scale']:.0%} in a "
+          f"{seen['box'][0]:.0f}×{seen['box'][1]:.0f} box: {'whole' if seen['whole'] else seen['more']}")
+    assert not seen["overflows"], f"{name}: labels wider than their nodes: {seen['overflows']}"
+    assert not seen["overlaps"], f"{name}: edge labels that overlap: {seen['overlaps']}"
+    assert not seen["crossings"], f"{name}: edges through labels: {seen['crossings']}"
+    if seen["whole"]:
+        assert seen["more"] is None and not seen["shade"], f"{name}: the box says more is outside, but all shows"
+    else:
+        assert seen["more"] and "outside this box" in seen["more"], f"{name}: part of it is cut, and nothing says so"
+        by_width = min(1.0, seen["box"][0] / seen["natural"][0])
+        assert seen["scale"] >= min(READABLE, by_width) - 1e-3, f"{name}: cut, though smaller it would show whole"
+        assert seen["box"][1] <= 0.8 * seen["window"], f"{name}: a box taller than the window hides its own bottom"
+    return seen
+
 
 EDGE_COLOURS = """(root) => Object.fromEntries(Array.from(root.querySelectorAll('g.edge')).map(
   g => [g.querySelector('title').textContent, g.querySelector('path').getAttribute('stroke')]))"""
@@ -127,17 +192,12 @@ def wait_idle(page, timeout=180):
 
 
 def figure_fits(page, output, name):
-    """Node labels inside their boxes, the drawing no wider than the output; a screenshot; the figure's sizes."""
-    svg = output.locator(".bp-figure-viewport > svg")
-    svg.wait_for(timeout=120_000)
-    assert svg.evaluate(LABEL_OVERFLOWS) == [], f"{name}: labels outside their boxes"
-    drawn = svg.evaluate("s => s.getBoundingClientRect().width")
+    """The output's figure seen as a learner sees it (seen_as_a_learner), no wider than the output."""
+    seen = seen_as_a_learner(output.locator(".bp-figure"), name)
+    drawn = output.locator(".bp-figure-viewport > svg").evaluate("s => s.getBoundingClientRect().width")
     available = output.evaluate("o => o.clientWidth")
     assert drawn <= available + 1, f"{name}: drawn {drawn:.0f} px wide in a {available} px output"
-    output.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    natural = svg.evaluate("s => [s.width.baseVal.value, s.height.baseVal.value]")
-    print(f"{name}: natural {natural[0]:.0f}×{natural[1]:.0f} px, drawn {drawn:.0f} px wide in {available} px")
-    return natural
+    return seen
 
 
 def test_graphs_fit_teach_and_survive(page, lab):
@@ -152,7 +212,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
 
     # the encoder: cross_entropy is one node (its max / exp / log / stop_gradient hidden), labels fit, width fits
     encoder = output_of(page, 2)
-    natural = figure_fits(page, encoder, "encoder_collapsed")
+    natural = figure_fits(page, encoder, "encoder_collapsed")["natural"]
     texts = encoder.locator("svg g.node text").all_text_contents()
     assert "cross_entropy" in texts and not {"exp", "log", "stop_gradient", "max"} & set(texts)
     assert natural[1] < 1400, "the encoder's gradient flow is still dominated by the loss's internals"
@@ -163,8 +223,21 @@ def test_graphs_fit_teach_and_survive(page, lab):
     encoder.locator(".bp-figure-viewport > svg g.node").first.wait_for(timeout=60_000)
     opened = set(encoder.locator("svg g.node text").all_text_contents())
     assert {"exp", "log"} <= opened
-    assert "cross_entropy" in encoder.locator("svg g.cluster text").all_text_contents()
-    figure_fits(page, encoder, "encoder_open")
+    assert "cross_entropy" in encoder.locator("svg g.node.bp-cluster-title text").all_text_contents()  # its title
+    # opened, it is too tall to read whole: shown at a readable scale around the opened composite, the bar under the
+    # box says what is below and above; scrolled to its end, only what is above; "show the whole graph" scales all
+    # of it into the box
+    assert not figure_fits(page, encoder, "encoder_open")["whole"]
+    figure = encoder.locator(".bp-figure")
+    assert re.fullmatch(r"↓ \d+ nodes below · ↑ \d+ nodes above", figure.get_attribute("data-more"))
+    box = encoder.locator(".bp-figure-viewport").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("(f) => /^↑ \\d+ nodes above$/.test(f.dataset.more)", arg=figure.element_handle(),
+                           timeout=30_000)
+    encoder.locator("button[data-action=whole]").click()
+    page.wait_for_function("(f) => f.dataset.more === ''", arg=figure.element_handle(), timeout=30_000)
+    assert seen_as_a_learner(figure, "encoder_open_whole")["whole"]
     encoder.locator("button[data-action=toggle]").click()
     page.wait_for_function("(o) => o.querySelector('.bp-figure').dataset.open === 'false'",
                            arg=encoder.element_handle(), timeout=60_000)
@@ -288,3 +361,7 @@ def test_html_export_with_system_dot(page, lab):
     nbformat.write(nb, path)
     html = convert_to_html(path, execute=True)
     static_graphs_read_well(page, html, expected=4, name="with_dot_html")
+    # above the live graph's and the step-through's images, a title: nothing asks for a kernel no one can start
+    text = html.read_text()
+    assert re.search(r"The graph of \S+run\S+ each edge", text) and "Backpropagation through f, node by node" in text
+    assert "kernel" not in re.sub(r"<(script|style)[\s\S]*?</\1>|<[^>]*>", "", text).replace("Kernel", "")

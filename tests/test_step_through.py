@@ -1,5 +1,7 @@
 """The backprop step-through and the live graph, on the Python side: the numbers each step shows, the order of
 the walk, and a Run's graph whose edge weights follow training (the browser side is in test_browser_graph.py)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -151,6 +153,23 @@ def test_live_graph_reads_the_steps_own_measurements_and_traces_nothing_while_tr
         assert norm == pytest.approx(float(np.linalg.norm(reference.adjoints[v])), rel=1e-9), v
     assert measured[graph.inputs[0]] == pytest.approx(float(np.linalg.norm(grads["W1"])), rel=1e-9)
     assert view.edge_weights and all(0.0 <= w <= 1.0 for w in view.edge_weights.values())
+
+
+def test_a_live_graph_ending_on_a_partial_batch_keeps_the_full_batchs_drawing_and_colours_it():
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 1))
+    params = {"W1": rng.standard_normal((3, 4)) * 0.5, "W2": rng.standard_normal((4, 1)) * 0.5}
+    run = bp.fit(lambda p, x, y: bp.mse(np.tanh(x @ p["W1"]) @ p["W2"], y), params, (X, Y), steps=8,
+                 batch_size=16, optimizer=bp.optim.SGD(lr=0.1), backend="numpy", background=True)
+    run.pause()
+    view = bp.viz.live(run, interval=0.0)
+    first = dict(view.edge_weights)
+    run.resume().wait()
+    assert next(v for v in run.step.plan.graph.inputs if v.name == "x").shape == (2, 3)  # it ended on 50 mod 16
+    assert set(view.edge_weights) == set(first) and view.edge_weights != first  # coloured by the last step
+    record = view.static_drawing().source
+    assert "16×4" in record and "2×4" not in record
+    assert len(set(re.findall(r'color="(#[0-9a-f]{6})"', record))) > 2, "the record's edges are coloured"
 
 
 def test_step_through_hides_each_answer_until_its_step():

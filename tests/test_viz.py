@@ -1,4 +1,5 @@
 """Graphviz drawings of graphs: structure of the DOT, escaping, collapse of repeats, and the notebook bundle."""
+import json
 import re
 import shutil
 
@@ -24,8 +25,9 @@ def mlp_graph():
 
 
 def nodes_and_edges(source):
-    nodes = re.findall(r"^\s*(\w+) \[label=", source, re.M)
-    edges = re.findall(r"^\s*(\w+) -> (\w+)", source, re.M)
+    """The nodes and the edges drawn (not the clusters' titles, nor the invisible edges that place them)."""
+    nodes = [n for n in re.findall(r"^\s*(\w+) \[label=", source, re.M) if not n.endswith("_title")]
+    edges = [(a, b) for a, b in re.findall(r"^\s*(\w+) -> (\w+)", source, re.M) if not a.endswith("_title")]
     return nodes, edges
 
 
@@ -138,7 +140,8 @@ def test_composites_are_one_node_by_default_and_open_on_request(ce_graph):
     assert 'class="bp-composite"' in collapsed.source
     opened = graph_to_dot(ce_graph, expand=True)
     assert not opened.bp_composites and inner <= {label.split("\\n")[0] for label in labels(opened)}
-    assert re.search(r"subgraph cluster_open\d+ \{\s*color=\S+ label=cross_entropy", opened.source)
+    assert re.search(r"subgraph cluster_open\d+ \{\s*color=\S+ style=\S+\s*cluster_open\d+_title \[label=cross_entropy",
+                     opened.source)
     # opening cross_entropy shows its own steps; the composites inside it stay closed
     outer = graph_to_dot(ce_graph, expand={"cross_entropy"})
     closed_inside = set(outer.bp_composites.values())
@@ -160,6 +163,69 @@ def test_a_users_composite_and_backward_graphs():
                  backend="numpy")
     dot = graph_to_dot(run.backward_graph)
     assert "swish" in dot.bp_composites.values() and "∂ swish" in dot.source  # the backward part is marked
+
+
+def test_a_runs_graphs_show_the_cells_batch_size_after_an_epochs_last_partial_batch():
+    """50 examples in batches of 16: each epoch ends with a batch of 2, which runs a plan of its own; the graphs a
+    learner sees are those of the batch size they chose."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((50, 3)), rng.integers(0, 4, 50)
+    run = bp.fit(lambda p, x, y: bp.cross_entropy(bp.tanh(x @ p["W1"]) @ p["W2"], y),
+                 {"W1": rng.standard_normal((3, 5)), "W2": rng.standard_normal((5, 4))}, (X, Y), epochs=2,
+                 batch_size=16, backend="numpy")
+    x = next(v for v in run.step.plan.graph.inputs if v.name == "x")
+    assert x.shape == (2, 3)  # the step that ran last: the epoch's last batch
+    for graph in (run.graph, run.backward_graph, run.step_graph):
+        shapes = {v.shape for v in graph.vars}
+        assert (16, 3) in shapes and (16, 5) in shapes and not any(s[:1] == (2,) for s in shapes), graph.name
+    assert "16×5" in graph_to_dot(run.backward_graph).source and "2×5" not in graph_to_dot(run.backward_graph).source
+    assert "16×3" in bp.viz.draw(run).source
+    # a step that always runs another batch size shows its own
+    step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((3, 2))}, (np.ones((4, 3)),),
+                           backend="numpy")
+    step(np.ones((6, 3)))
+    assert {v.shape for v in step.forward_graph.inputs} == {(3, 2), (6, 3)}
+
+
+def _bezier_points(points, steps=40):
+    """Points along Graphviz's piecewise cubic Bézier (p0, c1, c2, p1, c1, c2, p2, ...)."""
+    for k in range(0, len(points) - 3, 3):
+        p0, c1, c2, p1 = (np.array(p, float) for p in points[k:k + 4])
+        for t in np.linspace(0, 1, steps):
+            yield (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * c1 + 3 * (1 - t) * t ** 2 * c2 + t ** 3 * p1
+
+
+def test_a_clusters_title_is_a_node_that_no_edge_crosses():
+    """A layer's title, and an open composite's name, sit in a node at the top of the cluster: Graphviz routes
+    edges around it (through a cluster's own label, they crossed it: lab 03's "layer 2")."""
+    rng = np.random.default_rng(6)
+    X, Y = np.eye(8), np.arange(8)
+    params = {"W1": rng.standard_normal((8, 3)), "b1": np.zeros(3), "W2": rng.standard_normal((3, 8)),
+              "b2": np.zeros(8)}
+    run = bp.fit(lambda p, x, y: bp.cross_entropy(bp.sigmoid(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"], y),
+                 params, (X, Y), steps=2, batch_size=8, backend="numpy", name="encoder")
+    drawing = bp.viz.draw(run)
+    for dot in (drawing.dot, drawing.expanded):
+        titles = re.findall(r"^\s*(cluster_\w+_title) \[label=\"?([^\"\s]+)", dot.source, re.M)
+        shown = {text for _, text in titles}  # "layer" of "layer 1"
+        assert "layer" in shown and ("cross_entropy" in shown) == (dot is drawing.expanded)
+        assert not re.search(r"^\s*label=", dot.source, re.M), "a cluster has a label of its own"
+        if not shutil.which("dot"):
+            continue  # the browser's layout is checked in test_browser_graph_labs.py
+        layout = json.loads(dot.pipe(format="json"))
+        boxes = []
+        for o in layout["objects"]:
+            if o["name"].endswith("_title"):
+                x, y = map(float, o["pos"].split(","))
+                w, h = float(o["width"]) * 72 / 2, float(o["height"]) * 72 / 2
+                boxes.append((o["name"], x - w, x + w, y - h, y + h))
+        assert len(boxes) == len(titles)
+        for e in layout["edges"]:
+            if e.get("style") == "invis":
+                continue
+            curve = [p for op in e["_draw_"] if op["op"] == "b" for p in _bezier_points(op["points"])]
+            for name, x0, x1, y0, y1 in boxes:
+                assert not any(x0 < x < x1 and y0 < y < y1 for x, y in curve), (name, e["tail"], e["head"])
 
 
 def test_bundle_carries_both_drawings_for_the_browser(ce_graph):

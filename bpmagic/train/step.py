@@ -221,7 +221,7 @@ class CompiledStep:
     Created by `bp.compile_step`. Attributes: params (updated in place), buffers (likewise), optimizer (change its
     hyperparameters at any time), groups (param name -> layer), state (optimizer state), last (a StepInfo), step_graph
     (forward, backward and update as one graph) / forward_graph / backward_graph / update_graph (of the latest
-    plan), as on a Run; source (the code one step runs).
+    plan, for the full batch after an epoch's last, partial one), as on a Run; source (the code one step runs).
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
@@ -277,7 +277,9 @@ class CompiledStep:
         self._lock = threading.Lock()
         n_lead = 2 if self.buffers else 1  # params (and buffers) come before the batch
         self.batch_names = arg_names(loss_fn, n_lead + len(example_batch))[n_lead:]
-        self._plan_for(self._prepare(example_batch), self.optimizer.hyperparameters(), False)
+        example = self._prepare(example_batch)
+        self._full_batch = tuple((tuple(b.shape), str(b.dtype)) for b in example)  # the batch its graphs show
+        self._plan_for(example, self.optimizer.hyperparameters(), False)
 
     def call_loss(self, params, batch, buffers=None):
         """(loss, new buffers) of the model on `params`, `batch` and `buffers` (traced or concrete): the one place
@@ -559,7 +561,25 @@ class CompiledStep:
         latest compiled (a drawing may compile one for a batch of its own)."""
         return self._prepared.plan if self._prepared is not None else next(iter(self.plans.values()))
 
-    step_graph = property(lambda self: self._latest().graph, doc="The whole step graph (forward, backward, update).")
+    def _shown(self):
+        """The plan whose graphs the step shows: the latest step's, unless that step ran the last, partial batch of
+        an epoch (1,500 examples in batches of 32 end with one of 28): then the same plan for the full batch, the
+        example batch the step was made with (fit: the cell's batch size), where it is compiled."""
+        latest, ready = self._latest(), self._prepared
+        if ready is None or not self._partial(ready.signature):
+            return latest
+        return self.plans.get((self._full_batch, self.optimizer.structure(ready.hyper), ready.watching), latest)
+
+    def _partial(self, signature) -> bool:
+        """Whether a batch is the full batch cut short: fewer rows, each array's other axes and dtype the same."""
+        batch = [(tuple(shape), str(dtype)) for shape, dtype in signature]
+        rows = {shape[0] for shape, _ in batch if shape}
+        full = {shape[0] for shape, _ in self._full_batch if shape}
+        return (len(batch) == len(self._full_batch) and len(rows) == len(full) == 1 and min(rows) < min(full)
+                and all(len(s) == len(f) and s[1:] == f[1:] and d == g
+                        for (s, d), (f, g) in zip(batch, self._full_batch)))
+
+    step_graph = property(lambda self: self._shown().graph, doc="The whole step graph (forward, backward, update).")
 
     @property
     def graph(self):
@@ -569,9 +589,9 @@ class CompiledStep:
         warnings.warn("CompiledStep.graph is the whole step graph; it is now called step_graph (Run.graph is the "
                       "forward graph: step.forward_graph)", DeprecationWarning, stacklevel=2)
         return self.step_graph
-    forward_graph = property(lambda self: self._latest().graph.part("forward"))
-    backward_graph = property(lambda self: self._latest().graph.part("backward"))
-    update_graph = property(lambda self: self._latest().graph.part("update"))
+    forward_graph = property(lambda self: self._shown().graph.part("forward"))
+    backward_graph = property(lambda self: self._shown().graph.part("backward"))
+    update_graph = property(lambda self: self._shown().graph.part("update"))
 
 
 

@@ -225,7 +225,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
             edges.append((producer[v], node, v))
         for v in e.outputs:
             producer[v] = node
-    _place_nodes(dot, specs)
+    _place_nodes(dot, specs, edges)
     grad_norms = grad_norms or {}
     if scale is None:
         scale = log_scale(grad_norms[v] for _, _, v in edges if v in grad_norms)
@@ -268,7 +268,7 @@ def _open_composites(eqns, expand) -> dict:
     return out
 
 
-def _place_nodes(dot, specs):
+def _place_nodes(dot, specs, edges):
     """Nodes into their layer's cluster and, inside it, the open composite's cluster (clusters nest properly)."""
     layers_of: dict = {}  # an open composite sits inside a layer only if all of it belongs to that layer
     for _, _, layer, open_cluster in specs.values():
@@ -282,13 +282,28 @@ def _place_nodes(dot, specs):
         parent = dot.subgraph(name=f"cluster_{n}") if layer is not None else _Same(dot)
         with parent as g:
             if layer is not None:
-                g.attr(label=_text(f"layer {layer}"), style="rounded", color="#999999")
+                g.attr(style="rounded", color="#999999")
+                _title(g, f"cluster_{n}", f"layer {layer}", "black",
+                       [node for nodes in by_cluster.values() for node, _, _ in nodes], edges)
             for cluster, nodes in by_cluster.items():
                 with (g.subgraph(name=cluster[0]) if cluster else _Same(g)) as c:
                     if cluster:
-                        c.attr(label=_text(cluster[1]), style="dotted,rounded", color="#5e35b1")
+                        c.attr(style="dotted,rounded", color="#5e35b1")
+                        _title(c, cluster[0], cluster[1], "#5e35b1", [node for node, _, _ in nodes], edges)
                     for node, label, attrs in nodes:
                         c.node(node, label, **attrs)
+
+
+def _title(cluster, name, text, colour, members, edges):
+    """A cluster's title as a node of its own at the cluster's top: Graphviz routes edges around nodes, but through
+    a cluster's label, so an edge entering the cluster would cross a title drawn as the label."""
+    node = f"{name}_title"
+    cluster.node(node, _text(text), shape="plaintext", fontsize="14", fontcolor=colour, margin="0", height="0.3",
+                 **{"class": "bp-cluster-title"})
+    inside = set(members)
+    fed = {head for tail, head, _ in edges if tail in inside and head in inside}
+    for head in (m for m in members if m not in fed):  # above the cluster's first nodes, free to move sideways
+        cluster.edge(node, head, style="invis", weight="0")
 
 
 class _Same:

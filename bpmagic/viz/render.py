@@ -1,8 +1,8 @@
 """A Graph's notebook representation, one output that reads well everywhere:
 
 - `application/vnd.bpmagic.graph+json` for bpmagic's JupyterLab / Notebook 7 renderer: the DOT (composites collapsed)
-  and the DOT with every composite open, laid out in the browser by wasm Graphviz, fitted to the output's width,
-  zoomable; a click on a composite opens it.
+  and the DOT with every composite open, laid out in the browser by wasm Graphviz, fitted to the output (a graph
+  too tall to read whole says what is below), zoomable; a click on a composite opens it.
 - `image/svg+xml`, the static record for GitHub, nbviewer, `nbconvert --to html` and a notebook reopened without
   bpmagic: laid out here when Graphviz's `dot` is installed; without it the browser renderer adds the SVG it drew
   to the output, so the saved notebook carries it.

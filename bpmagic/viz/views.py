@@ -58,7 +58,9 @@ class GraphView(anywidget.AnyWidget, Recorded):
 
         bundle = self._repr_mimebundle_()  # None, a dict, or (data, metadata)
         data = dict(bundle[0] if isinstance(bundle, tuple) else bundle or {})
-        data["text/plain"] = f"{self.summary()} (the interactive view needs the running kernel)"
+        # what a reader without the widget sees above the record (nbconvert's HTML, a plain frontend): a title, not
+        # the view's state at display time (the record below holds the latest), nor a request for a kernel
+        data["text/plain"] = self.title()
         display(data, raw=True)
         self._record.show(self.record_bundle())
 
@@ -69,6 +71,9 @@ class GraphView(anywidget.AnyWidget, Recorded):
 
     def summary(self) -> str:
         return self.status or self.intro or "bpmagic graph view"
+
+    def title(self) -> str:
+        return "bpmagic graph view"
 
     def static_drawing(self):
         """The graphviz drawing of what the view shows now, for the output's static image."""
@@ -100,6 +105,10 @@ class StepThrough(GraphView):
                  for k, v in self.steps_data.gradients.items()]
         self.status = "gradients at the inputs: " + ", ".join(shown)
 
+    def title(self) -> str:
+        n = len(self.steps)
+        return f"Backpropagation through {self.steps_data.graph.name}, node by node ({n} step{'s' * (n != 1)})"
+
     @property
     def current(self):
         return self.steps_data[self.index] if self.index >= 0 else None
@@ -123,25 +132,27 @@ class LiveGraph(GraphView):
 
     The drawing's first colours come from one gradient flow computed here; from then on the training step itself
     measures the gradient at every value (step.watch_values: one more reduction per value and step, until the run
-    ends or the view is closed), so an update only reads the last step's numbers."""
+    ends or the view is closed), so an update only reads the last step's numbers. The drawing stays that of the
+    run's full batch: an epoch's last, partial batch runs a plan of its own, whose k-th value is the same value of
+    the program, so its numbers colour the same edges."""
 
     def __init__(self, run, interval=1.0):
         run.step.watch_values()  # first: the drawing below is then of the plan the run will go on with
         graph, _, norms = gradient_flow(run)
-        self._plan = self._plan_graph = None
         self._layers = run.step.groups
         drawing = graph_to_dot(graph, layers=self._layers, grad_norms=norms)
         expanded = graph_to_dot(graph, layers=self._layers, expand=True) if drawing.bp_composites else None
-        order = _value_order(graph)
-        self._edge_position = {key: order[var] for d in (drawing, expanded) if d is not None
-                               for key, var in d.bp_edges.items() if var in order}
+        self._order = _value_order(graph)
+        self._edge_position = {key: self._order[var] for d in (drawing, expanded) if d is not None
+                               for key, var in d.bp_edges.items() if var in self._order}
         lo, hi = drawing.bp_scale or log_scale(norms.values()) or (0.0, 1.0)
         self.scale = (lo - 1.0, hi)
         super().__init__(dot=drawing.source, dot_expanded=expanded.source if expanded is not None else "")
         self._run, self._interval, self._last = run, interval, 0.0
-        self._graph, self._norms = graph, norms
+        self._graph = graph
+        self._measured = (None, {})  # (the plan whose values were measured last, their positions)
         self._lock = threading.Lock()
-        self._show(graph, norms)
+        self._show({i: norms[v] for v, i in self._order.items() if v in norms})
         run.subscribe(self._update)
 
     def _update(self, run):
@@ -154,17 +165,30 @@ class LiveGraph(GraphView):
         try:
             self._last = now
             step = run.step
-            plan, info = step.plan, step.last
+            info = step.last
             if info is not None and info.value_grads:  # a step since watching began
-                if plan is not self._plan:
-                    self._plan, self._plan_graph = plan, plan.loss_graph
-                    self._plan_graph.name = self._graph.name
-                self._show(self._plan_graph, info.value_grads)
+                order = self._order_of(step, info.value_grads)
+                self._show({order[v]: n for v, n in info.value_grads.items() if v in order})
             if finished:  # the step measures for nobody now; the record shows the final colours (the browser
                 step.watch_values(False)  # view records what it drew too)
                 self._record.update(self.record_bundle(), self)
         finally:
             self._lock.release()
+
+    def _order_of(self, step, value_grads) -> dict:
+        """Var -> position in the loss graph of the plan that measured `value_grads` (the latest step's plan, read
+        apart from its numbers: a step may have run between the two reads)."""
+        some = next(iter(value_grads))
+        plan, order = self._measured
+        if plan is None or some not in order:
+            plan = next((p for p in [step.plan, *list(step.plans.values())] if some in p.layout.watched), None)
+            order = _value_order(plan.loss_graph) if plan is not None else {}
+            self._measured = (plan, order)
+        return order
+
+    def title(self) -> str:
+        return (f"The graph of {self._run.name!r}: each edge's colour and width show the size of the gradient "
+                "flowing back along it")
 
     def close(self):
         """A closed view no longer follows the run, nor has its step measure for it."""
@@ -172,10 +196,9 @@ class LiveGraph(GraphView):
         self._run.step.watch_values(False)
         super().close()
 
-    def _show(self, graph, norms):
-        # each plan (batch shape) has a graph of its own: the k-th value of each is the same value of the program
-        by_position = {i: norms[v] for v, i in _value_order(graph).items() if v in norms}
-        self._graph, self._norms = graph, norms
+    def _show(self, by_position):
+        """by_position: position of a value in the program (see _value_order) -> |gradient| there."""
+        self._by_position = by_position
         self.edge_weights = {key: round(weight(by_position[i], self.scale), 3)
                              for key, i in self._edge_position.items() if i in by_position}
         run = self._run
@@ -187,7 +210,8 @@ class LiveGraph(GraphView):
                        "fixed at the start")
 
     def static_drawing(self):
-        return graph_to_dot(self._graph, layers=self._layers, grad_norms=self._norms, scale=self.scale)
+        norms = {v: self._by_position[i] for v, i in self._order.items() if i in self._by_position}
+        return graph_to_dot(self._graph, layers=self._layers, grad_norms=norms, scale=self.scale)
 
 
 def _value_order(graph) -> dict:

@@ -1,6 +1,7 @@
 // The graph view (anywidget): a Graphviz drawing laid out in the browser by Graphviz compiled to wasm, so it works
-// in JupyterLab, Notebook 7 and VS Code without a system Graphviz; the figure (fitted to the output's width, zoom
-// and pan, composites opened by a click) is the MIME renderer's. Two live layers over one layout:
+// in JupyterLab, Notebook 7 and VS Code without a system Graphviz; the figure (fitted to the output, or saying
+// what is outside its box; zoom and pan; composites opened by a click) is the MIME renderer's. Two live layers over
+// one layout:
 //  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured (the `palette`) and thickened by gradient magnitude;
 //  - steps + index: the backprop step-through, one node of the backward pass at a time, in reverse topological order.
 // Built into widgets/dist/graph_view.js by `npm run build:widgets` in labextension/ (esbuild bundles the wasm).
