@@ -93,5 +93,5 @@ def the_saved_notebook_reads_well_without_its_kernel(nb):
     assert len(records) == dashboards, records
     assert not any("backend 'auto'" in t or "running kernel" in t for t in texts)
     html, _ = HTMLExporter().from_notebook_node(nb)
-    assert len(re.findall(r"<img [^>]*data-bpmagic-record=", html)) == dashboards
+    assert len(re.findall(r'<img alt="bpmagic dashboard of [^>]*data-bpmagic-record=', html)) == dashboards
     assert "running kernel" not in html and "backend 'auto'" not in html

@@ -307,11 +307,16 @@ class CompiledStep:
 
     def _plan_for(self, batch, hyper, watch) -> Plan:
         structure = self.optimizer.structure(hyper)
-        key = (tuple((tuple(b.shape), str(b.dtype)) for b in batch), structure, self.optimizer.clipping, watch)
+        key = self._plan_key(tuple((tuple(b.shape), str(b.dtype)) for b in batch), hyper, watch)
         plan = self.plans.get(key)
         if plan is None:
             plan = self.plans[key] = self._compile(batch, hyper, structure, watch)
         return plan
+
+    def _plan_key(self, batch: tuple, hyper, watch) -> tuple:
+        """What makes one plan differ from another: the batch's shapes and dtypes, the optimizer's structure and
+        clipping, and whether values are watched."""
+        return batch, self.optimizer.structure(hyper), self.optimizer.clipping, watch
 
     def watch_values(self, on=True):
         """Also measure, at every step, the gradient at every value of the forward pass (in step.last.value_grads):
@@ -568,7 +573,7 @@ class CompiledStep:
         latest, ready = self._latest(), self._prepared
         if ready is None or not self._partial(ready.signature):
             return latest
-        return self.plans.get((self._full_batch, self.optimizer.structure(ready.hyper), ready.watching), latest)
+        return self.plans.get(self._plan_key(self._full_batch, ready.hyper, ready.watching), latest)
 
     def _partial(self, signature) -> bool:
         """Whether a batch is the full batch cut short: fewer rows, each array's other axes and dtype the same."""
