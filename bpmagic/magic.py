@@ -251,6 +251,28 @@ def make_optimizer(kind: str, given: dict):
     return optimizer
 
 
+def make_schedule(args, per_epoch: int):
+    """The schedule the options ask for (--schedule and its own options; one that it does not take is a message)."""
+    from .train import schedules
+
+    takes = {"step": {"decay", "decay_every"}, "exponential": {"decay", "decay_every"}, "cosine": {"warmup"},
+             "plateau": {"decay", "plateau_patience"}}.get(args.schedule, set())
+    for name in ("warmup", "decay", "decay_every", "plateau_patience"):
+        if getattr(args, name) is not None and name not in takes:
+            uses = [s for s, opts in (("step", "decay decay_every"), ("exponential", "decay decay_every"),
+                                      ("cosine", "warmup"), ("plateau", "decay plateau_patience")) if name in opts]
+            raise UsageError(f"--{name.replace('_', '-')} goes with --schedule {' or '.join(uses)}, not "
+                             f"{args.schedule}")
+    if args.schedule in ("step", "exponential"):
+        return schedules.make_schedule(args.schedule, every=args.decay_every or per_epoch,
+                                       decay=0.5 if args.decay is None else args.decay)
+    if args.schedule == "cosine":
+        return schedules.Cosine(warmup=args.warmup or 0)
+    if args.schedule == "plateau":
+        return schedules.Plateau(factor=0.1 if args.decay is None else args.decay, patience=args.plateau_patience or 10)
+    return schedules.make_schedule(args.schedule)
+
+
 @magics_class
 class Backprop(Magics):
     """Defaults of %%backprop options: `%config Backprop.epochs = 500`, `%config Backprop.lr = 0.1`, ..."""
@@ -288,6 +310,15 @@ class Backprop(Magics):
               help="scale the gradients down to a global norm of at most MAX before each update (live: clip_norm)")
     @argument("--clip-value", type=float, default=None, metavar="MAX",
               help="clip each gradient entry to [-MAX, MAX] before each update (live: clip_value)")
+    @argument("--schedule", default=None, choices=("constant", "step", "exponential", "cosine", "onecycle", "plateau"),
+              help="a learning-rate schedule: the rate set × its factor at each step (live changes scale it)")
+    @argument("--warmup", type=int, default=None, metavar="STEPS", help="with --schedule cosine: a linear warm-up")
+    @argument("--decay", type=float, default=None, metavar="FACTOR",
+              help="with --schedule step / exponential (default 0.5) or plateau (default 0.1): the factor")
+    @argument("--decay-every", type=int, default=None, metavar="STEPS",
+              help="with --schedule step / exponential: how many steps one --decay takes (default: an epoch)")
+    @argument("--plateau-patience", type=int, default=None, metavar="EPOCHS",
+              help="with --schedule plateau: epochs without improvement before the rate drops (default 10)")
     @argument("--metrics", nargs="+", default=[], metavar="NAME",
               help="metrics computed in the step beside the loss: accuracy (a cell's Metric lines are added too)")
     @argument("--early-stop", type=int, default=None, metavar="EPOCHS",
@@ -346,6 +377,9 @@ class Backprop(Magics):
             optimizer = make_optimizer(opts["optimizer"], opts["hyper"])
             if args.clip_norm is not None or args.clip_value is not None:
                 optimizer.clipped(norm=args.clip_norm, value=args.clip_value)
+            if args.schedule is not None:
+                n = len(next(iter(data.values())))
+                optimizer.scheduled(make_schedule(args, math.ceil(n / min(opts["batch_size"], n))))
             loss_fn = make_loss_fn(prog, user_ns, opts["dtype"], bound)
             if args.monitor is not None:
                 measured = ["loss", *args.metrics, *(n for n, _ in prog.metrics)]

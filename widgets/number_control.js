@@ -11,6 +11,7 @@ const CSS = `
 .bpmagic-control-slider { flex: 1; min-width: 80px; }
 .bpmagic-control-value { width: 92px; font: 12px monospace; padding: 1px 4px; }
 .bpmagic-control-error { color: #b00020; font-size: 11px; }
+.bpmagic-control-note { color: #777; font-size: 11px; white-space: nowrap; }
 .bpmagic-control.bpmagic-disabled { opacity: 0.55; }
 `;
 
@@ -43,7 +44,9 @@ function render({ model, el }) {
   field.spellcheck = false;
   const error = document.createElement("span");
   error.className = "bpmagic-control-error";
-  el.append(label, slider, field, error);
+  const note = document.createElement("span");
+  note.className = "bpmagic-control-note";
+  el.append(label, slider, field, note, error);
 
   const log = () => model.get("log");
   const unlimited = () => model.get("unlimited");
@@ -74,6 +77,7 @@ function render({ model, el }) {
     if (!typing) field.value = shown(v);
     el.dataset.value = exact(v);
     error.textContent = model.get("error");
+    note.textContent = model.get("note");
     const off = model.get("disabled");
     slider.disabled = field.disabled = off;
     el.classList.toggle("bpmagic-disabled", off);
@@ -113,7 +117,7 @@ function render({ model, el }) {
   });
   field.addEventListener("blur", () => { if (typing) commit(); });
 
-  const names = ["value", "min", "max", "log", "description", "disabled", "error", "version", "unlimited"];
+  const names = ["value", "min", "max", "log", "description", "disabled", "error", "version", "unlimited", "note"];
   for (const name of names) model.on(`change:${name}`, show);
   show();
   return () => { for (const name of names) model.off(`change:${name}`, show); };

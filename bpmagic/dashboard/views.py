@@ -65,3 +65,4 @@ class NumberControlView(anywidget.AnyWidget):
     error = Unicode("").tag(sync=True)
     # when set, a label for the value 0 at the slider's far end, beyond max: no limit (the pace's "full speed")
     unlimited = Unicode("").tag(sync=True)
+    note = Unicode("").tag(sync=True)  # how the value in use comes about (a schedule's part), shown beside it

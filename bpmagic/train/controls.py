@@ -99,12 +99,13 @@ class Controls:
     def offered_range(self, control: str) -> tuple:
         return self._ranges[control]
 
-    def offer(self, control: str, raw, expected: float | None = None) -> float:
+    def offer(self, control: str, raw, expected: float | None = None, in_use: bool = False) -> float:
         """A value from outside for `control`: a real number inside its offered range is set and returned;
         anything else (a string, a list, None, a bool, NaN, ±inf, a huge integer, out of range) raises ValueError
         and changes nothing. A message from a browser is data, not code: it must never reach the optimizer raw.
         With `expected` (the value the sender was showing), the value is set only if the control still holds it
-        (else Stale): a value decided before a newer one arrived from code never overwrites it."""
+        (else Stale): a value decided before a newer one arrived from code never overwrites it. With `in_use`, the
+        value is the one to use at the coming step (a scheduled learning rate: the schedule goes on from it)."""
         if control not in self._ranges:
             raise ValueError(f"there is no control {control!r}")
         lo, hi = self._ranges[control]
@@ -121,6 +122,8 @@ class Controls:
         if control == "pace":
             if not self._set_pace_if(expected, None if full_speed else value):
                 raise Stale(f"the pace changed meanwhile; {value!r} was not set")
+        elif in_use:
+            self.optimizer.set_in_use(control, value)
         elif expected is not None:
             if not self.optimizer.set_if(control, expected, value):
                 raise Stale(f"{control} changed meanwhile; {value!r} was not set")

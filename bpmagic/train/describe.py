@@ -24,11 +24,14 @@ def format_loss(loss) -> str:
 
 
 def format_value(value) -> str:
-    """A hyperparameter's value as a control shows it: the shortest exact form (0.03, 2, 1e-05); the pace's
-    infinity is "full speed"."""
+    """A hyperparameter's value as a control shows it: the shortest exact form (0.03, 2, 1e-05), or 4 significant
+    digits for a long one (a scheduled learning rate in use: 0.09998); the pace's infinity is "full speed"."""
     if value == math.inf:
         return "full speed"
-    return repr(float(value)).removesuffix(".0") if isinstance(value, (int, float)) else str(value)
+    if not isinstance(value, (int, float)):
+        return str(value)
+    exact = repr(float(value)).removesuffix(".0")
+    return exact if len(exact) <= 8 else f"{value:.4g}"
 
 
 class Change(NamedTuple):

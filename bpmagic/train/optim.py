@@ -105,6 +105,8 @@ class Optimizer:
     def __init__(self, **hyper):
         object.__setattr__(self, "hypers", type(self).hypers)  # clipped() adds its thresholds to this one's
         object.__setattr__(self, "clipping", (False, False))  # (by global norm, by value)
+        object.__setattr__(self, "schedule", None)  # a learning-rate schedule (train/schedules.py), or None
+        object.__setattr__(self, "now", 1)  # the step the next update is (a schedule's position)
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_hyper", {})
         object.__setattr__(self, "_multipliers", {})
@@ -221,8 +223,39 @@ class Optimizer:
         flag = engaged[0] if len(engaged) == 1 else ops.logical_or(*engaged)
         return grads, [norm, ops.astype(flag, norm.dtype)]
 
+    def scheduled(self, schedule) -> "Optimizer":
+        """Follow a learning-rate schedule (train/schedules.py: a Schedule, or a name such as "cosine"): at step n
+        the learning rate in use is the one set × schedule.factor(n). Returns the optimizer."""
+        from .schedules import Schedule, make_schedule
+
+        schedule = make_schedule(schedule) if isinstance(schedule, str) else schedule
+        if not isinstance(schedule, Schedule):
+            raise ValueError(f"schedule must be a bp.train.schedules.Schedule or a name, got {schedule!r}")
+        object.__setattr__(self, "schedule", schedule)
+        return self
+
+    @property
+    def changes_every_step(self) -> bool:
+        """Whether the step graph's scalars change from one step to the next (bias corrections, a schedule)."""
+        return self.step_dependent or self.schedule is not None
+
+    def in_use(self, hyper: dict, step: int) -> dict:
+        """The hyperparameters in use at step `step`: those set, the learning rate scaled by the schedule."""
+        if self.schedule is None:
+            return hyper
+        return {**hyper, "lr": hyper["lr"] * self.schedule.factor(step)}
+
+    def set_in_use(self, name: str, value):
+        """Set `name` so that its value in use at the coming step is `value`: with a schedule, the learning rate set
+        becomes value / factor, so that the schedule goes on from the value asked for, scaled."""
+        factor = self.schedule.factor(self.now) if self.schedule is not None and name == "lr" else 1.0
+        value = self._validate(name, value)
+        self.set(**{name: value / factor if factor > 0 else value})
+
     def step_scalars(self, hyper, step: int) -> dict:
-        """scalars() and the clipping thresholds: every per-step scalar input of the step graph."""
+        """scalars() of the hyperparameters in use, and the clipping thresholds: every per-step scalar input of the
+        step graph."""
+        hyper = self.in_use(hyper, step)
         out = self.scalars(hyper, step)
         out.update({k: hyper[k] for k, on in zip(("clip_norm", "clip_value"), self.clipping) if on})
         return out

@@ -441,7 +441,8 @@ class CompiledStep:
             opt = self.optimizer
             signature = tuple((b.shape, b.dtype) for b in batch)
             ready = self._prepared
-            if (ready is None or ready.signature != signature or ready.version != opt.version or opt.step_dependent
+            opt.now = self.step_count + 1  # where a schedule stands
+            if (ready is None or ready.signature != signature or ready.version != opt.version or opt.changes_every_step
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
             plan = ready.plan
@@ -529,6 +530,8 @@ class CompiledStep:
         lrs = {n: scalars[n].get("lr") for n in self.params}
         held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
                 + [self.buffers[n] for n in layout.buffers])
+        if self.optimizer.schedule is not None:  # what the step uses, and what was set ("lr_set")
+            hyper = {**self.optimizer.in_use(hyper, self.step_count + 1), "lr_set": hyper["lr"]}
         return _Prepared(signature, version, watch, plan, hyper, held, values, lrs)
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:

@@ -124,8 +124,10 @@ class Run:
         out = []
         for name in names:
             values = h[name]
+            # under a schedule the learning rate in use moves every step: a change is one of the rate set
+            set_ = h["lr_set"] if name == "lr" and "lr_set" in h else values
             for i in range(1, len(values)):
-                if values[i] != values[i - 1]:
+                if set_[i] != set_[i - 1]:
                     out.append(Change(h["step"][i], name, values[i - 1], values[i]))
         return Changes(sorted(out, key=lambda c: c.step))
 
@@ -304,6 +306,8 @@ class Run:
         self.step.reset(*self._initial)
         if self.early_stopping is not None:
             self.early_stopping.restart()
+        if self.optimizer.schedule is not None:
+            self.optimizer.schedule.start(self.total_steps)
         with self._history_lock:
             if self.history.get("step"):
                 self.previous_attempts.append(self.history)
@@ -315,6 +319,8 @@ class Run:
         row = {"step": info.step, "epoch": epoch, "loss": loss, "lr": info.hyper.get("lr"), "time": elapsed}
         for name in self.hyper_columns:
             row[name] = info.hyper[name]
+        if "lr_set" in info.hyper:  # a schedule: "lr" is in use, "lr_set" what the learner or code set
+            row["lr_set"] = info.hyper["lr_set"]
         multipliers = info.hyper.get("lr_multipliers", {})
         for layer in self.layers:
             row[f"lr_multiplier/{layer}"] = multipliers.get(layer, 1.0)
@@ -356,22 +362,28 @@ class Run:
 
     def _epoch_ended(self, epoch: int) -> bool:
         """At an epoch's end: True when early stopping ends the run here (the monitored number stopped improving)."""
+        schedule = self.optimizer.schedule
+        if schedule is not None:
+            schedule.epoch_ended(epoch, self._monitored("val_loss" if self.job.validation is not None else "loss",
+                                                        epoch))
         stopper = self.early_stopping
         if stopper is None:
             return False
-        self._catch_up()
-        h, monitor = self.history, stopper.monitor
-        if monitor.startswith("val_"):
-            values = h.get(monitor) or [None]
-            value = values[-1]
-        else:  # a training number: its mean over the epoch
-            epochs, values = h.get("epoch", []), h.get(monitor, [])
-            this = [v for e, v in zip(epochs, values) if e == epoch]
-            value = float(np.mean(this)) if this else None
-        if value is None and epoch == 0 and monitor not in h:
-            raise BackpropError(f"early stopping monitors {monitor!r}, which this run does not measure: its columns "
-                                f"are {', '.join(c for c in h if '/' not in c)}")
+        value = self._monitored(stopper.monitor, epoch)
+        if value is None and epoch == 0 and stopper.monitor not in self.history:
+            raise BackpropError(f"early stopping monitors {stopper.monitor!r}, which this run does not measure: its "
+                                f"columns are {', '.join(c for c in self.history if '/' not in c)}")
         return stopper.epoch_ended(epoch, value, self.params, self.step.backend.to_numpy)
+
+    def _monitored(self, monitor: str, epoch: int):
+        """A number at an epoch's end: a validation column's value, or a training column's mean over the epoch."""
+        self._catch_up()
+        h = self.history
+        if monitor.startswith("val_"):
+            return (h.get(monitor) or [None])[-1]
+        epochs, values = h.get("epoch", []), h.get(monitor, [])
+        this = [v for e, v in zip(epochs, values) if e == epoch]
+        return float(np.mean(this)) if this else None
 
     def _publish_if_live(self):
         if self._status == "running":
@@ -413,7 +425,7 @@ def last_run() -> Run | None:
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
         buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
-        monitor=None, restore_best=False) -> Run:
+        monitor=None, restore_best=False, schedule=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
     epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
@@ -431,6 +443,8 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     (bp.train.metrics.report): history columns, and val_<name> with validation. early_stop=N ends the run when
     `monitor` (default val_loss with validation, else loss; a loss is better lower, a metric higher) has not
     improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
+    schedule: a learning-rate schedule (a name — "cosine", "onecycle", "step", "exponential", "plateau" — or a
+    bp.train.schedules.Schedule): the learning rate in use at step n is the one set × its factor at n.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -449,6 +463,10 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
                             f"got {steps!r}")
     total = None if steps == math.inf else int(steps) if steps is not None else int(epochs) * per_epoch
     controls = Controls(optimizer if optimizer is not None else _default_optimizer(), pace)  # checks the pace
+    if schedule is not None:
+        controls.optimizer.scheduled(schedule)
+    if controls.optimizer.schedule is not None:
+        controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
                         stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))

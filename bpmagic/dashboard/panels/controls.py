@@ -30,18 +30,24 @@ class ExactControl(NumberControlView):
     """One control of a run's `Controls` ("lr", "momentum", "weight_decay" or "lr_multiplier/<layer>"). `read()`
     gives the value in use. The browser may set `value` (with `base`) and nothing else: the range, version, label
     and the rest are the kernel's; a value from the browser goes to `Controls.offer`, which checks it against the
-    range this control shows."""
+    range this control shows.
+
+    A scheduled control (the learning rate under a schedule) shows the value in use, which moves at every step,
+    and its `note` says how ("cosine ×0.43 of 0.1"); its version counts changes of the value *set* (`set_value()`),
+    not the schedule's movement, and a value from the browser is the one to use from the coming step on."""
 
     SNAP_INTERVAL = 0.1  # at most ten snap-backs a second, however many bad messages arrive
     FROM_BROWSER = ("value", "base")
 
-    def __init__(self, controls, control, read, **traits):
+    def __init__(self, controls, control, read, set_value=None, explain=None, **traits):
         self._controls, self._control, self._read = controls, control, read
+        self._set_value, self._note = set_value, explain  # a scheduled control: the value set, and how it moves
+        self._set_seen = set_value() if set_value else None
         self._unlimited = bool(traits.get("unlimited"))  # then 0 means no limit, beyond the slider's top
         self._lock = threading.RLock()  # a browser message (kernel thread) and follow() (trainer thread) meet here
         self.rejected = self.stale = self.ignored = 0
         self._last_snap, self._snap_timer = 0.0, None
-        super().__init__(value=read(), **traits)
+        super().__init__(value=read(), note=explain() if explain else "", **traits)
         self._include(self.value)  # a value set in code outside the usual range is shown, and may be set again
 
     # -- from the browser -------------------------------------------------------------------------------------------
@@ -56,14 +62,20 @@ class ExactControl(NumberControlView):
             base = sync_data.get("base")
             if isinstance(base, bool) or not isinstance(base, (int, type(None))):
                 base = -1  # not a version: as old as can be
-            if self._read() != self.value or (base is not None and base < self.version):
+            moved = self._set_value is None and self._read() != self.value  # a schedule moves what is shown
+            if moved or (base is not None and base < self.version):
                 # made before the browser saw a newer value from code: that one stays
                 self.stale += 1
                 self._follow_locked()
             else:
                 try:
-                    # set only if the value in use is still the one shown: code may change it at any moment
-                    value = self._controls.offer(self._control, sync_data["value"], expected=self.value)
+                    # set only if the value in use is still the one shown: code may change it at any moment (a
+                    # scheduled one moves at every step: its version is what orders it, checked above)
+                    scheduled = self._set_value is not None
+                    value = self._controls.offer(self._control, sync_data["value"],
+                                                 expected=None if scheduled else self.value, in_use=scheduled)
+                    if scheduled:
+                        self._set_seen = self._set_value()  # the browser's own change: no new version
                 except Stale:
                     self.stale += 1
                     self._follow_locked()
@@ -98,6 +110,19 @@ class ExactControl(NumberControlView):
 
     def _follow_locked(self):
         value = self._read()
+        if self._set_value is not None:  # scheduled: a new version only when the value set changed elsewhere
+            set_now, note = self._set_value(), self._note()
+            changed = set_now != self._set_seen
+            if value == self.value and note == self.note and not changed:
+                return
+            with self.hold_sync():
+                self._include(value)
+                self.value, self.note = value, note
+                if changed:
+                    self._set_seen = set_now
+                    self.version += 1
+                    self.error = ""
+            return
         if value == self.value:
             return
         with self.hold_sync():
@@ -121,6 +146,13 @@ class ExactControl(NumberControlView):
         self._controls.offer_range(self._control, self.min, self.max)
 
 
+def _schedule_note(opt) -> str:
+    """How a schedule makes the learning rate in use: "cosine, warm-up 100: ×0.43 of 0.1"."""
+    from ..numbers import number
+
+    return f"{opt.schedule.describe()}: ×{number(opt.schedule.factor(opt.now))} of {number(opt.lr)}"
+
+
 class ControlsPanel(Panel):
     order = 40
 
@@ -135,12 +167,19 @@ class ControlsPanel(Panel):
 
         # one control per hyperparameter the optimizer declares (a plugin's own too), as it declares it
         self.hyper_controls = {}
+        schedule = opt.schedule
         for h in opt.hypers:
             if not h.control:
                 continue
             lo, hi = h.slider_range(hyper[h.name])
-            c = ExactControl(controls, h.name, hyperparameter(h.name), description=h.label or h.name.replace("_", " "),
-                             log=h.log, min=lo, max=hi)
+            label = h.label or h.name.replace("_", " ")
+            if h.name == "lr" and schedule is not None:  # the value in use at the coming step, and the schedule's part
+                c = ExactControl(controls, "lr", lambda: opt.in_use(opt.hyperparameters(), opt.now)["lr"],
+                                 set_value=hyperparameter("lr"), explain=lambda: _schedule_note(opt),
+                                 description=label, log=h.log, min=lo, max=hi)
+            else:
+                c = ExactControl(controls, h.name, hyperparameter(h.name), description=label, log=h.log, min=lo,
+                                 max=hi)
             c.add_class(f"bpmagic-{h.name.replace('_', '-')}")
             self.hyper_controls[h.name] = c
         self.lr = self.hyper_controls["lr"]
@@ -212,8 +251,9 @@ class ControlsPanel(Panel):
         def shown(c):
             if c is self.pace:
                 return f"speed {'full' if c.value == 0 else number(c.value) + ' steps/s'}"
-            return f"{c.description}{number(c.value)}" if c in self.multipliers.values() else \
-                f"{c.description} {number(c.value)}"
+            if c in self.multipliers.values():
+                return f"{c.description}{number(c.value)}"
+            return f"{c.description} {number(c.value)}" + (f" ({c.note})" if c.note else "")
 
         values = "  ·  ".join(map(shown, self.number_controls))
         return [svg_text(0, y + 12, "Controls", size=12, weight="bold"), svg_text(0, y + 30, values, size=11)], 36
