@@ -6,12 +6,14 @@
 // With `unlimited` (a label such as "full speed"), the slider's far end, beyond `max`, is the value 0: no limit.
 
 const CSS = `
-.bpmagic-control { display: flex; align-items: center; gap: 8px; margin: 3px 0; font: 12px sans-serif; }
+.bpmagic-control { display: flex; flex-wrap: wrap; align-items: center; gap: 0 8px; margin: 3px 0;
+  font: 12px sans-serif; }
 .bpmagic-control-label { width: 110px; flex: none; text-align: right; }
 .bpmagic-control-slider { flex: 1; min-width: 80px; }
 .bpmagic-control-value { width: 92px; font: 12px monospace; padding: 1px 4px; }
 .bpmagic-control-error { color: #b00020; font-size: 11px; }
-.bpmagic-control-note { color: #777; font-size: 11px; white-space: nowrap; }
+.bpmagic-control-note { color: #777; font-size: 11px; flex-basis: 100%; padding-left: 118px; }
+.bpmagic-control-note:empty { display: none; }
 .bpmagic-control.bpmagic-disabled { opacity: 0.55; }
 `;
 

@@ -106,7 +106,7 @@ class Optimizer:
         object.__setattr__(self, "hypers", type(self).hypers)  # clipped() adds its thresholds to this one's
         object.__setattr__(self, "clipping", (False, False))  # (by global norm, by value)
         object.__setattr__(self, "schedule", None)  # a learning-rate schedule (train/schedules.py), or None
-        object.__setattr__(self, "now", 1)  # the step the next update is (a schedule's position)
+        object.__setattr__(self, "now", 0)  # the step being taken, or the last one taken (a schedule's position)
         object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "_hyper", {})
         object.__setattr__(self, "_multipliers", {})
@@ -248,7 +248,7 @@ class Optimizer:
     def set_in_use(self, name: str, value):
         """Set `name` so that its value in use at the coming step is `value`: with a schedule, the learning rate set
         becomes value / factor, so that the schedule goes on from the value asked for, scaled."""
-        factor = self.schedule.factor(self.now) if self.schedule is not None and name == "lr" else 1.0
+        factor = self.schedule.factor(self.now + 1) if self.schedule is not None and name == "lr" else 1.0
         value = self._validate(name, value)
         self.set(**{name: value / factor if factor > 0 else value})
 

@@ -475,7 +475,7 @@ class CompiledStep:
             for slots in self.state.values():
                 for slot, value in slots.items():
                     value[...] = self.optimizer.initial_state(slot)
-            self.step_count = 0
+            self.step_count = self.optimizer.now = 0
             self.last = None
             self.measurements.take()  # the measurements of the steps before are not this attempt's
             self._prepared = None  # step-dependent scalars (Adam's bias corrections) start again from step 1

@@ -150,7 +150,7 @@ def _schedule_note(opt) -> str:
     """How a schedule makes the learning rate in use: "cosine, warm-up 100: ×0.43 of 0.1"."""
     from ..numbers import number
 
-    return f"{opt.schedule.describe()}: ×{number(opt.schedule.factor(opt.now))} of {number(opt.lr)}"
+    return f"{opt.schedule.describe()}: ×{number(opt.schedule.factor(max(opt.now, 1)))} of {number(opt.lr)}"
 
 
 class ControlsPanel(Panel):
@@ -174,7 +174,8 @@ class ControlsPanel(Panel):
             lo, hi = h.slider_range(hyper[h.name])
             label = h.label or h.name.replace("_", " ")
             if h.name == "lr" and schedule is not None:  # the value in use at the coming step, and the schedule's part
-                c = ExactControl(controls, "lr", lambda: opt.in_use(opt.hyperparameters(), opt.now)["lr"],
+                # the rate of the step being taken (or the last one taken): what the loss and the history show
+                c = ExactControl(controls, "lr", lambda: opt.in_use(opt.hyperparameters(), max(opt.now, 1))["lr"],
                                  set_value=hyperparameter("lr"), explain=lambda: _schedule_note(opt),
                                  description=label, log=h.log, min=lo, max=hi)
             else:

@@ -1,0 +1,115 @@
+"""The training loop's controls as a practitioner meets them in JupyterLab (headless Chromium): a plugin optimizer's
+own hyperparameter gets a control on the dashboard, and a value typed there applies at the next step; a cosine
+schedule runs with the dashboard open, the learning-rate control shows the rate in use and the schedule's part, a
+value typed there is in use from the next step on, and when paused the control shows exactly the rate of the last
+step the history holds."""
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS, open_notebook, run_all
+
+PLUGIN = Path(__file__).parent / "plugin_pkg"
+DATA = "import json\nimport numpy as np\nrng = np.random.default_rng(0)\nX = rng.standard_normal((256, 4))\nY = X[:, :1]"
+MODEL = "W: Param = zeros(4, 1)\nx: Input = X\ny: Target = Y\nloss: Loss = mse(x @ W, y)\n"
+
+
+@pytest.fixture(scope="module")
+def installed_plugin():
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(PLUGIN)]
+    subprocess.run(cmd, check=True)
+    yield
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "bpmagic-testplugin"], check=True)
+
+
+def steps_of(board):
+    found = re.search(r"step (\d+)", board.locator(".bpmagic-status").text_content())
+    return int(found.group(1)) if found else 0
+
+
+def wait_steps(board, n, timeout=120):
+    deadline = time.monotonic() + timeout
+    while steps_of(board) < n:
+        assert time.monotonic() < deadline, board.locator(".bpmagic-status").text_content()
+        time.sleep(0.2)
+
+
+def type_into(board, control, text):
+    field = board.locator(f".bpmagic-{control} .bpmagic-control-value")
+    field.click()
+    field.fill(text)
+    field.press("Enter")
+
+
+def printed(page, tag, code):
+    page.evaluate("""(code) => {
+        const nb = window.jupyterapp.shell.currentWidget.content;
+        nb.activeCellIndex = nb.widgets.length - 1;
+        window.jupyterapp.commands.execute('notebook:insert-cell-below');
+        nb.activeCell.model.sharedModel.setSource(code);
+        window.jupyterapp.commands.execute('notebook:run-cell');
+    }""", code)
+    out = page.locator(".jp-OutputArea-output", has_text=re.compile(f"^{tag} ")).last
+    out.wait_for(state="attached", timeout=120_000)
+    return json.loads(out.text_content().split(f"{tag} ", 1)[1])
+
+
+@pytest.mark.slow
+def test_a_plugin_optimizers_own_hyperparameter_is_a_control(page, lab, installed_plugin):
+    lab.write_notebook("plugin_opt.ipynb", [
+        DATA, "%%backprop --optimizer signsgd --lr 0.01 --hyper shrink=0.001 --pace 50 --background --name sign\n"
+        + MODEL])
+    open_notebook(page, lab, "plugin_opt.ipynb")
+    run_all(page)
+    board = page.locator(".bpmagic-dashboard").first
+    field = board.locator(".bpmagic-shrink .bpmagic-control-value")  # its own control, as it declares it
+    field.wait_for(timeout=120_000)
+    assert field.input_value() == "0.001" and "shrink" in board.locator(".bpmagic-shrink").text_content()
+    wait_steps(board, 20)
+    type_into(board, "shrink", "0.02")
+    typed_at = steps_of(board)
+    wait_steps(board, typed_at + 20)
+    board.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "plugin_optimizer_control.png"))
+    result = printed(page, "SIGN", "sign.stop().wait()\nprint('SIGN', json.dumps({'changes': [list(c) for c in "
+                                   "sign.changes()], 'shrink': sign.history['shrink']}))")
+    (step, name, old, new), = result["changes"]
+    assert (name, old, new) == ("shrink", 0.001, 0.02) and typed_at <= step <= typed_at + 5
+    assert set(result["shrink"][step - 1:]) == {0.02}  # applied from the next step on, in its own history column
+
+
+@pytest.mark.slow
+def test_a_cosine_schedule_with_the_dashboard_open(page, lab):
+    lab.write_notebook("cosine.ipynb", [
+        DATA, "%%backprop --steps 100000 --lr 0.1 --schedule cosine --warmup 200 --pace 100 --background --name cos\n"
+        + MODEL])
+    open_notebook(page, lab, "cosine.ipynb")
+    run_all(page)
+    board = page.locator(".bpmagic-dashboard").first
+    board.locator(".bpmagic-lr .bpmagic-control-note").wait_for(timeout=120_000)
+    wait_steps(board, 100)
+    note = board.locator(".bpmagic-lr .bpmagic-control-note").text_content()
+    assert note.startswith("cosine, warm-up 200: ×") and note.endswith("of 0.1"), note  # in the warm-up
+    shown = float(board.locator(".bpmagic-lr .bpmagic-control-value").input_value())
+    assert 0.03 < shown < 0.07  # the rate in use climbs with the warm-up (step ~100 of 200)
+    wait_steps(board, 250)
+    type_into(board, "lr", "0.05")
+    typed_at = steps_of(board)
+    wait_steps(board, typed_at + 30)
+    board.locator(".bpmagic-pause").click()
+    page.wait_for_function("() => document.querySelector('.bpmagic-status').textContent.startsWith('paused')",
+                           timeout=60_000)
+    time.sleep(1.0)  # the paused run's last update reaches the page
+    board.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "cosine_schedule_control.png"))
+    shown = float(board.locator(".bpmagic-lr .bpmagic-control-value").input_value())
+    result = printed(page, "COS", "print('COS', json.dumps({'last': cos.history['lr'][-1], 'changes': [list(c) for "
+                                  "c in cos.changes()], 'set': cos.history['lr_set'][-1]}))")
+    assert shown == result["last"]  # exactly the rate of the last step, as the history holds it
+    (step, name, old, new), = result["changes"]
+    assert name == "lr" and new == 0.05 and typed_at <= step <= typed_at + 10  # the typed value, in use at its step
+    assert result["set"] > 0.05  # the schedule goes on from it: the rate set is scaled up by 1 / factor
