@@ -129,7 +129,9 @@ LABS = {
         " padding=1) + c2), 2).reshape(len(X), 64) @ W3 + b3")),
     "07_char_language_model": dict(run="lm", params=["E", "W1", "b1", "W2", "b2"],
                                    held_out="np.random.default_rng(7).integers(0, V, (50, CONTEXT))",
-                                   forward="bp.tanh(bp.embedding(E, X).reshape(len(X), CONTEXT * 16) @ W1 + b1) @ W2 + b2"),
+                                   # lm's own params: the lab's clipping section trains other E, W1, ...
+                                   forward="bp.tanh(bp.embedding(lm.params['E'], X).reshape(len(X), CONTEXT * 16) "
+                                           "@ lm.params['W1'] + lm.params['b1']) @ lm.params['W2'] + lm.params['b2']"),
 }
 
 
