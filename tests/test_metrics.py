@@ -102,6 +102,9 @@ def test_a_cells_metric_line_and_the_options(ip, capsys):
     assert "--monitor acc: this run measures loss, margin (val_... need --validate X Y)" in str(result.error_in_exec)
     result = ip.run_cell("%%backprop --epochs 3 --restore-best --no-dashboard\n" + CELL)
     assert "--restore-best goes with --early-stop" in str(result.error_in_exec)
+    result = ip.run_cell("%%backprop --epochs 3 --no-dashboard\n" + CELL.replace("np.mean(logits[:, 1] - logits[:, 0])",
+                                                                               "logits * 2"))
+    assert str(result.error_in_exec).startswith("line 7: the Metric margin must be a scalar, but it has shape (32, 2)")
 
 
 def Xv_logits(ip, W):
