@@ -38,7 +38,7 @@ def _numpy_names(name, op):
     """The NumPy names an op stands for: the one it declares, and its registry name where NumPy has it too (an alias
     such as bp.dot = bp.matmul stands for np.dot)."""
     info = getattr(op, "op_info", None)
-    names = [info.numpy_name] if info is not None and info.numpy_name else []
+    names = list(info.numpy_names) if info is not None else []
     return names + [name] if name not in names and _numpy_object(name) is not None else names
 
 

@@ -42,7 +42,7 @@ def render() -> str:
     from bpmagic.ops.core import _default_numpy_name, op_info
 
     ops = registry()
-    names = set(ops) | {i.numpy_name for i in (op_info(o) for o in ops.values()) if i and i.numpy_name}
+    names = set(ops) | {n for i in (op_info(o) for o in ops.values()) if i for n in i.numpy_names}
     standard = standard_functions()
     covered = [f for f in standard if f in names or NUMPY_SPELLING.get(f) in names]
     missing = [f for f in standard if f not in covered]
@@ -68,8 +68,8 @@ def render() -> str:
     ]
     for name in sorted(ops):
         info = op_info(ops[name])
-        nname = info.numpy_name if info else _default_numpy_name(name)  # a plain function: NumPy's same name
-        numpy_name = f"`np.{nname}`" if nname else "—"
+        nnames = info.numpy_names if info else [n for n in [_default_numpy_name(name)] if n]  # a plain function
+        numpy_name = ", ".join(f"`np.{n}`" for n in nnames) or "—"
         kind = info.kind if info else "not declared yet"
         vjp = _cell(info.vjp_math) if info and info.vjp_math else "not declared yet"
         lines.append(f"| `{name}` | {numpy_name} | {kind} | {vjp} | {_cell(_summary(ops[name]))} |")
