@@ -179,6 +179,8 @@ class Trace:
 def at_source(source, error: BackpropError) -> BackpropError:
     """`error` with the user's line in front of its message (once)."""
     msg = str(error)
+    if getattr(error, "source", None) is not None:  # located already (by the equation that raised it)
+        return error
     if source is not None and not msg.startswith("line "):
         where = f"line {source.lineno}"
         if source.filename and not source.filename.startswith("<"):
@@ -377,6 +379,12 @@ class Tracer:
     __rmul__ = lambda a, b: ops.multiply(b, a)
     __truediv__ = lambda a, b: ops.divide(a, b)
     __rtruediv__ = lambda a, b: ops.divide(b, a)
+    __floordiv__ = lambda a, b: ops.floor_divide(a, b)
+    __rfloordiv__ = lambda a, b: ops.floor_divide(b, a)
+    __mod__ = lambda a, b: ops.remainder(a, b)
+    __rmod__ = lambda a, b: ops.remainder(b, a)
+    __divmod__ = lambda a, b: ops.divmod(a, b)
+    __rdivmod__ = lambda a, b: ops.divmod(b, a)
     __pow__ = lambda a, b: ops.power(a, b)
     __rpow__ = lambda a, b: ops.power(b, a)
     __matmul__ = lambda a, b: ops.matmul(a, b)

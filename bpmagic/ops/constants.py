@@ -1,4 +1,5 @@
-"""Constants: zeros ones full zeros_like ones_like full_like eye arange linspace, with NumPy's signatures.
+"""Constants: zeros ones full empty zeros_like ones_like full_like empty_like eye arange linspace, with NumPy's
+signatures; and asarray.
 
 None of them is a primitive: a constant has no inputs to differentiate, so it needs no equation. Called on plain
 arrays or shapes they return arrays (NumPy's, or CuPy's for a CuPy argument). `*_like` of a traced value returns a
@@ -21,7 +22,8 @@ from ..errors import ShapeError
 from . import samples as _s
 from .core import composite
 
-__all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye", "arange", "linspace"]
+__all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye", "arange", "linspace", "empty",
+           "empty_like", "asarray"]
 
 
 def _jnp(name):
@@ -107,6 +109,47 @@ def linspace(start, stop, num=50, endpoint=True, dtype=None):
     return np.linspace(start, stop, num, endpoint=endpoint, dtype=dtype)
 
 
+@composite(samples=lambda rng: [(((3, 4),), {}), ((5,), {"dtype": np.float32})], reference=_jnp("zeros"),
+           vjp_math="no gradient (a constant)")
+def empty(shape, dtype=float):
+    """An array of `shape` (np.empty): NumPy leaves its values unset; here they are zeros, as a graph holds no
+    uninitialised memory."""
+    return np.zeros(shape, dtype)
+
+
+@composite(samples=_s.unary(), reference=_jnp("zeros_like"), vjp_math="ā = 0 (a constant shaped like a)")
+def empty_like(a, dtype=None, shape=None):
+    """An array shaped like a (np.empty_like): zeros here (see empty)."""
+    return _like("empty_like", a, 0, dtype, shape)
+
+
+def _asarray_samples(rng):
+    return [((_s.normal(rng, 3, 4),), {}), ((_s.normal(rng, 3),), {"dtype": np.float32}),
+            (([_s.normal(rng, 3), _s.normal(rng, 3)],), {}), (([[1.0, 2.0], [3.0, 4.0]],), {})]
+
+
+@composite(samples=_asarray_samples, reference=lambda jax: lambda a, dtype=None: jax.numpy.asarray(
+    jax.numpy.stack(a) if isinstance(a, list) and any(hasattr(x, "shape") for x in a) else a, dtype),
+           vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
+def asarray(a, dtype=None, copy=None):
+    """a as an array (np.asarray): a traced value stays itself (cast to `dtype` when given), a list of arrays and
+    traced values is stacked, numbers and lists of numbers become a NumPy array."""
+    from .elementwise import astype
+    from .shape import stack
+
+    if isinstance(a, (list, tuple)) and any(hasattr(x, "shape") or isinstance(x, (list, tuple)) for x in a):
+        if any(getattr(x, "_bp_trace", None) is not None for x in _leaves(a)):
+            a = stack([asarray(x) for x in a])
+    if not hasattr(a, "shape"):
+        return np.asarray(a, dtype)
+    return a if dtype is None else astype(a, dtype)
+
+
+def _leaves(a):
+    for x in a:
+        yield from (_leaves(x) if isinstance(x, (list, tuple)) else (x,))
+
+
 def for_cell(dtype) -> dict:
     """The constants as bare names of a %%backprop cell: floats default to the cell's `dtype`, and a shape may be
     written as separate numbers (`zeros(2, 8)`), as in the Param initialisers."""
@@ -119,6 +162,9 @@ def for_cell(dtype) -> dict:
 
     def cell_zeros(*shape, dtype=dtype):
         return zeros(shape_of(shape), dtype)
+
+    def cell_empty(*shape, dtype=dtype):
+        return empty(shape_of(shape), dtype)
 
     def cell_ones(*shape, dtype=dtype):
         return ones(shape_of(shape), dtype)
@@ -138,7 +184,7 @@ def for_cell(dtype) -> dict:
         return linspace(start, stop, num, endpoint, dtype)
 
     cell_dtype = dtype
-    made = {"zeros": cell_zeros, "ones": cell_ones, "full": cell_full, "eye": cell_eye, "arange": cell_arange,
+    made = {"zeros": cell_zeros, "empty": cell_empty, "ones": cell_ones, "full": cell_full, "eye": cell_eye, "arange": cell_arange,
             "linspace": cell_linspace}
     for name, fn in made.items():
         fn.__name__ = fn.__qualname__ = name

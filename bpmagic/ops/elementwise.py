@@ -343,14 +343,20 @@ def _arctan2_vjp(g, out, y, x):
 
 
 def _arctan2_onnx(ctx, y, x):
-    """ONNX has no Atan2: atan(y / x), moved by ±π when x < 0, and 0 at the origin (signed zeros aside)."""
+    """ONNX has no Atan2: atan(y / x), turned by ±π where x is negative, with IEEE's signed zeros as NumPy has them
+    (1 / −0.0 is −inf: the sign of a zero shows in its reciprocal)."""
     y, x = ctx.cast_to_result([y, x])
-    zero, pi = ctx.const(0, x), ctx.const(np.pi, x)
-    base = ctx.node("Atan", [ctx.node("Div", [y, x])])  # ±π/2 where x = 0 (y / 0 is ±inf)
-    turn = ctx.node("Where", [ctx.node("Less", [y, zero]), ctx.node("Neg", [pi]), pi])
-    angle = ctx.node("Where", [ctx.node("Less", [x, zero]), ctx.node("Add", [base, turn]), base])
+    zero, one, pi = ctx.const(0, x), ctx.const(1, x), ctx.const(np.pi, x)
+
+    def negative(v):  # v < 0, or v is −0.0
+        return ctx.node("Or", [ctx.node("Less", [v, zero]), ctx.node("Less", [ctx.node("Div", [one, v]), zero])])
+
+    base = ctx.node("Atan", [ctx.node("Div", [y, x])])  # ±π/2 where x = ±0 (y / 0 is ±inf)
+    turn = ctx.node("Where", [negative(y), ctx.node("Neg", [pi]), pi])
+    x_negative = negative(x)
+    angle = ctx.node("Where", [x_negative, ctx.node("Add", [base, turn]), base])
     origin = ctx.node("And", [ctx.node("Equal", [x, zero]), ctx.node("Equal", [y, zero])])
-    return ctx.node("Where", [origin, zero, angle])
+    return ctx.node("Where", [origin, ctx.node("Where", [x_negative, turn, y]), angle])
 
 
 def _arctan2_samples(rng):
