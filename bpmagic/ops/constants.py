@@ -124,7 +124,7 @@ def empty_like(a, dtype=None, shape=None):
 
 
 def _asarray_samples(rng):
-    return [((_s.normal(rng, 3, 4),), {}), ((_s.normal(rng, 3),), {"dtype": np.float32}),
+    return [((_s.normal(rng, 3, 4),), {}), ((_s.normal(rng, 3),), {"dtype": np.float64}),
             (([_s.normal(rng, 3), _s.normal(rng, 3)],), {}), (([[1.0, 2.0], [3.0, 4.0]],), {})]
 
 

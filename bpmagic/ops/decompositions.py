@@ -91,9 +91,8 @@ def _check_matrices(name, avals, square=False):
 
 
 def _square(name, a):
-    """a, checked to be a square matrix or a stack of them (the message names the function the user called)."""
+    """Check that a is a square matrix or a stack of them (the message names the function the user called)."""
     _check_matrices(name, [a], square=True)
-    return a
 
 
 def _linalg(name, compute, what):
@@ -169,8 +168,13 @@ def _solve_vjp(g, x, a, b):
             _ew.unbroadcast(gb, b.shape) if _traced(b) else None)
 
 
-_solve = Primitive("solve", lambda xp, a, b: _linalg("solve", lambda: xp.linalg.solve(a, b), _SINGULAR),
-                   _solve_rule, _solve_vjp, onnx=None)
+def _solve_impl(xp, a, b):
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])  # stacks broadcast here: CuPy's solve does not
+    a, b = xp.broadcast_to(a, batch + a.shape[-2:]), xp.broadcast_to(b, batch + b.shape[-2:])
+    return _linalg("solve", lambda: xp.linalg.solve(a, b), _SINGULAR)
+
+
+_solve = Primitive("solve", _solve_impl, _solve_rule, _solve_vjp, onnx=None)
 
 
 def _well_conditioned(rng, *shape):

@@ -477,17 +477,17 @@ right_shift = _bitwise("right_shift", "right_shift", None, "a >> b: a's bits mov
                        samples=lambda rng: _integer_samples(rng)[:2])
 
 
-def _nextafter_reference(jax):
+def _nextafter_jax(jax, a, b):
     # JAX gives nextafter no derivative; a step of one float away from a has a's: 1 for a, 0 for b
     sg = jax.lax.stop_gradient
-    return lambda a, b: a + (jax.numpy.nextafter(sg(a), sg(b)) - sg(a))
+    return a + (jax.numpy.nextafter(sg(a), sg(b)) - sg(a))
 
 
 nextafter = Primitive("nextafter", lambda xp, a, b: xp.nextafter(a, b), _broadcast("nextafter"),
                       lambda g, out, a, b: (unbroadcast(g, a.shape) if _traced(a) else None, None),
                       ufunc="nextafter",
-                      doc="The next float after a in the direction of b.",
-                      samples=S.binary(), reference=_nextafter_reference,
+                      doc="The next float after a in the direction of b.", jax=_nextafter_jax,
+                      samples=S.binary(), reference=lambda jax: lambda a, b: _nextafter_jax(jax, a, b),
                       vjp_math="ā = ḡ (one float away from a), b̄ = 0")
 
 
