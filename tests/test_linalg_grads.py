@@ -218,6 +218,8 @@ def test_wrong_shapes_and_singular_matrices_are_one_message_naming_the_line():
     singular = np.array([[1.0, 2.0], [2.0, 4.0]])
     msg = _error(bp.grad(lambda a: np.sum(np.linalg.inv(a))), singular)
     assert "line " in msg and "matrix is singular" in msg and "pinv" in msg
+    msg = _error(bp.grad(lambda a: np.linalg.det(a)), singular)
+    assert "line " in msg and "det (or slogdet): the gradient" in msg and "adjugate" in msg
     msg = _error(bp.grad(lambda a: np.sum(np.linalg.cholesky(a))), -np.eye(2))
     assert "cholesky" in msg and "not positive definite" in msg
     assert "Traceback" not in msg

@@ -898,11 +898,9 @@ def _gen_kron(draw, shapes):
     return ((i, j), {}, out) if _fits(out) else None
 
 
-def _gen_unary_min_ndim(n):
-    def gen(draw, shapes):
-        i = _pick(draw, shapes, lambda s: len(s) >= n)
-        return None if i is None else ((i,), {}, tuple(shapes[i][:-2]) + (shapes[i][-1], shapes[i][-2]))
-    return gen
+def _gen_matrix_transpose(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    return None if i is None else ((i,), {}, tuple(shapes[i][:-2]) + (shapes[i][-1], shapes[i][-2]))
 
 
 def _gen_einsum_sublist(draw, shapes):
@@ -988,7 +986,7 @@ def _norm(lib):
             a = a + np.diag(2.0 * np.arange(1, a.shape[-1] + 1))[:a.shape[-2]] if a.shape[-2] <= a.shape[-1] else \
                 a + np.diag(2.0 * np.arange(1, a.shape[-2] + 1))[:, :a.shape[-1]]
         else:
-            a = a + 0.5 * np.sign(a)  # away from 0, where |a| has its kink
+            a = a + 0.5 * lib.sign(a)  # away from 0, where |a| has its kink
         return lib.linalg.norm(a, ord, axis)
     return f
 
@@ -1212,7 +1210,7 @@ OPS = {
                    lambda a, axis, spacing, edge_order: _jax_np_gradient(a, spacing, axis, edge_order),
                    _gen_axis_op(_gradient_extra), doc="np.gradient (finite differences) along axis"),
     "matrix_transpose": Op(lambda a: np.matrix_transpose(a), jnp.matrix_transpose,
-                           _gen_unary_min_ndim(2)),
+                           _gen_matrix_transpose),
     # products
     "vecdot": Op(lambda a, b: np.vecdot(a, b), jnp.vecdot, _gen_vecdot),
     "cross": Op(lambda a, b: np.cross(a, b), _jax_cross, _gen_cross),

@@ -130,10 +130,11 @@ def _asarray_samples(rng):
 
 @composite(samples=_asarray_samples, reference=lambda jax: lambda a, dtype=None: jax.numpy.asarray(
     jax.numpy.stack(a) if isinstance(a, list) and any(hasattr(x, "shape") for x in a) else a, dtype),
-           vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
+           numpy_name=None, vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
 def asarray(a, dtype=None, copy=None):
-    """a as an array (np.asarray): a traced value stays itself (cast to `dtype` when given), a list of arrays and
-    traced values is stacked, numbers and lists of numbers become a NumPy array."""
+    """a as an array, as np.asarray: a traced value stays itself (cast to `dtype` when given), a list of arrays and
+    traced values is stacked, numbers and lists of numbers become a NumPy array. (np.asarray itself turns a traced
+    value into a NumPy array before any dispatch could see it: write bp.asarray, or asarray in a cell.)"""
     from .elementwise import astype
     from .shape import stack
 

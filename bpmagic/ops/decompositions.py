@@ -32,7 +32,7 @@ from . import samples as S
 from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 from .elementwise import zero_where_singular
-from .linalg import matmul
+from .linalg import matmul, stacks_shape
 
 __all__ = ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "eigvalsh", "svd", "svdvals", "qr", "pinv",
            "matrix_power", "norm", "vector_norm", "matrix_norm"]
@@ -155,11 +155,7 @@ def _solve_rule(a, b):
     if len(b.shape) < 2 or b.shape[-2] != a.shape[-1]:
         raise shape_error("solve", [a, b], f"b needs {a.shape[-1]} rows, one per row of the {a.shape[-1]}×"
                           f"{a.shape[-1]} matrix")
-    try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise shape_error("solve", [a, b], "the stacks of matrices do not broadcast") from None
-    return tuple(batch) + tuple(b.shape[-2:]), _float(np.result_type(a.dtype, b.dtype))
+    return stacks_shape("solve", a, b) + tuple(b.shape[-2:]), _float(np.result_type(a.dtype, b.dtype))
 
 
 def _solve_vjp(g, x, a, b):
@@ -215,7 +211,14 @@ def _det_rule(name):
 
 
 def _logabsdet_vjp(g, out, a):
-    return (_shape.reshape(g, tuple(g.shape) + (1, 1)) * _mT(inv(a)),)  # d log|det A| = tr(A⁻¹ dA)
+    try:
+        a_inv = inv(a)
+    except ShapeError:
+        raise
+    except BackpropError:  # solve's singular matrix
+        raise BackpropError("det (or slogdet): the gradient, det(A) · A⁻ᵀ, needs an invertible matrix; at a "
+                            "singular one it is the adjugate, which bpmagic does not compute") from None
+    return (_shape.reshape(g, tuple(g.shape) + (1, 1)) * _mT(a_inv),)  # d log|det A| = tr(A⁻¹ dA)
 
 
 def _det_onnx(post):
@@ -245,8 +248,8 @@ def slogdet(a):
 @composite(samples=_det_samples, reference=lambda jax: jax.numpy.linalg.det, numpy_name="linalg.det",
            vjp_math="Ā = ḡ · det(A) · A⁻ᵀ")
 def det(a):
-    """The determinant of a square matrix (or of each in a stack), from slogdet. Its gradient needs a invertible:
-    at a singular matrix the backward pass says so."""
+    """The determinant of a square matrix (or of each in a stack), from slogdet. Its gradient needs the matrix to
+    be invertible: at a singular one the backward pass says so."""
     _square("det", a)
     sign, logabs = slogdet(a)
     return sign * _ew.exp(logabs)
@@ -428,10 +431,11 @@ def _svdvals_vjp(g, s, a):
 def _refuse_extra_columns(a, full_matrices, which):
     m, n = a.shape[-2:]
     if full_matrices and (m > n if which == "U" else n > m):
+        extra = "columns of U" if which == "U" else "rows of Vh"
         raise BackpropError(
-            f"svd of {tuple(a.shape)} with full_matrices=True: the last {abs(m - n)} {'columns of U' if which == 'U' else 'rows of Vh'} "
-            "complete an orthonormal basis, any one, so they have no gradient. Pass full_matrices=False (its U and "
-            "Vh hold everything that depends on the matrix).")
+            f"svd of {tuple(a.shape)} with full_matrices=True: the last {abs(m - n)} {extra} complete an orthonormal "
+            "basis, any one, so they have no gradient. Pass full_matrices=False (its U and Vh hold everything that "
+            "depends on the matrix).")
 
 
 def _inverse_singular_values(s, projection, name):
@@ -517,9 +521,9 @@ def _svd_reference(jax):
 
 
 @composite(samples=_svd_samples, reference=_svd_reference, numpy_name="linalg.svd",
-           vjp_math="Ā = U [diag(s̄) + (F ∘ (UᵀŪ − ŪᵀU)) S + S (F ∘ (VᵀV̄ − V̄ᵀV))] Vᵀ (+ the parts outside U's and V's "
-                    "span for a non-square matrix), Fᵢⱼ = 1 / (sⱼ² − sᵢ²); an error where singular values repeat "
-                    "and the loss depends on the vectors' choice")
+           vjp_math="Ā = U [diag(s̄) + (F ∘ (UᵀŪ − ŪᵀU)) S + S (F ∘ (VᵀV̄ − V̄ᵀV))] Vᵀ (+ the parts outside U's "
+                    "and V's span for a non-square matrix), Fᵢⱼ = 1 / (sⱼ² − sᵢ²); an error where singular values "
+                    "repeat and the loss depends on the vectors' choice")
 def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
     """(U, S, Vh) with a = U @ diag(S) @ Vh, singular values S descending (np.linalg.svd); compute_uv=False gives
     S alone. With full_matrices=True (NumPy's default) U and Vh are square, and their columns beyond min(m, n) have
@@ -597,7 +601,8 @@ def _qr_vjp(part):
         if r_bar is None:
             return (_shape.concatenate([_qr_square_vjp(q, r1, q_bar, None), np.zeros(y.shape, _float(y.dtype))],
                                        -1),)
-        r1_bar, r2_bar = _shape.getitem(r_bar, (Ellipsis, slice(0, m))), _shape.getitem(r_bar, (Ellipsis, slice(m, None)))
+        r1_bar = _shape.getitem(r_bar, (Ellipsis, slice(0, m)))
+        r2_bar = _shape.getitem(r_bar, (Ellipsis, slice(m, None)))
         x_bar = _qr_square_vjp(q, r1, matmul(y, _mT(r2_bar)), r1_bar)
         return (_shape.concatenate([x_bar, matmul(q, r2_bar)], -1),)
 

@@ -99,6 +99,19 @@ def _binary_vjp(da, db):
     return vjp
 
 
+# -- where a derivative does not exist ---------------------------------------------------------------------------
+def zero_where_singular(singular, derivative, x, at_singular=0.0):
+    """`derivative(x)` where `singular` is false, `at_singular` (0) where it is true: bpmagic's one rule for a
+    derivative that does not exist at a point (sqrt at 0, and so std of equal entries, norm at 0, x ** 0.5 at 0).
+
+    0 is what abs, relu and clip already give at their kinks; for std and norm, convex functions, it is a valid
+    subgradient (autograd's answer for std), where JAX and the plain formula give NaN, which would stop a training
+    run over a point the learner never meant to reach. The singular entries of x are
+    replaced by 1 before `derivative` sees them, so the branch not taken computes no inf that a second derivative
+    would turn into NaN (JAX's double-where)."""
+    return where(singular, at_singular, derivative(where(singular, 1.0, x)))
+
+
 # -- unary --------------------------------------------------------------------------------------------------------
 negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
                      fused="(-{0})", symbol="-", doc="−x.", onnx=op("Neg"), samples=S.unary(),
@@ -114,18 +127,6 @@ tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x
                  ufunc="tanh", fused="tanh({0})", doc="Hyperbolic tangent, in (−1, 1).", onnx=op("Tanh"),
                  samples=S.unary(), reference=S.jax_numpy("tanh"),
                  vjp_math="x̄ = ḡ · (1 − y²)")
-def zero_where_singular(singular, derivative, x, at_singular=0.0):
-    """`derivative(x)` where `singular` is false, `at_singular` (0) where it is true: bpmagic's one rule for a
-    derivative that does not exist at a point (sqrt at 0, and so std of equal entries, norm at 0, x ** 0.5 at 0).
-
-    0 is what abs, relu and clip already give at their kinks; for std and norm, convex functions, it is a valid
-    subgradient (autograd's and PyTorch's answer for the norm), where JAX and the plain formula give NaN, which
-    would stop a training run over a point the learner never meant to reach. The singular entries of x are
-    replaced by 1 before `derivative` sees them, so the branch not taken computes no inf that a second derivative
-    would turn into NaN (JAX's double-where)."""
-    return where(singular, at_singular, derivative(where(singular, 1.0, x)))
-
-
 def _sqrt_vjp(g, out, x):
     return (zero_where_singular(equal(out, 0.0), lambda y: g * 0.5 / y, out),)
 

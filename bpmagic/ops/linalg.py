@@ -28,11 +28,16 @@ def _matmul_rule(a, b):
     if a.shape[-1] != b.shape[-2]:
         raise shape_error("matmul", [a, b], f"inner sizes differ ({a.shape[-1]} vs {b.shape[-2]}); "
                           f"the left operand's last axis must equal the right operand's second-to-last")
+    return stacks_shape("matmul", a, b) + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+
+
+def stacks_shape(name, a, b):
+    """The shape of the stacks of matrices a and b (their axes before the last two), broadcast together."""
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        return tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     except ValueError:
-        raise shape_error("matmul", [a, b], "batch axes do not broadcast") from None
-    return batch + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+        raise shape_error(name, [a, b], "the stacks of matrices (the axes before the last two) do not "
+                          "broadcast") from None
 
 
 def _matmul_vjp(g, out, a, b):
