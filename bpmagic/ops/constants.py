@@ -1,5 +1,5 @@
 """Constants: zeros ones full empty zeros_like ones_like full_like empty_like eye arange linspace, with NumPy's
-signatures; and asarray.
+signatures.
 
 None of them is a primitive: a constant has no inputs to differentiate, so it needs no equation. Called on plain
 arrays or shapes they return arrays (NumPy's, or CuPy's for a CuPy argument). `*_like` of a traced value returns a
@@ -23,7 +23,7 @@ from . import samples as _s
 from .core import composite
 
 __all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye", "arange", "linspace", "empty",
-           "empty_like", "asarray"]
+           "empty_like"]
 
 
 def _jnp(name):
@@ -121,34 +121,6 @@ def empty(shape, dtype=float):
 def empty_like(a, dtype=None, shape=None):
     """An array shaped like a (np.empty_like): zeros here (see empty)."""
     return _like("empty_like", a, 0, dtype, shape)
-
-
-def _asarray_samples(rng):
-    return [((_s.normal(rng, 3, 4),), {}), ((_s.normal(rng, 3),), {"dtype": np.float64}),
-            (([_s.normal(rng, 3), _s.normal(rng, 3)],), {}), (([[1.0, 2.0], [3.0, 4.0]],), {})]
-
-
-@composite(samples=_asarray_samples, reference=lambda jax: lambda a, dtype=None: jax.numpy.asarray(
-    jax.numpy.stack(a) if isinstance(a, list) and any(hasattr(x, "shape") for x in a) else a, dtype),
-           numpy_name=None, vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
-def asarray(a, dtype=None, copy=None):
-    """a as an array, as np.asarray: a traced value stays itself (cast to `dtype` when given), a list of arrays and
-    traced values is stacked, numbers and lists of numbers become a NumPy array. (np.asarray itself turns a traced
-    value into a NumPy array before any dispatch could see it: write bp.asarray, or asarray in a cell.)"""
-    from .elementwise import astype
-    from .shape import stack
-
-    if isinstance(a, (list, tuple)) and any(hasattr(x, "shape") or isinstance(x, (list, tuple)) for x in a):
-        if any(getattr(x, "_bp_trace", None) is not None for x in _leaves(a)):
-            a = stack([asarray(x) for x in a])
-    if not hasattr(a, "shape"):
-        return np.asarray(a, dtype)
-    return a if dtype is None else astype(a, dtype)
-
-
-def _leaves(a):
-    for x in a:
-        yield from (_leaves(x) if isinstance(x, (list, tuple)) else (x,))
 
 
 def for_cell(dtype) -> dict:

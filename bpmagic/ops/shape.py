@@ -25,7 +25,7 @@ __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take"
            "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal",
            "atleast_1d", "atleast_2d", "atleast_3d", "array_split", "vsplit", "hsplit", "dsplit", "column_stack",
            "dstack", "diag", "append", "rot90", "rollaxis", "unstack", "broadcast_arrays", "meshgrid",
-           "matrix_transpose", "gradient"]
+           "matrix_transpose", "gradient", "asarray"]
 
 
 # -- reshape ------------------------------------------------------------------------------------------------------
@@ -657,6 +657,31 @@ def triu(x, k=0):
 # -- more of NumPy's vocabulary, for learners' habits ------------------------------------------------------------
 def _seq_samples(*shape_lists):
     return lambda rng: [(([S.normal(rng, *shape) for shape in shapes],), {}) for shapes in shape_lists]
+
+
+def _asarray_samples(rng):
+    return [((S.normal(rng, 3, 4),), {}), ((S.normal(rng, 3),), {"dtype": np.float64}),
+            (([S.normal(rng, 3), S.normal(rng, 3)],), {}), (([[1.0, 2.0], [3.0, 4.0]],), {})]
+
+
+@composite(samples=_asarray_samples, reference=lambda jax: lambda a, dtype=None: jax.numpy.asarray(
+    jax.numpy.stack(a) if isinstance(a, list) and any(hasattr(x, "shape") for x in a) else a, dtype),
+           numpy_name=None, vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
+def asarray(a, dtype=None, copy=None):
+    """a as an array, as np.asarray: a traced value stays itself (cast to `dtype` when given), a list of arrays and
+    traced values is stacked, numbers and lists of numbers become a NumPy array. (np.asarray itself turns a traced
+    value into a NumPy array before any dispatch could see it: write bp.asarray, or asarray in a cell.)"""
+    if isinstance(a, (list, tuple)) and any(hasattr(x, "shape") or isinstance(x, (list, tuple)) for x in a):
+        if any(getattr(x, "_bp_trace", None) is not None for x in _leaves(a)):
+            a = stack([asarray(x) for x in a])
+    if not hasattr(a, "shape"):
+        return np.asarray(a, dtype)
+    return a if dtype is None else _ew.astype(a, dtype)
+
+
+def _leaves(a):
+    for x in a:
+        yield from (_leaves(x) if isinstance(x, (list, tuple)) else (x,))
 
 
 def _atleast(arrays, ndim, place):
