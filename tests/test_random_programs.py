@@ -812,6 +812,44 @@ def _gen_atleast(draw, shapes):
     return (i,), {}, out
 
 
+def _gen_atleast_2d(draw, shapes):
+    i = _pick(draw, shapes)
+    s = tuple(shapes[i])
+    return (i,), {}, (1,) * (2 - len(s)) + s if len(s) < 2 else s
+
+
+def _gen_joined(draw, shapes):
+    i = _pick(draw, shapes)
+    j = _pick(draw, shapes, lambda s: tuple(s) == tuple(shapes[i]))
+    form = draw(st.sampled_from(["hstack", "vstack", "column_stack", "dstack"]))
+    out = getattr(np, form)([np.zeros(shapes[i]), np.zeros(shapes[j])]).shape
+    return ((i, j), {"form": form}, out) if _fits(out) else None
+
+
+def _gen_nsplit(draw, shapes):
+    form = draw(st.sampled_from(["vsplit", "hsplit", "dsplit"]))
+    min_ndim = {"vsplit": 2, "hsplit": 1, "dsplit": 3}[form]
+
+    def splits_in_two(s):
+        axis = {"vsplit": 0, "hsplit": 1 if len(s) > 1 else 0, "dsplit": 2}[form]
+        return len(s) >= min_ndim and s[axis] % 2 == 0
+
+    i = _pick(draw, shapes, splits_in_two)
+    if i is None:
+        return None
+    piece = draw(st.integers(0, 1))
+    return (i,), {"form": form, "piece": piece}, getattr(np, form)(np.zeros(shapes[i]), 2)[piece].shape
+
+
+def _gen_rollaxis(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    if i is None:
+        return None
+    n = len(shapes[i])
+    axis, start = draw(st.integers(-n, n - 1)), draw(st.integers(0, n))
+    return (i,), {"axis": axis, "start": start}, np.rollaxis(np.zeros(shapes[i]), axis, start).shape
+
+
 def _array_split_extra(draw, s, axis):
     n = draw(st.integers(1, 3))
     k = draw(st.integers(0, n - 1))
@@ -1160,9 +1198,10 @@ OPS = {
                  doc="conv1d(a, a fixed kernel)"),
     "upsample_nearest": Op(lambda a: bp.upsample_nearest(a), _jax_upsample_nearest, _gen_upsample),
     # issue 27: remainders and friends (binary, broadcasting)
-    "remainder": Op(lambda a, b, style: a % _den(bp, b) if style == "op" else np.remainder(a, _den(bp, b)),
-                    lambda a, b, style: jnp.remainder(a, _den(jnp, b)), _gen_binary("op", "fn"), smooth=False,
-                    doc="a % (1.5 + b * b)"),
+    "remainder": Op(lambda a, b, style: {"op": lambda: a % _den(bp, b), "fn": lambda: np.remainder(a, _den(bp, b)),
+                                         "divmod": lambda: divmod(a, _den(bp, b))[1]}[style](),
+                    lambda a, b, style: jnp.remainder(a, _den(jnp, b)), _gen_binary("op", "fn", "divmod"),
+                    smooth=False, doc="a % (1.5 + b * b)"),
     "fmod": Op(lambda a, b: np.fmod(a, _den(bp, b)), lambda a, b: jnp.fmod(a, _den(jnp, b)), _gen_binary(),
                smooth=False, doc="fmod(a, 1.5 + b * b)"),
     "floor_divide": Op(lambda a, b, style: a // _den(bp, b) if style == "op" else np.floor_divide(a, _den(bp, b)),
@@ -1191,6 +1230,25 @@ OPS = {
     "cumprod": Op(lambda a, axis: np.cumprod(a, axis=axis), lambda a, axis: jnp.cumprod(a, axis=axis), _gen_cumsum),
     # shape functions
     "atleast_3d": Op(np.atleast_3d, jnp.atleast_3d, _gen_atleast),
+    "atleast_2d": Op(lambda a: np.atleast_1d(np.atleast_2d(a)), jnp.atleast_2d, _gen_atleast_2d),
+    "joined": Op(lambda a, b, form: getattr(np, form)([a, b]), lambda a, b, form: getattr(jnp, form)([a, b]),
+                 _gen_joined, doc="form([a, b]): hstack, vstack, column_stack or dstack"),
+    "nsplit": Op(lambda a, form, piece: getattr(np, form)(a, 2)[piece],
+                 lambda a, form, piece: getattr(jnp, form)(a, 2)[piece], _gen_nsplit,
+                 doc="form(a, 2)[piece]: vsplit, hsplit or dsplit in two"),
+    "rollaxis": Op(lambda a, axis, start: np.rollaxis(a, axis, start),
+                   lambda a, axis, start: jnp.rollaxis(a, axis, start), _gen_rollaxis),
+    "select": Op(lambda a, b: np.select([a > b, a < -0.5], [a, b * b], default=0.25),
+                 lambda a, b: jnp.select([a > b, a < -0.5], [a, b * b], default=0.25), _gen_binary(), smooth=False,
+                 doc="select([a > b, a < -0.5], [a, b * b], default=0.25)"),
+    "percentile": Op(lambda a, q, axis, keepdims: np.percentile(a, 100 * q, axis=axis, keepdims=keepdims),
+                     lambda a, q, axis, keepdims: jnp.percentile(a, 100 * q, axis=axis, keepdims=keepdims),
+                     _gen_quantile, smooth=False),
+    "aliases": Op(lambda a: np.positive(a) + np.real(a) + np.conj(a) + np.imag(a) + np.degrees(a) + np.radians(a)
+                  + np.angle(a + 5.0),
+                  lambda a: jnp.positive(a) + jnp.real(a) + jnp.conj(a) + jnp.imag(a) + jnp.degrees(a) + jnp.radians(a)
+                  + jnp.angle(a + 5.0), _gen_unary(),
+                  doc="positive + real + conj + imag + degrees + radians + angle(a + 5) (real arrays)"),
     "array_split": Op(lambda a, axis, sections, piece: np.array_split(a, sections, axis)[piece],
                       lambda a, axis, sections, piece: jnp.array_split(a, sections, axis)[piece],
                       _gen_axis_op(_array_split_extra), doc="array_split(a, sections, axis)[piece]"),

@@ -770,9 +770,8 @@ def norm(x, ord=None, axis=None, keepdims=False):
     2-d array when ord is given. At x = 0 the gradient is 0 (bpmagic's rule where a derivative does not exist)."""
     n = len(x.shape)
     if axis is None:
-        if ord is None:
-            return _vector_norm(_shape.reshape(x, (-1,)), None, (0,), False) if not keepdims else _shape.reshape(
-                _vector_norm(_shape.reshape(x, (-1,)), None, (0,), False), (1,) * n)
+        if ord is None:  # the 2-norm of all the entries
+            return _vector_norm(x, None, tuple(range(n)), keepdims)
         if n not in (1, 2):
             raise shape_error("norm", [x], f"ord={ord!r} without axis needs a 1-d or 2-d array")
         axes = tuple(range(n))
