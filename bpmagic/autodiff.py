@@ -101,7 +101,10 @@ def backward(trace, start, output, seed, wrt, keep=(), on_adjoint=None) -> Adjoi
             _name_adjoint(g, out)
             inputs = [trace.tracers[v] if isinstance(v, Var) else v.value for v in e.inputs]
             with trace.recording(source=e.source, scope=e.scope):
-                cts = list(pullback(e.primitive, g, trace.tracers[out], inputs, e.params))
+                try:
+                    cts = list(pullback(e.primitive, g, trace.tracers[out], inputs, e.params))
+                except BackpropError as err:  # a gradient that does not exist here: said at the user's line
+                    raise at_source(e.source, err) from None
                 totals = [None] * len(cts)
                 for i, (v, ct) in enumerate(zip(e.inputs, cts)):
                     if ct is None or not isinstance(v, Var) or v not in active:

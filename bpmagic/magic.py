@@ -45,7 +45,8 @@ def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
     """Globals of a cell's loss function: the notebook's names, with bpmagic's ops as bare names.
 
     bpmagic's ops win over imported names (`from numpy import zeros` would make float64 constants), but functions
-    the user defined in the notebook itself win over bpmagic's. Constants (zeros, ones, ...) make floats of the
+    the user defined in the notebook itself win over bpmagic's, and so does data the notebook holds under an op's
+    name (an array called `angle` or `gradient` stays the user's). Constants (zeros, ones, ...) make floats of the
     cell's `dtype`. Python's built-ins keep their meaning (`sum(losses)` adds a list, `max(2, n)` is a number):
     `abs` and `round` work on traced values as they do on arrays, and np.sum / h.max() reduce an array.
     """
@@ -54,7 +55,7 @@ def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
         if name in _BUILTINS:
             continue
         mine = ns.get(name)
-        if mine is None or getattr(mine, "__module__", None) != "__main__":
+        if mine is None or callable(mine) and getattr(mine, "__module__", None) != "__main__":
             ns[name] = op
     ns["layer"] = layer
     ns["__bp_metric__"] = report_metric  # a Metric line: `acc: Metric = ...`

@@ -38,7 +38,7 @@ def _numpy_names(name, op):
     """The NumPy names an op stands for: the one it declares, and its registry name where NumPy has it too (an alias
     such as bp.dot = bp.matmul stands for np.dot)."""
     info = getattr(op, "op_info", None)
-    names = [info.numpy_name] if info is not None and info.numpy_name else []
+    names = list(info.numpy_names) if info is not None else []
     return names + [name] if name not in names and _numpy_object(name) is not None else names
 
 
@@ -85,12 +85,15 @@ def _name(func) -> str:
 
 # what to use for NumPy functions that have no op, where something close exists
 _INSTEAD = {
-    "cumprod": "np.exp(np.cumsum(np.log(x), axis)) for positive x, or a loop of multiplications",
-    "median": "np.sort(x, axis) and take the middle entry", "percentile": "np.sort(x, axis) and index it",
-    "quantile": "np.sort(x, axis) and index it", "nanmean": "np.mean after np.where(np.isnan(x), 0, x)",
-    "nansum": "np.sum(np.where(np.isnan(x), 0, x))", "count_nonzero": "np.sum(x != 0)",
+    "nanmean": "np.mean after np.where(np.isnan(x), 0, x)", "nansum": "np.sum(np.where(np.isnan(x), 0, x))",
+    "nanmax": "np.max(np.where(np.isnan(x), -np.inf, x))", "nanmin": "np.min(np.where(np.isnan(x), np.inf, x))",
     "expit": "sigmoid(x)", "logsumexp": "logsumexp(x, axis)", "softmax": "softmax(x, axis)",
-    "log_softmax": "log_softmax(x, axis)", "erf": "erf(x)", "atleast_2d": "x.reshape(1, -1) for a 1-d x",
+    "log_softmax": "log_softmax(x, axis)", "erf": "erf(x)",
+    "eig": "np.linalg.eigh for a symmetric matrix (bpmagic's arrays are real; a general matrix's eigenvalues may be "
+           "complex)", "eigvals": "np.linalg.eigvalsh for a symmetric matrix (a general matrix's eigenvalues may be "
+                                  "complex)",
+    "lstsq": "np.linalg.pinv(A) @ b, or np.linalg.solve(A.T @ A, A.T @ b)", "multi_dot": "a @ b @ c",
+    "matrix_rank": "np.sum(np.linalg.svdvals(A) > tol) (it has no gradient)",
 }
 _DATA_DEPENDENT = {"unique", "nonzero", "argwhere", "flatnonzero", "extract", "compress", "trim_zeros", "delete",
                    "insert", "resize"}
@@ -104,8 +107,9 @@ def _missing(func) -> BackpropError:
     elif name in _DATA_DEPENDENT:
         advice = ("Its result's shape depends on the values, which a graph cannot follow: keep the shape and mask "
                   "instead, e.g. np.where(x > 0, x, 0).")
-    elif ".linalg." in f".{shown}." and name != "norm":
-        advice = ("bpmagic has no matrix decompositions or solvers yet: compute it before the cell, if it does not "
+    elif ".linalg." in f".{shown}.":
+        advice = ("bpmagic's np.linalg has solve, inv, det, slogdet, cholesky, eigh, eigvalsh, svd, svdvals, qr, "
+                  "pinv, matrix_power and the norms (docs/ops.md): compute this one before the cell, if it does not "
                   "depend on the Params, or add it with @bp.primitive and a VJP.")
     elif ".random." in f".{shown}.":
         advice = ("Draw random numbers before the cell (as data) or with bpmagic's uniform / dropout in the cell, "
@@ -155,6 +159,10 @@ def call_ufunc(ufunc, method, inputs, kwargs):
     dtype = kwargs.pop("dtype", None)
     for key, default in _UFUNC_DEFAULTS.items():
         kwargs.pop(key, default)
+    accepted = {p.name for p in _op_parameters(op) or ()}
+    if kwargs and set(kwargs) <= accepted:  # a generalised ufunc's own arguments: np.vecdot(a, b, axis=0)
+        result = op(*(_cast(inputs, dtype) if dtype is not None else inputs), **kwargs)
+        return result if dtype is None else _cast(result, dtype)
     if kwargs:
         raise BackpropError(f"{_name(ufunc)}(..., {', '.join(f'{k}=' for k in kwargs)}) is not supported on traced "
                             "values.")
@@ -294,12 +302,22 @@ def call_function(func, args, kwargs):
     return result if dtype is None else _cast(result, dtype)
 
 
+def _dtype_of(x):
+    """What NumPy's dtype questions read from an argument: a traced value's dtype, anything else as it is."""
+    return x.dtype if getattr(x, "_bp_trace", None) is not None else x
+
+
 # questions about a value's type that NumPy answers without computing anything
 _INSPECTION = {
     np.shape: lambda a: tuple(a.shape),
     np.ndim: lambda a: len(a.shape),
     np.size: lambda a, axis=None: int(np.prod(a.shape, dtype=np.int64)) if axis is None else a.shape[axis],
+    np.result_type: lambda *arrays_and_dtypes: np.result_type(*map(_dtype_of, arrays_and_dtypes)),
+    np.can_cast: lambda from_, to, casting="safe": np.can_cast(_dtype_of(from_), to, casting),
 }
+# the array API's questions about dtypes and shapes: NumPy answers them for a traced value (its dtype is NumPy's,
+# its shape a tuple; result_type and can_cast through _INSPECTION), so they need no op
+DTYPE_AND_SHAPE_QUESTIONS = ("broadcast_shapes", "can_cast", "finfo", "iinfo", "isdtype", "result_type")
 
 
 # -- ndarray methods ------------------------------------------------------------------------------------------------

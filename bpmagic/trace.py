@@ -188,6 +188,8 @@ class Trace:
 def at_source(source, error: BackpropError) -> BackpropError:
     """`error` with the user's line in front of its message (once)."""
     msg = str(error)
+    if getattr(error, "source", None) is not None:  # located already (by the equation that raised it)
+        return error
     if source is not None and not msg.startswith("line "):
         where = f"line {source.lineno}"
         if source.filename and not source.filename.startswith("<"):
@@ -386,6 +388,12 @@ class Tracer:
     __rmul__ = lambda a, b: ops.multiply(b, a)
     __truediv__ = lambda a, b: ops.divide(a, b)
     __rtruediv__ = lambda a, b: ops.divide(b, a)
+    __floordiv__ = lambda a, b: ops.floor_divide(a, b)
+    __rfloordiv__ = lambda a, b: ops.floor_divide(b, a)
+    __mod__ = lambda a, b: ops.remainder(a, b)
+    __rmod__ = lambda a, b: ops.remainder(b, a)
+    __divmod__ = lambda a, b: ops.divmod(a, b)
+    __rdivmod__ = lambda a, b: ops.divmod(b, a)
     __pow__ = lambda a, b: ops.power(a, b)
     __rpow__ = lambda a, b: ops.power(b, a)
     __matmul__ = lambda a, b: ops.matmul(a, b)
@@ -401,11 +409,15 @@ class Tracer:
     __eq__ = lambda a, b: ops.equal(a, b)
     __ne__ = lambda a, b: ops.not_equal(a, b)
     __hash__ = object.__hash__
-    # on masks (the results of comparisons), NumPy's & | ^ ~ are logical
-    __and__ = __rand__ = lambda a, b: _on_masks("&", ops.logical_and, a, b)
-    __or__ = __ror__ = lambda a, b: _on_masks("|", ops.logical_or, a, b)
-    __xor__ = __rxor__ = lambda a, b: _on_masks("^", ops.logical_xor, a, b)
-    __invert__ = lambda a: _on_masks("~", ops.logical_not, a)
+    # on masks (the results of comparisons), NumPy's & | ^ ~ are logical; on integers, bitwise
+    __and__ = __rand__ = lambda a, b: _on_masks("&", ops.logical_and, a, b, bitwise=ops.bitwise_and)
+    __or__ = __ror__ = lambda a, b: _on_masks("|", ops.logical_or, a, b, bitwise=ops.bitwise_or)
+    __xor__ = __rxor__ = lambda a, b: _on_masks("^", ops.logical_xor, a, b, bitwise=ops.bitwise_xor)
+    __invert__ = lambda a: _on_masks("~", ops.logical_not, a, bitwise=ops.invert)
+    __lshift__ = lambda a, b: ops.left_shift(a, b)
+    __rlshift__ = lambda a, b: ops.left_shift(b, a)
+    __rshift__ = lambda a, b: ops.right_shift(a, b)
+    __rrshift__ = lambda a, b: ops.right_shift(b, a)
     __getitem__ = lambda a, idx: ops.getitem(a, idx)
 
     # ndarray's methods, with NumPy's signatures
@@ -456,15 +468,18 @@ def _with_line(fn, *args):
         raise _located(e) from None
 
 
-def _on_masks(symbol, op, *operands):
-    """`m1 & m2` and friends: logical on boolean masks, as in NumPy; on numbers NumPy's meaning is bitwise."""
-    for x in operands:
-        dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
-        if dtype.kind != "b":
-            raise _located(TracingError(
-                f"{symbol} works on traced masks (booleans, as from h > 0), not on {dtype} values: "
-                "combine conditions as (a > 0) & (b < 1)."))
-    return op(*operands)
+def _on_masks(symbol, op, *operands, bitwise):
+    """`m1 & m2` and friends: logical on boolean masks, as in NumPy, and bitwise on integers."""
+    dtypes = [np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype for x in operands]
+    kinds = {d.kind for d in dtypes}
+    if kinds == {"b"}:
+        return op(*operands)
+    if kinds <= set("biu"):
+        return bitwise(*operands)
+    dtype = next(d for d in dtypes if d.kind not in "biu")
+    raise _located(TracingError(
+        f"{symbol} works on traced masks (booleans, as from h > 0) and integers, not on {dtype} values: "
+        "combine conditions as (a > 0) & (b < 1)."))
 
 
 def _located(error: BackpropError) -> BackpropError:

@@ -24,6 +24,21 @@ NUMPY_SPELLING = {
 }
 
 
+# Why the standard's functions that bpmagic does not offer are left out (the page says it beside each).
+NOT_OFFERED = {
+    "__array_namespace_info__": "a namespace's description of itself, its devices and default dtypes: bpmagic's "
+                                "vocabulary is NumPy's, not an array API namespace object",
+    "from_dlpack": "an exchange of memory between array libraries; a traced value has no memory of its own",
+    "nonzero": "its result's shape depends on the values",
+    "unique_all": "its result's shape depends on the values",
+    "unique_counts": "its result's shape depends on the values",
+    "unique_inverse": "its result's shape depends on the values",
+    "unique_values": "its result's shape depends on the values",
+}
+DATA_DEPENDENT_NOTE = ("a graph is compiled once per input shape, so a value cannot decide a shape: mask instead, "
+                       "e.g. np.where(x > 0, x, 0)")
+
+
 def standard_functions() -> list[str]:
     return [line.strip() for line in STANDARD.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
@@ -42,10 +57,13 @@ def render() -> str:
     from bpmagic.ops.core import _default_numpy_name, op_info
 
     ops = registry()
-    names = set(ops) | {i.numpy_name for i in (op_info(o) for o in ops.values()) if i and i.numpy_name}
+    names = set(ops) | {n for i in (op_info(o) for o in ops.values()) if i for n in i.numpy_names}
+    from bpmagic.numpy_dispatch import DTYPE_AND_SHAPE_QUESTIONS
+
     standard = standard_functions()
-    covered = [f for f in standard if f in names or NUMPY_SPELLING.get(f) in names]
+    covered = [f for f in standard if f in names or NUMPY_SPELLING.get(f) in names or f in DTYPE_AND_SHAPE_QUESTIONS]
     missing = [f for f in standard if f not in covered]
+    why = [f"`{m}` ({NOT_OFFERED[m]})" if m in NOT_OFFERED else f"`{m}` (not yet)" for m in missing]
     declared = sum(1 for o in ops.values() if op_info(o) and op_info(o).vjp_math)
     lines = [
         "# Ops",
@@ -60,16 +78,32 @@ def render() -> str:
         "declare their VJP's math so far.",
         "",
         f"**Array API coverage:** {len(covered)} of the {len(standard)} functions of the Python array API "
-        f"standard's main namespace ({100 * len(covered) / len(standard):.0f}%) have an op of that name (or of "
-        "NumPy's spelling of it). Missing: " + ", ".join(f"`{m}`" for m in missing) + ".",
+        f"standard's main namespace ({100 * len(covered) / len(standard):.0f}%) work on traced values: an op of "
+        "that name (or of NumPy's spelling of it), or, for the questions about dtypes and shapes ("
+        + ", ".join(f"`{q}`" for q in DTYPE_AND_SHAPE_QUESTIONS) + "), NumPy's own function, which reads a traced "
+        "value's dtype and shape. Not offered: " + ", ".join(why) + "; for the data-dependent ones, "
+        + DATA_DEPENDENT_NOTE + ".",
+        "",
+        "**Derivatives at singular points.** Where an op has no derivative at a point, bpmagic's gradient there "
+        "is 0, never NaN or inf: sqrt at 0, and so `np.std` of equal values, `np.linalg.norm` at the zero vector, "
+        "`x ** p` at 0 for p < 1, `hypot` and `arctan2` at the origin. 0 is what abs, relu and clip already give "
+        "at their kinks, and for std and the norms (convex functions) it is a valid subgradient, the answer "
+        "autograd gives for std; JAX and the bare formulas give NaN, "
+        "which would stop a training run over a point the learner never meant to reach. Where the derivative has "
+        "a finite limit (x ** p at 0 for p ≥ 1, x ** 0) that limit is the gradient. The rule lives in one place, "
+        "`zero_where_singular` in bpmagic/ops/elementwise.py, used by every sqrt-based op. Derivatives that are "
+        "infinite at the edge of a domain (arcsin at ±1, log at 0) stay infinite. For matrices: the gradient of "
+        "eigenvectors (eigh) and singular vectors (svd) does not exist where two eigenvalues (singular values) "
+        "are equal and the loss depends on which basis of their space is returned: bpmagic then stops with a "
+        "message naming the line, as it does for det's and inv's gradients at a singular matrix.",
         "",
         "| op | NumPy | kind | VJP | what it does |",
         "|---|---|---|---|---|",
     ]
     for name in sorted(ops):
         info = op_info(ops[name])
-        nname = info.numpy_name if info else _default_numpy_name(name)  # a plain function: NumPy's same name
-        numpy_name = f"`np.{nname}`" if nname else "—"
+        nnames = info.numpy_names if info else [n for n in [_default_numpy_name(name)] if n]  # a plain function
+        numpy_name = ", ".join(f"`np.{n}`" for n in nnames) or "—"
         kind = info.kind if info else "not declared yet"
         vjp = _cell(info.vjp_math) if info and info.vjp_math else "not declared yet"
         lines.append(f"| `{name}` | {numpy_name} | {kind} | {vjp} | {_cell(_summary(ops[name]))} |")

@@ -787,6 +787,248 @@ def _jax_upsample_nearest(x):
     return jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
 
 
+# -- issue 27: NumPy's remaining functions, and np.linalg on well-conditioned matrices -----------------------------
+def _den(lib, b):
+    return 1.5 + b * b  # a divisor away from 0
+
+
+def _gen_quantile(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    s = shapes[i]
+    axis = draw(st.integers(-len(s), len(s) - 1))
+    keepdims = draw(st.booleans())
+    return (i,), {"q": draw(st.sampled_from([0.5, 0.25, 0.9])), "axis": axis, "keepdims": keepdims}, \
+        _reduced(s, axis, keepdims)
+
+
+def _gen_atleast(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) <= 3)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    out = {0: (1, 1, 1), 1: (1,) + s + (1,), 2: s + (1,)}.get(len(s), s)
+    return (i,), {}, out
+
+
+def _gen_atleast_2d(draw, shapes):
+    i = _pick(draw, shapes)
+    s = tuple(shapes[i])
+    return (i,), {}, (1,) * (2 - len(s)) + s if len(s) < 2 else s
+
+
+def _gen_joined(draw, shapes):
+    i = _pick(draw, shapes)
+    j = _pick(draw, shapes, lambda s: tuple(s) == tuple(shapes[i]))
+    form = draw(st.sampled_from(["hstack", "vstack", "column_stack", "dstack"]))
+    out = getattr(np, form)([np.zeros(shapes[i]), np.zeros(shapes[j])]).shape
+    return ((i, j), {"form": form}, out) if _fits(out) else None
+
+
+def _gen_nsplit(draw, shapes):
+    form = draw(st.sampled_from(["vsplit", "hsplit", "dsplit"]))
+    min_ndim = {"vsplit": 2, "hsplit": 1, "dsplit": 3}[form]
+
+    def splits_in_two(s):
+        axis = {"vsplit": 0, "hsplit": 1 if len(s) > 1 else 0, "dsplit": 2}[form]
+        return len(s) >= min_ndim and s[axis] % 2 == 0
+
+    i = _pick(draw, shapes, splits_in_two)
+    if i is None:
+        return None
+    piece = draw(st.integers(0, 1))
+    return (i,), {"form": form, "piece": piece}, getattr(np, form)(np.zeros(shapes[i]), 2)[piece].shape
+
+
+def _gen_rollaxis(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    if i is None:
+        return None
+    n = len(shapes[i])
+    axis, start = draw(st.integers(-n, n - 1)), draw(st.integers(0, n))
+    return (i,), {"axis": axis, "start": start}, np.rollaxis(np.zeros(shapes[i]), axis, start).shape
+
+
+def _array_split_extra(draw, s, axis):
+    n = draw(st.integers(1, 3))
+    k = draw(st.integers(0, n - 1))
+    piece = np.array_split(np.zeros(s), n, axis=axis)[k].shape
+    return ({"sections": n, "piece": k}, piece) if 0 not in piece else ({}, None)
+
+
+def _gen_diag(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) in (1, 2))
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    k = draw(st.integers(-1, 1))
+    out = np.diag(np.zeros(s), k).shape
+    return ((i,), {"k": k}, out) if _fits(out) and 0 not in out else None
+
+
+def _gen_rot90(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    k = draw(st.integers(-1, 2))
+    return (i,), {"k": k}, np.rot90(np.zeros(s), k).shape
+
+
+def _gen_unstack(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    axis = draw(st.integers(-len(s), len(s) - 1))
+    piece = draw(st.integers(0, s[axis] - 1))
+    return (i,), {"axis": axis, "piece": piece}, s[:axis % len(s)] + s[axis % len(s) + 1:]
+
+
+def _gen_broadcast_pair(draw, shapes):
+    i = _pick(draw, shapes)
+    j = _pick(draw, shapes, lambda s: _fits(_bcast(shapes[i], s)))
+    return (i, j), {"which": draw(st.integers(0, 1))}, _bcast(shapes[i], shapes[j])
+
+
+def _gen_meshgrid(draw, shapes):
+    i, j = _pick(draw, shapes), _pick(draw, shapes)
+    indexing = draw(st.sampled_from(["xy", "ij"]))
+    a, b = _size(shapes[i]), _size(shapes[j])
+    out = (b, a) if indexing == "xy" else (a, b)
+    return ((i, j), {"indexing": indexing, "which": draw(st.integers(0, 1))}, out) if _fits(out) else None
+
+
+def _gen_append(draw, shapes):
+    i, j = _pick(draw, shapes), _pick(draw, shapes)
+    out = (_size(shapes[i]) + _size(shapes[j]),)
+    return ((i, j), {}, out) if _fits(out) else None
+
+
+def _gradient_extra(draw, s, axis):
+    if s[axis] < 3:
+        return {}, None
+    return {"spacing": draw(st.sampled_from([1.0, 0.5])), "edge_order": draw(st.integers(1, 2))}, s
+
+
+def _gen_vecdot(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    j = _pick(draw, shapes, lambda s: len(s) >= 1 and s[-1] == shapes[i][-1] and _fits(_bcast(shapes[i], s)))
+    return (i, j), {}, _bcast(shapes[i], shapes[j])[:-1]
+
+
+def _gen_cross(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1 and s[-1] in (2, 3))
+    if i is None:
+        return None
+    j = _pick(draw, shapes, lambda s: len(s) >= 1 and s[-1] in (2, 3) and _fits(_bcast(shapes[i][:-1], s[:-1])))
+    batch = _bcast(shapes[i][:-1], shapes[j][:-1])
+    out = batch if shapes[i][-1] == 2 == shapes[j][-1] else batch + (3,)
+    return ((i, j), {}, out) if _fits(out) or out == () else None
+
+
+def _gen_kron(draw, shapes):
+    i, j = _pick(draw, shapes), _pick(draw, shapes)
+    out = np.kron(np.zeros(shapes[i]), np.zeros(shapes[j])).shape
+    return ((i, j), {}, out) if _fits(out) else None
+
+
+def _gen_matrix_transpose(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 2)
+    return None if i is None else ((i,), {}, tuple(shapes[i][:-2]) + (shapes[i][-1], shapes[i][-2]))
+
+
+def _gen_einsum_sublist(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    n = len(shapes[i])
+    keep = [k for k in range(n) if draw(st.booleans())]
+    out = draw(st.permutations(keep)) if keep else []
+    return (i,), {"spec": "".join(str(k) for k in out)}, tuple(shapes[i][k] for k in out)
+
+
+def _jax_cross(a, b):
+    # jnp.cross needs 3-vectors unless both are 2-vectors: a 2-vector gets a 0 z component, as NumPy's does
+    pad = lambda v: jnp.concatenate([v, jnp.zeros(v.shape[:-1] + (1,))], -1) if v.shape[-1] == 2 else v  # noqa: E731
+    if a.shape[-1] == 2 == b.shape[-1]:
+        return jnp.cross(a, b)
+    return jnp.cross(pad(a), pad(b))
+
+
+def _jax_np_gradient(a, spacing, axis, edge_order):
+    # np.gradient is linear in a: NumPy's own, applied to the unit vectors, is its matrix (JAX has no edge_order=2)
+    stencil = np.gradient(np.eye(a.shape[axis]), spacing, axis=0, edge_order=edge_order)
+    return jnp.moveaxis(jnp.tensordot(stencil, a, axes=([1], [axis])), 0, axis)
+
+
+def _matrix(lib, a):
+    """A symmetric positive-definite matrix (…, n, n) from a value with last axis n: a aᵀ + diag(2, 4, …, 2n), whose
+    eigenvalues (and singular values) are at least 2 and, generically, distinct."""
+    n = a.shape[-1]
+    return a[..., :, None] * a[..., None, :] + np.diag(2.0 * np.arange(1, n + 1))
+
+
+LINALG_FORMS = {
+    "inv": lambda lib, m, a: lib.linalg.inv(m),
+    "solve": lambda lib, m, a: lib.linalg.solve(m, a[..., None]),
+    "det": lambda lib, m, a: lib.linalg.det(m),
+    "logabsdet": lambda lib, m, a: lib.linalg.slogdet(m)[1],
+    "cholesky": lambda lib, m, a: lib.linalg.cholesky(m),
+    "eigvalsh": lambda lib, m, a: lib.linalg.eigvalsh(m),
+    "eigenvectors²": lambda lib, m, a: lib.linalg.eigh(m)[1] ** 2,  # squared: the signs are LAPACK's choice
+    "svdvals": lambda lib, m, a: lib.linalg.svd(m, compute_uv=False),
+    "U² of svd": lambda lib, m, a: lib.linalg.svd(m, full_matrices=False)[0] ** 2,
+    "Q² of qr": lambda lib, m, a: lib.linalg.qr(m)[0] ** 2,
+    "R² of qr": lambda lib, m, a: lib.linalg.qr(m)[1] ** 2,
+    "pinv": lambda lib, m, a: lib.linalg.pinv(m),
+    "matrix_power 3": lambda lib, m, a: lib.linalg.matrix_power(m * 0.3, 3),
+    "matrix_power -2": lambda lib, m, a: lib.linalg.matrix_power(m, -2),
+}
+NORM_ORDS = [None, "fro", "nuc", 1, -1, 2, -2, np.inf, -np.inf]
+
+
+def _gen_linalg(draw, shapes):
+    i = _pick(draw, shapes, lambda s: 1 <= len(s) <= 3 and 2 <= s[-1] <= 4)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    form = draw(st.sampled_from(sorted(LINALG_FORMS)))
+    out = tuple(np.asarray(LINALG_FORMS[form](np, _matrix(np, np.ones(s) + np.arange(s[-1])), np.ones(s))).shape)
+    return (i,), {"form": form}, out
+
+
+def _linalg(lib):
+    return lambda a, form: LINALG_FORMS[form](lib, _matrix(lib, a), a)
+
+
+def _gen_norm(draw, shapes):
+    i = _pick(draw, shapes, lambda s: len(s) >= 1)
+    if i is None:
+        return None
+    s = tuple(shapes[i])
+    if len(s) >= 2 and draw(st.booleans()):
+        ord = draw(st.sampled_from(NORM_ORDS))
+        return (i,), {"ord": ord, "axis": (len(s) - 2, len(s) - 1), "matrix": True}, s[:-2]
+    ord = draw(st.sampled_from([None, 1, 2, 3, np.inf]))
+    axis = draw(st.integers(-len(s), len(s) - 1))
+    return (i,), {"ord": ord, "axis": axis, "matrix": False}, s[:axis % len(s)] + s[axis % len(s) + 1:]
+
+
+def _norm(lib):
+    def f(a, ord, axis, matrix):
+        if matrix:  # shifted by a matrix with distinct singular values, so that nuc / 2 / -2 are differentiable
+            a = a + np.diag(2.0 * np.arange(1, a.shape[-1] + 1))[:a.shape[-2]] if a.shape[-2] <= a.shape[-1] else \
+                a + np.diag(2.0 * np.arange(1, a.shape[-2] + 1))[:, :a.shape[-1]]
+        else:
+            a = a + 0.5 * lib.sign(a)  # away from 0, where |a| has its kink
+        return lib.linalg.norm(a, ord, axis)
+    return f
+
+
 # -- the table ------------------------------------------------------------------------------------------------------
 OPS = {
     # elementwise unary
@@ -955,9 +1197,94 @@ OPS = {
                                                                   "VALID"), _gen_conv1d,
                  doc="conv1d(a, a fixed kernel)"),
     "upsample_nearest": Op(lambda a: bp.upsample_nearest(a), _jax_upsample_nearest, _gen_upsample),
+    # issue 27: remainders and friends (binary, broadcasting)
+    "remainder": Op(lambda a, b, style: {"op": lambda: a % _den(bp, b), "fn": lambda: np.remainder(a, _den(bp, b)),
+                                         "divmod": lambda: divmod(a, _den(bp, b))[1]}[style](),
+                    lambda a, b, style: jnp.remainder(a, _den(jnp, b)), _gen_binary("op", "fn", "divmod"),
+                    smooth=False, doc="a % (1.5 + b * b)"),
+    "fmod": Op(lambda a, b: np.fmod(a, _den(bp, b)), lambda a, b: jnp.fmod(a, _den(jnp, b)), _gen_binary(),
+               smooth=False, doc="fmod(a, 1.5 + b * b)"),
+    "floor_divide": Op(lambda a, b, style: a // _den(bp, b) if style == "op" else np.floor_divide(a, _den(bp, b)),
+                       lambda a, b, style: jnp.floor_divide(a, _den(jnp, b)), _gen_binary("op", "fn"),
+                       smooth=False, doc="a // (1.5 + b * b)"),
+    "arctan2": Op(lambda a, b: np.arctan2(a, b), jnp.arctan2, _gen_binary()),
+    # JAX's own hypot splits the gradient at |a| = |b| (hypot(a, a)): the reference is the formula
+    "hypot": Op(lambda a, b: np.hypot(a, b), lambda a, b: jnp.sqrt(a * a + b * b), _gen_binary()),
+    "logaddexp2": Op(lambda a, b: np.logaddexp2(a, b), jnp.logaddexp2, _gen_binary()),
+    "fmax": Op(lambda a, b: np.fmax(a, b), jnp.fmax, _gen_binary(), smooth=False),
+    "fmin": Op(lambda a, b: np.fmin(a, b), jnp.fmin, _gen_binary(), smooth=False),
+    "copysign": Op(lambda a, b: np.copysign(a, b), jnp.copysign, _gen_binary(), smooth=False),
+    # unary
+    "trunc": Op(np.trunc, jnp.trunc, _gen_unary(), smooth=False),
+    "sinc": Op(np.sinc, jnp.sinc, _gen_unary()),
+    "deg2rad": Op(lambda a: np.deg2rad(a) + np.rad2deg(a), lambda a: jnp.deg2rad(a) + jnp.rad2deg(a), _gen_unary(),
+                  doc="deg2rad(a) + rad2deg(a)"),
+    "nan_to_num": Op(np.nan_to_num, jnp.nan_to_num, _gen_unary()),
+    # reductions and scans
+    "quantile": Op(lambda a, q, axis, keepdims: np.quantile(a, q, axis=axis, keepdims=keepdims),
+                   lambda a, q, axis, keepdims: jnp.quantile(a, q, axis=axis, keepdims=keepdims), _gen_quantile,
+                   smooth=False),
+    "median": Op(lambda a, q, axis, keepdims: np.median(a, axis=axis, keepdims=keepdims),
+                 lambda a, q, axis, keepdims: jnp.median(a, axis=axis, keepdims=keepdims), _gen_quantile,
+                 smooth=False),
+    "cumprod": Op(lambda a, axis: np.cumprod(a, axis=axis), lambda a, axis: jnp.cumprod(a, axis=axis), _gen_cumsum),
+    # shape functions
+    "atleast_3d": Op(np.atleast_3d, jnp.atleast_3d, _gen_atleast),
+    "atleast_2d": Op(lambda a: np.atleast_1d(np.atleast_2d(a)), jnp.atleast_2d, _gen_atleast_2d),
+    "joined": Op(lambda a, b, form: getattr(np, form)([a, b]), lambda a, b, form: getattr(jnp, form)([a, b]),
+                 _gen_joined, doc="form([a, b]): hstack, vstack, column_stack or dstack"),
+    "nsplit": Op(lambda a, form, piece: getattr(np, form)(a, 2)[piece],
+                 lambda a, form, piece: getattr(jnp, form)(a, 2)[piece], _gen_nsplit,
+                 doc="form(a, 2)[piece]: vsplit, hsplit or dsplit in two"),
+    "rollaxis": Op(lambda a, axis, start: np.rollaxis(a, axis, start),
+                   lambda a, axis, start: jnp.rollaxis(a, axis, start), _gen_rollaxis),
+    "select": Op(lambda a, b: np.select([a > b, a < -0.5], [a, b * b], default=0.25),
+                 lambda a, b: jnp.select([a > b, a < -0.5], [a, b * b], default=0.25), _gen_binary(), smooth=False,
+                 doc="select([a > b, a < -0.5], [a, b * b], default=0.25)"),
+    "percentile": Op(lambda a, q, axis, keepdims: np.percentile(a, 100 * q, axis=axis, keepdims=keepdims),
+                     lambda a, q, axis, keepdims: jnp.percentile(a, 100 * q, axis=axis, keepdims=keepdims),
+                     _gen_quantile, smooth=False),
+    "aliases": Op(lambda a: np.positive(a) + np.real(a) + np.conj(a) + np.imag(a) + np.degrees(a) + np.radians(a)
+                  + np.angle(a + 5.0),
+                  lambda a: jnp.positive(a) + jnp.real(a) + jnp.conj(a) + jnp.imag(a) + jnp.degrees(a) + jnp.radians(a)
+                  + jnp.angle(a + 5.0), _gen_unary(),
+                  doc="positive + real + conj + imag + degrees + radians + angle(a + 5) (real arrays)"),
+    "array_split": Op(lambda a, axis, sections, piece: np.array_split(a, sections, axis)[piece],
+                      lambda a, axis, sections, piece: jnp.array_split(a, sections, axis)[piece],
+                      _gen_axis_op(_array_split_extra), doc="array_split(a, sections, axis)[piece]"),
+    "diag": Op(lambda a, k: np.diag(a, k), lambda a, k: jnp.diag(a, k), _gen_diag),
+    "rot90": Op(lambda a, k: np.rot90(a, k), lambda a, k: jnp.rot90(a, k), _gen_rot90),
+    "unstack": Op(lambda a, axis, piece: np.unstack(a, axis=axis)[piece],
+                  lambda a, axis, piece: jnp.unstack(a, axis=axis)[piece], _gen_unstack,
+                  doc="unstack(a, axis)[piece]"),
+    "broadcast_arrays": Op(lambda a, b, which: np.broadcast_arrays(a, b)[which],
+                           lambda a, b, which: jnp.broadcast_arrays(a, b)[which], _gen_broadcast_pair,
+                           doc="broadcast_arrays(a, b)[which]"),
+    "meshgrid": Op(lambda a, b, indexing, which: np.meshgrid(a, b, indexing=indexing)[which],
+                   lambda a, b, indexing, which: jnp.meshgrid(jnp.ravel(a), jnp.ravel(b), indexing=indexing)[which],
+                   _gen_meshgrid, doc="meshgrid(a, b, indexing)[which] (of the flattened values)"),
+    "append": Op(lambda a, b: np.append(a, b), jnp.append, _gen_append),
+    "gradient": Op(lambda a, axis, spacing, edge_order: np.gradient(a, spacing, axis=axis, edge_order=edge_order),
+                   lambda a, axis, spacing, edge_order: _jax_np_gradient(a, spacing, axis, edge_order),
+                   _gen_axis_op(_gradient_extra), doc="np.gradient (finite differences) along axis"),
+    "matrix_transpose": Op(lambda a: np.matrix_transpose(a), jnp.matrix_transpose,
+                           _gen_matrix_transpose),
+    # products
+    "vecdot": Op(lambda a, b: np.vecdot(a, b), jnp.vecdot, _gen_vecdot),
+    "cross": Op(lambda a, b: np.cross(a, b), _jax_cross, _gen_cross),
+    "kron": Op(lambda a, b: np.kron(a, b), jnp.kron, _gen_kron),
+    "einsum_sublist": Op(lambda a, spec: np.einsum(a, list(range(a.ndim)), [int(c) for c in spec]),
+                         lambda a, spec: jnp.einsum(a, list(range(a.ndim)), [int(c) for c in spec]),
+                         _gen_einsum_sublist, doc="einsum(a, [0, 1, ...], spec): sums and permutes axes"),
+    # np.linalg, on a well-conditioned symmetric matrix made from a
+    "linalg": Op(_linalg(np), _linalg(jnp), _gen_linalg,
+                 doc="form of M = a aᵀ + diag(2, 4, …) (a's last axis n: M is n × n, its eigenvalues distinct)"),
+    "norm": Op(_norm(np), _norm(jnp), _gen_norm,
+               doc="np.linalg.norm(a + a shift, ord, axis): vector or matrix norms away from their kinks"),
 }
 # how often each op is drawn (relative): ops with more ways to go wrong (indexing, shapes, matmul) come up more
 WEIGHTS = {"add": 2, "multiply": 2, "maximum": 2, "where": 2, "const": 2, "sum": 2, "mean": 2, "max": 2, "matmul": 4,
+           "linalg": 4, "norm": 2,
            "reshape": 2, "transpose": 3, "broadcast_to": 2, "getitem": 4, "concatenate": 2, "stack": 2}
 ALL_OPS = tuple(name for name in OPS for _ in range(WEIGHTS.get(name, 1)))
 SMOOTH_OPS = tuple(name for name in ALL_OPS if OPS[name].smooth)

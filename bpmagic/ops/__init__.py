@@ -8,6 +8,7 @@ from __future__ import annotations
 from .activations import *  # noqa: F401,F403
 from .composite import *  # noqa: F401,F403
 from .core import PRIMITIVES, Primitive
+from .decompositions import *  # noqa: F401,F403
 from .elementary import *  # noqa: F401,F403
 from .elementwise import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403

@@ -1,4 +1,5 @@
-"""Constants: zeros ones full zeros_like ones_like full_like eye arange linspace, with NumPy's signatures.
+"""Constants: zeros ones full empty zeros_like ones_like full_like empty_like eye arange linspace, with NumPy's
+signatures.
 
 None of them is a primitive: a constant has no inputs to differentiate, so it needs no equation. Called on plain
 arrays or shapes they return arrays (NumPy's, or CuPy's for a CuPy argument). `*_like` of a traced value returns a
@@ -21,7 +22,8 @@ from ..errors import ShapeError
 from . import samples as _s
 from .core import composite
 
-__all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye", "arange", "linspace"]
+__all__ = ["zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye", "arange", "linspace", "empty",
+           "empty_like"]
 
 
 def _jnp(name):
@@ -107,6 +109,20 @@ def linspace(start, stop, num=50, endpoint=True, dtype=None):
     return np.linspace(start, stop, num, endpoint=endpoint, dtype=dtype)
 
 
+@composite(samples=lambda rng: [(((3, 4),), {}), ((5,), {"dtype": np.float32})], reference=_jnp("zeros"),
+           vjp_math="no gradient (a constant)")
+def empty(shape, dtype=float):
+    """An array of `shape` (np.empty): NumPy leaves its values unset; here they are zeros, as a graph holds no
+    uninitialised memory."""
+    return np.zeros(shape, dtype)
+
+
+@composite(samples=_s.unary(), reference=_jnp("zeros_like"), vjp_math="ā = 0 (a constant shaped like a)")
+def empty_like(a, dtype=None, shape=None):
+    """An array shaped like a (np.empty_like): zeros here (see empty)."""
+    return _like("empty_like", a, 0, dtype, shape)
+
+
 def for_cell(dtype) -> dict:
     """The constants as bare names of a %%backprop cell: floats default to the cell's `dtype`, and a shape may be
     written as separate numbers (`zeros(2, 8)`), as in the Param initialisers."""
@@ -119,6 +135,9 @@ def for_cell(dtype) -> dict:
 
     def cell_zeros(*shape, dtype=dtype):
         return zeros(shape_of(shape), dtype)
+
+    def cell_empty(*shape, dtype=dtype):
+        return empty(shape_of(shape), dtype)
 
     def cell_ones(*shape, dtype=dtype):
         return ones(shape_of(shape), dtype)
@@ -138,7 +157,7 @@ def for_cell(dtype) -> dict:
         return linspace(start, stop, num, endpoint, dtype)
 
     cell_dtype = dtype
-    made = {"zeros": cell_zeros, "ones": cell_ones, "full": cell_full, "eye": cell_eye, "arange": cell_arange,
+    made = {"zeros": cell_zeros, "empty": cell_empty, "ones": cell_ones, "full": cell_full, "eye": cell_eye, "arange": cell_arange,
             "linspace": cell_linspace}
     for name, fn in made.items():
         fn.__name__ = fn.__qualname__ = name

@@ -33,7 +33,8 @@ class OpInfo:
         integer or boolean arrays and Python values are held fixed.
     reference(jax) -> a function with the op's signature computed with JAX (`jax` is the jax module), so tests can
         compare forward values and gradients with an independent implementation.
-    numpy_name: the NumPy function the op stands for (`np.<numpy_name>`), or None when NumPy has none.
+    numpy_name: the NumPy function the op stands for (`np.<numpy_name>`), or None when NumPy has none; a tuple
+        of names when NumPy has the function twice (np.cross and np.linalg.cross).
     kind: "primitive" or "composite".
     differentiable: False for ops without a gradient (comparisons, argmax), declared explicitly: the checks
         compare their forward values only. Ops whose gradient is zero almost everywhere (floor, sign) are
@@ -45,12 +46,19 @@ class OpInfo:
 
     samples: Callable | None = None
     reference: Callable | None = None
-    numpy_name: str | None = None
+    numpy_name: str | tuple | None = None
     kind: str = "primitive"
     differentiable: bool = True
     gradcheck: dict = field(default_factory=dict)
     orders: tuple = (1, 2)
     vjp_math: str | None = None
+
+    @property
+    def numpy_names(self) -> tuple:
+        """Every NumPy name the op stands for (numpy_name as a tuple)."""
+        if not self.numpy_name:
+            return ()
+        return (self.numpy_name,) if isinstance(self.numpy_name, str) else tuple(self.numpy_name)
 
 
 def _default_numpy_name(name):

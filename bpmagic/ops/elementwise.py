@@ -22,7 +22,8 @@ __all__ = [
     "add", "subtract", "multiply", "divide", "negative", "power", "exp", "log", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "where", "abs", "sqrt", "sign", "greater", "greater_equal", "less", "less_equal",
     "equal", "not_equal", "astype", "stop_gradient", "square", "sin", "cos", "arctan", "log1p", "expm1",
-    "floor", "ceil", "rint", "logaddexp", "unbroadcast",
+    "floor", "ceil", "rint", "trunc", "logaddexp", "unbroadcast", "fmod", "arctan2", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "invert", "left_shift", "right_shift", "nextafter",
 ]
 
 
@@ -98,6 +99,19 @@ def _binary_vjp(da, db):
     return vjp
 
 
+# -- where a derivative does not exist ---------------------------------------------------------------------------
+def zero_where_singular(singular, derivative, x, at_singular=0.0):
+    """`derivative(x)` where `singular` is false, `at_singular` (0) where it is true: bpmagic's one rule for a
+    derivative that does not exist at a point (sqrt at 0, and so std of equal entries, norm at 0, x ** 0.5 at 0).
+
+    0 is what abs, relu and clip already give at their kinks; for std and norm, convex functions, it is a valid
+    subgradient (autograd's answer for std), where JAX and the plain formula give NaN, which would stop a training
+    run over a point the learner never meant to reach. The singular entries of x are
+    replaced by 1 before `derivative` sees them, so the branch not taken computes no inf that a second derivative
+    would turn into NaN (JAX's double-where)."""
+    return where(singular, at_singular, derivative(where(singular, 1.0, x)))
+
+
 # -- unary --------------------------------------------------------------------------------------------------------
 negative = Primitive("negative", lambda xp, x: xp.negative(x), _same, lambda g, out, x: (-g,), ufunc="negative",
                      fused="(-{0})", symbol="-", doc="−x.", onnx=op("Neg"), samples=S.unary(),
@@ -113,10 +127,15 @@ tanh = Primitive("tanh", lambda xp, x: xp.tanh(x), _float_same, lambda g, out, x
                  ufunc="tanh", fused="tanh({0})", doc="Hyperbolic tangent, in (−1, 1).", onnx=op("Tanh"),
                  samples=S.unary(), reference=S.jax_numpy("tanh"),
                  vjp_math="x̄ = ḡ · (1 − y²)")
-sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, lambda g, out, x: (g * 0.5 / out,), ufunc="sqrt",
-                 fused="sqrt({0})", doc="Square root, for x ≥ 0.", onnx=op("Sqrt"), samples=S.unary(S.positive),
-                 reference=S.jax_numpy("sqrt"),
-                 vjp_math="x̄ = ḡ / (2y)")
+def _sqrt_vjp(g, out, x):
+    return (zero_where_singular(equal(out, 0.0), lambda y: g * 0.5 / y, out),)
+
+
+sqrt = Primitive("sqrt", lambda xp, x: xp.sqrt(x), _float_same, _sqrt_vjp, ufunc="sqrt",
+                 fused="sqrt({0})", doc="Square root, for x ≥ 0.", onnx=op("Sqrt"),
+                 samples=S.unary(S.positive), reference=S.jax_numpy("sqrt"),
+                 vjp_math="x̄ = ḡ / (2y); 0 at x = 0, where the derivative does not exist (bpmagic's rule, "
+                          "zero_where_singular)")
 # zero gradient almost everywhere (None: no cotangent flows back)
 sign = Primitive("sign", lambda xp, x: xp.sign(x), _same, lambda g, out, x: (None,), ufunc="sign",
                  fused="({T}({0} > {T}(0)) - {T}({0} < {T}(0)))",
@@ -195,6 +214,12 @@ ceil = _rounding("ceil", "ceil", "ceil", "Ceil", "The smallest integer ≥ x.")
 rint = _rounding("rint", "rint", "rint", "Round", "The nearest integer (halves to even, as NumPy's round).")
 
 
+@composite(samples=S.unary(), reference=S.jax_numpy("trunc"), vjp_math="x̄ = 0 (piecewise constant)")
+def trunc(x):
+    """x rounded toward zero (the integer part); its gradient is zero."""
+    return where(less(x, 0.0), ceil(x), floor(x))
+
+
 # -- binary -------------------------------------------------------------------------------------------------------
 add = Primitive("add", lambda xp, a, b: xp.add(a, b), _broadcast("add"),
                 _binary_vjp(lambda g, out, a, b: g, lambda g, out, a, b: g), ufunc="add", fused="({0} + {1})",
@@ -235,10 +260,17 @@ def _power_vjp(g, out, x, y):
     if _traced(x):
         if not _traced(y) and y.ndim == 0:  # a constant exponent, as in x ** 2
             k = y.item()
-            gx = g * k * (x if k == 2 else power(x, k - 1))
+            if k == 0:  # x ** 0 is 1: no gradient (k · x⁻¹ would be NaN at 0)
+                gx = None
+            elif k >= 1:
+                gx = g * k * (x if k == 2 else power(x, k - 1))  # finite everywhere
+            else:  # x^(k-1) is infinite at 0 (x ** 0.5, x ** -1): bpmagic's 0 there
+                gx = zero_where_singular(equal(x, 0.0), lambda x: g * k * power(x, k - 1), x)
         else:
-            gx = g * y * power(x, y - 1)
-        gx = unbroadcast(gx, x.shape)
+            # at x = 0, p · 0^(p-1) is 1 for p = 1, 0 for p > 1, and singular for p < 1 (0 there, as sqrt's)
+            gx = zero_where_singular(equal(x, 0.0), lambda x: g * y * power(x, y - 1), x,
+                                     at_singular=multiply(g, equal(y, 1.0)))
+        gx = None if gx is None else unbroadcast(gx, x.shape)
     if _traced(y):
         # d/dy x**y = log(x) x**y; where x <= 0 the log is undefined, and there we give 0 (as JAX does)
         gy = unbroadcast(g * out * log(where(x > 0, x, 1.0)), y.shape)
@@ -257,8 +289,9 @@ def _power_samples(rng):
 power = Primitive("power", lambda xp, x, y: xp.power(x, y), _broadcast("power"), _power_vjp, ufunc="power",
                   fused="pow({0}, {1})", symbol="**", doc="a to the power b (broadcasting).", onnx=op("Pow"),
                   samples=_power_samples, reference=S.jax_numpy("power"),
-                  vjp_math="for y = xᵖ: x̄ = ḡ · p · xᵖ⁻¹, p̄ = ḡ · y · log x (0 where x ≤ 0; none for a constant "
-                           "p) (each summed to its operand's shape)")
+                  vjp_math="for y = xᵖ: x̄ = ḡ · p · xᵖ⁻¹ (at x = 0: 0 for p < 1, where it does not exist), "
+                           "p̄ = ḡ · y · log x (0 where x ≤ 0; none for a constant p) (each summed to its operand's "
+                           "shape)")
 
 
 def _logaddexp_onnx(ctx, a, b):
@@ -279,6 +312,65 @@ logaddexp = Primitive("logaddexp", lambda xp, a, b: xp.logaddexp(a, b), _broadca
                       doc="log(e^a + e^b), without overflow.", onnx=_logaddexp_onnx, samples=_logaddexp_samples,
                       reference=S.jax_numpy("logaddexp"),
                       vjp_math="ā = ḡ · e^(a − y), b̄ = ḡ · e^(b − y) (each summed to its operand's shape)")
+
+
+def _fmod_vjp(g, out, a, b):
+    return (unbroadcast(g, a.shape) if _traced(a) else None,
+            unbroadcast(-(g * trunc(a / b)), b.shape) if _traced(b) else None)
+
+
+fmod = Primitive("fmod", lambda xp, a, b: xp.fmod(a, b), _broadcast("fmod"), _fmod_vjp, ufunc="fmod",
+                 doc="The remainder of a / b with the sign of a (C's fmod): a − b · trunc(a / b).",
+                 onnx=op("Mod", fmod=1), samples=S.off_integer_quotients, reference=S.jax_numpy("fmod"),
+                 vjp_math="ā = ḡ, b̄ = −ḡ · trunc(a / b) (each summed to its operand's shape)")
+
+
+def _float_broadcast(name):
+    rule = _broadcast(name)
+
+    def float_rule(*avals):
+        shape, dtype = rule(*avals)
+        return shape, (dtype if np.dtype(dtype).kind in "fc" else np.result_type(dtype, np.float32))
+
+    return float_rule
+
+
+def _arctan2_vjp(g, out, y, x):
+    # d atan2(y, x) = (x dy − y dx) / (x² + y²); at the origin, where it has no derivative, 0 (zero_where_singular)
+    r2 = x * x + y * y
+    scaled = zero_where_singular(equal(r2, 0.0), lambda r2: g / r2, r2)
+    return (unbroadcast(scaled * x, y.shape) if _traced(y) else None,
+            unbroadcast(-(scaled * y), x.shape) if _traced(x) else None)
+
+
+def _arctan2_onnx(ctx, y, x):
+    """ONNX has no Atan2: atan(y / x), turned by ±π where x is negative, with IEEE's signed zeros as NumPy has them
+    (1 / −0.0 is −inf: the sign of a zero shows in its reciprocal)."""
+    y, x = ctx.cast_to_result([y, x])
+    zero, one, pi = ctx.const(0, x), ctx.const(1, x), ctx.const(np.pi, x)
+
+    def negative(v):  # v < 0, or v is −0.0
+        return ctx.node("Or", [ctx.node("Less", [v, zero]), ctx.node("Less", [ctx.node("Div", [one, v]), zero])])
+
+    base = ctx.node("Atan", [ctx.node("Div", [y, x])])  # ±π/2 where x = ±0 (y / 0 is ±inf)
+    turn = ctx.node("Where", [negative(y), ctx.node("Neg", [pi]), pi])
+    x_negative = negative(x)
+    angle = ctx.node("Where", [x_negative, ctx.node("Add", [base, turn]), base])
+    origin = ctx.node("And", [ctx.node("Equal", [x, zero]), ctx.node("Equal", [y, zero])])
+    return ctx.node("Where", [origin, ctx.node("Where", [x_negative, turn, y]), angle])
+
+
+def _arctan2_samples(rng):
+    # on the axes, but not on the negative x axis, where the angle jumps from π to −π
+    axes = (np.array([0.0, 1.5, -2.0, -1.0]), np.array([2.0, 0.0, 0.0, -1e-3]))
+    return S.binary(S.away0, S.away0)(rng) + [(axes, {})]
+
+
+arctan2 = Primitive("arctan2", lambda xp, y, x: xp.arctan2(y, x), _float_broadcast("arctan2"), _arctan2_vjp,
+                    ufunc="arctan2", doc="The angle of the point (x, y) from the x axis, in (−π, π] (y first, as "
+                    "NumPy's arctan2 and C's atan2).", onnx=_arctan2_onnx, samples=_arctan2_samples,
+                    reference=S.jax_numpy("arctan2"),
+                    vjp_math="ȳ = ḡ · x / (x² + y²), x̄ = −ḡ · y / (x² + y²) (0 at the origin)")
 
 
 def _minmax_vjp(wins):
@@ -344,6 +436,60 @@ less = _comparison("less", "less", "<")
 less_equal = _comparison("less_equal", "less_equal", "<=")
 equal = _comparison("equal", "equal", "==")
 not_equal = _comparison("not_equal", "not_equal", "!=")
+
+
+# -- bitwise operations on integers and masks (no gradient) --------------------------------------------------------
+def _integer_rule(name):
+    def rule(*avals):
+        floats = [a for a in avals if np.dtype(a.dtype).kind not in "biu"]
+        if floats:
+            raise shape_error(name, avals, f"works on integers and booleans, not {np.dtype(floats[0].dtype)}")
+        return _broadcast(name)(*avals)
+
+    return rule
+
+
+def _integer_samples(rng):
+    a, b = rng.integers(-8, 9, (3, 4)), rng.integers(0, 4, (3, 4))
+    return [((a, b), {}), ((a, rng.integers(0, 4, (4,))), {}), ((a > 0, b > 1), {})]
+
+
+def _bitwise(name, ufunc, onnx_rule, doc, samples=_integer_samples):
+    unary = name == "invert"
+    return Primitive(name, (lambda xp, a: getattr(xp, ufunc)(a)) if unary else
+                     (lambda xp, a, b: getattr(xp, ufunc)(a, b)), _integer_rule(name), ufunc=ufunc,
+                     differentiable=False, doc=doc, onnx=onnx_rule, samples=samples, reference=S.jax_numpy(ufunc),
+                     vjp_math="no gradient (integer output)")
+
+
+def _invert_onnx(ctx, x):
+    return ctx.node("Not" if ctx.operands[0].dtype == bool else "BitwiseNot", [x])
+
+
+bitwise_and = _bitwise("bitwise_and", "bitwise_and", op("BitwiseAnd"), "a & b on the bits of integers (and on masks).")
+bitwise_or = _bitwise("bitwise_or", "bitwise_or", op("BitwiseOr"), "a | b on the bits of integers (and on masks).")
+bitwise_xor = _bitwise("bitwise_xor", "bitwise_xor", op("BitwiseXor"), "a ^ b on the bits of integers (and on masks).")
+invert = _bitwise("invert", "invert", _invert_onnx, "~x: every bit of an integer flipped (not, on a mask).",
+                  samples=lambda rng: [((rng.integers(-8, 9, (3, 4)),), {}), ((rng.integers(0, 2, (5,)) > 0,), {})])
+# ONNX's BitShift takes unsigned integers only: no counterpart for NumPy's signed ones
+left_shift = _bitwise("left_shift", "left_shift", None, "a << b: a's bits moved b places up (a · 2^b).",
+                      samples=lambda rng: _integer_samples(rng)[:2])
+right_shift = _bitwise("right_shift", "right_shift", None, "a >> b: a's bits moved b places down (⌊a / 2^b⌋).",
+                       samples=lambda rng: _integer_samples(rng)[:2])
+
+
+def _nextafter_jax(jax, a, b):
+    # JAX gives nextafter no derivative; a step of one float away from a has a's: 1 for a, 0 for b
+    sg = jax.lax.stop_gradient
+    return a + (jax.numpy.nextafter(sg(a), sg(b)) - sg(a))
+
+
+nextafter = Primitive("nextafter", lambda xp, a, b: xp.nextafter(a, b), _broadcast("nextafter"),
+                      lambda g, out, a, b: (unbroadcast(g, a.shape) if _traced(a) else None, None),
+                      ufunc="nextafter",
+                      doc="The next float after a in the direction of b.", jax=_nextafter_jax,
+                      samples=S.binary(), reference=lambda jax: lambda a, b: _nextafter_jax(jax, a, b),
+                      vjp_math="ā = ḡ (one float away from a), b̄ = 0")
 
 
 # -- where, astype, stop_gradient ----------------------------------------------------------------------------------

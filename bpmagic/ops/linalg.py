@@ -2,8 +2,8 @@
 
 `matmul` is the only primitive here (it is already batched and broadcasting). einsum, tensordot, inner, outer and
 dot are composites: each reduces to transposes, reshapes, diagonals (integer indexing), sums and one matmul per pair
-of operands, so their backward graphs are matmuls too and differentiate again. norm and matrix_trace are composed
-from elementwise ops, sums and diagonals.
+of operands, so their backward graphs are matmuls too and differentiate again. matrix_trace, cross, kron and vecdot
+are composed from elementwise ops, sums and diagonals. (Solves, decompositions and norms: decompositions.py.)
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 from .onnx import op
 
-__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "norm", "matrix_trace"]
+__all__ = ["matmul", "dot", "einsum", "tensordot", "inner", "outer", "matrix_trace", "cross", "kron", "vecdot"]
 
 
 def _matmul_rule(a, b):
@@ -28,11 +28,16 @@ def _matmul_rule(a, b):
     if a.shape[-1] != b.shape[-2]:
         raise shape_error("matmul", [a, b], f"inner sizes differ ({a.shape[-1]} vs {b.shape[-2]}); "
                           f"the left operand's last axis must equal the right operand's second-to-last")
+    return stacks_shape("matmul", a, b) + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+
+
+def stacks_shape(name, a, b):
+    """The shape of the stacks of matrices a and b (their axes before the last two), broadcast together."""
     try:
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        return tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     except ValueError:
-        raise shape_error("matmul", [a, b], "batch axes do not broadcast") from None
-    return batch + (a.shape[-2], b.shape[-1]), np.result_type(a.dtype, b.dtype)
+        raise shape_error(name, [a, b], "the stacks of matrices (the axes before the last two) do not "
+                          "broadcast") from None
 
 
 def _matmul_vjp(g, out, a, b):
@@ -64,6 +69,9 @@ _MATMUL_SHAPES = [((3, 4), (4, 2)), ((3, 1), (1, 4)), ((2, 3, 4), (2, 4, 2)), ((
          vjp_math="Ā = ḡ Bᵀ, B̄ = Aᵀ ḡ (batch axes summed back to each shape; a 1-d operand as a row or column vector)")
 def matmul(a, b):
     """a @ b: matrix product; 1-d operands act as row/column vectors and that axis is dropped, as in NumPy."""
+    if _ndim(a) == 0 or _ndim(b) == 0:
+        raise ShapeError(f"matmul (@) of {tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}: a "
+                         "number has no rows or columns; to scale, multiply with *")
     a_vec, b_vec = len(a.shape) == 1, len(b.shape) == 1
     if a.shape and len(b.shape) >= 1 and a.shape[-1] != b.shape[0 if b_vec else -2]:  # named with the user's shapes
         raise shape_error("matmul", [a, b], f"inner sizes differ ({a.shape[-1]} vs {b.shape[0 if b_vec else -2]}); "
@@ -79,6 +87,15 @@ def matmul(a, b):
         out = _shape.reshape(out, keep)
     return out
 
+
+
+def _ndim(x):
+    """The number of axes of an array, a traced value or a Python number (0)."""
+    return len(getattr(x, "shape", ()))
+
+
+def _array(x):
+    return x if hasattr(x, "shape") else np.asarray(x)
 
 
 # -- einsum and the contractions built on it ---------------------------------------------------------------------
@@ -178,7 +195,9 @@ def _einsum_samples(rng):
             (("...ij,...jk", n(rng, 2, 3, 4), n(rng, 4, 2)), {}),
             (("bhqd,bhkd->bhqk", n(rng, 2, 2, 3, 4), n(rng, 2, 2, 5, 4)), {}),
             (("ij,jk,kl->il", n(rng, 2, 3), n(rng, 3, 4), n(rng, 4, 2)), {}),
-            (("ijk->k", n(rng, 2, 3, 4)), {})]
+            (("ijk->k", n(rng, 2, 3, 4)), {}),
+            ((n(rng, 3, 4), [0, 1], n(rng, 4, 2), [1, 2], [0, 2]), {}),  # NumPy's sublist form
+            ((n(rng, 2, 3, 3), [Ellipsis, 0, 0]), {})]
 
 
 @composite(samples=_einsum_samples, reference=lambda jax: jax.numpy.einsum,
@@ -188,7 +207,7 @@ def einsum(subscripts, *operands):
     """Einstein summation, as np.einsum: einsum("ij,jk->ik", A, B) is A @ B; repeated letters in one term take a
     diagonal, letters missing from the output are summed, '...' stands for the leading axes."""
     if not isinstance(subscripts, str):
-        raise ShapeError("einsum takes the subscripts first, as a string: einsum('ij,jk->ik', A, B)")
+        subscripts, operands = _from_sublists((subscripts, *operands))
     if not operands:
         raise ShapeError(f"einsum {subscripts!r}: give at least one operand")
     letters, out = _parse_subscripts(subscripts, operands)
@@ -211,6 +230,26 @@ def einsum(subscripts, *operands):
         x, t = _contract(x, t, b, lb, keep)
     x, t = _sum_letters(x, t, out)
     return _shape.transpose(x, [t.index(c) for c in out])
+
+
+def _from_sublists(args):
+    """NumPy's other form, einsum(A, [0, 1], B, [1, 2], [0, 2]): axis numbers (and Ellipsis) after each operand,
+    then optionally the output's; as (subscripts string, operands)."""
+    out = args[-1] if len(args) % 2 else None
+    args = args[:-1] if len(args) % 2 else args
+    operands, lists = list(args[0::2]), list(args[1::2])
+    if not operands or any(isinstance(x, str) for x in args):
+        raise ShapeError("einsum takes the subscripts first, as a string (einsum('ij,jk->ik', A, B)), or each "
+                         "operand followed by a list of axis numbers (einsum(A, [0, 1], B, [1, 2], [0, 2]))")
+
+    def letters(sub):
+        try:
+            return "".join("..." if k is Ellipsis else string.ascii_letters[int(k)] for k in sub)
+        except (TypeError, ValueError, IndexError):
+            raise ShapeError(f"einsum: {sub!r} is not a list of axis numbers 0..51 (and ...)") from None
+
+    spec = ",".join(letters(sub) for sub in lists) + ("" if out is None else "->" + letters(out))
+    return spec, operands
 
 
 def _tensordot_axes(a, b, axes):
@@ -252,7 +291,7 @@ def tensordot(a, b, axes=2):
            vjp_math="Ā = tensordot(ḡ, B) over B's leading axes, B̄ likewise (sum over the last axis of both)")
 def inner(a, b):
     """Sum of products over the last axis of a and of b (np.inner); a 0-d operand multiplies."""
-    if not a.shape or not b.shape:
+    if _ndim(a) == 0 or _ndim(b) == 0:
         return a * b
     if a.shape[-1] != b.shape[-1]:
         raise ShapeError(f"inner of {tuple(a.shape)} and {tuple(b.shape)}: the last axes differ ({a.shape[-1]} vs "
@@ -266,69 +305,26 @@ def inner(a, b):
            vjp_math="ā = ḡ · b, b̄ = ḡᵀ · a (a and b flattened)")
 def outer(a, b):
     """All products a[i] * b[j] of the flattened a and b: shape (a.size, b.size), as np.outer."""
-    return _shape.reshape(a, (-1, 1)) * _shape.reshape(b, (1, -1))
+    return _shape.reshape(_array(a), (-1, 1)) * _shape.reshape(_array(b), (1, -1))
 
 
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4), S.normal(rng, 4, 2)), {}),
                                 ((S.normal(rng, 4), S.normal(rng, 4)), {}),
                                 ((S.normal(rng, 2, 3, 4), S.normal(rng, 5, 4, 2)), {}),
                                 ((S.normal(rng), S.normal(rng, 3)), {}),
-                                ((S.normal(rng, 2, 3), S.normal(rng, 3)), {})],
+                                ((S.normal(rng, 2, 3), S.normal(rng, 3)), {}),
+                                ((S.normal(rng, 2, 3), 2.0), {})],
            reference=lambda jax: jax.numpy.dot,
            vjp_math="as matmul for 1-d and 2-d operands: Ā = ḡ Bᵀ, B̄ = Aᵀ ḡ; for N-d, tensordot over a's last "
                     "and b's second-to-last axis")
 def dot(a, b):
     """np.dot: a product for 0-d operands, the matrix product for 1-d and 2-d, and for N-d a sum over a's last axis
     and b's second-to-last (unlike @, which batches)."""
-    if not a.shape or not b.shape:
+    if _ndim(a) == 0 or _ndim(b) == 0:  # a Python number too: np.dot(x, 2.0) scales
         return a * b
     if len(b.shape) == 1 or len(a.shape) <= 2 and len(b.shape) <= 2:
         return matmul(a, b)
     return tensordot(a, b, axes=([-1], [-2]))
-
-
-def _norm_samples(rng):
-    v, m = S.normal(rng, 5), S.normal(rng, 3, 4)
-    return [((v,), {}), ((m,), {}), ((v,), dict(ord=1)), ((S.distinct(rng, (5,))[0],), dict(ord=np.inf)),
-            ((v,), dict(ord=3)), ((m,), dict(axis=1)), ((m,), dict(axis=0, keepdims=True)), ((m,), dict(ord="fro")),
-            ((S.distinct(rng, (3, 4))[0],), dict(ord=1)), ((S.distinct(rng, (3, 4))[0],), dict(ord=np.inf)),
-            ((S.normal(rng, 2, 3, 4),), dict(axis=(1, 2)))]
-
-
-@composite(samples=_norm_samples, reference=lambda jax: jax.numpy.linalg.norm, numpy_name="linalg.norm",
-           vjp_math="x̄ = ḡ · x / y for the 2-norm; ḡ · sign(x) for ord=1")
-def norm(x, ord=None, axis=None, keepdims=False):
-    """np.linalg.norm: a vector norm along one axis (2 by default; 1, inf, -inf, any p), or a matrix norm over two
-    axes ("fro" by default; 1 and inf: the largest column and row sums). Without axis: the 2-norm of the flattened
-    array, or the matrix norm of a 2-d array when `ord` is given."""
-    n = len(x.shape)
-    if axis is None:
-        axes = tuple(range(n)) if ord is None or n == 1 else (0, 1) if n == 2 else None
-        if axes is None:
-            raise shape_error("norm", [x], f"ord={ord!r} without axis needs a 1-d or 2-d array")
-    else:
-        axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    axes = tuple(a % n for a in axes)
-    if ord is None or ord == "fro" and len(axes) == 2:
-        return _ew.sqrt(_reduce.sum(_ew.square(x), axis=axes, keepdims=keepdims))
-    a = _ew.abs(x)
-    if len(axes) == 1:
-        if ord == np.inf:
-            return _reduce.max(a, axis=axes, keepdims=keepdims)
-        if ord == -np.inf:
-            return _reduce.min(a, axis=axes, keepdims=keepdims)
-        if ord == 1:
-            return _reduce.sum(a, axis=axes, keepdims=keepdims)
-        if isinstance(ord, (int, float)) and ord > 0:
-            return _reduce.sum(a ** ord, axis=axes, keepdims=keepdims) ** (1.0 / ord)
-    elif len(axes) == 2 and ord in (1, np.inf, -1, -np.inf):
-        inner, outer = (axes[0], axes[1]) if abs(ord) == 1 else (axes[1], axes[0])
-        sums = _reduce.sum(a, axis=inner, keepdims=True)
-        pick = _reduce.max if ord > 0 else _reduce.min
-        out = pick(sums, axis=outer, keepdims=True)
-        return out if keepdims else _shape.squeeze(out, axis=axes)
-    raise shape_error("norm", [x], f"ord={ord!r} over {len(axes)} axes is not supported on traced values (the "
-                      "spectral and nuclear norms need an SVD); use the default, 'fro', 1 or inf")
 
 
 def _trace_samples(rng):
@@ -341,3 +337,62 @@ def _trace_samples(rng):
 def matrix_trace(x, offset=0, axis1=0, axis2=1):
     """Sum of the diagonal: np.trace(h) and h.trace() (bp.trace is the tracer of functions)."""
     return _reduce.sum(_shape.diagonal(x, offset, axis1, axis2), axis=-1)
+
+
+def _cross_samples(rng):
+    n = S.normal
+    return [((n(rng, 3), n(rng, 3)), {}), ((n(rng, 4, 3), n(rng, 3)), {}), ((n(rng, 2, 1, 3), n(rng, 4, 3)), {}),
+            ((n(rng, 3, 4), n(rng, 3, 4)), {"axis": 0}), ((n(rng, 2, 3), n(rng, 3, 2)), {"axisa": -1, "axisb": 0}),
+            ((n(rng, 4, 2), n(rng, 4, 3)), {}), ((n(rng, 3), n(rng, 2)), {}),
+            ((n(rng, 2, 3), n(rng, 2, 3)), {"axisc": 0})]
+
+
+@composite(samples=_cross_samples, reference=S.jax_numpy("cross"), numpy_name=("cross", "linalg.cross"),
+           vjp_math="ā = b × ḡ, b̄ = ḡ × a (for 3-vectors)")
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors along the last axis (or `axis`), broadcasting (np.cross): perpendicular to
+    both, of length |a||b|sin θ. A 2-vector counts as having z = 0."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = _shape.moveaxis(_array(a), axisa, -1), _shape.moveaxis(_array(b), axisb, -1)
+    if a.shape[-1] not in (2, 3) or b.shape[-1] not in (2, 3):
+        raise ShapeError(f"cross of {tuple(a.shape)} and {tuple(b.shape)} (vector axis last): the vectors must have "
+                         "2 or 3 components")
+    if a.shape[-1] == 2 == b.shape[-1]:  # NumPy's 2-d case: the z component only
+        return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+    def components(v):
+        parts = [_shape.getitem(v, (Ellipsis, i)) for i in range(v.shape[-1])]
+        return parts if len(parts) == 3 else parts + [0.0]
+
+    (a0, a1, a2), (b0, b1, b2) = components(a), components(b)
+    out = _shape.stack(list(_shape.broadcast_arrays(a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0)),
+                       axis=-1)
+    return _shape.moveaxis(out, -1, axisc)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 3), S.normal(rng, 3, 2)), {}),
+                                ((S.normal(rng, 3), S.normal(rng, 2)), {}),
+                                ((S.normal(rng, 2, 2), S.normal(rng, 3)), {}),
+                                ((S.normal(rng, 2), S.normal(rng, 2, 1, 2)), {})],
+           reference=S.jax_numpy("kron"), vjp_math="Ā = Σ over each block of ḡ ⊙ B, B̄ = Σₖ aₖ · ḡ's block k")
+def kron(a, b):
+    """The Kronecker product: a block matrix of copies of b, each scaled by an entry of a (np.kron)."""
+    a, b = _array(a), _array(b)
+    n = max(len(a.shape), len(b.shape))
+    sa = (1,) * (n - len(a.shape)) + tuple(a.shape)
+    sb = (1,) * (n - len(b.shape)) + tuple(b.shape)
+    # a's axes interleaved with b's: (a₀, b₀, a₁, b₁, ...), then each pair merged
+    spread = (_shape.reshape(a, [d for s in sa for d in (s, 1)])
+              * _shape.reshape(b, [d for s in sb for d in (1, s)]))
+    return _shape.reshape(spread, [x * y for x, y in zip(sa, sb)])
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3), S.normal(rng, 3)), {}),
+                                ((S.normal(rng, 2, 3), S.normal(rng, 3)), {}),
+                                ((S.normal(rng, 3, 4), S.normal(rng, 3, 4)), {"axis": 0})],
+           reference=lambda jax: lambda a, b, axis=-1: jax.numpy.vecdot(a, b, axis=axis),
+           numpy_name=("vecdot", "linalg.vecdot"), vjp_math="ā = ḡ · b, b̄ = ḡ · a (broadcast along axis)")
+def vecdot(a, b, axis=-1):
+    """Dot products of the vectors along `axis` of a and b, broadcasting the other axes (np.vecdot)."""
+    return _reduce.sum(_array(a) * _array(b), axis=axis)

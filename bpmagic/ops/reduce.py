@@ -1,14 +1,18 @@
-"""Reductions: sum, mean, max, min, var, std, prod (with axis and keepdims), argmax, argmin, cumsum.
+"""Reductions: sum, mean, max, min, var, std, prod (with axis and keepdims), argmax, argmin, cumsum, cumprod, the
+order statistics (median, quantile, percentile) and the counts (count_nonzero, isin, searchsorted).
 
 Primitives: sum and max (everything else reduces through them), argmax (an index, no gradient) and cumsum (a scan:
 as a composite it would be quadratic). mean, min, var, std, prod and argmin are compositions; prod multiplies
-pairwise in a tree, so its gradient is exact even where entries are zero (unlike out / x).
+pairwise in a tree, so its gradient is exact even where entries are zero (unlike out / x), and cumprod is a scan of
+multiplications for the same reason. The order statistics sort, then take and interpolate: their gradient goes to
+the entries they select.
 
 Reductions build on elementwise and shape (a sum's VJP broadcasts back; max's compares); neither imports this module.
 """
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -19,7 +23,7 @@ from . import shape as _shape
 from .core import Primitive, composite, exposes, shape_error
 
 __all__ = ["sum", "mean", "max", "min", "argmax", "argmin", "var", "std", "prod", "cumsum", "amax", "amin", "any",
-           "all", "average"]
+           "all", "average", "count_nonzero", "cumprod", "quantile", "percentile", "median", "isin", "searchsorted"]
 
 # axis / keepdims combinations every reduction is checked on: all axes, one, several, negative, size-1
 _AXES = [dict(), dict(keepdims=True), dict(axis=0), dict(axis=1, keepdims=True), dict(axis=-1),
@@ -317,3 +321,161 @@ def average(x, axis=None, weights=None, returned=False, keepdims=False):
         weights = _shape.reshape(weights, [-1 if i == axes[0] else 1 for i in range(len(x.shape))])
     weights = _shape.broadcast_to(weights, x.shape)
     return sum(x * weights, axis=axes, keepdims=keepdims) / sum(weights, axis=axes, keepdims=keepdims)
+
+
+# -- counts --------------------------------------------------------------------------------------------------------
+@composite(samples=_bool_samples, reference=lambda jax: lambda x, axis=None, keepdims=False: jax.numpy.count_nonzero(
+    x, axis=axis, keepdims=keepdims), differentiable=False, vjp_math="no gradient (integer output)")
+def count_nonzero(x, axis=None, keepdims=False):
+    """How many entries along `axis` are non-zero (True)."""
+    return sum(_ew.not_equal(x, 0), axis=axis, keepdims=keepdims)
+
+
+def _isin_samples(rng):
+    x = rng.integers(0, 6, (3, 4)).astype(np.float64)
+    return [((x, np.array([1.0, 4.0, 9.0])), {}), ((x, np.array([[0.0], [5.0]])), {"invert": True}),
+            ((np.arange(5), [1, 3]), {})]
+
+
+@composite(samples=_isin_samples, reference=lambda jax: lambda e, t, invert=False: jax.numpy.isin(
+    e, np.asarray(t), invert=invert), differentiable=False, vjp_math="no gradient (boolean output)")
+def isin(element, test_elements, assume_unique=False, invert=False):
+    """True where an entry of `element` equals one of `test_elements` (False with invert=True)."""
+    element = element if hasattr(element, "shape") else np.asarray(element)
+    tests = _shape.reshape(test_elements if hasattr(test_elements, "shape") else np.asarray(test_elements), (-1,))
+    hit = any(_ew.equal(_shape.expand_dims(element, -1), tests), axis=-1)
+    return _ew.equal(hit, False) if invert else hit
+
+
+def _searchsorted_samples(rng):
+    a = np.array([-1.0, 0.0, 0.5, 2.0, 3.0])
+    return [((a, np.array([-2.0, 0.0, 0.7, 3.0, 9.0])), {}), ((a, np.array([[0.5, 2.0], [3.5, -1.0]])),
+            {"side": "right"}), ((np.array([3.0, -1.0, 2.0]), 2.5), {"sorter": np.array([1, 2, 0])})]
+
+
+@composite(samples=_searchsorted_samples, reference=lambda jax: lambda a, v, side="left", sorter=None:
+           jax.numpy.searchsorted(a if sorter is None else a[sorter], v, side=side), differentiable=False,
+           vjp_math="no gradient (integer output)")
+def searchsorted(a, v, side="left", sorter=None):
+    """Where each v would go in the sorted 1-d array a to keep it sorted: the number of entries of a below v
+    (side="left"), or at most v (side="right"). `sorter`: the indices that sort a, when a is not sorted."""
+    if len(a.shape) != 1:
+        raise shape_error("searchsorted", [a], "needs a sorted 1-d array to search")
+    if side not in ("left", "right"):
+        raise shape_error("searchsorted", [a], f"side must be 'left' or 'right', got {side!r}")
+    if sorter is not None:
+        a = _shape.take(a, sorter)
+    v = v if hasattr(v, "shape") else np.asarray(v)
+    below = (_ew.less if side == "left" else _ew.less_equal)(a, _shape.expand_dims(v, -1))
+    return sum(below, axis=-1)
+
+
+# -- cumprod: a scan of multiplications ------------------------------------------------------------------------------
+def _cumprod_samples(rng):
+    with_zero = S.normal(rng, 3, 5)
+    with_zero[1, 2] = 0.0
+    return [((S.normal(rng, 3, 4),), dict(axis=1)), ((S.normal(rng, 3, 4),), dict(axis=0)),
+            ((with_zero,), dict(axis=1)), ((S.normal(rng, 2, 3),), {}), ((S.normal(rng, 7),), {})]
+
+
+@composite(samples=_cumprod_samples, reference=S.jax_numpy("cumprod"),
+           vjp_math="x̄ᵢ = Σⱼ≥ᵢ ḡⱼ · Πₖ≤ⱼ,ₖ≠ᵢ xₖ (exact at zeros: through the products)")
+def cumprod(x, axis=None):
+    """Running products along `axis` (over the flattened array when None): NumPy's cumprod, the array API's
+    cumulative_prod. Its gradient is exact where entries are 0 (the scan multiplies, it never divides)."""
+    if axis is None:
+        x, axis = _shape.reshape(x, (-1,)), 0
+    (axis,) = _norm_axis(x, axis, "cumprod")
+    n, head, shift = x.shape[axis], (slice(None),) * axis, 1
+    while shift < n:  # Hillis and Steele's scan: after the step with shift s, each entry holds the last 2s products
+        ones = np.ones(x.shape[:axis] + (shift,) + x.shape[axis + 1:], x.dtype)
+        x = x * _shape.concatenate([ones, _shape.getitem(x, head + (slice(0, n - shift),))], axis)
+        shift *= 2
+    return x
+
+
+# -- order statistics -------------------------------------------------------------------------------------------
+_QUANTILE_METHODS = ("linear", "lower", "higher", "nearest", "midpoint")
+
+
+def _order_statistic(name, x, q, axis, method, keepdims):
+    """Quantile q (a number or a fixed array in [0, 1]) of x along `axis`: sort, then take or interpolate between
+    the neighbouring order statistics, as NumPy's default methods do. q's axes come first in the result."""
+    if getattr(q, "_bp_trace", None) is not None:
+        raise shape_error(name, [x], "q must be numbers or a fixed array, not a traced value")
+    if method not in _QUANTILE_METHODS:
+        raise shape_error(name, [x], f"method={method!r} is not supported; use one of {', '.join(_QUANTILE_METHODS)}")
+    q = np.asarray(q, np.float64)
+    if not np.all((q >= 0) & (q <= 1)):
+        raise shape_error(name, [x], f"quantiles must be in [0, 1] (percentiles in [0, 100]), got {q.tolist()}")
+    axes = _norm_axis(x, axis, name)
+    n = _count(x, axes)
+    if n == 0:
+        raise shape_error(name, [x], "cannot take an order statistic of no entries")
+    rest = [a for a in range(len(x.shape)) if a not in axes]
+    # the reduced axes last, as one axis of n entries, sorted
+    y = _shape.transpose(x, rest + list(axes)) if axes else x
+    y = _shape.sort(_shape.reshape(y, tuple(x.shape[a] for a in rest) + (n,)), axis=-1)
+    position = q * (n - 1)
+    lo = np.floor(position).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    pick = {"lower": lo, "higher": np.ceil(position).astype(np.int64), "nearest": np.around(position).astype(np.int64)}
+    if method in pick:
+        out = _shape.take(y, pick[method], axis=-1)
+    else:
+        weight = np.full(position.shape, 0.5) if method == "midpoint" else position - lo
+        out = _shape.take(y, lo, axis=-1) * (1.0 - weight) + _shape.take(y, hi, axis=-1) * weight
+    # as NumPy: a NaN anywhere along the axis makes the result NaN (sorting alone would move it out of the way)
+    if np.dtype(x.dtype).kind == "f":
+        has_nan = any(_ew.not_equal(y, y), axis=-1)
+        out = _ew.where(_shape.reshape(has_nan, tuple(has_nan.shape) + (1,) * q.ndim), math.nan, out)
+    kept = _reduced_shape(x.shape, axes, keepdims)
+    if q.ndim:  # q's axes first, then the kept ones
+        out = _shape.moveaxis(out, tuple(range(len(rest), len(rest) + q.ndim)), tuple(range(q.ndim)))
+    return _shape.reshape(out, q.shape + kept)
+
+
+def _quantile_samples(scale=1.0):
+    def samples(rng):
+        d = lambda *shape: S.distinct(rng, shape)[0]  # noqa: E731  (no ties: the gradient's entry is unique)
+        # several q: a list, held fixed (a float array among the arguments would be differentiated)
+        return [((d(7), 0.5 * scale), {}), ((d(6), 0.25 * scale), {}), ((d(3, 5), [0.1 * scale, 0.9 * scale]),
+                {"axis": 1}), ((d(2, 3, 4), 0.7 * scale), {"axis": (0, 2), "keepdims": True}),
+                ((d(3, 4), 0.4 * scale), {"axis": 0, "method": "lower"}),
+                ((d(3, 4), 0.4 * scale), {"axis": 0, "method": "higher"}),
+                ((d(5, 2), [0.1 * scale, 0.62 * scale]), {"axis": 0, "method": "nearest"}),
+                ((d(6), 0.3 * scale), {"method": "midpoint"}), ((d(4), 1.0 * scale), {})]
+
+    return samples
+
+
+@composite(samples=_quantile_samples(),
+           reference=lambda jax: lambda x, q, axis=None, method="linear", keepdims=False: jax.numpy.quantile(
+               x, np.asarray(q), axis=axis, method=method, keepdims=keepdims),
+           vjp_math="x̄ = ḡ · (1 − t) to the order statistic below the quantile and ḡ · t to the one above (t the "
+                    "fraction between them)")
+def quantile(x, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False):
+    """The q-th quantile(s) of x along `axis`, q in [0, 1] (np.quantile): the sorted entries interpolated
+    linearly at position q · (n − 1), or by `method` ("lower", "higher", "nearest", "midpoint")."""
+    return _order_statistic("quantile", x, q, axis, method, keepdims)
+
+
+@composite(samples=_quantile_samples(100.0),
+           reference=lambda jax: lambda x, q, axis=None, method="linear", keepdims=False: jax.numpy.percentile(
+               x, np.asarray(q), axis=axis, method=method, keepdims=keepdims),
+           vjp_math="as quantile at q / 100")
+def percentile(x, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False):
+    """The q-th percentile(s) of x along `axis`, q in [0, 100] (np.percentile)."""
+    return _order_statistic("percentile", x, np.asarray(q, np.float64) / 100.0, axis, method, keepdims)
+
+
+@composite(samples=lambda rng: [((S.distinct(rng, (7,))[0],), {}), ((S.distinct(rng, (6,))[0],), {}),
+                                ((S.distinct(rng, (3, 4))[0],), {"axis": 1}),
+                                ((S.distinct(rng, (2, 3, 4))[0],), {"axis": (0, 2), "keepdims": True})],
+           reference=lambda jax: lambda x, axis=None, keepdims=False: jax.numpy.median(x, axis=axis,
+                                                                                       keepdims=keepdims),
+           vjp_math="x̄ = ḡ to the middle entry (½ḡ to each of the two middle ones for an even count)")
+def median(x, axis=None, out=None, overwrite_input=False, keepdims=False):
+    """The middle value of x along `axis`: of the sorted entries, the middle one, or the mean of the two middle
+    ones (np.median)."""
+    return _order_statistic("median", x, 0.5, axis, "linear", keepdims)

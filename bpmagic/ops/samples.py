@@ -52,6 +52,22 @@ def avoiding(rng, bands, *shape):
     return np.asarray(lo + (hi - lo) * rng.uniform(0, 1, shape), np.float64)
 
 
+def off_integer_quotients(rng):
+    """(a, b) pairs whose quotients a / b stay 0.1 or more from an integer: fmod and remainder jump there."""
+    def pair(sa, sb):
+        b = away0(rng, *sb)
+        shape = np.broadcast_shapes(sa, sb)
+        q = rng.integers(-3, 4, shape) + rng.uniform(0.1, 0.9, shape)
+        a = np.asarray(q * b)
+        assert a.shape == tuple(sa), "the quotient's shape must be a's: b broadcasts against a"
+        return a, b
+
+    shapes = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 3, 4), (3, 1)), ((3,), ()), ((), ())]
+    return ([(pair(sa, sb), {}) for sa, sb in shapes]
+            + [((uniform_in(rng, 0.1, 0.9, 3, 4) + rng.integers(-3, 4, (3, 4)), 1.0), {}),  # a Python divisor
+               ((2.5, np.array([0.7, -1.1, 0.9, -1.3])), {})])  # a Python dividend
+
+
 def unary(gen=normal, shapes=UNARY_SHAPES, **kwargs):
     """samples(rng) for a one-input op: `gen` over each shape, with the same keyword arguments."""
     return lambda rng: [((gen(rng, *s),), dict(kwargs)) for s in shapes]

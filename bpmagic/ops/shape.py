@@ -22,7 +22,10 @@ from .core import Primitive, composite, exposes, shape_error
 __all__ = ["reshape", "transpose", "swapaxes", "broadcast_to", "getitem", "take", "concatenate", "stack",
            "expand_dims", "squeeze", "flatten",
            "pad", "split", "flip", "roll", "tile", "repeat", "take_along_axis", "tril", "triu",
-           "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal"]
+           "ravel", "hstack", "vstack", "moveaxis", "diff", "fliplr", "flipud", "sort", "argsort", "diagonal",
+           "atleast_1d", "atleast_2d", "atleast_3d", "array_split", "vsplit", "hsplit", "dsplit", "column_stack",
+           "dstack", "diag", "append", "rot90", "rollaxis", "unstack", "broadcast_arrays", "meshgrid",
+           "matrix_transpose", "gradient", "asarray"]
 
 
 # -- reshape ------------------------------------------------------------------------------------------------------
@@ -354,6 +357,11 @@ def take(x, indices, axis=None):
 
 
 # -- concatenate / stack ------------------------------------------------------------------------------------------
+def _as_array(x):
+    """A traced value or an array as it is; a Python number or list as NumPy's array of it (np.hstack's rule)."""
+    return x if hasattr(x, "shape") else np.asarray(x)
+
+
 def _concat_rule(*xs, axis):
     first = xs[0].shape
     for x in xs[1:]:
@@ -384,9 +392,12 @@ _concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs,
     reference=S.jax_numpy("concatenate"), vjp_math="x̄ᵢ = the slice of ḡ along axis that xᵢ occupies")
 def concatenate(xs, axis=0):
     """Join arrays along an existing axis (flattened first when axis is None, as NumPy)."""
-    xs = list(xs)
+    xs = [_as_array(x) for x in xs]
     if not xs:
         raise ShapeError("concatenate needs at least one array")
+    if axis is not None and any(not x.shape for x in xs):
+        raise shape_error("concatenate", xs, "a number (0-d array) has no axis to join along: use np.hstack or "
+                          "np.stack, or make it 1-d (np.atleast_1d)")
     if axis is None:
         xs, axis = [reshape(x, (-1,)) for x in xs], 0
     (axis,) = _axes_of(xs[0], axis, "concatenate")
@@ -452,25 +463,74 @@ def pad(x, pad_width, mode="constant", constant_values=0):
     return scatter_add(x - constant_values, spec=spec, shape=shape) + constant_values
 
 
+def _pieces(x, cuts, axis):
+    """x cut before each index in `cuts` along `axis` (Python's slicing: a negative cut counts from the end)."""
+    bounds = [0, *cuts, x.shape[axis]]
+    return [getitem(x, (slice(None),) * axis + (slice(lo, hi),)) for lo, hi in zip(bounds, bounds[1:])]
+
+
+def _split(x, indices_or_sections, axis, name, equal=True):
+    (axis,) = _axes_of(x, axis, name)
+    size = x.shape[axis]
+    if not isinstance(indices_or_sections, numbers.Integral):
+        return _pieces(x, [int(c) for c in indices_or_sections], axis)
+    n = int(indices_or_sections)
+    if n < 1 or equal and size % n:
+        raise shape_error(name, [x], f"axis {axis} of size {size} does not split into {n} equal pieces; "
+                          "pass the cut points as a list instead, or use np.array_split")
+    # array_split: the first size % n pieces are one longer
+    lengths = [size // n + (i < size % n) for i in range(n)]
+    return _pieces(x, np.cumsum(lengths)[:-1].tolist(), axis)
+
+
 @composite(samples=lambda rng: [((S.normal(rng, 6, 2), 3), {}),
                                 ((S.normal(rng, 2, 5), [1, 3]), {"axis": 1}),
-                                ((S.normal(rng, 4, 3), [2]), {"axis": -2})],
+                                ((S.normal(rng, 4, 3), [2]), {"axis": -2}),
+                                ((S.normal(rng, 5, 2), [3, 3]), {})],
            reference=lambda jax: jax.numpy.split,
            vjp_math="x̄ = concatenate([ḡ₁, ḡ₂, …], axis)")
 def split(x, indices_or_sections, axis=0):
     """A list of pieces of x along `axis`: `n` equal pieces, or cut before each index in a list (np.split)."""
-    (axis,) = _axes_of(x, axis, "split")
-    size = x.shape[axis]
-    if isinstance(indices_or_sections, numbers.Integral):
-        n = int(indices_or_sections)
-        if n < 1 or size % n:
-            raise shape_error("split", [x], f"axis {axis} of size {size} does not split into {n} equal pieces; "
-                              "pass the cut points as a list instead")
-        cuts = [size // n * i for i in range(1, n)]
-    else:
-        cuts = [int(c) for c in indices_or_sections]
-    bounds = [0] + [min(max(c, 0), size) for c in cuts] + [size]
-    return [getitem(x, (slice(None),) * axis + (slice(lo, max(lo, hi)),)) for lo, hi in zip(bounds, bounds[1:])]
+    return _split(x, indices_or_sections, axis, "split")
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 7, 2), 3), {}), ((S.normal(rng, 2, 5), 2), {"axis": 1}),
+                                ((S.normal(rng, 4, 3), [1, 3]), {})],
+           reference=lambda jax: jax.numpy.array_split,
+           vjp_math="x̄ = concatenate([ḡ₁, ḡ₂, …], axis)")
+def array_split(x, indices_or_sections, axis=0):
+    """As split, but `n` pieces need not be equal: the first (size mod n) are one entry longer (np.array_split)."""
+    return _split(x, indices_or_sections, axis, "array_split", equal=False)
+
+
+def _split_along(name, axis, min_ndim):
+    def fn(x, indices_or_sections):
+        if len(x.shape) < min_ndim:
+            raise shape_error(name, [x], f"needs at least {min_ndim} axes")
+        return _split(x, indices_or_sections, 0 if name == "hsplit" and len(x.shape) == 1 else axis, name)
+
+    return fn
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 4, 3), 2), {}), ((S.normal(rng, 5, 2, 2), [1, 4]), {})],
+           reference=lambda jax: jax.numpy.vsplit, vjp_math="x̄ = concatenate([ḡ₁, ḡ₂, …], 0)")
+def vsplit(x, indices_or_sections):
+    """split along axis 0 (rows), for arrays of 2 axes or more (np.vsplit)."""
+    return _split_along("vsplit", 0, 2)(x, indices_or_sections)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 4), 2), {}), ((S.normal(rng, 6), [2]), {})],
+           reference=lambda jax: jax.numpy.hsplit, vjp_math="x̄ = concatenate([ḡ₁, ḡ₂, …], 1)")
+def hsplit(x, indices_or_sections):
+    """split along axis 1 (columns), or axis 0 of a 1-d array (np.hsplit)."""
+    return _split_along("hsplit", 1, 1)(x, indices_or_sections)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 2, 4), 2), {}), ((S.normal(rng, 1, 2, 5), [1, 3]), {})],
+           reference=lambda jax: jax.numpy.dsplit, vjp_math="x̄ = concatenate([ḡ₁, ḡ₂, …], 2)")
+def dsplit(x, indices_or_sections):
+    """split along axis 2 (depth), for arrays of 3 axes or more (np.dsplit)."""
+    return _split_along("dsplit", 2, 3)(x, indices_or_sections)
 
 
 @composite(samples=lambda rng: [((S.normal(rng, 3, 4),), {}),
@@ -599,19 +659,91 @@ def _seq_samples(*shape_lists):
     return lambda rng: [(([S.normal(rng, *shape) for shape in shapes],), {}) for shapes in shape_lists]
 
 
-@composite(samples=_seq_samples([(3,), (2,)], [(2, 3), (2, 1)], [(2, 1, 3), (2, 2, 3)]),
+def _asarray_samples(rng):
+    return [((S.normal(rng, 3, 4),), {}), ((S.normal(rng, 3),), {"dtype": np.float64}),
+            (([S.normal(rng, 3), S.normal(rng, 3)],), {}), (([[1.0, 2.0], [3.0, 4.0]],), {})]
+
+
+@composite(samples=_asarray_samples, reference=lambda jax: lambda a, dtype=None: jax.numpy.asarray(
+    jax.numpy.stack(a) if isinstance(a, list) and any(hasattr(x, "shape") for x in a) else a, dtype),
+           numpy_name=None, vjp_math="ā = ḡ (cast back to a's dtype; a list of arrays gets the slices of ḡ)")
+def asarray(a, dtype=None, copy=None):
+    """a as an array, as np.asarray: a traced value stays itself (cast to `dtype` when given), a list of arrays and
+    traced values is stacked, numbers and lists of numbers become a NumPy array. (np.asarray itself turns a traced
+    value into a NumPy array before any dispatch could see it: write bp.asarray, or asarray in a cell.)"""
+    if isinstance(a, (list, tuple)) and any(hasattr(x, "shape") or isinstance(x, (list, tuple)) for x in a):
+        if any(getattr(x, "_bp_trace", None) is not None for x in _leaves(a)):
+            a = stack([asarray(x) for x in a])
+    if not hasattr(a, "shape"):
+        return np.asarray(a, dtype)
+    return a if dtype is None else _ew.astype(a, dtype)
+
+
+def _leaves(a):
+    for x in a:
+        yield from (_leaves(x) if isinstance(x, (list, tuple)) else (x,))
+
+
+def _atleast(arrays, ndim, place):
+    """Each array with size-1 axes added (`place(shape)` gives the new shape) until it has `ndim` axes; one array
+    alone is returned as itself, several as a tuple (NumPy's atleast_1d/2d/3d)."""
+    out = []
+    for x in map(_as_array, arrays):
+        out.append(x if len(x.shape) >= ndim else reshape(x, place(tuple(x.shape))))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _atleast_samples(rng):
+    return [((S.normal(rng),), {}), ((S.normal(rng, 3),), {}), ((S.normal(rng, 2, 3),), {}),
+            ((S.normal(rng, 2, 3, 2),), {}), ((S.normal(rng, 3), S.normal(rng)), {})]
+
+
+@composite(samples=_atleast_samples, reference=S.jax_numpy("atleast_1d"), vjp_math="x̄ = reshape(ḡ, x.shape)")
+def atleast_1d(*arrays):
+    """Each array with at least 1 axis: a number becomes shape (1,)."""
+    return _atleast(arrays, 1, lambda shape: (1,))
+
+
+@composite(samples=_atleast_samples, reference=S.jax_numpy("atleast_2d"), vjp_math="x̄ = reshape(ḡ, x.shape)")
+def atleast_2d(*arrays):
+    """Each array with at least 2 axes: a number becomes (1, 1), a vector (n,) the row (1, n)."""
+    return _atleast(arrays, 2, lambda shape: (1,) * (2 - len(shape)) + shape)
+
+
+@composite(samples=_atleast_samples, reference=S.jax_numpy("atleast_3d"), vjp_math="x̄ = reshape(ḡ, x.shape)")
+def atleast_3d(*arrays):
+    """Each array with at least 3 axes: a number becomes (1, 1, 1), a vector (n,) becomes (1, n, 1) and a matrix
+    (m, n) becomes (m, n, 1)."""
+    return _atleast(arrays, 3, lambda shape: {0: (1, 1, 1), 1: (1,) + shape + (1,), 2: shape + (1,)}[len(shape)])
+
+
+@composite(samples=_seq_samples([(3,), (2,)], [(2, 3), (2, 1)], [(2, 1, 3), (2, 2, 3)], [(), (2,), ()]),
            reference=S.jax_numpy("hstack"), vjp_math="x̄ᵢ = the slice of ḡ that xᵢ occupies")
 def hstack(xs):
-    """Join arrays side by side: along axis 1, or along axis 0 for 1-d arrays (np.hstack)."""
-    xs = list(xs)
+    """Join arrays side by side: along axis 1, or along axis 0 for 1-d arrays and numbers (np.hstack)."""
+    xs = [atleast_1d(x) for x in xs]
     return concatenate(xs, axis=0 if xs and len(xs[0].shape) == 1 else 1)
 
 
-@composite(samples=_seq_samples([(3,), (3,)], [(2, 3), (1, 3)], [(1, 2, 3), (2, 2, 3)]),
+@composite(samples=_seq_samples([(3,), (3,)], [(2, 3), (1, 3)], [(1, 2, 3), (2, 2, 3)], [(), ()]),
            reference=S.jax_numpy("vstack"), vjp_math="x̄ᵢ = the rows of ḡ that xᵢ occupies")
 def vstack(xs):
     """Join arrays one above the other, along axis 0; 1-d arrays become rows (np.vstack)."""
-    return concatenate([reshape(x, (1, -1)) if len(x.shape) <= 1 else x for x in xs], axis=0)
+    return concatenate([atleast_2d(x) for x in xs], axis=0)
+
+
+@composite(samples=_seq_samples([(3,), (3,)], [(3, 2), (3,)], [(), ()]),
+           reference=S.jax_numpy("column_stack"), vjp_math="x̄ᵢ = the columns of ḡ that xᵢ occupies")
+def column_stack(xs):
+    """Join arrays side by side as columns: 1-d arrays become columns, 2-d ones join along axis 1."""
+    return concatenate([reshape(x, (-1, 1)) if len(x.shape) < 2 else x for x in map(_as_array, xs)], axis=1)
+
+
+@composite(samples=_seq_samples([(3,), (3,)], [(2, 3), (2, 3)], [(2, 3, 1), (2, 3, 2)]),
+           reference=S.jax_numpy("dstack"), vjp_math="x̄ᵢ = the slice of ḡ along axis 2 that xᵢ occupies")
+def dstack(xs):
+    """Join arrays along axis 2 (depth), after making each at least 3-d as atleast_3d does (np.dstack)."""
+    return concatenate([atleast_3d(x) for x in xs], axis=2)
 
 
 @composite(samples=_cases(([(2, 3, 4)], dict(source=0, destination=-1)), ([(2, 3, 4)], dict(source=-1, destination=0)),
@@ -711,3 +843,207 @@ def diagonal(x, offset=0, axis1=0, axis2=1):
     n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
     i = np.arange(n)
     return getitem(y, (Ellipsis, i - min(offset, 0), i + max(offset, 0)))
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3),), {}), ((S.normal(rng, 3),), {"k": 1}),
+                                ((S.normal(rng, 2),), {"k": -2}), ((S.normal(rng, 3, 4),), {}),
+                                ((S.normal(rng, 4, 3),), {"k": -1})],
+           reference=lambda jax: jax.numpy.diag,
+           vjp_math="from a vector v: v̄ = the k-th diagonal of ḡ; from a matrix: x̄ = ḡ placed on its k-th diagonal")
+def diag(v, k=0):
+    """np.diag: a vector becomes the square matrix with it on diagonal k (0 elsewhere); a matrix gives its k-th
+    diagonal."""
+    if len(v.shape) == 2:
+        return diagonal(v, offset=k)
+    if len(v.shape) != 1:
+        raise shape_error("diag", [v], "needs a 1-d array (to make a matrix) or a 2-d one (to read its diagonal)")
+    k = int(k)
+    n = v.shape[0] + abs(k)
+    if k:  # row r of the matrix holds v[r] (k > 0) or column c holds v[c] (k < 0): v padded to n entries
+        v = concatenate([v, np.zeros(abs(k), v.dtype)])
+    spread = broadcast_to(reshape(v, (n, 1) if k >= 0 else (1, n)), (n, n))
+    return _ew.where(np.eye(n, k=k, dtype=bool), spread, 0)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 2, 3), S.normal(rng, 2)), {}),
+                                ((S.normal(rng, 2, 3), S.normal(rng, 1, 3)), {"axis": 0}),
+                                ((S.normal(rng, 3), 2.5), {})],
+           reference=lambda jax: jax.numpy.append,
+           vjp_math="ā and v̄ = the parts of ḡ that they occupy")
+def append(arr, values, axis=None):
+    """arr with `values` joined at its end along `axis`; both flattened first when axis is None (np.append)."""
+    arr, values = _as_array(arr), _as_array(values)
+    if axis is None:
+        return concatenate([reshape(arr, (-1,)), reshape(values, (-1,))])
+    return concatenate([arr, values], axis)
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(3, 4)], dict(k=2)), ([(3, 4)], dict(k=-1)),
+                          ([(2, 3, 4)], dict(k=3, axes=(1, 2))), ([(2, 3, 4)], dict(k=1, axes=(2, 0)))),
+           reference=lambda jax: jax.numpy.rot90, vjp_math="x̄ = rot90(ḡ, −k, axes)")
+def rot90(m, k=1, axes=(0, 1)):
+    """m turned by 90° k times, from the first of `axes` towards the second (np.rot90)."""
+    a0, a1 = _axes_of(m, axes, "rot90")
+    if a0 == a1:
+        raise shape_error("rot90", [m], f"axes {tuple(axes)} must be two different axes")
+    k = int(k) % 4
+    if k == 0:
+        return m
+    if k == 2:
+        return flip(flip(m, a0), a1)
+    order = list(range(len(m.shape)))
+    order[a0], order[a1] = order[a1], order[a0]
+    return transpose(flip(m, a1), order) if k == 1 else flip(transpose(m, order), a1)
+
+
+@composite(samples=_cases(([(2, 3, 4)], dict(axis=2)), ([(2, 3, 4)], dict(axis=0, start=2)),
+                          ([(2, 3, 4)], dict(axis=-1, start=1))),
+           reference=lambda jax: jax.numpy.rollaxis, vjp_math="x̄ = ḡ with the axis moved back")
+def rollaxis(x, axis, start=0):
+    """x with `axis` moved to sit before position `start` (np.rollaxis; np.moveaxis is the clearer spelling)."""
+    n = len(x.shape)
+    (axis,) = _axes_of(x, axis, "rollaxis")
+    start = int(start) + n if int(start) < 0 else int(start)
+    if not 0 <= start <= n:
+        raise shape_error("rollaxis", [x], f"start {start} must be in [-{n}, {n}]")
+    start -= axis < start
+    order = [a for a in range(n) if a != axis]
+    order.insert(start, axis)
+    return transpose(x, order)
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], dict(axis=1)), ([(2, 3)], dict(axis=-1))),
+           reference=lambda jax: lambda x, axis=0: jax.numpy.unstack(x, axis=axis),
+           vjp_math="x̄ = stack([ḡ₀, ḡ₁, …], axis)")
+def unstack(x, axis=0):
+    """The slices of x along `axis`, as a tuple (np.unstack; stack's inverse)."""
+    (axis,) = _axes_of(x, axis, "unstack")
+    return tuple(getitem(x, (slice(None),) * axis + (i,)) for i in range(x.shape[axis]))
+
+
+def _broadcast_shape(name, arrays):
+    try:
+        return tuple(np.broadcast_shapes(*(tuple(a.shape) for a in arrays)))
+    except ValueError:
+        raise shape_error(name, arrays, "shapes do not broadcast (trailing axes must be equal or 1)") from None
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3, 1), S.normal(rng, 4)), {}),
+                                ((S.normal(rng), S.normal(rng, 2, 3), S.normal(rng, 1, 3)), {})],
+           reference=lambda jax: jax.numpy.broadcast_arrays,
+           vjp_math="x̄ᵢ = unbroadcast(ḡᵢ, xᵢ.shape)")
+def broadcast_arrays(*arrays):
+    """The arrays broadcast against each other, each to the common shape (np.broadcast_arrays)."""
+    arrays = [_as_array(a) for a in arrays]
+    shape = _broadcast_shape("broadcast_arrays", arrays)
+    return tuple(broadcast_to(a, shape) for a in arrays)
+
+
+@composite(samples=lambda rng: [((S.normal(rng, 3), S.normal(rng, 2)), {}),
+                                ((S.normal(rng, 3), S.normal(rng, 2)), {"indexing": "ij"}),
+                                ((S.normal(rng, 2), S.normal(rng, 3), S.normal(rng, 2)), {}),
+                                ((S.normal(rng, 3), S.normal(rng, 2)), {"sparse": True})],
+           reference=lambda jax: jax.numpy.meshgrid,
+           vjp_math="x̄ᵢ = ḡᵢ summed over every axis but xᵢ's")
+def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
+    """Coordinate grids from 1-d coordinate arrays: with indexing="xy" (the default) the first two axes are
+    swapped, as for plotting; "ij" keeps matrix order; sparse=True leaves them unbroadcast (np.meshgrid)."""
+    if indexing not in ("xy", "ij"):
+        raise ShapeError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    n = len(xi)
+    grids = [reshape(x, (1,) * i + (-1,) + (1,) * (n - i - 1)) for i, x in enumerate(xi)]
+    if indexing == "xy" and n > 1:
+        grids[0] = reshape(grids[0], (1, -1) + (1,) * (n - 2))
+        grids[1] = reshape(grids[1], (-1, 1) + (1,) * (n - 2))
+    return tuple(grids) if sparse else broadcast_arrays(*grids)
+
+
+@composite(samples=_cases(([(3, 4)], {}), ([(2, 3, 4)], {})), reference=S.jax_numpy("matrix_transpose"),
+           vjp_math="x̄ = matrix_transpose(ḡ)")
+def matrix_transpose(x):
+    """x with its last two axes swapped: each matrix of a stack transposed (x.mT)."""
+    if len(x.shape) < 2:
+        raise shape_error("matrix_transpose", [x], "needs at least 2 axes (a matrix, or a stack of them)")
+    return swapaxes(x, -1, -2)
+
+
+# -- np.gradient: finite differences of sampled values (not autodiff's gradient: that is bp.grad) ----------------
+def _along(c, axis, n):
+    """A constant 1-d array c shaped to broadcast along `axis` of an n-d array."""
+    return np.reshape(c, [-1 if i == axis else 1 for i in range(n)])
+
+
+def _derivative_along(f, axis, spacing, edge_order):
+    n, size = len(f.shape), f.shape[axis]
+
+    def part(lo, hi):
+        return getitem(f, (slice(None),) * axis + (slice(lo, hi),))
+
+    if size < edge_order + 1:
+        raise shape_error("gradient", [f], f"axis {axis} has {size} entries; edge_order={edge_order} needs at "
+                          f"least {edge_order + 1}")
+    if np.ndim(spacing) == 0:  # uniform steps: central differences inside, one-sided ones at the two ends
+        h = float(spacing)
+        inside = (part(2, None) - part(None, -2)) * (0.5 / h)
+        if edge_order == 1:
+            first, last = (part(1, 2) - part(0, 1)) / h, (part(-1, None) - part(-2, -1)) / h
+        else:
+            first = (part(0, 1) * -1.5 + part(1, 2) * 2.0 - part(2, 3) * 0.5) / h
+            last = (part(-3, -2) * 0.5 - part(-2, -1) * 2.0 + part(-1, None) * 1.5) / h
+        return concatenate([first, inside, last], axis)
+    # coordinates: second-order differences on the uneven grid (NumPy's formulas)
+    d = np.diff(np.asarray(spacing, np.float64))
+    d1, d2 = d[:-1], d[1:]
+    coef = [-d2 / (d1 * (d1 + d2)), (d2 - d1) / (d1 * d2), d1 / (d2 * (d1 + d2))]
+    inside = sum((part(i, size - 2 + i) * _along(c, axis, n) for i, c in enumerate(coef[1:], 1)),
+                 part(0, -2) * _along(coef[0], axis, n))
+    if edge_order == 1:
+        first, last = (part(1, 2) - part(0, 1)) / d[0], (part(-1, None) - part(-2, -1)) / d[-1]
+    else:
+        a, b = d[0], d[1]
+        first = (part(0, 1) * (-(2 * a + b) / (a * (a + b))) + part(1, 2) * ((a + b) / (a * b))
+                 + part(2, 3) * (-a / (b * (a + b))))
+        a, b = d[-2], d[-1]
+        last = (part(-3, -2) * (b / (a * (a + b))) + part(-2, -1) * (-(a + b) / (a * b))
+                + part(-1, None) * ((2 * b + a) / (b * (a + b))))
+    return concatenate([first, inside, last], axis)
+
+
+def _np_gradient_samples(rng):
+    return [((S.normal(rng, 5),), {}), ((S.normal(rng, 4, 3),), {}), ((S.normal(rng, 4, 3), 0.5), {"axis": 0}),
+            ((S.normal(rng, 5), 2.0), {"edge_order": 2}),
+            ((S.normal(rng, 4, 3), [0.0, 0.5, 1.5, 1.75], 1.0), {}),  # coordinates: a list is held fixed
+            ((S.normal(rng, 5), [0.0, 0.3, 0.4, 1.0, 2.5]), {"edge_order": 2})]
+
+
+def _np_gradient_reference(jax):
+    def gradient(f, *spacing, axis=None, edge_order=1):
+        # np.gradient is linear in f: NumPy's own, applied to the unit vectors along an axis, is its matrix
+        axes = list(range(f.ndim)) if axis is None else [axis] if isinstance(axis, int) else list(axis)
+        spacing = list(spacing) * len(axes) if len(spacing) == 1 else list(spacing) or [1.0] * len(axes)
+        outs = []
+        for a, h in zip(axes, spacing):
+            stencil = np.gradient(np.eye(f.shape[a]), h, axis=0, edge_order=edge_order)
+            outs.append(jax.numpy.moveaxis(jax.numpy.tensordot(stencil, f, axes=([1], [a])), 0, a))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    return gradient
+
+
+@composite(samples=_np_gradient_samples, reference=_np_gradient_reference,
+           vjp_math="f̄ = the transpose of the difference stencil applied to ḡ (a linear map)")
+def gradient(f, *varargs, axis=None, edge_order=1):
+    """np.gradient: the derivative of sampled values f along each axis by finite differences (central inside,
+    one-sided at the ends), with the spacing given as one number, one per axis, or coordinates. Not autodiff:
+    the gradient of a function is bp.grad."""
+    if edge_order not in (1, 2):
+        raise shape_error("gradient", [f], f"edge_order must be 1 or 2, got {edge_order!r}")
+    axes = _axes_of(f, axis, "gradient")
+    if any(getattr(v, "_bp_trace", None) is not None for v in varargs):
+        raise shape_error("gradient", [f], "the spacing must be numbers or fixed coordinate arrays, not traced values")
+    spacing = list(varargs) if len(varargs) == len(axes) else list(varargs) * len(axes) if len(varargs) == 1 else \
+        [1.0] * len(axes) if not varargs else None
+    if spacing is None:
+        raise shape_error("gradient", [f], f"{len(varargs)} spacings for {len(axes)} axes: give one, or one per axis")
+    out = [_derivative_along(f, a, h, edge_order) for a, h in zip(axes, spacing)]
+    return out[0] if len(out) == 1 else tuple(out)
