@@ -110,6 +110,8 @@ def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int =
         body.append(_declarations(stmt, prog, losses, layer=None, top=True))
     for stmt in body:
         _no_numpy_random(stmt, prog)
+    body = [_PlainArraysIndexed().visit(s) if s is not None and not getattr(s, "_bp_declaration", False) else s
+            for s in body]
     if not losses:
         raise _error(0, "the cell has no Loss: mark the scalar to minimise, e.g. `loss: Loss = mse(pred, y)`")
     if len(losses) > 1:
@@ -222,6 +224,33 @@ def _no_numpy_random(node, prog):
                      "same, draw them in an earlier cell and use that array here.", prog.line(node.lineno))
     for child in ast.iter_child_nodes(node):
         _no_numpy_random(child, prog)
+
+
+class _PlainArraysIndexed(ast.NodeTransformer):
+    """`a[i]` -> `__bp_index__(a, i)` and `f.take(...)` -> `__bp_take__(f.take, ...)`: NumPy does not ask a traced
+    index when it indexes a plain array, so the cell asks bpmagic (numpy_dispatch.index and .take), which runs
+    NumPy's own indexing for anything but a plain array picked by traced integers (`eye(10)[y]`)."""
+
+    def visit_Subscript(self, node):
+        self.generic_visit(node)
+        if not isinstance(node.ctx, ast.Load):
+            return node
+        key = node.slice
+        parts = key.elts if isinstance(key, ast.Tuple) else [key]
+        parts = [ast.Call(ast.Name("__bp_slice__", ast.Load()), [p.lower or ast.Constant(None),
+                                                                   p.upper or ast.Constant(None),
+                                                                   p.step or ast.Constant(None)], [])
+                 if isinstance(p, ast.Slice) else p for p in parts]
+        key = ast.Tuple(parts, ast.Load()) if isinstance(key, ast.Tuple) else parts[0]
+        call = ast.Call(ast.Name("__bp_index__", ast.Load()), [node.value, key], [])
+        return ast.copy_location(call, node)
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "take":
+            node.args = [node.func] + node.args
+            node.func = ast.copy_location(ast.Name("__bp_take__", ast.Load()), node.func)
+        return node
 
 
 def _layer_name(stmt):

@@ -22,7 +22,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Int, Unicode
 
-from . import live_comms, ops
+from . import live_comms, numpy_dispatch, ops
 from .backends import is_array
 from .cell import CellError, layer, parse_cell
 from .errors import BackpropError, did_you_mean
@@ -59,6 +59,8 @@ def cell_namespace(user_ns: dict, dtype=np.float32) -> dict:
             ns[name] = op
     ns["layer"] = layer
     ns["__bp_metric__"] = report_metric  # a Metric line: `acc: Metric = ...`
+    # a[i] and .take(...) in the body (cell.py): a plain array indexed by traced integers
+    ns.update(__bp_index__=numpy_dispatch.index, __bp_take__=numpy_dispatch.take, __bp_slice__=slice)
     return ns
 
 

@@ -340,6 +340,48 @@ def call_method(value, name, args, kwargs):
     return op(value, *args, **kwargs)
 
 
+# -- where NumPy's protocols do not reach: a plain array indexed by traced integers ----------------------------------
+def _traced(x) -> bool:
+    return getattr(x, "_bp_trace", None) is not None
+
+
+def index(value, key):
+    """`value[key]` in a cell. NumPy indexes a plain array without asking the index (ndarray.__getitem__ has no
+    dispatch protocol: it would call np.asarray on a traced index), so rows of a constant picked by traced integers
+    (`eye(10)[y]`, a one-hot) run bpmagic's getitem, the array a constant of the graph."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if not _traced(value) and isinstance(value, np.ndarray) and any(map(_traced, keys)):
+        from . import ops
+
+        return ops.getitem(value, key)
+    return value[key]
+
+
+def _take_arguments(a, indices, axis=None, out=None, mode="raise"):
+    return a, indices, axis, out, mode
+
+
+def take(func, *args, **kwargs):
+    """`np.take(a, indices, ...)` or `a.take(indices, ...)` in a cell (any other `.take` is called as it is).
+    np.take's dispatch reads only `a`, so traced indices into a plain array would reach np.asarray: they run
+    bpmagic's take instead."""
+    owner = getattr(func, "__self__", None)
+    if func is np.take:
+        a, indices, axis, out, mode = _take_arguments(*args, **kwargs)
+    elif isinstance(owner, np.ndarray) and getattr(func, "__name__", None) == "take":
+        a, indices, axis, out, mode = _take_arguments(owner, *args, **kwargs)
+    else:
+        return func(*args, **kwargs)
+    if _traced(a) or not _traced(indices):
+        return func(*args, **kwargs)
+    if out is not None or mode != "raise":
+        raise BackpropError("np.take(..., out=, mode=) with traced indices: bpmagic's take writes no existing array "
+                            "and does not clip or wrap indices; drop those arguments (indices must be in range).")
+    from . import ops
+
+    return ops.take(a, indices, axis)
+
+
 def available(name) -> bool:
     """Whether `tracer.<name>(...)` has an op to run (today; plugins and new ops can add more)."""
     from . import ops

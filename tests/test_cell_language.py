@@ -1,7 +1,7 @@
 """What a learner writes after the labs, as a learner writes it: dropout and noise that are new at every step (and
 the same for the same seed), evaluation without dropout, a VAE whose noise is drawn in the cell, twenty layers as one
-list of Params, a one-hot from integer classes, and the mistakes — np.random in the body, string labels — each one
-message at the cell's line."""
+list of Params, a one-hot from integer classes (one_hot, or rows of np.eye picked by them), and the mistakes —
+np.random in the body, string labels — each one message at the cell's line."""
 import math
 
 import numpy as np
@@ -118,6 +118,40 @@ loss: Loss = cross_entropy(h @ head["W"] + head["b"], y)
     assert cell(ip, "--steps 5 --lr 0.05 --no-dashboard --name deep", body).success
     assert ns["deep"].history["loss"][0] < deep.history["loss"][0]  # a re-run continues from the trained list
     assert not np.array_equal(ns["Ws"][0], trained) and ns["Ws"][0] is ns["deep"].params["Ws[0]"]
+
+
+@pytest.mark.parametrize("one_hot_rows", ["eye(10)[y]", "np.eye(10)[y]", "np.take(np.eye(10), y, axis=0)",
+                                          "E.take(y, axis=0)", "E[:, y].T", "E[y, :]"])
+def test_rows_of_a_constant_picked_by_traced_integers(ip, ns, one_hot_rows):
+    # a learner's one-hot: NumPy indexes a plain array without asking the traced index, so the cell asks bpmagic
+    ip.run_cell("Y10 = rng.integers(0, 10, 256)\nE = np.eye(10)")
+
+    def trained(rows):
+        ns.pop("W", None)
+        assert cell(ip, "--steps 20 --no-dashboard --name onehot --seed 1", f"""\
+W: Param = randn(16, 10) * 0.1
+x: Input = X
+y: Target = Y10
+t = {rows}
+loss: Loss = np.mean((x @ W - t) ** 2)
+""").success
+        return ns["onehot"].history["loss"]
+
+    expected = trained("one_hot(y, 10)")
+    np.testing.assert_allclose(trained(one_hot_rows), expected, rtol=1e-6)  # np.eye is float64: the loss is too
+    assert ns["W"].dtype == np.float32  # the Params keep the cell's dtype
+
+
+def test_indexing_by_traced_integers_where_it_cannot_work_is_one_message(ip, ns, capsys):
+    result = cell(ip, "--steps 5 --no-dashboard", """\
+W: Param = randn(16, 2)
+x: Input = X
+y: Target = Y
+t = np.take(np.eye(2), y, axis=0, mode="clip")
+loss: Loss = np.mean((x @ W - t) ** 2)
+""")
+    assert str(result.error_in_exec).startswith("line 5: np.take(..., out=, mode=) with traced indices")
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_np_random_in_the_body_is_one_message(ip, ns, capsys):
