@@ -157,8 +157,9 @@ def test_eager_ops_work_on_plain_arrays():
 
 
 def test_the_random_op_is_random_uniform_and_its_old_name_warns():
-    # `uniform` is the initialiser of Param declarations; the random op of a cell's body has a name of its own
-    assert "random_uniform" in bp.ops.registry() and "uniform" not in bp.ops.registry()
+    # the keyed op is random_uniform; `uniform` is the per-step draw of a cell's body (a Param's initialiser when
+    # declared), and its old keyed call bp.uniform(key, shape) still answers, with a warning
+    assert "random_uniform" in bp.ops.registry() and bp.ops.registry()["uniform"].__name__ == "uniform"
     with pytest.warns(DeprecationWarning, match="random_uniform"):
         old = bp.uniform(7, (3,))
     np.testing.assert_array_equal(old, bp.random_uniform(7, (3,)))
