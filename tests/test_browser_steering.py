@@ -189,13 +189,13 @@ def test_lab00_the_quickstarts_instructions_followed_by_hand(page, lab):
     print(f"update/weight ratio of layer 1: {calm:.3g} at lr 0.5, {crawling:.3g} at lr 0.05")
     assert crawling < calm / 5
     steer.shot("lab00-1-crawling")
-    steer.drag("lr", 5.0)  # "the loss drops to almost nothing within a second"
+    steer.drag("lr", 5.0)  # "the loss drops to almost nothing within seconds"
     bold = float(steer.field("lr").input_value())
     assert 4.5 <= bold <= 5.5, bold
     dragged_at = steer.step_and_loss()[0]
     solved = steer.watch(lambda step, loss: loss < 0.05, "the loss dropping at lr 5")
     print(f"lr {bold}: loss below 0.05 within {solved[-1][0] - dragged_at} steps")
-    assert solved[-1][0] - dragged_at <= 60  # two seconds at 30 steps a second
+    assert solved[-1][0] - dragged_at <= 150  # "within seconds": five at 30 steps a second
 
     before = steer.step_and_loss()[0]  # "Reset: starts over from the same weights, now with learning rate 5"
     steer.click("reset")
