@@ -1481,7 +1481,9 @@ def test_second_order_matches_jax(prog):
     note = "(second order: d/dx <grad f(x), v> for random probes v)\n"
     _check_close("<grad f, v>", value, np.asarray(want_value), prog, inputs, note=note)
     for i, (g, w) in enumerate(zip(grads, want_grads)):
-        _check_close(f"second-order gradient w.r.t. x{i}", g, w, prog, inputs, note=note)
+        # a second derivative is often a near-cancellation of terms of order 1 (arcsin(0.9 tanh(a))'' is
+        # 4.6e-6 where its terms are ~1): float64 rounding of those terms is ~1e-12 absolute, in either library
+        _check_close(f"second-order gradient w.r.t. x{i}", g, w, prog, inputs, atol=1e-10, note=note)
 
 
 def _check_compiled(prog, bp_fn, jax_fn, labels):
