@@ -6,16 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import bpmagic as bp
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "bpmagic")
-    return shell
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import bpmagic as bp
 
@@ -238,13 +237,6 @@ def test_qr_of_a_tall_matrix_is_numpys_with_the_gradient_of_jax():
 
 
 # -- a %%backprop cell with bare names ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "bpmagic")
-    return shell
-
-
 GAUSSIAN_CELL = """\
 %%backprop --epochs 60 --lr 0.05 --optimizer adam --batch-size 64 --name fit_cov --no-dashboard --dtype float64
 L: Param = eye(2) * 0.5

@@ -4,7 +4,6 @@ import time
 
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 XOR_CELL = """\
 W1: Param = randn(2, 8) * 0.5
@@ -17,13 +16,6 @@ h = tanh(x @ W1 + b1)
 p = sigmoid(h @ W2 + b2)
 loss: Loss = binary_cross_entropy(p, y)
 """
-
-
-@pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "bpmagic")
-    return shell
 
 
 @pytest.fixture

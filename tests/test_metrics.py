@@ -3,7 +3,6 @@ right answers at every step, and on the validation set), a cell's own Metric lin
 loss with the best epoch's parameters restored, and each mistake one message."""
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import bpmagic as bp
 from bpmagic.dashboard import Dashboard
@@ -68,11 +67,9 @@ def test_mistakes_are_one_message_each():
 
 
 @pytest.fixture(scope="module")
-def ip():
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "bpmagic")
-    shell.user_ns.update(np=np, X=X[:60], Y=Y[:60], Xv=X[60:], Yv=Y[60:])
-    return shell
+def ip(ip):
+    ip.user_ns.update(np=np, X=X[:60], Y=Y[:60], Xv=X[60:], Yv=Y[60:])
+    return ip
 
 
 CELL = """\

@@ -13,7 +13,9 @@ read from that declaration, so a plugin optimizer's own hyperparameter gets all 
 """
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import threading
 from dataclasses import dataclass
 
@@ -200,7 +202,8 @@ class Optimizer:
             added.append(CLIP_NORM)
             hyper["clip_norm"] = norm
         object.__setattr__(self, "hypers", tuple(h for h in self.hypers if h not in added) + tuple(added))
-        object.__setattr__(self, "clipping", (self.clipping[0] or norm is not None, self.clipping[1] or value is not None))
+        clipping = (self.clipping[0] or norm is not None, self.clipping[1] or value is not None)
+        object.__setattr__(self, "clipping", clipping)
         self.set(**hyper)
         return self
 
@@ -212,10 +215,10 @@ class Optimizer:
         by_norm, by_value = self.clipping
         engaged = []
         if by_value:
-            biggest = _total_max(ops.max(ops.abs(g)) for g in grads.values())
+            biggest = functools.reduce(ops.maximum, (ops.max(ops.abs(g)) for g in grads.values()))
             engaged.append(ops.greater(biggest, s["clip_value"]))
             grads = {n: ops.clip(g, -s["clip_value"], s["clip_value"]) for n, g in grads.items()}
-        norm = ops.sqrt(_total(ops.sum(g * g) for g in grads.values()))
+        norm = ops.sqrt(functools.reduce(operator.add, (ops.sum(g * g) for g in grads.values())))
         if by_norm:
             engaged.append(ops.greater(norm, s["clip_norm"]))
             scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])
@@ -461,24 +464,6 @@ def optimizer_class(name: str) -> type:
     if name not in classes:
         raise ValueError(f"unknown optimizer {name!r}; available: {', '.join(sorted(classes))}")
     return classes[name]
-
-
-def _total(terms):
-    terms = list(terms)
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
-
-
-def _total_max(terms):
-    from .. import ops
-
-    terms = list(terms)
-    out = terms[0]
-    for t in terms[1:]:
-        out = ops.maximum(out, t)
-    return out
 
 
 def get_optimizer(name: str, **hyper) -> Optimizer:

@@ -2,7 +2,9 @@
 history columns and read by the dashboard's panels, under the same names everywhere ("grad_norm/<layer>")."""
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +53,10 @@ def layer_sums(layers: dict, grad_sq: dict, params: dict, new_params: dict, sign
     layer's adjoint at its output, where backpropagation reached one."""
     sums = {}
     for layer, names in layers.items():
-        sums[(GRAD, layer)] = _total(grad_sq[n] for n in names)
-        sums[(UPDATE, layer)] = _total(sum_of_squares(new_params[n] - params[n]) for n in names)
-        sums[(PARAM, layer)] = _total(sum_of_squares(params[n]) for n in names)
+        total = functools.partial(functools.reduce, operator.add)
+        sums[(GRAD, layer)] = total(grad_sq[n] for n in names)
+        sums[(UPDATE, layer)] = total(sum_of_squares(new_params[n] - params[n]) for n in names)
+        sums[(PARAM, layer)] = total(sum_of_squares(params[n]) for n in names)
         if layer in signals:
             signal = signals[layer]
             signal._bp_var.name = signal._bp_var.name or f"signal at layer {layer}"  # as printed and drawn
@@ -81,11 +84,3 @@ def from_sum_rows(keys: list, rows) -> dict:
                                                                                                            math.nan)
             out[UPDATE_RATIO.column(layer)] = np.where(w > 0, np.sqrt(u) / np.sqrt(w), math.nan)
     return out
-
-
-def _total(terms):
-    terms = list(terms)
-    total = terms[0]
-    for t in terms[1:]:
-        total = total + t
-    return total
