@@ -1,6 +1,6 @@
-"""Shared fixtures for the browser tests: one real Jupyter server (JupyterLab and, when `notebook` is installed,
-Notebook 7 on the same server) and one headless Chromium (Playwright) for the whole session; each test writes its
-notebooks into `lab.root` and opens them as a person would."""
+"""Shared fixtures: IPython's shell with bpmagic loaded; for the browser tests, one real Jupyter server (JupyterLab
+and, when `notebook` is installed, Notebook 7 on the same server) and one headless Chromium (Playwright) for the
+whole session; each test writes its notebooks into `lab.root` and opens them as a person would."""
 import os
 import socket
 import subprocess
@@ -14,6 +14,16 @@ import nbformat
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """IPython's shell (the one a notebook's kernel runs) with bpmagic loaded: `ip.run_cell("%%backprop ...")`."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "bpmagic")
+    return shell
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -132,3 +142,24 @@ def open_notebook(page, lab, name, timeout=180, frontend="lab"):
 def run_all(page):
     # not awaited: run-all resolves only when every cell has finished
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+
+
+# -- running on several workers (pytest-xdist: `./dev test` runs -n 2) ----------------------------------------------
+# Tests that share one expensive thing run on one worker, one after another: the browser tests share one Jupyter
+# server and one Chromium (the session fixtures above); the tests that build cached environments (tests/venvs.py)
+# must not build the same one twice at once; the hub tests run one JupyterHub with its proxy. Every other test is a
+# unit of its own. (xdist's own --dist loadgroup does this with marks, but it renames test ids in a way pytest 9
+# no longer reads, so the groups are given to its scope scheduler instead.)
+_GROUPS = {"test_browser_": "browser", "test_cuda_compile": "envs", "test_cublas_binding": "envs",
+           "test_ipykernel_versions": "envs", "test_hub": "hub"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            file = nodeid.split("::")[0].rpartition("/")[2]
+            return next((group for prefix, group in _GROUPS.items() if file.startswith(prefix)), nodeid)
+
+    return Grouped(config, log)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import bpmagic as bp
-from test_magic import backprop, ip  # noqa: F401  (fixture)
+from test_magic import backprop  # noqa: F401  (fixture)
 
 BN_CELL = """\
 W1: Param = randn(4, 8) * 0.5

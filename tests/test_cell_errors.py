@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bpmagic as bp
-from test_magic import XOR_CELL, backprop, ip, ns  # noqa: F401  (fixtures)
+from test_magic import XOR_CELL, backprop, ns  # noqa: F401  (fixtures)
 
 
 def mistake(ip, capsys, cell):

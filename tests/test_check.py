@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 import bpmagic as bp
-from test_magic import XOR_CELL, backprop, ip, ns  # noqa: F401  (fixtures)
+from test_magic import XOR_CELL, backprop, ns  # noqa: F401  (fixtures)
 from test_primitives_gradcheck import SAMPLES
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.ipynb"))

@@ -5,7 +5,7 @@ import pytest
 import bpmagic as bp
 from bpmagic.ops import constants
 from bpmagic.ops.core import op_info
-from test_magic import backprop, ip, ns  # noqa: F401  (fixtures)
+from test_magic import backprop, ns  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("name", constants.__all__)
