@@ -212,7 +212,7 @@ def test_the_rule_is_stated_on_the_ops_page():
 def test_a_notebooks_data_named_like_a_new_op_stays_the_users():
     """Issue 27 adds common names (angle, gradient, diag, select, ...) as bare names of a cell: the notebook's own
     arrays and numbers under those names keep their meaning there; imported functions are still replaced."""
-    from bpmagic.magic import cell_namespace
+    from bpmagic.binding import cell_namespace
 
     angle, gradient = np.array([0.5]), 0.25
     ns = cell_namespace({"angle": angle, "gradient": gradient, "diag": np.diag, "np": np})
