@@ -22,12 +22,13 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool, Float, Int, Unicode
 
-from . import live_comms, numpy_dispatch, ops
+from . import live_comms, ops
 from .backends import is_array
 from .cell import CellError, layer, parse_cell
 from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
+from .tracing import numpy_dispatch
 from .train import fit, optim
 from .train.describe import format_loss, status_text
 from .train.metrics import report as report_metric
