@@ -11,10 +11,10 @@ import numpy as np
 
 from . import autodiff
 from .backends import array_module, is_array
-from .errors import BackpropError, ShapeError
+from .errors import BackpropError, ShapeError, call_user
 from .ops.core import Primitive
 from .pytree import arg_names, flatten, unflatten
-from .trace import Tracer, call_user, current_trace, new_trace
+from .tracing import Tracer, current_trace, new_trace
 
 __all__ = ["trace", "grad", "value_and_grad", "gradcheck", "primitive", "GradcheckResult"]
 

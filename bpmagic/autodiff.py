@@ -15,7 +15,8 @@ import numpy as np
 from . import ops
 from .errors import BackpropError
 from .ir import Eqn, Graph, Var
-from .trace import at_source, new_trace
+from .tracing import new_trace
+from .usercode import at_source
 
 
 def _differentiable(dtype) -> bool:

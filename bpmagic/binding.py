@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import numpy_dispatch, ops
+from . import ops
 from .backends import is_array
 from .cell import CellError, layer
 from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
+from .tracing import numpy_dispatch
 from .train.layers import layer_of
 from .train.metrics import report as report_metric
 

@@ -128,7 +128,7 @@ def _relative(theirs, ours):
 
 def jax_apply(jax, eqn, args):
     """One equation computed with JAX: the primitive's own JAX rule, or its implementation over jax.numpy."""
-    from .trace import at_source
+    from .usercode import at_source
 
     prim = eqn.primitive
     try:
@@ -184,7 +184,7 @@ def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
     """The first equation (in program order) whose VJP, at the values it saw, differs from the reference."""
     from . import autodiff
     from .compile.executor import evaluate
-    from .trace import new_trace
+    from .tracing import new_trace
 
     env = dict(zip(graph.inputs, leaves))
     env.update(graph.consts)

@@ -1,7 +1,12 @@
 """Errors a user can cause. Each message names the user's line and the shapes involved, and says what to do.
 
-Internal bugs are assertions, never these classes.
+Internal bugs are assertions, never these classes. An exception raised by the user's own code while bpmagic runs it
+(a misspelt name, a bad keyword) becomes one of them too, at their line (`call_user`).
 """
+import inspect
+import re
+
+from .usercode import at_source, calling_line, innermost_frame, is_users, source_of, user_frames
 
 
 class BackpropError(Exception):
@@ -10,8 +15,6 @@ class BackpropError(Exception):
     def _render_traceback_(self):
         """What IPython shows instead of a traceback: the line of the user's cell that led here, then the message.
         bpmagic's own frames would tell the user nothing; the message says what to do."""
-        from .trace import calling_line
-
         source = calling_line(self)
         shown = source is not None and source.line and source.line not in str(self)
         return ([f"line {source.lineno}: {source.line}"] if shown else []) + [f"{type(self).__name__}: {self}"]
@@ -48,3 +51,80 @@ def did_you_mean(word: str, *candidate_groups, prefix: str = "") -> str:
         if close:
             return f" Did you mean {prefix}{close[0]}?"
     return ""
+
+
+# -- mistakes in the user's traced code ------------------------------------------------------------------------
+def call_user(fn, *args, **kwargs):
+    """fn(*args, **kwargs) for user code run on traced values. Any exception it raises becomes one BackpropError
+    naming the user's line and its code, with "did you mean ...?" for a misspelt name. bpmagic's own errors pass
+    through (they name the line already), and so do assertions failing inside bpmagic: those are bugs of ours."""
+    try:
+        return fn(*args, **kwargs)
+    except BackpropError as e:
+        if getattr(e, "source", None) is not None:
+            raise
+        frames = user_frames(e)  # an op's own check (an argument, an axis) fails before it records anything
+        if not frames:
+            raise
+        raise at_source(source_of(*frames[-1]), e) from None
+    except Exception as e:
+        if isinstance(e, AssertionError) and not is_users(innermost_frame(e).f_code.co_filename):
+            raise
+        raise user_error(e) from None
+
+
+def raise_as_users(e):
+    """Re-raise `e`, raised by the user's own code (a @bp.primitive's implementation, say) as one BackpropError
+    naming their line; any other exception is left to propagate as it is."""
+    if not isinstance(e, BackpropError) and is_users(innermost_frame(e).f_code.co_filename):
+        raise user_error(e) from None
+
+
+def user_error(e: Exception) -> BackpropError:
+    """The BackpropError that tells the user about exception `e`, raised by their code while it was traced."""
+    frames = user_frames(e)
+    text = str(e) if not isinstance(e, KeyError) else repr(e.args[0]) if e.args else ""
+    detail = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    hint = _suggestion(e, frames[-1][0] if frames else innermost_frame(e))
+    if hint:
+        detail += ("" if detail.endswith((".", "?", "!")) else ".") + hint
+    if not frames:
+        return BackpropError(detail)
+    frame, lineno = frames[-1]
+    source = source_of(frame, lineno)
+    if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
+        detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
+    err = at_source(source, BackpropError(detail))
+    err.original = e
+    return err
+
+
+def _suggestion(e, frame) -> str:
+    if isinstance(e, NameError) and getattr(e, "name", None):
+        import builtins
+
+        return did_you_mean(e.name, frame.f_code.co_varnames, frame.f_globals, dir(builtins))
+    if isinstance(e, AttributeError) and getattr(e, "name", None) and getattr(e, "obj", None) is not None:
+        module = getattr(e.obj, "__name__", None) if inspect.ismodule(e.obj) else None
+        prefix = "" if module is None else "np." if module == "numpy" else f"{module}."
+        return did_you_mean(e.name, dir(e.obj), prefix=prefix)
+    if isinstance(e, TypeError):
+        # "softmax() got an unexpected keyword argument 'axiss'": suggest among the function's parameters
+        found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(e))
+        for fn in _functions_named(found[1], frame) if found else ():
+            try:
+                hint = did_you_mean(found[2], inspect.signature(fn).parameters)
+            except (TypeError, ValueError):
+                continue
+            if hint:
+                return hint
+    return ""
+
+
+def _functions_named(name, frame):
+    """The functions the user's line may have called as `name`: one of their own names, or that name in a module
+    they called it through (np.sum, bp.softmax). Python's builtins are not among them (sum() takes no axis)."""
+    yield from (f for f in (frame.f_locals.get(name), frame.f_globals.get(name)) if callable(f))
+    for value in (*frame.f_locals.values(), *frame.f_globals.values()):
+        if inspect.ismodule(value) and value.__name__ != "builtins" and callable(f := getattr(value, name, None)):
+            yield f

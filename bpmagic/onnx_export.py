@@ -14,7 +14,7 @@ import numpy as np
 from .errors import BackpropError
 from .ir import Graph, Literal, Var, assigned_names
 from .ir.printer import Namer
-from .trace import at_source
+from .usercode import at_source
 
 OPSET = 18  # Reduce* take their axes as an input from 18 on
 
@@ -303,7 +303,7 @@ def _uniform(array) -> bool:
 
 def _forward_graph(run, inputs, outputs, include_loss, batch_size=None, grow=0):
     from .backends import get_backend
-    from .trace import new_trace
+    from .tracing import new_trace
 
     step = run.step
     if step is None:

@@ -58,7 +58,7 @@ def render() -> str:
 
     ops = registry()
     names = set(ops) | {n for i in (op_info(o) for o in ops.values()) if i for n in i.numpy_names}
-    from bpmagic.numpy_dispatch import DTYPE_AND_SHAPE_QUESTIONS
+    from bpmagic.tracing.numpy_dispatch import DTYPE_AND_SHAPE_QUESTIONS
 
     standard = standard_functions()
     covered = [f for f in standard if f in names or NUMPY_SPELLING.get(f) in names or f in DTYPE_AND_SHAPE_QUESTIONS]

@@ -186,7 +186,7 @@ def test_the_api_raises_the_same_text_as_a_backprop_error():
 
 
 def test_an_assertion_inside_bpmagic_is_a_bug_and_is_not_disguised():
-    from bpmagic.trace import call_user
+    from bpmagic.errors import call_user
 
     def internal():
         assert False, "internal invariant"

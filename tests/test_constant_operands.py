@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bpmagic as bp
-from bpmagic.trace import new_trace
+from bpmagic.tracing import new_trace
 
 
 def _recorded_vjp(prim, *operands, traced=(0,)):

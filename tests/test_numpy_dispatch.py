@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bpmagic as bp
-from bpmagic.numpy_dispatch import _numpy_object, dispatched_names, numpy_table
+from bpmagic.tracing.numpy_dispatch import _numpy_object, dispatched_names, numpy_table
 from bpmagic.ops.core import op_info
 
 rng = np.random.default_rng(0)

@@ -1,10 +1,13 @@
-"""What a graph is made of: Var (a value), Literal (a constant written inline), Source (the user's line) and Eqn
-(one primitive applied to them). Graph, in graph.py, is a list of these; the printer reads them too."""
+"""What a graph is made of: Var (a value), Literal (a constant written inline), Source (the user's line, defined
+below the IR in usercode.py) and Eqn (one primitive applied to them). Graph, in graph.py, is a list of these; the
+printer reads them too."""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..usercode import Source
 
 _ids = itertools.count()
 
@@ -56,18 +59,6 @@ class Literal:
                 if isinstance(v, Var) and getattr(v.dtype, "kind", "") == "f":
                     return v.dtype
         return self.dtype
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where the user wrote the operation."""
-
-    filename: str
-    lineno: int
-    line: str = ""
-
-    def __str__(self):
-        return f"line {self.lineno}"
 
 
 @dataclass(eq=False)

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import functools
 import numbers
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from ..backends import array_module, is_array
-from ..errors import ShapeError
+from ..errors import ShapeError, raise_as_users
 
 # name -> Primitive, for every primitive ever created (built-in or plugin)
 PRIMITIVES: dict = {}
@@ -161,8 +163,6 @@ class Primitive:
                 arrays = [xp.asarray(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in arrays]
             return xp.asarray(self.impl(xp, *arrays, **params))  # NumPy returns scalars for 0-d results
         except Exception as e:  # the implementation of a primitive the user wrote failed: say where, in their terms
-            from ..trace import raise_as_users
-
             raise_as_users(e)
             raise
 
@@ -230,6 +230,29 @@ def _trace_of(args, kwargs):
             if trace is not None:
                 return trace
     return None
+
+
+# The traces open on this thread, innermost last. Tracing opens them (tracing.new_trace); they are kept here, where
+# primitives bind, so that an op without a traced argument (a random draw in a training step) finds the trace it is
+# recorded in, and ops never import the tracing layer above them.
+_open = threading.local()
+
+
+def current_trace():
+    """The innermost trace open on this thread, or None."""
+    stack = getattr(_open, "stack", None)
+    return stack[-1] if stack else None
+
+
+@contextmanager
+def opened(trace):
+    """Within this block, `trace` is this thread's current trace."""
+    stack = _open.__dict__.setdefault("stack", [])
+    stack.append(trace)
+    try:
+        yield trace
+    finally:
+        stack.pop()
 
 
 def op_info(op) -> OpInfo | None:

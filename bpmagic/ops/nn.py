@@ -20,7 +20,7 @@ from . import linalg as _linalg
 from . import reduce as _reduce
 from . import samples as S
 from . import shape as _shape
-from .core import Primitive, composite, exposes, shape_error
+from .core import Primitive, composite, current_trace, exposes, shape_error
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "embedding", "dropout", "random_uniform", "uniform", "normal",
            "randn_like", "rand_like", "unfold", "fold", "pad2d",
@@ -269,8 +269,6 @@ def random_uniform(key, shape, dtype=np.float32):
 
 def _step():
     """The training step being traced (its trace has a `step_key`), or None."""
-    from ..trace import current_trace
-
     trace = current_trace()
     return trace if trace is not None and trace.step_key is not None else None
 

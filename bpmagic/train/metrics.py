@@ -75,7 +75,7 @@ def accuracy_from(trace, start: int = 0):
 def evaluate(step, params: dict, batch, names=()) -> dict:
     """The model's loss and metrics on `batch` (validation), evaluated as a drawing is — dropout off, nothing
     updated: {"loss": ..., metric: ...} as numbers; `names` are the built-in metrics asked for (accuracy)."""
-    from ..trace import new_trace
+    from ..tracing import new_trace
 
     backend = step.backend
     with new_trace(backend) as tr, collecting() as found:

@@ -21,10 +21,10 @@ from ..pytree import arg_names
 from ..backends import get_backend
 from ..compile.executor import Executable, GuardFailed, evaluate
 from ..compile.passes import optimize
-from ..errors import BackpropError, NonFiniteError
+from ..errors import BackpropError, NonFiniteError, call_user
 from ..ir import Graph, Source
 from ..ir.printer import Namer
-from ..trace import call_user, new_trace
+from ..tracing import new_trace
 from .layers import default_groups
 from .optim import Optimizer, SGD
 from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, collecting as collecting_metrics

@@ -15,7 +15,7 @@ from .. import api, autodiff
 from ..errors import BackpropError
 from ..ir import Literal, Var
 from ..ir.printer import Namer, assigned_names
-from ..trace import new_trace
+from ..tracing import new_trace
 from .dot import graph_to_dot
 
 

@@ -6,45 +6,17 @@ value for a Python bool (`if x > 0:`) is an error: the recorded graph could not 
 """
 from __future__ import annotations
 
-import inspect
-import linecache
-import os
-import sys
-import sysconfig
-import threading
 from contextlib import contextmanager
 
 import numpy as np
 
-from . import numpy_dispatch, ops
-from .backends import get_backend, is_array
-from .errors import BackpropError, ShapeError, TracingError, did_you_mean
-from .ir import Eqn, Graph, Literal, Source, Var, assigned_names
-from .ops.core import fmt_shapes, promote_scalars
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_local = threading.local()
-_LIBRARY_DIRS = tuple({os.path.join(sysconfig.get_paths()[k], "") for k in ("stdlib", "purelib", "platlib")})
-
-
-def _is_users(filename) -> bool:
-    return not filename.startswith((_PACKAGE_DIR,) + _LIBRARY_DIRS) and not filename.startswith("<frozen")
-
-
-def user_source() -> Source | None:
-    """The innermost frame of the user's own code (not bpmagic's, NumPy's or another library's): where the user
-    wrote the current operation. A NumPy function handed a list of traced values runs inside NumPy first."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if _is_users(filename):
-            return Source(filename, frame.f_lineno, _line_text(frame, filename))
-        frame = frame.f_back
-    return None
-
-
-def _line_text(frame, filename) -> str:
-    return linecache.getline(filename, frame.f_lineno, frame.f_globals).strip()
+from .. import ops
+from ..backends import get_backend, is_array
+from ..errors import BackpropError, ShapeError, TracingError
+from ..ir import Eqn, Graph, Literal, Var, assigned_names
+from ..ops.core import fmt_shapes, opened, promote_scalars
+from ..usercode import Source, at_source, user_source
+from . import numpy_dispatch
 
 
 class Trace:
@@ -185,135 +157,9 @@ class Trace:
         return t._bp_var
 
 
-def at_source(source, error: BackpropError) -> BackpropError:
-    """`error` with the user's line in front of its message (once)."""
-    msg = str(error)
-    if getattr(error, "source", None) is not None:  # located already (by the equation that raised it)
-        return error
-    if source is not None and not msg.startswith("line "):
-        where = f"line {source.lineno}"
-        if source.filename and not source.filename.startswith("<"):
-            where = f"{os.path.basename(source.filename)}, {where}"
-        msg = f"{where}: {msg}" + (f"\n    {source.line}" if source.line else "")
-    new = type(error)(msg)
-    new.source = source
-    return new
-
-
-# -- mistakes in the user's traced code ------------------------------------------------------------------------
-def call_user(fn, *args, **kwargs):
-    """fn(*args, **kwargs) for user code run on traced values. Any exception it raises becomes one BackpropError
-    naming the user's line and its code, with "did you mean ...?" for a misspelt name. bpmagic's own errors pass
-    through (they name the line already), and so do assertions failing inside bpmagic: those are bugs of ours."""
-    try:
-        return fn(*args, **kwargs)
-    except BackpropError as e:
-        if getattr(e, "source", None) is not None:
-            raise
-        frames = _user_frames(e)  # an op's own check (an argument, an axis) fails before it records anything
-        if not frames:
-            raise
-        raise at_source(_source_of(*frames[-1]), e) from None
-    except Exception as e:
-        if isinstance(e, AssertionError) and not _is_users(_innermost_frame(e).f_code.co_filename):
-            raise
-        raise user_error(e) from None
-
-
-def _innermost_frame(e):
-    tb = e.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame
-
-
-def _user_frames(e):
-    """(frame, line) of each frame of the user's code in `e`'s traceback, outermost first."""
-    frames = []
-    tb = e.__traceback__
-    while tb is not None:
-        if _is_users(tb.tb_frame.f_code.co_filename):
-            frames.append((tb.tb_frame, tb.tb_lineno))
-        tb = tb.tb_next
-    return frames
-
-
-def calling_line(e) -> Source | None:
-    """The outermost frame of the user's code in `e`'s traceback: the line they ran."""
-    frames = _user_frames(e)
-    return _source_of(*frames[0]) if frames else None
-
-
-def raise_as_users(e):
-    """Re-raise `e`, raised by the user's own code (a @bp.primitive's implementation, say) as one BackpropError
-    naming their line; any other exception is left to propagate as it is."""
-    if not isinstance(e, BackpropError) and _is_users(_innermost_frame(e).f_code.co_filename):
-        raise user_error(e) from None
-
-
-def _source_of(frame, lineno) -> Source:
-    filename = frame.f_code.co_filename
-    return Source(filename, lineno, linecache.getline(filename, lineno, frame.f_globals).strip())
-
-
-def user_error(e: Exception) -> BackpropError:
-    """The BackpropError that tells the user about exception `e`, raised by their code while it was traced."""
-    frames = _user_frames(e)
-    text = str(e) if not isinstance(e, KeyError) else repr(e.args[0]) if e.args else ""
-    detail = f"{type(e).__name__}: {text}" if text else type(e).__name__
-    hint = _suggestion(e, frames[-1][0] if frames else _innermost_frame(e))
-    if hint:
-        detail += ("" if detail.endswith((".", "?", "!")) else ".") + hint
-    if not frames:
-        return BackpropError(detail)
-    frame, lineno = frames[-1]
-    source = _source_of(frame, lineno)
-    if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
-        detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
-    err = at_source(source, BackpropError(detail))
-    err.original = e
-    return err
-
-
-def _suggestion(e, frame) -> str:
-    if isinstance(e, NameError) and getattr(e, "name", None):
-        import builtins
-
-        return did_you_mean(e.name, frame.f_code.co_varnames, frame.f_globals, dir(builtins))
-    if isinstance(e, AttributeError) and getattr(e, "name", None) and getattr(e, "obj", None) is not None:
-        module = getattr(e.obj, "__name__", None) if inspect.ismodule(e.obj) else None
-        prefix = "" if module is None else "np." if module == "numpy" else f"{module}."
-        return did_you_mean(e.name, dir(e.obj), prefix=prefix)
-    if isinstance(e, TypeError):
-        # "softmax() got an unexpected keyword argument 'axiss'": suggest among the function's parameters
-        import re
-
-        found = re.search(r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(e))
-        fn = found and (frame.f_locals.get(found[1]) or frame.f_globals.get(found[1])
-                        or ops.registry().get(found[1]))
-        if fn is not None:
-            try:
-                return did_you_mean(found[2], inspect.signature(fn).parameters)
-            except (TypeError, ValueError):
-                pass
-    return ""
-
-
-def current_trace() -> Trace | None:
-    stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
-
-
-@contextmanager
 def new_trace(backend="numpy"):
-    """Open a Trace for this thread."""
-    t = Trace(backend)
-    stack = _local.__dict__.setdefault("stack", [])
-    stack.append(t)
-    try:
-        yield t
-    finally:
-        stack.pop()
+    """Open a Trace for this thread (ops.core.current_trace() is it, within the block)."""
+    return opened(Trace(backend))
 
 
 class Tracer:

@@ -17,7 +17,9 @@ import inspect
 
 import numpy as np
 
-from .errors import BackpropError
+from .. import ops
+from ..errors import BackpropError, did_you_mean
+from ..plugins import load_group
 
 _EMPTY = (inspect.Parameter.empty, np._NoValue)
 # NumPy arguments about memory, not values: a traced value has no memory layout to honour
@@ -44,9 +46,6 @@ def _numpy_names(name, op):
 
 def numpy_table() -> dict:
     """NumPy function or ufunc -> the bpmagic op that stands for it, for every op in the registry."""
-    from . import ops
-    from .plugins import load_group
-
     group = load_group("bpmagic.ops")  # a new dict after reload_plugins(): then the table is rebuilt
     if _table_cache.get("group") is not group:
         table, owner = {}, {}
@@ -128,10 +127,8 @@ def _check_out(func, out):
 
 
 def _cast(value, dtype):
-    from .ops import astype
-
     if getattr(value, "_bp_trace", None) is not None:
-        return astype(value, dtype)
+        return ops.astype(value, dtype)
     if isinstance(value, (list, tuple)):
         return type(value)(_cast(v, dtype) for v in value)
     return value
@@ -212,8 +209,6 @@ def _translate(func, op, args, kwargs):
     try:
         bound = sig.bind(*args, **kwargs)
     except TypeError as e:
-        from .errors import did_you_mean
-
         hint = next((h for k in kwargs if k not in sig.parameters if (h := did_you_mean(k, sig.parameters))), "")
         raise BackpropError(f"{_name(func)}(...): {e}.{hint}") from None
     numpy_params = list(sig.parameters.values())
@@ -327,8 +322,6 @@ def call_method(value, name, args, kwargs):
     func = getattr(np, name, None)
     if func is not None and func in numpy_table():
         return call_function(func, (value, *args), kwargs)
-    from . import ops
-
     op = ops.registry().get(name)
     if op is None:
         raise BackpropError(f".{name}() has no bpmagic equivalent yet, so it cannot run on a traced value. Use one "
@@ -351,8 +344,6 @@ def index(value, key):
     (`eye(10)[y]`, a one-hot) run bpmagic's getitem, the array a constant of the graph."""
     keys = key if isinstance(key, tuple) else (key,)
     if not _traced(value) and isinstance(value, np.ndarray) and any(map(_traced, keys)):
-        from . import ops
-
         return ops.getitem(value, key)
     return value[key]
 
@@ -377,15 +368,11 @@ def take(func, *args, **kwargs):
     if out is not None or mode != "raise":
         raise BackpropError("np.take(..., out=, mode=) with traced indices: bpmagic's take writes no existing array "
                             "and does not clip or wrap indices; drop those arguments (indices must be in range).")
-    from . import ops
-
     return ops.take(a, indices, axis)
 
 
 def available(name) -> bool:
     """Whether `tracer.<name>(...)` has an op to run (today; plugins and new ops can add more)."""
-    from . import ops
-
     func = getattr(np, name, None)
     return (func is not None and func in numpy_table()) or name in ops.registry()
 
