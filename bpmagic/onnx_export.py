@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compile.passes import dead_code_elimination
 from .errors import BackpropError
 from .ir import Graph, Literal, Var, assigned_names
 from .ir.printer import Namer
@@ -345,7 +346,8 @@ def _forward_graph(run, inputs, outputs, include_loss, batch_size=None, grow=0):
     if include_loss and graph.outputs[0] not in model_outputs:
         model_outputs.append(graph.outputs[0])
     keep_inputs = [v for v in graph.inputs if v not in targets_v or include_loss]
-    graph = _needed(Graph(keep_inputs, graph.eqns, model_outputs, graph.consts, graph.name))
+    graph = dead_code_elimination(Graph(keep_inputs, graph.eqns, model_outputs, graph.consts, graph.name),
+                                  drop_inputs=True)
     params = {**run.params, **step.buffers}
     initializers = {v: params[v.name] for v in graph.inputs if v.name in params}
     return graph, initializers, names, n
@@ -378,16 +380,3 @@ def _read_by_the_loss(graph, targets):
                 found.append(v)
     return found
 
-
-def _needed(graph: Graph) -> Graph:
-    """Only the equations the outputs need."""
-    need = set(graph.outputs)
-    eqns = []
-    for e in reversed(graph.eqns):
-        if any(o in need for o in e.outputs):
-            eqns.append(e)
-            need.update(v for v in e.inputs if isinstance(v, Var))
-    eqns.reverse()
-    inputs = [v for v in graph.inputs if v in need]
-    consts = {v: a for v, a in graph.consts.items() if v in need}
-    return Graph(inputs, eqns, graph.outputs, consts, graph.name)

@@ -6,8 +6,9 @@ from dataclasses import replace
 from ..ir import Graph, Literal, Var
 
 
-def dead_code_elimination(graph: Graph) -> Graph:
-    """Drop equations whose results nothing needs (and constants nothing reads)."""
+def dead_code_elimination(graph: Graph, drop_inputs: bool = False) -> Graph:
+    """Drop equations whose results nothing needs (and constants nothing reads). drop_inputs: also the inputs
+    nothing reads (an exported model's targets, when the model ends at its logits); a step keeps its signature."""
     needed = {v for v in graph.outputs if isinstance(v, Var)}
     kept = []
     for e in reversed(graph.eqns):
@@ -16,7 +17,8 @@ def dead_code_elimination(graph: Graph) -> Graph:
             needed.update(v for v in e.inputs if isinstance(v, Var))
     kept.reverse()
     consts = {v: a for v, a in graph.consts.items() if v in needed}
-    return Graph(list(graph.inputs), kept, list(graph.outputs), consts, graph.name)
+    inputs = [v for v in graph.inputs if v in needed or not drop_inputs]
+    return Graph(inputs, kept, list(graph.outputs), consts, graph.name)
 
 
 def _key_of(atom):
