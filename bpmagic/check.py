@@ -25,6 +25,7 @@ import numpy as np
 from . import ops
 from .api import grad, trace
 from .backends import is_array
+from .compile.executor import evaluate
 from .errors import BackpropError
 from .ir import Literal, Var
 from .pytree import arg_names, flatten, unflatten
@@ -256,18 +257,12 @@ def _operands(eqn, env):
 def _lowered(graph, jax):
     """The graph as a function of its inputs, computed with JAX."""
     def run(*inputs):
-        env = dict(zip(graph.inputs, inputs))
-        env.update({v: jax.numpy.asarray(a) for v, a in graph.consts.items()})
-        for e in graph.eqns:
-            env[e.outputs[0]] = jax_apply(jax, e, _operands(e, env))
-        return env[graph.outputs[0]]
+        return evaluate(graph, inputs, jax.numpy, apply=lambda e, args: jax_apply(jax, e, args))[0]
 
     return run
 
 
 def _evaluate(graph, inputs):
-    from .compile.executor import evaluate
-
     with np.errstate(all="ignore"):
         return float(np.asarray(evaluate(graph, inputs, np)[0]))
 
@@ -291,7 +286,6 @@ def _fd_difference(graph, leaves, k, ours, rng, eps=1e-6, directions=3):
 def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
     """The first equation (in program order) whose VJP, at the values it saw, differs from the reference."""
     from . import autodiff
-    from .compile.executor import evaluate
     from .trace import new_trace
 
     env = dict(zip(graph.inputs, leaves))

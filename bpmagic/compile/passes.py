@@ -60,14 +60,22 @@ def fold_constants(graph: Graph) -> Graph:
     their value belongs to each run."""
     import numpy as np
 
-    consts, eqns = dict(graph.consts), []
+    from .executor import evaluate
+
+    def host(a):  # CuPy arrays to the host: constants are folded with NumPy
+        return a.get() if hasattr(a, "get") else a
+
+    known, folded, eqns = set(graph.consts), [], []
     for e in graph.eqns:
-        if not e.primitive.effects and all(isinstance(v, Literal) or v in consts for v in e.inputs):
-            args = [consts[v] if isinstance(v, Var) else np.asarray(v.value) for v in e.inputs]
-            args = [np.asarray(a.get() if hasattr(a, "get") else a) for a in args]  # CuPy arrays to the host
-            consts[e.outputs[0]] = np.array(e.primitive.impl(np, *args, **e.params), order="C")  # keeps 0-d
+        if not e.primitive.effects and all(isinstance(v, Literal) or v in known for v in e.inputs):
+            known.add(e.outputs[0])
+            folded.append(replace(e, inputs=[Literal(host(v.value)) if isinstance(v, Literal) else v
+                                             for v in e.inputs]))
         else:
             eqns.append(e)
+    consts = dict(graph.consts)
+    evaluate(Graph([], folded, [], {v: host(a) for v, a in graph.consts.items()}, graph.name), [], np,
+             on_value=lambda e, value: consts.__setitem__(e.outputs[0], np.array(value, order="C")))  # keeps 0-d
     return Graph(list(graph.inputs), eqns, list(graph.outputs), consts, graph.name)
 
 
