@@ -32,8 +32,6 @@ from .pytree import arg_names, flatten, unflatten
 
 AGAINST = ("jax", "fd")
 TOLERANCE = {"jax": 1e-7, "fd": 1e-5}
-
-
 HEAD = {"jax": "gradients against JAX's autodiff of the same forward pass: largest relative difference per parameter",
         "fd": "gradients against central differences (float64): largest relative difference per parameter"}
 
