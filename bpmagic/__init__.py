@@ -5,7 +5,7 @@
     print(bp.trace(f, x))            # the traced graph as readable Python
 """
 from . import ops
-from .api import GradcheckResult, grad, gradcheck, primitive, trace, value_and_grad
+from .api import grad, primitive, trace, value_and_grad
 from .backends import get_backend
 from .cell import Buffer, Input, Loss, Param, Target
 from .errors import BackendError, BackpropError, NonFiniteError, ShapeError, TracingError
@@ -14,7 +14,7 @@ from .ops import *  # noqa: F401,F403  (bp.tanh, bp.sum, bp.conv2d, ...)
 from .ops.core import composite  # the decorator, not the ops.composite module the star import brings
 from .train import CompiledStep, Controls, Run, compile_step, fit, last_run, optim
 from .onnx_export import export_onnx
-from .check import check_gradients
+from .check import GradcheckResult, check_gradients, gradcheck
 from . import viz  # noqa: E402  (graphs draw themselves in notebooks)
 
 __version__ = "0.1.0"

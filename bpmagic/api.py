@@ -1,4 +1,4 @@
-"""The public functions: trace, grad, value_and_grad, gradcheck and primitive.
+"""The public functions: trace, grad, value_and_grad and primitive (gradcheck is in check.py, with the other checks).
 
 Everything the notebook front ends do goes through these, so it can be done from a plain script too.
 """
@@ -16,7 +16,7 @@ from .ops.core import Primitive
 from .pytree import arg_names, flatten, unflatten
 from .tracing import Tracer, current_trace, new_trace
 
-__all__ = ["trace", "grad", "value_and_grad", "gradcheck", "primitive", "GradcheckResult"]
+__all__ = ["trace", "grad", "value_and_grad", "primitive"]
 
 
 def _backend_of(leaves):
@@ -176,117 +176,3 @@ def primitive(fn=None, *, name=None, shape_rule=None, **facets):
         return Primitive(name or f.__name__, f, shape_rule, **facets)
 
     return make(fn) if fn is not None else make
-
-
-class GradcheckResult:
-    """Outcome of bp.gradcheck: true when every check passed; prints a short report. `worst`: for "entry" and
-    "direction", (error / tolerance, where, analytic, numeric) of the worst check of that kind."""
-
-    def __init__(self, passed, lines, worst):
-        self.passed, self.lines, self.worst = passed, lines, worst
-
-    def __bool__(self):
-        return self.passed
-
-    def __repr__(self):
-        head = "gradcheck passed" if self.passed else "gradcheck FAILED"
-        return "\n".join([head] + self.lines)
-
-    _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
-
-
-def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, seed=0, argnums=None):
-    """Compare bpmagic's gradient of `fn` with central finite differences, in float64.
-
-    Checks `directions` random directions per argument, and every single entry of small arguments, then reports
-    the worst mismatch by name and index. `fn` may return an array: it is reduced with a fixed random weighting.
-    order=2 checks the gradient of the gradient the same way. Returns a GradcheckResult (truthy if passed).
-    """
-    rng = np.random.default_rng(seed)
-    args64 = [_to_float64(a) for a in args]
-    nums = tuple(range(len(args))) if argnums is None else _as_tuple(argnums)
-    nums = tuple(i for i in nums if _is_float_tree(args64[i]))
-    weights = {}
-
-    def scalar_fn(*a):
-        out = fn(*a)
-        if tuple(getattr(out, "shape", ())) == ():
-            return out
-        w = weights.setdefault(tuple(out.shape), rng.standard_normal(out.shape))
-        from .ops import sum as _sum
-        return _sum(out * w)
-
-    target = scalar_fn
-    if order == 2:
-        inner = grad(scalar_fn, argnums=nums)
-        probes = [_tree_like(args64[i], rng) for i in nums]
-
-        def target(*a):
-            from .ops import sum as _sum
-            gs = inner(*a)
-            total = 0.0
-            for g, p in zip(gs, probes):
-                for gl, pl in zip(flatten(g)[0], flatten(p)[0]):
-                    total = total + _sum(gl * pl)
-            return total
-
-    analytic = grad(target, argnums=nums)(*args64)
-    names = arg_names(fn, len(args))
-    # kind -> (error / tolerance, where, analytic, numeric): the worst single entry and the worst random direction
-    worst = {"entry": (0.0, "", 0.0, 0.0), "direction": (0.0, "", 0.0, 0.0)}
-    failures = 0
-    for i, g in zip(nums, analytic):
-        leaves, treedef, leaf_names = flatten(args64[i], names[i])
-        for k, (x, gx, lname) in enumerate(zip(leaves, flatten(g)[0], leaf_names)):
-            gx = np.asarray(gx)
-
-            def f_at(xk):
-                new_leaves = list(leaves)
-                new_leaves[k] = xk
-                new_args = list(args64)
-                new_args[i] = unflatten(treedef, new_leaves)
-                return float(np.asarray(target(*new_args)))
-
-            checks = [("direction", rng.standard_normal(x.shape), f"{lname} along a random direction")
-                      for _ in range(directions)]
-            if x.size <= 64:  # small enough to check every entry, so the report can name one
-                for idx in np.ndindex(*x.shape):
-                    e = np.zeros(x.shape)
-                    e[idx] = 1.0
-                    checks.append(("entry", e, f"{lname}[{', '.join(map(str, idx))}]" if idx else lname))
-            for kind, v, label in checks:
-                numeric = (f_at(x + eps * v) - f_at(x - eps * v)) / (2 * eps)
-                exact = float(np.sum(gx * v))
-                err = abs(numeric - exact)
-                ratio = err / (atol + rtol * abs(numeric))
-                failures += ratio > 1
-                if ratio >= worst[kind][0]:
-                    worst[kind] = (ratio, label, exact, numeric)
-    lines = [f"worst {kind}: {label}: analytic {exact:.6g}, numeric {numeric:.6g}, "
-             f"|diff| {abs(numeric - exact):.3g} ({ratio:.2f} of the tolerance)"
-             for kind, (ratio, label, exact, numeric) in sorted(worst.items(), reverse=True) if label]
-    if not lines:
-        lines.append("nothing to check: no float arguments")
-    lines.append(f"{failures} check(s) failed; tolerance: atol={atol} + rtol={rtol} * |numeric|, eps={eps}")
-    if order == 2:
-        lines.append("(order 2: the gradient of <grad f, random probe>)")
-    return GradcheckResult(failures == 0, lines, worst)
-
-
-def _to_float64(a):
-    leaves, treedef, _ = flatten(a)
-    return unflatten(treedef, [np.asarray(x, np.float64) if _is_float(x) else x for x in leaves])
-
-
-def _is_float(x):
-    return (is_array(x) or isinstance(x, float)) and np.dtype(getattr(x, "dtype", float)).kind == "f"
-
-
-def _is_float_tree(a):
-    leaves = flatten(a)[0]
-    return bool(leaves) and all(_is_float(x) for x in leaves)
-
-
-def _tree_like(a, rng):
-    leaves, treedef, _ = flatten(a)
-    return unflatten(treedef, [rng.standard_normal(np.shape(x)) for x in leaves])

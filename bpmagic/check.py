@@ -1,5 +1,8 @@
 """Checks of a learner's work: gradients against an independent implementation, and the checks of graded cells.
 
+`gradcheck(fn, *args)` (bp.gradcheck) compares bpmagic's gradient of one function with central differences in
+float64, every entry of a small argument and random directions, up to second order; the report names the worst.
+
 `check_gradients(fn, *args, against="jax")` traces `fn` once, in float64, and compares bpmagic's gradient of every
 float argument (every Param of a cell) with
   - "jax": the traced forward graph lowered to JAX (each primitive's `jax` facet, or its implementation run with
@@ -19,53 +22,146 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import ops
+from .api import grad, trace
+from .backends import is_array
+from .compile.executor import evaluate
 from .errors import BackpropError
 from .ir import Literal, Var
 from .pytree import arg_names, flatten, unflatten
 
 AGAINST = ("jax", "fd")
 TOLERANCE = {"jax": 1e-7, "fd": 1e-5}
+HEAD = {"jax": "gradients against JAX's autodiff of the same forward pass: largest relative difference per parameter",
+        "fd": "gradients against central differences (float64): largest relative difference per parameter"}
 
 
-class CheckResult:
-    """Per parameter: its largest relative difference from the reference; true when all are within tolerance."""
+class GradcheckResult:
+    """The outcome of a gradient check: truthy when every comparison passed; prints as its report (`head`, then
+    `lines`). worst: bp.gradcheck's, per kind ("entry", "direction"), (error / tolerance, where, analytic, numeric)
+    of the worst comparison of that kind; check_gradients', the largest relative difference of any parameter's
+    gradient. check_gradients also gives rows, (name, layer, relative difference) per parameter, its tolerance, and
+    culprit: the first equation whose VJP disagrees, when one does."""
 
-    def __init__(self, against, rows, tolerance, culprit=None):
-        self.against, self.rows, self.tolerance, self.culprit = against, rows, tolerance, culprit
-
-    @property
-    def worst(self) -> float:
-        return max((diff for _, _, diff in self.rows), default=0.0)
+    def __init__(self, passed, head, lines, worst, tolerance=None, rows=(), culprit=None):
+        self.passed, self.head, self.lines, self.worst = passed, head, list(lines), worst
+        self.tolerance, self.rows, self.culprit = tolerance, list(rows), culprit
 
     def __bool__(self):
-        return self.worst <= self.tolerance
+        return self.passed
 
     def __repr__(self):
-        what = {"jax": "JAX's autodiff of the same forward pass", "fd": "central differences (float64)"}[self.against]
-        lines = [f"gradients against {what}: largest relative difference per parameter"]
-        width = max((len(name) for name, _, _ in self.rows), default=4)
-        for name, layer, diff in self.rows:
-            flag = "ok" if diff <= self.tolerance else "DIFFERS"
-            lines.append(f"  {name:<{width}}  layer {layer:<6} {diff:9.2e}  {flag}")
-        if self:
-            lines.append(f"all within {self.tolerance:g}")
-        else:
-            bad = ", ".join(name for name, _, diff in self.rows if diff > self.tolerance)
-            lines.append(f"WARNING: the gradient of {bad} differs from the reference by more than {self.tolerance:g}.")
-            if self.culprit:
-                lines.append(f"The first equation whose VJP disagrees: {self.culprit}")
-        return "\n".join(lines)
+        return "\n".join([self.head] + self.lines)
 
     _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))
 
 
-def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0, tolerance=None) -> CheckResult:
+def _is_float(x):
+    return (is_array(x) or isinstance(x, float)) and np.dtype(getattr(x, "dtype", float)).kind == "f"
+
+
+def _central_difference(f, x, v, eps):
+    """The slope of scalar `f` at `x` along `v`, from one step `eps` each way (its error shrinks as eps²)."""
+    return (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+
+
+def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, seed=0, argnums=None):
+    """Compare bpmagic's gradient of `fn` with central finite differences, in float64.
+
+    Checks `directions` random directions per argument, and every single entry of small arguments, then reports
+    the worst mismatch by name and index. `fn` may return an array: it is reduced with a fixed random weighting.
+    order=2 checks the gradient of the gradient the same way. Returns a GradcheckResult (truthy if passed).
+    """
+    rng = np.random.default_rng(seed)
+    args64 = [_to_float64(a) for a in args]
+    nums = tuple(range(len(args))) if argnums is None else (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    nums = tuple(i for i in nums if _is_float_tree(args64[i]))
+    weights = {}
+
+    def scalar_fn(*a):
+        out = fn(*a)
+        if tuple(getattr(out, "shape", ())) == ():
+            return out
+        w = weights.setdefault(tuple(out.shape), rng.standard_normal(out.shape))
+        return ops.sum(out * w)
+
+    target = scalar_fn
+    if order == 2:
+        inner = grad(scalar_fn, argnums=nums)
+        probes = [_tree_like(args64[i], rng) for i in nums]
+
+        def target(*a):
+            gs = inner(*a)
+            total = 0.0
+            for g, p in zip(gs, probes):
+                for gl, pl in zip(flatten(g)[0], flatten(p)[0]):
+                    total = total + ops.sum(gl * pl)
+            return total
+
+    analytic = grad(target, argnums=nums)(*args64)
+    names = arg_names(fn, len(args))
+    # kind -> (error / tolerance, where, analytic, numeric): the worst single entry and the worst random direction
+    worst = {"entry": (0.0, "", 0.0, 0.0), "direction": (0.0, "", 0.0, 0.0)}
+    failures = 0
+    for i, g in zip(nums, analytic):
+        leaves, treedef, leaf_names = flatten(args64[i], names[i])
+        for k, (x, gx, lname) in enumerate(zip(leaves, flatten(g)[0], leaf_names)):
+            gx = np.asarray(gx)
+
+            def f_at(xk):
+                new_leaves = list(leaves)
+                new_leaves[k] = xk
+                new_args = list(args64)
+                new_args[i] = unflatten(treedef, new_leaves)
+                return float(np.asarray(target(*new_args)))
+
+            checks = [("direction", rng.standard_normal(x.shape), f"{lname} along a random direction")
+                      for _ in range(directions)]
+            if x.size <= 64:  # small enough to check every entry, so the report can name one
+                for idx in np.ndindex(*x.shape):
+                    e = np.zeros(x.shape)
+                    e[idx] = 1.0
+                    checks.append(("entry", e, f"{lname}[{', '.join(map(str, idx))}]" if idx else lname))
+            for kind, v, label in checks:
+                numeric = _central_difference(f_at, x, v, eps)
+                exact = float(np.sum(gx * v))
+                err = abs(numeric - exact)
+                ratio = err / (atol + rtol * abs(numeric))
+                failures += ratio > 1
+                if ratio >= worst[kind][0]:
+                    worst[kind] = (ratio, label, exact, numeric)
+    lines = [f"worst {kind}: {label}: analytic {exact:.6g}, numeric {numeric:.6g}, "
+             f"|diff| {abs(numeric - exact):.3g} ({ratio:.2f} of the tolerance)"
+             for kind, (ratio, label, exact, numeric) in sorted(worst.items(), reverse=True) if label]
+    if not lines:
+        lines.append("nothing to check: no float arguments")
+    lines.append(f"{failures} check(s) failed; tolerance: atol={atol} + rtol={rtol} * |numeric|, eps={eps}")
+    if order == 2:
+        lines.append("(order 2: the gradient of <grad f, random probe>)")
+    head = "gradcheck passed" if failures == 0 else "gradcheck FAILED"
+    return GradcheckResult(failures == 0, head, lines, worst)
+
+
+def _to_float64(a):
+    leaves, treedef, _ = flatten(a)
+    return unflatten(treedef, [np.asarray(x, np.float64) if _is_float(x) else x for x in leaves])
+
+
+def _is_float_tree(a):
+    leaves = flatten(a)[0]
+    return bool(leaves) and all(_is_float(x) for x in leaves)
+
+
+def _tree_like(a, rng):
+    leaves, treedef, _ = flatten(a)
+    return unflatten(treedef, [rng.standard_normal(np.shape(x)) for x in leaves])
+
+
+def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0, tolerance=None) -> GradcheckResult:
     """Compare bpmagic's gradients of scalar `fn(*args)` with respect to its float arguments (arrays or dicts of
     arrays, such as a model's params; `argnums` picks some) against `against` ("jax" or "fd"), in float64.
-    `layers`: name -> layer, for the report. Returns a CheckResult (truthy when every gradient agrees; it prints
-    as a table)."""
-    from . import api
-
+    `layers`: name -> layer, for the report. Returns a GradcheckResult (truthy when every gradient agrees; it
+    prints as a table)."""
     if against not in AGAINST:
         raise BackpropError(f"against={against!r}: choose 'jax' (JAX installed) or 'fd' (central differences, "
                             "needs nothing); comparing with PyTorch is not available yet")
@@ -86,8 +182,8 @@ def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0,
             rebuilt.append(unflatten(treedef, [next(it) for _ in lv]))
         return fn(*rebuilt)
 
-    graph = api.trace(flat_fn, *leaves)
-    ours = api.grad(flat_fn, argnums=tuple(wrt))(*leaves)
+    graph = trace(flat_fn, *leaves)
+    ours = grad(flat_fn, argnums=tuple(wrt))(*leaves)
     if against == "jax":
         lowered = _lowered(graph, jax)
         theirs = jax.grad(lowered, argnums=tuple(wrt))(*leaves)
@@ -97,14 +193,28 @@ def check_gradients(fn, *args, against="jax", argnums=None, layers=None, seed=0,
         for k in wrt:  # off the kinks (see the module's docstring), then the gradient there
             scale = max(float(np.abs(leaves[k]).max(initial=0.0)), 1.0)
             leaves[k] = leaves[k] + 1e-3 * scale * rng.standard_normal(np.shape(leaves[k]))
-        ours = api.grad(flat_fn, argnums=tuple(wrt))(*leaves)
+        ours = grad(flat_fn, argnums=tuple(wrt))(*leaves)
         diffs = [_fd_difference(graph, leaves, k, np.asarray(o), rng) for k, o in zip(wrt, ours)]
     layers = layers or {}
     rows = [(names[k], str(layers.get(names[k], "-")), d) for k, d in zip(wrt, diffs)]
-    result = CheckResult(against, rows, tolerance)
-    if not result:
-        result.culprit = _first_disagreeing_vjp(graph, leaves, against, tolerance, seed)
-    return result
+    worst = max((diff for _, _, diff in rows), default=0.0)
+    culprit = None if worst <= tolerance else _first_disagreeing_vjp(graph, leaves, against, tolerance, seed)
+    return GradcheckResult(worst <= tolerance, HEAD[against], _table(rows, tolerance, culprit), worst, tolerance,
+                           rows, culprit)
+
+
+def _table(rows, tolerance, culprit):
+    """check_gradients' report: a row per parameter, then the verdict."""
+    width = max((len(name) for name, _, _ in rows), default=4)
+    lines = [f"  {name:<{width}}  layer {layer:<6} {diff:9.2e}  {'ok' if diff <= tolerance else 'DIFFERS'}"
+             for name, layer, diff in rows]
+    bad = ", ".join(name for name, _, diff in rows if diff > tolerance)
+    if not bad:
+        return lines + [f"all within {tolerance:g}"]
+    lines.append(f"WARNING: the gradient of {bad} differs from the reference by more than {tolerance:g}.")
+    if culprit:
+        lines.append(f"The first equation whose VJP disagrees: {culprit}")
+    return lines
 
 
 def _jax():
@@ -115,10 +225,6 @@ def _jax():
                             "differences, against='fd' / --check fd, which needs nothing)") from None
     jax.config.update("jax_enable_x64", True)
     return jax
-
-
-def _is_float(x):
-    return hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f" or isinstance(x, float)
 
 
 def _relative(theirs, ours):
@@ -149,31 +255,26 @@ def _operands(eqn, env):
 def _lowered(graph, jax):
     """The graph as a function of its inputs, computed with JAX."""
     def run(*inputs):
-        env = dict(zip(graph.inputs, inputs))
-        env.update({v: jax.numpy.asarray(a) for v, a in graph.consts.items()})
-        for e in graph.eqns:
-            env[e.outputs[0]] = jax_apply(jax, e, _operands(e, env))
-        return env[graph.outputs[0]]
+        return evaluate(graph, inputs, jax.numpy, apply=lambda e, args: jax_apply(jax, e, args))[0]
 
     return run
 
 
 def _evaluate(graph, inputs):
-    from .compile.executor import evaluate
-
     with np.errstate(all="ignore"):
         return float(np.asarray(evaluate(graph, inputs, np)[0]))
 
 
 def _fd_difference(graph, leaves, k, ours, rng, eps=1e-6, directions=3):
     """Largest relative difference between <ours, v> and the central difference of the graph along v."""
+    def f(xk):
+        return _evaluate(graph, leaves[:k] + [xk] + leaves[k + 1:])
+
     worst = 0.0
     for _ in range(directions):
         v = rng.standard_normal(np.shape(leaves[k]))
         v /= max(np.linalg.norm(v), 1e-30)
-        up, down = list(leaves), list(leaves)
-        up[k], down[k] = leaves[k] + eps * v, leaves[k] - eps * v
-        numeric = (_evaluate(graph, up) - _evaluate(graph, down)) / (2 * eps)
+        numeric = _central_difference(f, leaves[k], v, eps)
         exact = float(np.sum(ours * v))
         scale = max(abs(numeric), abs(exact), float(np.abs(ours).max(initial=0.0)), 1e-12)
         worst = max(worst, abs(numeric - exact) / scale)
@@ -183,7 +284,6 @@ def _fd_difference(graph, leaves, k, ours, rng, eps=1e-6, directions=3):
 def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
     """The first equation (in program order) whose VJP, at the values it saw, differs from the reference."""
     from . import autodiff
-    from .compile.executor import evaluate
     from .tracing import new_trace
 
     env = dict(zip(graph.inputs, leaves))
@@ -221,11 +321,12 @@ def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
             bad = False
             for i in diff:
                 v = rng.standard_normal(np.shape(values[i]))
-                up, down = list(values), list(values)
-                up[i], down[i] = values[i] + 1e-6 * v, values[i] - 1e-6 * v
+
+                def weighted(xi):  # <g, the equation's result>, whose slope along v is <its VJP of g, v>
+                    return float(np.sum(g * np.asarray(prim.impl(np, *values[:i], xi, *values[i + 1:], **e.params))))
+
                 with np.errstate(all="ignore"):
-                    numeric = float(np.sum(g * (np.asarray(prim.impl(np, *up, **e.params))
-                                                - np.asarray(prim.impl(np, *down, **e.params))))) / 2e-6
+                    numeric = _central_difference(weighted, values[i], v, 1e-6)
                 exact = float(np.sum(ours[i] * v))
                 scale = max(abs(numeric), abs(exact), 1e-12)
                 bad = bad or abs(numeric - exact) / scale > max(tolerance, 1e-4)
@@ -235,7 +336,7 @@ def _first_disagreeing_vjp(graph, leaves, against, tolerance, seed):
     return None
 
 
-def check_model(loss_fn, params, batch, buffers=None, against="jax", layers=None) -> CheckResult:
+def check_model(loss_fn, params, batch, buffers=None, against="jax", layers=None) -> GradcheckResult:
     """The gradients of a training loss `loss_fn(params, *batch)` (with buffers, `loss_fn(params, buffers, *batch)`
     returning (loss, new_buffers), as bp.fit takes it) on one batch, in float64: what %%backprop --check runs."""
     def to64(a):
@@ -284,8 +385,6 @@ def _passed(message):
 def gradient(fn, *args, order=1, name=None):
     """Pass when bpmagic's gradient of `fn(*args)` (for a primitive the student wrote: its VJP rule) agrees with
     central differences in float64, up to `order` (1 or 2: the gradient of the gradient too); see bp.gradcheck."""
-    from .api import gradcheck
-
     name = name or getattr(fn, "__name__", "f")
     name = "f" if name == "<lambda>" else name
     for k in range(1, order + 1):

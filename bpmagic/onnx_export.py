@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .compile.passes import dead_code_elimination
 from .errors import BackpropError
-from .ir import Graph, Literal, Var, assigned_names
+from .ir import Graph, Literal, Var
 from .ir.printer import Namer
 from .usercode import at_source
 
@@ -113,11 +114,11 @@ class _Context:
         return [self.cast(n, common) for n in names]
 
 
-def export_graph(graph: Graph, path=None, initializers: dict | None = None, opset: int = OPSET, names_given=None,
+def export_graph(graph: Graph, path=None, initializers: dict | None = None, opset: int = OPSET,
                  batch: "Batched | None" = None):
     """`graph` as an ONNX ModelProto (written to `path` when given); `initializers` maps some of its inputs to
-    arrays stored in the model (trained parameters), the other inputs stay the model's inputs. `names_given`:
-    Var -> the name the user's code gave it (default: found from the graph's source lines). `batch`: where the
+    arrays stored in the model (trained parameters), the other inputs stay the model's inputs; values keep the
+    names their trace gave them (the user's, trace.name_values). `batch`: where the
     graph's shapes grow with the batch (see Batched): those dimensions are symbolic in the model."""
     batch = batch or Batched()
     try:
@@ -126,10 +127,8 @@ def export_graph(graph: Graph, path=None, initializers: dict | None = None, opse
     except ImportError:
         raise BackpropError("exporting to ONNX needs the onnx package: pip install onnx") from None
     initializers = initializers or {}
-    # the names the user's code gave the values; an output without one is the model's "output"
-    hints = {**{v: "output" if len(graph.outputs) == 1 else f"output{k}" for k, v in enumerate(graph.outputs)},
-             **(names_given or assigned_names(graph))}
-    namer = Namer(hints)
+    # an output the user's code did not name is the model's "output"
+    namer = Namer({v: "output" if len(graph.outputs) == 1 else f"output{k}" for k, v in enumerate(graph.outputs)})
     counters: dict = {}
 
     def fresh(op_type):
@@ -233,11 +232,11 @@ def export_onnx(model, path, inputs=None, outputs=None, include_loss=False, opse
     if isinstance(model, Graph):
         return export_graph(model, path, opset=opset)
     if batch_size is not None:
-        graph, initializers, names, _ = _forward_graph(model, inputs, outputs, include_loss, int(batch_size))
-        return export_graph(graph, path, initializers, opset, names)
-    graph, initializers, names, n = _forward_graph(model, inputs, outputs, include_loss)
+        graph, initializers, _ = _forward_graph(model, inputs, outputs, include_loss, int(batch_size))
+        return export_graph(graph, path, initializers, opset)
+    graph, initializers, n = _forward_graph(model, inputs, outputs, include_loss)
     grown, *_ = _forward_graph(model, inputs, outputs, include_loss, grow=1)
-    return export_graph(graph, path, initializers, opset, names, Batched.compare(graph, grown, n))
+    return export_graph(graph, path, initializers, opset, Batched.compare(graph, grown, n))
 
 
 class Batched:
@@ -330,9 +329,8 @@ def _forward_graph(run, inputs, outputs, include_loss, batch_size=None, grow=0):
         loss, _ = step.call_loss(p_in, x_in + t_in, buf_in)
         graph = tr.graph(list(p_in.values()) + list(buf_in.values()) + x_in + t_in, [loss], name=run.name)
     targets_v = {t._bp_var for t in t_in}
-    names = assigned_names(graph)  # on the whole program: a line's last value is the one the user named
-    if outputs is not None:
-        by_name = {**{v: v.name for v in graph.inputs}, **names}
+    if outputs is not None:  # named on the whole program (a line's last value is the one the user named)
+        by_name = {v: v.name for v in graph.inputs + [o for e in graph.eqns for o in e.outputs] if v.name}
         wanted = [outputs] if isinstance(outputs, str) else list(outputs)
         found = {name: v for v, name in by_name.items() if name in wanted}
         missing = [w for w in wanted if w not in found]
@@ -345,10 +343,11 @@ def _forward_graph(run, inputs, outputs, include_loss, batch_size=None, grow=0):
     if include_loss and graph.outputs[0] not in model_outputs:
         model_outputs.append(graph.outputs[0])
     keep_inputs = [v for v in graph.inputs if v not in targets_v or include_loss]
-    graph = _needed(Graph(keep_inputs, graph.eqns, model_outputs, graph.consts, graph.name))
+    graph = dead_code_elimination(Graph(keep_inputs, graph.eqns, model_outputs, graph.consts, graph.name),
+                                  drop_inputs=True)
     params = {**run.params, **step.buffers}
     initializers = {v: params[v.name] for v in graph.inputs if v.name in params}
-    return graph, initializers, names, n
+    return graph, initializers, n
 
 
 def _read_by_the_loss(graph, targets):
@@ -378,16 +377,3 @@ def _read_by_the_loss(graph, targets):
                 found.append(v)
     return found
 
-
-def _needed(graph: Graph) -> Graph:
-    """Only the equations the outputs need."""
-    need = set(graph.outputs)
-    eqns = []
-    for e in reversed(graph.eqns):
-        if any(o in need for o in e.outputs):
-            eqns.append(e)
-            need.update(v for v in e.inputs if isinstance(v, Var))
-    eqns.reverse()
-    inputs = [v for v in graph.inputs if v in need]
-    consts = {v: a for v, a in graph.consts.items() if v in need}
-    return Graph(inputs, eqns, graph.outputs, consts, graph.name)

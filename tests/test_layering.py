@@ -110,6 +110,8 @@ FLOOR_OF = {
     "bpmagic.api": "public API",
     "bpmagic.magic": "front ends",
     "bpmagic.cell": "front ends",
+    "bpmagic.binding": "front ends",  # the cell bound to a namespace: the magic's first half, a script's too
+    "bpmagic.progress": "front ends",  # a run's progress as text where no widget shows it
     "bpmagic.dashboard": "front ends",
     "bpmagic.viz": "front ends",
     # modules the table does not name

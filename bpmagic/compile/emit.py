@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ..ir import Literal
-from ..ir.printer import Namer, assigned_names, source_comment, source_label
+from ..ir.printer import Namer, source_comment, source_label
 from .fusion import PREAMBLE
 from .plan import Buffer, ExecutionPlan
 
@@ -33,9 +33,9 @@ class _Emitter:
     def __init__(self, plan, backend, namespace, lowering):
         g = plan.graph
         self.plan, self.backend, self.ns, self.lowering = plan, backend, namespace, lowering
-        self.namer = Namer(assigned_names(g), reserved=_INTERNAL.match)
-        # values whose name a statement's comment shows: named by the user's code or by the IR
-        self.hinted = {v for e in g.eqns for v in e.outputs if v.name} | set(assigned_names(g))
+        self.namer = Namer(reserved=_INTERNAL.match)
+        # values whose name a statement's comment shows: named by the user's code (trace.name_values) or the IR
+        self.hinted = {v for e in g.eqns for v in e.outputs if v.name}
         self.names = {v: self.namer(v) for v in g.inputs}  # Var -> the name the code reads it by
         for v, value in g.consts.items():
             self.names[v] = self.namer(v)

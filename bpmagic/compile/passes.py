@@ -6,8 +6,9 @@ from dataclasses import replace
 from ..ir import Graph, Literal, Var
 
 
-def dead_code_elimination(graph: Graph) -> Graph:
-    """Drop equations whose results nothing needs (and constants nothing reads)."""
+def dead_code_elimination(graph: Graph, drop_inputs: bool = False) -> Graph:
+    """Drop equations whose results nothing needs (and constants nothing reads). drop_inputs: also the inputs
+    nothing reads (an exported model's targets, when the model ends at its logits); a step keeps its signature."""
     needed = {v for v in graph.outputs if isinstance(v, Var)}
     kept = []
     for e in reversed(graph.eqns):
@@ -16,7 +17,8 @@ def dead_code_elimination(graph: Graph) -> Graph:
             needed.update(v for v in e.inputs if isinstance(v, Var))
     kept.reverse()
     consts = {v: a for v, a in graph.consts.items() if v in needed}
-    return Graph(list(graph.inputs), kept, list(graph.outputs), consts, graph.name)
+    inputs = [v for v in graph.inputs if v in needed or not drop_inputs]
+    return Graph(inputs, kept, list(graph.outputs), consts, graph.name)
 
 
 def _key_of(atom):
@@ -58,14 +60,22 @@ def fold_constants(graph: Graph) -> Graph:
     their value belongs to each run."""
     import numpy as np
 
-    consts, eqns = dict(graph.consts), []
+    from .executor import evaluate
+
+    def host(a):  # CuPy arrays to the host: constants are folded with NumPy
+        return a.get() if hasattr(a, "get") else a
+
+    known, folded, eqns = set(graph.consts), [], []
     for e in graph.eqns:
-        if not e.primitive.effects and all(isinstance(v, Literal) or v in consts for v in e.inputs):
-            args = [consts[v] if isinstance(v, Var) else np.asarray(v.value) for v in e.inputs]
-            args = [np.asarray(a.get() if hasattr(a, "get") else a) for a in args]  # CuPy arrays to the host
-            consts[e.outputs[0]] = np.array(e.primitive.impl(np, *args, **e.params), order="C")  # keeps 0-d
+        if not e.primitive.effects and all(isinstance(v, Literal) or v in known for v in e.inputs):
+            known.add(e.outputs[0])
+            folded.append(replace(e, inputs=[Literal(host(v.value)) if isinstance(v, Literal) else v
+                                             for v in e.inputs]))
         else:
             eqns.append(e)
+    consts = dict(graph.consts)
+    evaluate(Graph([], folded, [], {v: host(a) for v, a in graph.consts.items()}, graph.name), [], np,
+             on_value=lambda e, value: consts.__setitem__(e.outputs[0], np.array(value, order="C")))  # keeps 0-d
     return Graph(list(graph.inputs), eqns, list(graph.outputs), consts, graph.name)
 
 

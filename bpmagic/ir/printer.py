@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import keyword
 import re
 
@@ -101,14 +102,18 @@ def assigned_names(graph) -> dict:
     for e in graph.eqns:
         if e.source and e.source.line and e.phase == "forward":
             last_on_line[(e.source.filename, e.source.lineno)] = e
-    names = {}
-    for e in last_on_line.values():
-        try:
-            stmt = ast.parse(e.source.line.strip()).body[0]
-        except (SyntaxError, IndexError):
-            continue
-        target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                  else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
-        if isinstance(target, ast.Name):
-            names[e.outputs[0]] = target.id
-    return names
+    names = {e.outputs[0]: _assigned(e.source.line.strip()) for e in last_on_line.values()}
+    return {v: name for v, name in names.items() if name is not None}
+
+
+@functools.lru_cache(maxsize=4096)
+def _assigned(line: str) -> str | None:
+    """The one name `line` assigns, if it is such a statement. Cached: every graph of a cell (its trace, each
+    compiled step, each view) asks again about the same lines."""
+    try:
+        stmt = ast.parse(line).body[0]
+    except (SyntaxError, IndexError):
+        return None
+    target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+              else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
+    return target.id if isinstance(target, ast.Name) else None

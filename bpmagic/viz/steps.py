@@ -14,7 +14,7 @@ import numpy as np
 from .. import api, autodiff
 from ..errors import BackpropError
 from ..ir import Literal, Var
-from ..ir.printer import Namer, assigned_names
+from ..ir.printer import Namer
 from ..tracing import new_trace
 from .dot import graph_to_dot
 
@@ -150,7 +150,7 @@ def backprop_steps(fn, *args, name=None) -> BackpropSteps:
     pullbacks = []
     grads = autodiff.grad_of_graph(graph, args, on_adjoint=pullbacks.append)
     values = {v: np.asarray(a) for v, a in grads.values.items()}
-    namer = Namer(assigned_names(graph))
+    namer = Namer()  # the trace named the user's values
     names = {v: namer(v) for v in graph.vars}
     dot = graph_to_dot(graph, collapse=False, names=names, stats={v: f"= {show(values[v])}" for v in names})
     into = {}
