@@ -147,11 +147,12 @@ def run_all(page):
 # -- running on several workers (pytest-xdist: `./dev test` runs -n 2) ----------------------------------------------
 # Tests that share one expensive thing run on one worker, one after another: the browser tests share one Jupyter
 # server and one Chromium (the session fixtures above); the tests that build cached environments (tests/venvs.py)
-# must not build the same one twice at once; the hub tests run one JupyterHub with its proxy. Every other test is a
+# must not build the same one twice at once; the hub tests run one JupyterHub with its proxy; test_plugins installs
+# and removes the test plugin, as a browser test does, so it runs beside them, never at once. Every other test is a
 # unit of its own. (xdist's own --dist loadgroup does this with marks, but it renames test ids in a way pytest 9
 # no longer reads, so the groups are given to its scope scheduler instead.)
 _GROUPS = {"test_browser_": "browser", "test_cuda_compile": "envs", "test_cublas_binding": "envs",
-           "test_ipykernel_versions": "envs", "test_hub": "hub"}
+           "test_ipykernel_versions": "envs", "test_hub": "hub", "test_plugins": "browser"}
 
 
 def pytest_xdist_make_scheduler(config, log):
