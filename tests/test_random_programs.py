@@ -1388,8 +1388,9 @@ def _jax_compiled(fn, *args):
 
 
 def _finite_and_moderate(*arrays):
-    big = max(float(np.abs(np.asarray(a)).max(initial=0.0)) for a in arrays)
-    return np.isfinite(big) and big < 1e12
+    # every entry checked: Python's max() would let a NaN after a number through (max(0.0, nan) is 0.0), and a NaN
+    # from JAX is a singular point (hypot at the origin), where bpmagic's gradient is 0 by its rule (docs/ops.md)
+    return all(np.isfinite(a).all() and np.abs(a).max(initial=0.0) < 1e12 for a in map(np.asarray, arrays))
 
 
 def _jax_value_and_grad(prog, inputs, weights):
