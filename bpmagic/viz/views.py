@@ -17,7 +17,7 @@ from traitlets import Dict, Int, List, Unicode
 from ..assets import asset
 from ..errors import BackpropError
 from ..record import Record, Recorded
-from ..train.trainer import format_loss
+from ..train.describe import format_loss
 from .dot import PALETTE, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
 from .render import svg_of
