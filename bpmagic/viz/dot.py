@@ -185,8 +185,8 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
                      for a, b, _ in groups)]
     for b, (start, period, repeats) in enumerate(blocks):
         body = graph.eqns[start:start + period]
-        names = ", ".join(dict.fromkeys(x.primitive.name for x in body))
-        specs[f"rep{b}"] = (_text(f"×{repeats}: {names}", *_lines(body)), {
+        ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
+        specs[f"rep{b}"] = (_text(f"×{repeats}: {ops}", *_lines(body)), {
             "shape": "box3d", "style": "filled", "fillcolor": "#eeeeee",
             "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
             None, None)
