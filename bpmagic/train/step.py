@@ -19,7 +19,8 @@ from .. import ops
 from .. import autodiff
 from ..pytree import arg_names
 from ..backends import get_backend
-from ..compile.executor import Executable, GuardFailed, evaluate
+from ..compile.executor import Executable, GuardFailed
+from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError, call_user
 from ..ir import Graph, Source
