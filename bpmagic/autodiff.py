@@ -154,30 +154,6 @@ def grad_of_graph(graph, inputs, wrt=None, on_adjoint=None, backend="numpy") -> 
     return GraphGradients(result, values, adjoints)
 
 
-def layer_outputs(eqns, layers: dict) -> dict:
-    """layer -> the Var where that layer's parameters have all entered (z = x @ W + b): its output.
-
-    `layers` maps a layer name to the Vars of its parameters. The adjoint at this Var is the signal that
-    backpropagation delivers to the layer (the textbook delta).
-    """
-    owner = {v: layer for layer, vs in layers.items() for v in vs}
-    deps: dict = {v: {owner[v]: {v}} for v in owner}
-    found = {}
-    for e in eqns:
-        merged: dict = {}
-        for v in e.inputs:
-            for layer, vs in deps.get(v, {}).items():
-                merged.setdefault(layer, set()).update(vs)
-        if not merged:
-            continue
-        out = e.outputs[0]
-        deps[out] = merged
-        for layer, vs in merged.items():
-            if layer not in found and len(vs) == len(layers[layer]):
-                found[layer] = out
-    return found
-
-
 def _name_adjoint(g, var):
     """Call the adjoint of `h` "dh" when printing, if nothing better names it."""
     gv = getattr(g, "_bp_var", None)

@@ -25,7 +25,7 @@ import numpy as np
 from . import ops
 from .api import grad, trace
 from .backends import is_array
-from .compile.executor import evaluate
+from .ops.evaluate import evaluate
 from .errors import BackpropError
 from .ir import Literal, Var
 from .pytree import arg_names, flatten, unflatten

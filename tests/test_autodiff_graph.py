@@ -36,7 +36,7 @@ def test_gradients_of_a_graph_match_bp_grad_and_jax():
         np.testing.assert_allclose(result.adjoints[v], np.asarray(ours), rtol=1e-12)
         np.testing.assert_allclose(result.adjoints[v], np.asarray(theirs), rtol=1e-10)
     # the returned graph computes the loss and then the gradients: run it and compare
-    from bpmagic.compile.executor import evaluate
+    from bpmagic.ops.evaluate import evaluate
 
     loss, *grads = evaluate(result.graph, list(args), np)
     assert float(loss) == pytest.approx(float(program(*args)), rel=1e-12)

@@ -120,7 +120,7 @@ def test_every_primitive_computes_the_same_lowered_to_jax(sample):
     import jax
 
     from bpmagic.check import _lowered
-    from bpmagic.compile.executor import evaluate
+    from bpmagic.ops.evaluate import evaluate
 
     arrays = [sample.args[i] for i in sample.diff]
     flat = [x for a in arrays for x in (a if isinstance(a, list) else [a])]

@@ -10,7 +10,7 @@ import pytest
 
 import bpmagic as bp
 from bpmagic.backends.numpy_backend import NumpyBackend
-from bpmagic.compile.executor import evaluate
+from bpmagic.ops.evaluate import evaluate
 from bpmagic.compile.fusion import C_TYPES, find_groups, numpy_kernel
 from bpmagic.ops import PRIMITIVES
 from cupy_host import EagerReplay  # a CUDA graph's replay, run directly

@@ -107,7 +107,7 @@ def test_every_vector_norm_matches_numpy(ord):
 
 
 def _value(fn, *args):
-    from bpmagic.compile.executor import evaluate
+    from bpmagic.ops.evaluate import evaluate
 
     return np.asarray(evaluate(bp.trace(fn, *args), list(args), np)[0])
 

@@ -324,7 +324,7 @@ def test_nan_during_training_ends_at_a_step_boundary(ip, ns, capsys):
 
 
 def test_summary_never_prints_negative_zero_nor_rounds_a_small_loss_to_zero(ip, ns, capsys):
-    from bpmagic.train.trainer import format_loss
+    from bpmagic.train.describe import format_loss
 
     assert [format_loss(v) for v in (-0.0, 0.0, 3e-6, -2e-9, 0.9353, 3.14159e-6, 1234.5)] == \
         ["0", "0", "3e-6", "-2e-9", "0.9353", "3.142e-6", "1234"]

@@ -154,7 +154,7 @@ def _run_traced(fn, args, arrays):
         return fn(*full)
 
     graph = bp.trace(f, *[args[i] for i in arrays])
-    from bpmagic.compile.executor import evaluate
+    from bpmagic.ops.evaluate import evaluate
 
     return np.asarray(evaluate(graph, [args[i] for i in arrays], np)[0])
 

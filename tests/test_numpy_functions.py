@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bpmagic as bp
-from bpmagic.compile.executor import evaluate
+from bpmagic.ops.evaluate import evaluate
 
 rng = np.random.default_rng(27)
 X = rng.standard_normal((3, 4))

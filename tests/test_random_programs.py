@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 
 import bpmagic as bp
 from bpmagic.compile import optimize
-from bpmagic.compile.executor import Executable, evaluate
+from bpmagic.compile.executor import Executable
+from bpmagic.ops.evaluate import evaluate
 
 RTOL, ATOL = 1e-9, 1e-12
 MAX_SIZE = 64          # no value has more elements than this

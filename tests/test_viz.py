@@ -78,6 +78,14 @@ def test_repeats_collapse_into_one_node_and_expand():
     assert len(nodes_and_edges(expanded)[0]) > 500
 
 
+def test_unnamed_outputs_of_a_graph_with_repeats_are_labelled():
+    """The repeated block's label once overwrote the Var -> name table that labels an unnamed output."""
+    g = bp.trace(lambda x, W: (bp.sum(bp.tanh(bp.tanh(bp.tanh(bp.tanh(x @ W))))), bp.tanh(x) * 2), np.ones((2, 3)),
+                 np.ones((3, 3)))
+    src = graph_to_dot(g).source
+    assert "×4: tanh" in src and 'label="loss\\nscalar"' in src and re.search(r'label="t\d+\\n2×3"', src), src
+
+
 def test_bundle_with_dot(mlp_graph):
     if not shutil.which("dot"):
         pytest.skip("Graphviz's dot is not installed (./dev test installs Debian's graphviz)")

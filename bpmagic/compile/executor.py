@@ -12,7 +12,7 @@ import itertools
 import linecache
 import math
 
-from ..ir import Graph, Var
+from ..ir import Graph
 from .emit import emit
 from .plan import plan_step
 
@@ -112,18 +112,3 @@ class _Replayed:
 
 def _isfinite(x) -> bool:
     return math.isfinite(x)  # 0-d arrays (a loss, a sum of gradients) convert directly
-
-
-def evaluate(graph: Graph, inputs, xp, on_value=None, apply=None):
-    """Interpret `graph` one equation at a time (slow, but it can inspect every value: `on_value(eqn, value)`).
-    apply(eqn, operands): how an equation is computed, where not by its primitive's implementation over `xp` (the
-    JAX lowering that check.py differentiates)."""
-    env = dict(zip(graph.inputs, inputs))
-    env.update({v: xp.asarray(a) for v, a in graph.consts.items()})
-    for e in graph.eqns:
-        args = [env[v] if isinstance(v, Var) else v.value for v in e.inputs]
-        value = e.primitive.impl(xp, *args, **e.params) if apply is None else apply(e, args)
-        env[e.outputs[0]] = value
-        if on_value is not None:
-            on_value(e, value)
-    return [env[v] for v in graph.outputs]

@@ -60,7 +60,7 @@ def fold_constants(graph: Graph) -> Graph:
     their value belongs to each run."""
     import numpy as np
 
-    from .executor import evaluate
+    from ..ops.evaluate import evaluate
 
     def host(a):  # CuPy arrays to the host: constants are folded with NumPy
         return a.get() if hasattr(a, "get") else a

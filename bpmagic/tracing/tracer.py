@@ -15,6 +15,7 @@ from ..backends import get_backend, is_array
 from ..errors import BackpropError, ShapeError, TracingError
 from ..ir import Eqn, Graph, Literal, Var, assigned_names
 from ..ops.core import fmt_shapes, opened, promote_scalars
+from ..ops.evaluate import evaluate
 from ..usercode import Source, at_source, user_source
 from . import numpy_dispatch
 
@@ -74,11 +75,12 @@ class Trace:
         for v, a in graph.consts.items():
             self.consts[v] = a
             self._tracer(v, self.backend.asarray(a))
+        def recorded(e, value):
+            self.eqns.append(e)
+            self._tracer(e.outputs[0], xp.asarray(value))
+
         with np.errstate(all="ignore"):  # as when traced: a NaN is for the caller to report
-            for e in graph.eqns:
-                values = [self.tracers[v].value if isinstance(v, Var) else v.value for v in e.inputs]
-                self.eqns.append(e)
-                self._tracer(e.outputs[0], xp.asarray(e.primitive.impl(xp, *values, **e.params)))
+            evaluate(graph, [self.tracers[v].value for v in graph.inputs], xp, on_value=recorded)
         self.named_from = len(self.eqns)  # the loaded graph's values are named by whoever owns that graph
 
     def _atom(self, x):

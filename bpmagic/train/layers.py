@@ -12,6 +12,18 @@ def layer_of(name: str) -> str:
     return m.group(1) if m else name
 
 
-def default_groups(names) -> dict:
+def default_groups(names) -> "Layers":
     """name -> layer for each parameter name, by `layer_of`."""
-    return {n: layer_of(n) for n in names}
+    return Layers((n, layer_of(n)) for n in names)
+
+
+class Layers(dict):
+    """Which layer each parameter is in: param -> layer (a dict, as a checkpoint keeps it), and the other way,
+    `members`: layer -> its params, layers in the order their first param comes."""
+
+    @property
+    def members(self) -> dict:
+        out: dict = {}
+        for name, layer in self.items():
+            out.setdefault(layer, []).append(name)
+        return out

@@ -47,6 +47,30 @@ def sum_of_squares(x):
     return ops.sum(x * x)
 
 
+def layer_outputs(eqns, layers: dict) -> dict:
+    """layer -> the Var where that layer's parameters have all entered (z = x @ W + b): its output.
+
+    `layers` maps a layer name to the Vars of its parameters. The adjoint at this Var is the signal that
+    backpropagation delivers to the layer (the textbook delta).
+    """
+    owner = {v: layer for layer, vs in layers.items() for v in vs}
+    deps: dict = {v: {owner[v]: {v}} for v in owner}
+    found = {}
+    for e in eqns:
+        merged: dict = {}
+        for v in e.inputs:
+            for layer, vs in deps.get(v, {}).items():
+                merged.setdefault(layer, set()).update(vs)
+        if not merged:
+            continue
+        out = e.outputs[0]
+        deps[out] = merged
+        for layer, vs in merged.items():
+            if layer not in found and len(vs) == len(layers[layer]):
+                found[layer] = out
+    return found
+
+
 def layer_sums(layers: dict, grad_sq: dict, params: dict, new_params: dict, signals: dict) -> dict:
     """{(sum, layer): traced sum of squares}, for the step graph. `layers` maps a layer to its params' names;
     grad_sq holds each param's gradient's sum of squares (the step's guard checks those too); `signals` each

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,16 +19,17 @@ from .. import ops
 from .. import autodiff
 from ..pytree import arg_names
 from ..backends import get_backend
-from ..compile.executor import Executable, GuardFailed, evaluate
+from ..compile.executor import Executable, GuardFailed
+from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError, call_user
 from ..ir import Graph, Source
 from ..ir.printer import Namer
 from ..tracing import new_trace
-from .layers import default_groups
+from .layers import Layers, default_groups
 from .optim import Optimizer, SGD
 from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, collecting as collecting_metrics
-from .stats import from_sums, layer_sums, sum_of_squares
+from .stats import from_sums, layer_outputs, layer_sums, sum_of_squares
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,49 @@ class Plan:
         reads = set(forward.inputs) | set(g.inputs[:len(self.layout.params)])
         return Graph([v for v in g.inputs if v in reads], forward.eqns, forward.outputs, forward.consts, "loss")
 
+
+
+@dataclass
+class _StepTrace:
+    """A training step while it is traced, filled phase by phase (CompiledStep._compile): inputs, loss,
+    gradients, update."""
+
+    tr: object
+    names: list  # the params, in order
+    slots: list  # the optimizer's state per param
+    params: dict = field(default_factory=dict)  # traced inputs...
+    state: dict = field(default_factory=dict)
+    buffers: dict = field(default_factory=dict)
+    batch: list = field(default_factory=list)
+    key: object = None
+    scalars: dict = field(default_factory=dict)
+    start: int = 0  # the first equation of the user's loss function
+    loss: object = None  # ... the forward pass
+    new_buffers: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    forward_values: list = field(default_factory=list)
+    layers: dict = field(default_factory=dict)  # ... the backward pass: layer -> its params
+    probes: dict = field(default_factory=dict)  # layer -> its output's Var (the statistics' signal)
+    adjoints: object = None
+    grads: dict = field(default_factory=dict)
+    clip_measured: list = field(default_factory=list)
+    checks: list = field(default_factory=list)  # ... the update
+    new_params: dict = field(default_factory=dict)
+    new_state: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+    watched: dict = field(default_factory=dict)
+
+
+def _named_once(graph: Graph) -> Graph:
+    """One name per value across the whole step, so its forward, backward and update parts, printed or drawn
+    apart, call each value alike (the backward graph's t6 is the forward graph's t6)."""
+    namer, seen = Namer(), set()
+    for v in graph.vars:
+        printed = namer(v)  # a param keeps its key; a second h becomes h_2; t1, t2, ... avoid them all
+        if v.name is None or v.name in seen:
+            v.name = printed
+        seen.add(v.name)
+    return graph
 
 @dataclass
 class _Prepared:
@@ -258,7 +302,7 @@ class CompiledStep:
         if not isinstance(self.optimizer, Optimizer):
             raise BackpropError(f"optimizer must be a bpmagic optimizer (bp.optim.SGD, bp.optim.Adam, ...), "
                                 f"got {type(self.optimizer).__name__}")
-        self.groups = dict(default_groups(params)) if groups is None else {n: str(groups.get(n, n)) for n in params}
+        self.groups = default_groups(params) if groups is None else Layers((n, str(groups.get(n, n))) for n in params)
         self.with_stats = stats
         self.seed = int(seed)  # with the step number, the key of each step's random draws
         unknown = [m for m in metrics if m not in BUILT_IN_METRICS]
@@ -342,97 +386,119 @@ class CompiledStep:
         return out
 
     def _compile(self, batch, hyper, structure, watch) -> Plan:
+        """Trace forward, backward and update into one graph, in the order a reader follows them; name its values
+        once; make it an executable."""
         t0 = time.perf_counter()
         self._ensure_state(structure)
-        opt, names = self.optimizer, list(self.params)
-        slots = opt.state_slots(structure)
-        scalars = self._scalars(hyper, max(self.step_count, 0) + 1)
-        dtype = {n: self.params[n].dtype for n in names}
         with new_trace(self.backend) as tr:
-            p_in = {n: tr.new_input(self.params[n], name=n) for n in names}
-            s_in = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
-            buf_in = {n: tr.new_input(b, name=n) for n, b in self.buffers.items()}
-            b_in = [tr.new_input(b, name=bn) for b, bn in zip(batch, self.batch_names)]
-            # dropout and noise draw from a key that is new at every step (ops/nn.py): an input of the step
-            tr.step_key = key_in = tr.new_input(np.asarray(0, np.int64), name="step_key")
-            tr.float_dtype = np.result_type(*dtype.values())
-            k_in = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
-                    for n in names}
-            start = len(tr.eqns)
-            with collecting_metrics() as metrics:
-                loss, new_buf = self.call_loss(p_in, b_in, buf_in)  # a mistake in it: one message naming the line
-            if "accuracy" in self.metric_names:
-                found = accuracy_from(tr, start)
-                if found is None:
-                    raise BackpropError("--metrics accuracy: the loss is not a classification loss (cross_entropy or "
-                                        "binary_cross_entropy), so there is no accuracy to read from it; report your "
-                                        "own with a Metric line, e.g. acc: Metric = mean(argmax(logits, 1) == y)")
-                metrics["accuracy"] = found
-            forward_values = [v for e in tr.eqns[start:] for v in e.outputs] if watch else []
-            # a buffer's new value never carries a gradient, and keeps the buffer's dtype
-            new_buf = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
-                                     self.buffers[n].dtype) for n, v in new_buf.items()}
-            if tuple(getattr(loss, "shape", ())) != ():
-                raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
-                                    "reduce it (e.g. .mean())")
-            if getattr(loss, "_bp_trace", None) is not tr:
-                raise BackpropError("the loss does not depend on the parameters, so there is nothing to train")
-            layers: dict = {}
-            for n in names:
-                layers.setdefault(self.groups[n], []).append(n)
-            probes = {}
-            if self.with_stats:
-                probes = autodiff.layer_outputs(tr.eqns[start:], {layer: [p_in[n]._bp_var for n in members]
-                                                                  for layer, members in layers.items()})
-            tr.name_values(start)  # the user's names first (the loss may be their L)
-            loss._bp_var.name = loss._bp_var.name or "loss"  # its seed is then dloss
-            seed = tr.const(np.ones((), loss.dtype))
-            adj = autodiff.backward(tr, start, loss, seed, [p_in[n] for n in names],
-                                    keep=set(probes.values()) | set(forward_values))
-            grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
-                     for n, g in zip(names, adj.grads)}
-            clip_measured = []
-            if any(opt.clipping):  # the end of the backward pass: what the optimizer will read
-                with tr.recording(phase="backward", source=Source("<clipping>", 0, f"gradient clipping of {opt!r}")):
-                    grads, clip_measured = opt.clip(grads, k_in[names[0]])
-            with tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
-                sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
-                # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
-                checks = [sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names]
-                new_p, new_s = {}, {}
-                for n in names:
-                    new_p[n], new_s[n] = opt.update(p_in[n], grads[n], s_in[n], k_in[n], structure)
-                signals = {layer: adj.kept[v] for layer, v in probes.items() if v in adj.kept}
-                stats = layer_sums(layers, sq, p_in, new_p, signals) if self.with_stats else {}
-                # watched values: the gradient's sum of squares at each (the params' is their gradient's)
-                watched = {p_in[n]._bp_var: sq[n] for n in names} if watch else {}
-                watched.update({v: sum_of_squares(adj.kept[v]) for v in forward_values if v in adj.kept})
-            random = any(key_in._bp_var in e.inputs for e in tr.eqns)
-            layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
-                            buffers=tuple(self.buffers), batch=tuple(self.batch_names),
-                            scalars=tuple((n, k) for n in names for k in scalars[n]),
-                            key=("step_key",) if random else (), stats=tuple(stats),
-                            clip=("grad_norm", "clipped") if clip_measured else (), metrics=tuple(metrics),
-                            watched=tuple(watched))
-            inputs = ([p_in[n] for n in layout.params] + [s_in[n][s] for n, s in layout.state]
-                      + [buf_in[n] for n in layout.buffers] + b_in + ([key_in] if random else [])
-                      + [k_in[n][k] for n, k in layout.scalars])
-            outputs = ([loss] + checks + [new_p[n] for n in layout.params] + [new_s[n][s] for n, s in layout.state]
-                       + [new_buf[n] for n in layout.buffers] + list(stats.values()) + clip_measured
-                       + [ops.astype(m, loss.dtype) for m in metrics.values()] + list(watched.values()))
-            graph = tr.graph(inputs, outputs, name="train_step")
-        graph = optimize(graph)
-        # one name per value across the whole step, so its forward, backward and update parts, printed or drawn
-        # apart, call each value alike (the backward graph's t6 is the forward graph's t6)
-        namer, seen = Namer(), set()
-        for v in graph.vars:
-            printed = namer(v)  # a param keeps its key; a second h becomes h_2; t1, t2, ... avoid them all
-            if v.name is None or v.name in seen:
-                v.name = printed
-            seen.add(v.name)
+            st = self._trace_inputs(tr, batch, hyper, structure)
+            self._trace_loss(st, watch)
+            self._trace_gradients(st)
+            self._trace_update(st, structure, watch)
+            graph, layout = self._step_graph(st, structure)
+        graph = _named_once(optimize(graph))
         exe = Executable(graph, self.backend, donate=layout.donate(), guards=layout.guards(),
                          cuda_graph=self.cuda_graph, matmul_precision=self.matmul_precision)
         return Plan(graph, exe, layout, time.perf_counter() - t0)
+
+    def _trace_inputs(self, tr, batch, hyper, structure) -> "_StepTrace":
+        """The step graph's inputs, named as printed: params, optimizer state, buffers, batch, the step's random
+        key, and the per-step scalars (learning rates, ... per param, in the param's dtype)."""
+        names, slots = list(self.params), self.optimizer.state_slots(structure)
+        scalars = self._scalars(hyper, max(self.step_count, 0) + 1)
+        dtype = {n: self.params[n].dtype for n in names}
+        st = _StepTrace(tr, names, slots)
+        st.params = {n: tr.new_input(self.params[n], name=n) for n in names}
+        st.state = {n: {s: tr.new_input(self.state[n][s], name=f"{n}_{s}") for s in slots} for n in names}
+        st.buffers = {n: tr.new_input(b, name=n) for n, b in self.buffers.items()}
+        st.batch = [tr.new_input(b, name=bn) for b, bn in zip(batch, self.batch_names)]
+        # dropout and noise draw from a key that is new at every step (ops/nn.py): an input of the step
+        tr.step_key = st.key = tr.new_input(np.asarray(0, np.int64), name="step_key")
+        tr.float_dtype = np.result_type(*dtype.values())
+        st.scalars = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
+                      for n in names}
+        st.start = len(tr.eqns)
+        return st
+
+    def _trace_loss(self, st, watch):
+        """The user's loss function on the traced inputs: the loss, the buffers' new values and the metrics."""
+        tr = st.tr
+        with collecting_metrics() as metrics:
+            loss, new_buf = self.call_loss(st.params, st.batch, st.buffers)  # a mistake in it: one message at its line
+        if "accuracy" in self.metric_names:
+            found = accuracy_from(tr, st.start)
+            if found is None:
+                raise BackpropError("--metrics accuracy: the loss is not a classification loss (cross_entropy or "
+                                    "binary_cross_entropy), so there is no accuracy to read from it; report your "
+                                    "own with a Metric line, e.g. acc: Metric = mean(argmax(logits, 1) == y)")
+            metrics["accuracy"] = found
+        st.metrics = metrics
+        st.forward_values = [v for e in tr.eqns[st.start:] for v in e.outputs] if watch else []
+        # a buffer's new value never carries a gradient, and keeps the buffer's dtype
+        st.new_buffers = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
+                                        self.buffers[n].dtype) for n, v in new_buf.items()}
+        if tuple(getattr(loss, "shape", ())) != ():
+            raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
+                                "reduce it (e.g. .mean())")
+        if getattr(loss, "_bp_trace", None) is not tr:
+            raise BackpropError("the loss does not depend on the parameters, so there is nothing to train")
+        st.loss = loss
+
+    def _trace_gradients(self, st):
+        """The backward pass from the loss to every param (zeros where none reaches it), keeping what the
+        statistics and watched values read (each layer's output), then the optimizer's clipping."""
+        tr, loss, p_in = st.tr, st.loss, st.params
+        st.layers = self.groups.members
+        if self.with_stats:
+            st.probes = layer_outputs(tr.eqns[st.start:], {layer: [p_in[n]._bp_var for n in members]
+                                                                    for layer, members in st.layers.items()})
+        tr.name_values(st.start)  # the user's names first (the loss may be their L)
+        loss._bp_var.name = loss._bp_var.name or "loss"  # its seed is then dloss
+        seed = tr.const(np.ones((), loss.dtype))
+        st.adjoints = autodiff.backward(tr, st.start, loss, seed, [p_in[n] for n in st.names],
+                                        keep=set(st.probes.values()) | set(st.forward_values))
+        st.grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
+                    for n, g in zip(st.names, st.adjoints.grads)}
+        opt = self.optimizer
+        if any(opt.clipping):  # the end of the backward pass: what the optimizer will read
+            with tr.recording(phase="backward", source=Source("<clipping>", 0, f"gradient clipping of {opt!r}")):
+                st.grads, st.clip_measured = opt.clip(st.grads, st.scalars[st.names[0]])
+
+    def _trace_update(self, st, structure, watch):
+        """The optimizer's update of each param, the finiteness checks the step's guard reads, and the
+        measurements: per-layer statistics and the gradient at each watched value."""
+        opt, names, grads, kept = self.optimizer, st.names, st.grads, st.adjoints.kept
+        with st.tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
+            sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
+            # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
+            st.checks = [sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names]
+            for n in names:
+                st.new_params[n], st.new_state[n] = opt.update(st.params[n], grads[n], st.state[n], st.scalars[n],
+                                                               structure)
+            signals = {layer: kept[v] for layer, v in st.probes.items() if v in kept}
+            st.stats = layer_sums(st.layers, sq, st.params, st.new_params, signals) if self.with_stats else {}
+            # watched values: the gradient's sum of squares at each (the params' is their gradient's)
+            st.watched = {st.params[n]._bp_var: sq[n] for n in names} if watch else {}
+            st.watched.update({v: sum_of_squares(kept[v]) for v in st.forward_values if v in kept})
+
+    def _step_graph(self, st, structure) -> tuple:
+        """(graph, layout): the traced step as one graph, its inputs and outputs in the Layout's order."""
+        names, slots = st.names, st.slots
+        random = any(st.key._bp_var in e.inputs for e in st.tr.eqns)
+        layout = Layout(params=tuple(names), state=tuple((n, s) for n in names for s in slots),
+                        buffers=tuple(self.buffers), batch=tuple(self.batch_names),
+                        scalars=tuple((n, k) for n in names for k in st.scalars[n]),
+                        key=("step_key",) if random else (), stats=tuple(st.stats),
+                        clip=("grad_norm", "clipped") if st.clip_measured else (), metrics=tuple(st.metrics),
+                        watched=tuple(st.watched))
+        inputs = ([st.params[n] for n in layout.params] + [st.state[n][s] for n, s in layout.state]
+                  + [st.buffers[n] for n in layout.buffers] + st.batch + ([st.key] if random else [])
+                  + [st.scalars[n][k] for n, k in layout.scalars])
+        outputs = ([st.loss] + st.checks + [st.new_params[n] for n in layout.params]
+                   + [st.new_state[n][s] for n, s in layout.state] + [st.new_buffers[n] for n in layout.buffers]
+                   + list(st.stats.values()) + st.clip_measured
+                   + [ops.astype(m, st.loss.dtype) for m in st.metrics.values()] + list(st.watched.values()))
+        return st.tr.graph(inputs, outputs, name="train_step"), layout
 
     # -- running ------------------------------------------------------------------------------------------------------
     def __call__(self, *batch) -> float:
@@ -462,7 +528,8 @@ class CompiledStep:
 
     def reset(self, params: dict, buffers: dict | None = None):
         """Start over from `params` (and `buffers`): their values are copied into the step's own arrays (the
-        arrays a notebook holds stay the same objects), the optimizer's state is as at the start and the step count is 0."""
+        arrays a notebook holds stay the same objects), the optimizer's state is as at the start and the step count
+        is 0."""
         with self._lock:
             for name, target in [*self.params.items(), *self.buffers.items()]:
                 source = params.get(name) if name in self.params else (buffers or {}).get(name)

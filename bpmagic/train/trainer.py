@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BackpropError
 from . import checkpoint
 from .controls import Controls
-from .describe import Change, Changes, format_loss, outcome, status_text  # noqa: F401  (format_loss: re-exported)
+from .describe import Change, Changes, format_loss, outcome
 from .drivers import drive_here, make_driver
 from .loop import Job, training_loop
 from .metrics import EarlyStopping, evaluate
@@ -80,12 +80,8 @@ class Run:
 
     @property
     def layers(self) -> dict:
-        """layer -> names of its parameters."""
-        groups = self.step.groups if self.step else {}
-        out: dict = {}
-        for name, layer in groups.items():
-            out.setdefault(layer, []).append(name)
-        return out
+        """layer -> names of its parameters (the step's `groups` the other way)."""
+        return self.step.groups.members if self.step else {}
 
     graph = property(lambda self: self.step.forward_graph, doc="The forward graph of the training step.")
     backward_graph = property(lambda self: self.step.backward_graph, doc="The backward graph of the step.")

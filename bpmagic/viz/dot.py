@@ -160,55 +160,100 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
         namer = Namer()  # walked in print(graph)'s order, so the drawing's names are the printed ones
         names = {v: namer(v) for v in graph.vars}
     if layers is None:
-        # a param is named like W1 or b1: letters, then its layer's number (h_2, a second h, is a value; so is t7)
-        layers = {v.name: layer_of(v.name) for v in graph.inputs
-                  if v.name and re.fullmatch(r"[A-Za-z]+\d+", v.name) and not is_numbered(v.name)}
-    dot = graphviz.Digraph(name=_text(name or graph.name), graph_attr={"rankdir": "TB", "fontname": FONT},
+        layers = _params_by_name(graph)
+    dot = _digraph(name or graph.name)
+    producer = _draw_inputs(dot, graph, layers, stats, names)
+    eqn_layer = _layers_of_eqns(graph, layers)
+    specs, node_of = _collapsed_nodes(dot, graph.eqns, collapse, expand, eqn_layer, stats)
+    open_scope = _open_composites(graph.eqns, expand) if collapse and expand else {}  # drawn in a dotted cluster
+    edges = _equation_nodes_and_edges(dot, graph, specs, node_of, producer, eqn_layer, open_scope, stats)
+    _place_nodes(dot, specs, edges)
+    _draw_edges(dot, edges, grad_norms or {}, scale)
+    _draw_outputs(dot, graph, producer, names)
+    return dot
+
+
+def _params_by_name(graph) -> dict:
+    """The default `layers`: a param is named like W1 or b1, letters then its layer's number (h_2, a second h, is a
+    value; so is t7, a number the printer gave), since a traced graph does not say which inputs are params."""
+    return {v.name: layer_of(v.name) for v in graph.inputs
+            if v.name and re.fullmatch(r"[A-Za-z]+\d+", v.name) and not is_numbered(v.name)}
+
+
+def _digraph(title) -> graphviz.Digraph:
+    """An empty drawing in FONT, top to bottom, with the tables live views read (see graph_to_dot) still empty."""
+    dot = graphviz.Digraph(name=_text(title), graph_attr={"rankdir": "TB", "fontname": FONT},
                            node_attr={"fontname": FONT, "fontsize": "10"},
                            edge_attr={"fontname": FONT, "fontsize": "9"})
     dot.bp_edges, dot.bp_composites = {}, {}
-    producer = {}  # Var -> node id
+    return dot
+
+
+def _draw_inputs(dot, graph, layers, stats, names) -> dict:
+    """Input nodes "in{i}", params (the names in `layers`) told apart from data; returns Var -> producing node id,
+    which the equations extend, so an edge always starts at the node that made its value."""
+    producer = {}
     for i, v in enumerate(graph.inputs):
         node = f"in{i}"
-        kind = "param" if v.name in layers else "input"
-        style = ({"shape": "box", "style": "filled,rounded", "fillcolor": "#fde0c5"} if kind == "param"
+        style = ({"shape": "box", "style": "filled,rounded", "fillcolor": "#fde0c5"} if v.name in layers
                  else {"shape": "ellipse", "style": "filled", "fillcolor": "#dbe9f6"})
-        dot.node(node, _text(v.name or names.get(v) or f"input {i}", _shape(v), *([stats[v]] if v in stats else [])), **style)
+        label = _text(v.name or names.get(v) or f"input {i}", _shape(v), *([stats[v]] if v in stats else []))
+        dot.node(node, label, **style)
         producer[v] = node
-    eqn_layer = _layers_of_eqns(graph, layers)
-    node_of = {}  # index of eqn -> node id (several equations share a collapsed node)
-    specs = {}  # node id -> (label, attrs, layer, open composite's cluster or None)
-    groups = composite_groups(graph.eqns, expand if collapse else True)
-    # a repeated block (an unrolled loop) may hold whole composite calls, never part of one
-    blocks = [(start, period, repeats) for start, period, repeats in (repeated_blocks(graph.eqns) if collapse else [])
+    return producer
+
+
+def _collapsed_nodes(dot, eqns, collapse, expand, eqn_layer, stats):
+    """What collapses into one node, decided before any equation is drawn: (specs, node_of), where specs maps the
+    node id of each repeated block and closed composite call to (label, attrs, layer, None) and node_of maps the index
+    of each equation inside one to that id. A block may hold whole composite calls but never part of one (it is then
+    not collapsed), so a node never shows half a call; a call inside a block is drawn as part of the block."""
+    groups = composite_groups(eqns, expand if collapse else True)
+    blocks = [(start, period, repeats) for start, period, repeats in (repeated_blocks(eqns) if collapse else [])
               if all(b <= start or a >= start + period * repeats or (start <= a and b <= start + period * repeats)
                      for a, b, _ in groups)]
+    specs, node_of = {}, {}
     for b, (start, period, repeats) in enumerate(blocks):
-        body = graph.eqns[start:start + period]
-        names = ", ".join(dict.fromkeys(x.primitive.name for x in body))
-        specs[f"rep{b}"] = (_text(f"×{repeats}: {names}", *_lines(body)), {
-            "shape": "box3d", "style": "filled", "fillcolor": "#eeeeee",
-            "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
-            None, None)
+        specs[f"rep{b}"] = _repeat_spec(eqns[start:start + period], period, repeats)
         node_of.update((k, f"rep{b}") for k in range(start, start + period * repeats))
     for start, stop, scope in groups:
         if any(k in node_of for k in range(start, stop)):
             continue  # inside a repeated block
-        body = graph.eqns[start:stop]
-        out = next((v for e in reversed(body) for v in e.outputs if v in stats), None)
-        ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
-        backward = body[0].phase != "forward"
-        layer_set = {eqn_layer.get(id(e)) for e in body}
-        specs[f"c{start}"] = (_text(("∂ " if backward else "") + scope[-1], *_lines(body),
-                                *([stats[out]] if out is not None else [])), {
-            "shape": "box", "style": "rounded,filled,bold" + (",dashed" if backward else ""),
-            "fillcolor": "#ede7f6", "color": "#5e35b1", "class": "bp-composite",
-            "tooltip": _text(f"{' › '.join(scope)}: {len(body)} operations ({ops}); "
-                             f"draw with expand={{{scope[-1]!r}}} to open it")},
-            layer_set.pop() if len(layer_set) == 1 else None, None)
+        specs[f"c{start}"] = _composite_spec(eqns[start:stop], scope, eqn_layer, stats)
         dot.bp_composites[f"c{start}"] = scope[-1]
         node_of.update((k, f"c{start}") for k in range(start, stop))
-    open_scope = _open_composites(graph.eqns, expand) if collapse and expand else {}
+    return specs, node_of
+
+
+def _repeat_spec(body, period, repeats) -> tuple:
+    """A repeated block's node: its count and operations; the tooltip says how to see every equation."""
+    ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
+    return (_text(f"×{repeats}: {ops}", *_lines(body)), {
+        "shape": "box3d", "style": "filled", "fillcolor": "#eeeeee",
+        "tooltip": _text(f"{repeats} repeats of {period} operations; draw with collapse=False to expand")},
+        None, None)
+
+
+def _composite_spec(body, scope, eqn_layer, stats) -> tuple:
+    """A closed composite call's node: its name (∂ marks the backward part), the stats of the last value it makes
+    that has any, and a tooltip naming its operations and how to open it; it sits in a layer only if all of it does."""
+    out = next((v for e in reversed(body) for v in e.outputs if v in stats), None)
+    ops = ", ".join(dict.fromkeys(x.primitive.name for x in body))
+    backward = body[0].phase != "forward"
+    layer_set = {eqn_layer.get(id(e)) for e in body}
+    label = _text(("∂ " if backward else "") + scope[-1], *_lines(body), *([stats[out]] if out is not None else []))
+    return (label, {
+        "shape": "box", "style": "rounded,filled,bold" + (",dashed" if backward else ""),
+        "fillcolor": "#ede7f6", "color": "#5e35b1", "class": "bp-composite",
+        "tooltip": _text(f"{' › '.join(scope)}: {len(body)} operations ({ops}); "
+                         f"draw with expand={{{scope[-1]!r}}} to open it")},
+        layer_set.pop() if len(layer_set) == 1 else None, None)
+
+
+def _equation_nodes_and_edges(dot, graph, specs, node_of, producer, eqn_layer, open_scope, stats) -> list:
+    """A node for every equation not drawn in a collapsed node ("e{k}", the id step-through views name), and the
+    value edges [(tail, head, Var)] between nodes: one per pair of nodes, none inside a collapsed node, none from
+    literals and constants (they have no node). Each is recorded in dot.bp_edges under its Graphviz id."""
     edges = []
     for k, e in enumerate(graph.eqns):
         node = node_of.get(k, f"e{k}")
@@ -225,8 +270,12 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
             edges.append((producer[v], node, v))
         for v in e.outputs:
             producer[v] = node
-    _place_nodes(dot, specs, edges)
-    grad_norms = grad_norms or {}
+    return edges
+
+
+def _draw_edges(dot, edges, grad_norms, scale):
+    """Value edges labelled with their shapes; with gradient norms, coloured and thickened on `scale`, by default
+    the log range over these edges only (values hidden in a collapsed node do not stretch it)."""
     if scale is None:
         scale = log_scale(grad_norms[v] for _, _, v in edges if v in grad_norms)
     dot.bp_scale = scale
@@ -236,6 +285,11 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
             w = weight(grad_norms[v], scale)
             style = {"penwidth": str(edge_width(w)), "color": edge_colour(w)}
         dot.edge(tail, head, label=_text(_shape(v)), **style)
+
+
+def _draw_outputs(dot, graph, producer, names):
+    """Output nodes "out{j}", each fed by the node that makes it. Scalar outputs stand out (a loss is a scalar), and
+    an unnamed first scalar output is called "loss"."""
     for j, v in enumerate(graph.outputs):
         out = f"out{j}"
         scalar = v.shape == ()
@@ -244,7 +298,6 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
                  fillcolor="#f4c7c3" if scalar else "#e8e8e8")
         if v in producer:
             dot.edge(producer[v], out)
-    return dot
 
 
 def _lines(eqns) -> list:

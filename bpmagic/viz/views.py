@@ -17,7 +17,7 @@ from traitlets import Dict, Int, List, Unicode
 from ..assets import asset
 from ..errors import BackpropError
 from ..record import Record, Recorded
-from ..train.trainer import format_loss
+from ..train.describe import format_loss
 from .dot import PALETTE, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
 from .render import svg_of
@@ -192,8 +192,10 @@ class LiveGraph(GraphView):
 
     def close(self):
         """A closed view no longer follows the run, nor has its step measure for it."""
-        self._run.unsubscribe(self._update)
-        self._run.step.watch_values(False)
+        run = getattr(self, "_run", None)  # None when the widget failed while it was made (ipywidgets closes it)
+        if run is not None:
+            run.unsubscribe(self._update)
+            run.step.watch_values(False)
         super().close()
 
     def _show(self, by_position):
