@@ -164,3 +164,27 @@ def pytest_xdist_make_scheduler(config, log):
             return next((group for prefix, group in _GROUPS.items() if file.startswith(prefix)), nodeid)
 
     return Grouped(config, log)
+
+
+# -- figures a test reports for CI's log (tests/cuda_check.py report): carried with the test's report, so a worker's
+# figures reach the summary printed by the process that runs the session
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    figures = item.config.__dict__.pop("bpmagic_figures", [])
+    outcome.get_result().user_properties.extend(("bpmagic figure", line) for line in figures)
+
+
+def pytest_runtest_logreport(report):
+    lines = [value for key, value in report.user_properties if key == "bpmagic figure"]
+    _FIGURES.extend(line for line in lines if line not in _FIGURES)
+
+
+_FIGURES: list = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("figures the tests measured")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
