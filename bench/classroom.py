@@ -6,13 +6,13 @@ student holds afterwards — so how many students a 16 GB or a 64 GB machine ser
     python bench/classroom.py --quick              # a smoke run: N = 2
     python bench/classroom.py --students 10 --json bench/results/classroom.json
 
-For each N, a fresh hub (tests/hub.py: configurable-http-proxy, DummyAuthenticator, one local jupyterhub-singleuser
+For each N, a fresh hub (tests/support/hub.py: configurable-http-proxy, DummyAuthenticator, one local jupyterhub-singleuser
 per student). All N students at once, as asyncio tasks, through the hub's REST API and proxy only:
 create the user, start their server, wait until it is ready, start a `backprop` kernel in it (lab 05's kernelspec)
 and, over the kernel's websocket, run lab 05's code cells in order, each waiting for its execute_reply.
 
 Each student's kernel first runs a prelude of their own (their name), and last the lab's own outcome check
-(tests/test_examples.py) plus identity checks, so users mixed up anywhere on the way would be caught: the kernel
+(tests/classroom/test_examples.py) plus identity checks, so users mixed up anywhere on the way would be caught: the kernel
 runs as that student (JUPYTERHUB_USER), in that student's home, under that student's server, with that student's
 prelude; the run left training ('play') takes a learning rate only that student was sent and its history reports
 it; a file the kernel writes lands in that student's home; every cell sent has its reply. A student fails on any
@@ -46,7 +46,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from hub import Hub  # noqa: E402  (the hub the browser tests run on)
 from test_examples import CHECKS  # noqa: E402  (lab 05's own outcome check)
 

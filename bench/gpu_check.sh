@@ -6,7 +6,7 @@
 #   2. prints nvidia-smi, nvcc and the Python / NumPy / CuPy / PyTorch versions
 #   3. runs the GPU part of the test suite:  python -m pytest tests -m gpu -ra -q
 #      (missing pytest / hypothesis / jax are reported and worked around, never fatal)
-#   3b. runs tests/test_cuda_compile.py (every fused kernel compiled by NVRTC) with this machine's CuPy, time allowing
+#   3b. runs tests/cuda/test_cuda_compile.py (every fused kernel compiled by NVRTC) with this machine's CuPy, time allowing
 #   4. runs the GPU benchmark:  python bench/gpu.py [--json $OUT/gpu_bench.json]  (bpmagic graph replay and
 #      eager vs PyTorch eager and CUDA-graph replay at xor, digits, mnist, wide; the GEMM floor at wide)
 #   5. stays under 5 minutes overall (each step runs under `timeout` with what is left of the budget)
@@ -122,10 +122,10 @@ if [ -n "$missing" ] || [ -z "$major" ]; then
 elif [ "$t" -lt 60 ]; then
     summary+=("cuda compile: SKIPPED (out of time)")
 else
-    say "pytest tests/test_cuda_compile.py with CUDA $major   (timeout ${t}s)"
+    say "pytest tests/cuda/test_cuda_compile.py with CUDA $major   (timeout ${t}s)"
     log=${OUT:+$OUT/pytest_cuda_compile.log}
     BPMAGIC_CUDA_MAJORS=$major "BPMAGIC_CUDA${major}_PYTHON=$PY" timeout --kill-after=10 "$t" \
-        "$PY" -m pytest tests/test_cuda_compile.py -ra -q -p no:cacheprovider 2>&1 | tee "${log:-/dev/null}"
+        "$PY" -m pytest tests/cuda/test_cuda_compile.py -ra -q -p no:cacheprovider 2>&1 | tee "${log:-/dev/null}"
     rc=${PIPESTATUS[0]}
     case "$rc" in
         0) summary+=("cuda compile: PASSED") ;;

@@ -3,10 +3,10 @@
 
     .venv/bin/python bench/live_controls_kernels.py [--versions 6.29.5 7.4.0] [--singles 50] [--json PATH]
 
-For each ipykernel version, a second environment is built or reused (tests/ipykernel_envs.py), and
-tests/live_controls_probe.py runs there on its stock `python3` and its `backprop` kernel, with plain messages and,
+For each ipykernel version, a second environment is built or reused (tests/support/ipykernel_envs.py), and
+tests/support/live_controls_probe.py runs there on its stock `python3` and its `backprop` kernel, with plain messages and,
 where the kernel supports subshells, subshell-tagged ones (as JupyterLab >= 4.4 sends them): one learning-rate
-message every 100 ms while the small MLP of tests/test_live_controls.py trains. Reported: the mechanism bpmagic chose
+message every 100 ms while the small MLP of tests/frontends/test_live_controls.py trains. Reported: the mechanism bpmagic chose
 there, and p50 / p99 / max of (end of the first step trained with the value - send) in ms.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 sys.path.insert(0, str(TESTS))
 from ipykernel_envs import IPYKERNEL_629, IPYKERNEL_NEWEST, ensure_env, python_of  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Write docs/ops.md, the op reference, from the op registry (`bpmagic.ops.registry()` and each op's OpInfo).
 
     python docs/generate_ops.py          # rewrite docs/ops.md
-    python docs/generate_ops.py --check  # exit 1 if docs/ops.md is out of date (tests/test_docs_ops.py runs this)
+    python docs/generate_ops.py --check  # exit 1 if docs/ops.md is out of date (tests/primitives/test_docs_ops.py runs this)
 
 Every fact on the page is declared with the op itself (numpy_name, kind, vjp_math, its docstring); the coverage
 figure compares the registry with the array API standard's function list in docs/array_api_functions.txt.

@@ -71,7 +71,7 @@ class CupyBackend(Backend):
 # -- cuBLAS, called through ctypes ---------------------------------------------------------------------------------
 # The C names and values of the constants the matmul passes (cublas_api.h, library_types.h), and the prototype of
 # every function it calls, each parameter as (its C type, the ctypes type it is passed as). Both are checked against
-# the real cublas_v2.h of CUDA 12 and 13 (tests/test_cublas_binding.py compiles them with the headers).
+# the real cublas_v2.h of CUDA 12 and 13 (tests/cuda/test_cublas_binding.py compiles them with the headers).
 CUBLAS_CONSTANTS = {"CUBLAS_OP_N": 0, "CUBLAS_OP_T": 1, "CUDA_R_32F": 0, "CUDA_R_64F": 1, "CUBLAS_GEMM_DEFAULT": -1,
                     "CUBLAS_COMPUTE_32F": 68, "CUBLAS_COMPUTE_32F_FAST_TF32": 77, "CUBLAS_COMPUTE_32F_FAST_16BF": 75,
                     "CUBLAS_COMPUTE_64F": 70}

@@ -8,7 +8,7 @@ create a cycle; values used only inside the group never reach memory.
 Each elementwise primitive declares its expression template with itself (Primitive.fused), in a C-like syntax that
 is also valid Python when the names below are NumPy functions (`exp`, `max`, `float(x)` as a cast): the CuPy
 backend compiles it with `cupy.ElementwiseKernel`, and the tests evaluate the very same string with NumPy on a
-machine without a GPU (and compile it with NVRTC: tests/test_cuda_compile.py). The language's functions are CUDA's
+machine without a GPU (and compile it with NVRTC: tests/cuda/test_cuda_compile.py). The language's functions are CUDA's
 math library; `numpy_namespace` lists them.
 
 Each equation computes in its result's type, as NumPy does: an operand of another type is converted first (C would

@@ -1,5 +1,5 @@
 """Learning-rate schedules: the factor the learning rate is multiplied by at each step, as optax's schedule
-functions compute it (checked against them in tests/test_schedules.py).
+functions compute it (checked against them in tests/train/test_schedules.py).
 
 A schedule scales the learning rate set (by the cell's --lr, code or the dashboard): the value in use at step n is
 lr × factor(n). A learner's change while a schedule runs sets the value in use at that step, so the schedule goes on

@@ -4,7 +4,7 @@
 # nbgrader's student side (assignment list, Validate) without the teacher's formgrader, Create Assignment and
 # course list.
 #
-#   install-singleuser.sh BPMAGIC_WHEEL      (the Dockerfile beside this runs it; so does tests/test_hub.py)
+#   install-singleuser.sh BPMAGIC_WHEEL      (the Dockerfile beside this runs it; so does tests/classroom/test_hub.py)
 #
 # $PYTHON picks the environment's interpreter (default: python3 on PATH).
 set -euo pipefail
