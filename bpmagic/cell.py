@@ -19,6 +19,7 @@ import linecache
 from dataclasses import dataclass, field
 
 from .errors import BackpropError
+from .usercode import record_assignments
 
 ANNOTATIONS = ("Param", "Input", "Target", "Loss", "Buffer", "Metric")
 
@@ -103,6 +104,9 @@ def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int =
         lineno = (e.lineno or 0) + offset
         raise _error(lineno, f"syntax error: {e.msg}", prog.line(lineno)) from None
     ast.increment_lineno(tree, offset)
+    # so that tracebacks and traced graphs can show the cell's own lines, and its values take the names it assigns
+    linecache.cache[filename] = (len(source), None, [line + "\n" for line in lines], filename)
+    record_assignments(filename, tree)
 
     body: list = []
     losses = []
@@ -143,8 +147,6 @@ def parse_cell(source: str, filename: str = "<backprop cell>", first_line: int =
         if getattr(node, "lineno", 1) < first_line:
             node.lineno = node.end_lineno = prog.loss_lineno
     prog.code = compile(module, filename, "exec")
-    # so that tracebacks and traced graphs can show the cell's own lines
-    linecache.cache[filename] = (len(source), None, [line + "\n" for line in lines], filename)
     return prog
 
 

@@ -6,6 +6,7 @@ bpmagic's, the standard library's, nor an installed library's (NumPy's, say).
 """
 from __future__ import annotations
 
+import ast
 import linecache
 import os
 import sys
@@ -26,6 +27,51 @@ class Source:
 
     def __str__(self):
         return f"line {self.lineno}"
+
+    @property
+    def assignment(self) -> tuple | None:
+        """(its first line, the name) of the statement on this line if it assigns one name (`h = tanh(z)`,
+        `loss: Loss = ...`, also written over several lines)."""
+        return assignment_at(self.filename, self.lineno)
+
+
+# filename -> (the source lines it was read from, {lineno: (statement's first line, name it assigns)}): each source is parsed once, by
+# the cell parser for a %%backprop cell, else here on first use; a changed file (other lines) is read again
+_ASSIGNED: dict = {}
+
+
+def record_assignments(filename: str, tree: ast.AST) -> None:
+    """What the cell parser knows: the name each statement of the cell's parsed `tree` assigns, by line. The cell's
+    lines must be in linecache already (as IPython's and the cell parser's are)."""
+    _ASSIGNED[filename] = (linecache.getlines(filename), _assignments(tree))
+
+
+def assignment_at(filename: str, lineno: int) -> tuple | None:
+    lines = linecache.getlines(filename)
+    known = _ASSIGNED.get(filename)
+    if known is None or known[0] is not lines:
+        try:
+            names = _assignments(ast.parse("".join(lines), filename))
+        except (SyntaxError, ValueError):
+            names = {}
+        if len(_ASSIGNED) > 1024:  # every notebook cell is a file of its own: forget the old ones
+            _ASSIGNED.clear()
+        known = _ASSIGNED[filename] = (lines, names)
+    return known[1].get(lineno)
+
+
+def _assignments(tree) -> dict:
+    """{lineno: (first line, name)} for every statement assigning one name, on each line it spans."""
+    names = {}
+    for node in ast.walk(tree):
+        target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1
+                  else node.target if isinstance(node, ast.AnnAssign) else None)
+        # a lambda's values are not the statement's (`g = bp.trace(lambda x: tanh(x), X)` assigns the trace)
+        if (isinstance(target, ast.Name) and node.value is not None
+                and not any(isinstance(n, ast.Lambda) for n in ast.walk(node.value))):
+            for lineno in range(node.lineno, node.end_lineno + 1):
+                names.setdefault(lineno, (node.lineno, target.id))
+    return names
 
 
 def is_users(filename) -> bool:

@@ -1,8 +1,6 @@
 """Print a Graph as readable Python: one assignment per equation, commented with the user's source line."""
 from __future__ import annotations
 
-import ast
-import functools
 import keyword
 import re
 
@@ -96,24 +94,10 @@ def source_comment(eqn) -> str:
 
 
 def assigned_names(graph) -> dict:
-    """Var -> the name the user's code gave it: the last value computed on a line `c = a * b` is c (in the forward
-    pass: the backward pass of that line computes other values)."""
-    last_on_line = {}
+    """Var -> the name the user's code gave it: the last value computed by a statement `c = a * b` is c (in the
+    forward pass: the backward pass of that statement computes other values)."""
+    last = {}
     for e in graph.eqns:
-        if e.source and e.source.line and e.phase == "forward":
-            last_on_line[(e.source.filename, e.source.lineno)] = e
-    names = {e.outputs[0]: _assigned(e.source.line.strip()) for e in last_on_line.values()}
-    return {v: name for v, name in names.items() if name is not None}
-
-
-@functools.lru_cache(maxsize=4096)
-def _assigned(line: str) -> str | None:
-    """The one name `line` assigns, if it is such a statement. Cached: every graph of a cell (its trace, each
-    compiled step, each view) asks again about the same lines."""
-    try:
-        stmt = ast.parse(line).body[0]
-    except (SyntaxError, IndexError):
-        return None
-    target = (stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-              else getattr(stmt, "target", None) if isinstance(stmt, ast.AnnAssign) else None)
-    return target.id if isinstance(target, ast.Name) else None
+        if e.source and e.phase == "forward" and (found := e.source.assignment):
+            last[(e.source.filename, found[0])] = (e.outputs[0], found[1])
+    return dict(last.values())

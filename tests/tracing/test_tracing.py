@@ -32,6 +32,26 @@ def test_printed_graph_is_valid_python(data):
     assert "dW1 = matmul(" in text  # adjoints are named after what they are the gradient of
 
 
+def wrapped_mlp(x, W1, b1):
+    hidden = bp.tanh(
+        x @ W1
+        + b1)
+    out: float = bp.mean(hidden ** 2)
+    return out
+
+
+def test_a_statement_over_several_lines_names_its_value_once(data, ip):
+    """The name a statement assigns goes to the last value it computes, wherever its lines break; in a cell too."""
+    text = str(bp.trace(bp.value_and_grad(wrapped_mlp, argnums=1), *data))
+    assert "    hidden = tanh(" in text and "dhidden = " in text and "    out = " in text
+    assert "hidden_2" not in text  # one statement, one name (not one per line)
+    ip.run_cell("import numpy as np\nXS = np.ones((4, 2))")
+    ip.run_cell("%%backprop --steps 1 --name wrapped --no-dashboard\nW: Param = zeros(2, 3)\nx: Input = XS\n"
+                "act = tanh(\n    x @ W)\nloss: Loss = mean(act ** 2)")
+    step = str(ip.user_ns["wrapped"].step)
+    assert "-> act\n" in step and "-> dact\n" in step, step
+
+
 def test_graph_structure(data):
     g = bp.trace(mlp, *data)
     assert [v.name for v in g.inputs] == ["x", "W1", "b1"]
