@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_quick_xor_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--sizes", "xor", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--sizes", "xor,rnn10", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, f"bench/run.py exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
@@ -24,22 +24,28 @@ def test_bench_quick_xor_writes_json(tmp_path):
 
     data = json.loads(out.read_text())
     assert data["failed"] == []
-    assert list(data["results"]) == ["xor"]
+    assert list(data["results"]) == ["xor", "rnn10"]
     xor = data["results"]["xor"]
     assert xor["config"]["batch"] == 4 and xor["config"]["layers"] == [2, 8, 1]
 
     expected = {"bpmagic", "hand"}
-    if importlib.util.find_spec("torch") is not None:
-        expected.add("torch")
-    else:  # torch absent: the script must say so rather than drop it silently
-        assert "torch" in xor["unavailable"]
+    for peer in ("jax", "torch"):
+        if importlib.util.find_spec(peer) is not None:
+            expected.add(peer)
+        else:  # absent: the script must say so rather than drop it silently
+            assert peer in xor["unavailable"]
     assert set(xor["median_s"]) == expected
     for impl in expected:
         t = xor["median_s"][impl]
         assert isinstance(t, float) and t > 0
         assert len(xor["samples_s"][impl]) == xor["rounds"]
-    assert xor["ratio_bpmagic_over_hand"] > 0
-    assert isinstance(xor["pass_bpmagic_over_hand"], bool)
+    assert xor["ratio_over_fastest"] > 0 and xor["fastest_peer"] in expected - {"bpmagic"}
+    assert isinstance(xor["pass_over_fastest"], bool)
+    assert set(xor["first_call_s"]) == expected  # the first call (trace + compile + one step) of each
+    rnn = data["results"]["rnn10"]  # no hand-written RNN: compared with the peers there are
+    assert set(rnn["median_s"]) == expected - {"hand"} and rnn["config"]["rnn_steps"] == 10
+    if "jax" in expected:
+        assert rnn["ratio_over_jax"] > 0 and rnn["first_call_over_jax"] > 0
 
 
 @pytest.mark.slow
