@@ -102,7 +102,7 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
     names = arg_names(fn, len(args))
     # kind -> (error / tolerance, where, analytic, numeric): the worst single entry and the worst random direction
     worst = {"entry": (0.0, "", 0.0, 0.0), "direction": (0.0, "", 0.0, 0.0)}
-    failures = 0
+    failures = total = 0
     for i, g in zip(nums, analytic):
         leaves, treedef, leaf_names = flatten(args64[i], names[i])
         for k, (x, gx, lname) in enumerate(zip(leaves, flatten(g)[0], leaf_names)):
@@ -128,6 +128,7 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
                 err = abs(numeric - exact)
                 ratio = err / (atol + rtol * abs(numeric))
                 failures += ratio > 1
+                total += 1
                 if ratio >= worst[kind][0]:
                     worst[kind] = (ratio, label, exact, numeric)
     lines = [f"worst {kind}: {label}: analytic {exact:.6g}, numeric {numeric:.6g}, "
@@ -135,7 +136,8 @@ def gradcheck(fn, *args, eps=1e-6, atol=1e-5, rtol=1e-3, directions=3, order=1, 
              for kind, (ratio, label, exact, numeric) in sorted(worst.items(), reverse=True) if label]
     if not lines:
         lines.append("nothing to check: no float arguments")
-    lines.append(f"{failures} check(s) failed; tolerance: atol={atol} + rtol={rtol} * |numeric|, eps={eps}")
+    verdict = f"all {total} checks passed" if failures == 0 else f"{failures} of {total} checks failed"
+    lines.append(f"{verdict}; tolerance: atol={atol} + rtol={rtol} * |numeric|, eps={eps}")
     if order == 2:
         lines.append("(order 2: the gradient of <grad f, random probe>)")
     head = "gradcheck passed" if failures == 0 else "gradcheck FAILED"
