@@ -101,7 +101,7 @@ LABEL_OVERFLOWS = """(root) => {
   return bad;
 }"""
 
-READABLE = 0.6  # labextension/src/graph_figure.ts: a fitted drawing is never smaller, unless it is whole
+READABLE = 0.6  # frontend/src/shared/graph_figure.ts: a fitted drawing is never smaller, unless it is whole
 
 # what a learner sees of one figure (.bp-figure), measured on the page once it has painted
 FIGURE = """(fig) => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {

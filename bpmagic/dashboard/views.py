@@ -1,11 +1,11 @@
-"""The browser views (anywidget ES modules in the top-level widgets/ folder, shipped in the wheel)."""
+"""The dashboard's browser views (anywidget modules built from frontend/src/widgets/ into bpmagic/widgets/)."""
 from __future__ import annotations
 
 import anywidget
 import numpy as np
 from traitlets import Bool, Bytes, Float, Int, List, Unicode
 
-from ..assets import asset
+from ..assets import BuiltView, module
 from ..record import Recorded
 from .numbers import numbers
 
@@ -15,8 +15,8 @@ def f32(values) -> bytes:
     return np.asarray(values, dtype=np.float32).tobytes()
 
 
-class LossView(anywidget.AnyWidget, Recorded):
-    _esm = asset("loss_chart.js")
+class LossView(BuiltView, anywidget.AnyWidget, Recorded):
+    _esm = module("loss_chart.js")
     steps = Bytes(b"").tag(sync=True)
     loss = Bytes(b"").tag(sync=True)
     val_steps = Bytes(b"").tag(sync=True)
@@ -29,8 +29,8 @@ class LossView(anywidget.AnyWidget, Recorded):
     label = Unicode("loss").tag(sync=True)  # what the curve is (the metrics panel draws accuracy and others)
 
 
-class LayerBarsView(anywidget.AnyWidget):
-    _esm = asset("layer_bars.js")
+class LayerBarsView(BuiltView, anywidget.AnyWidget):
+    _esm = module("layer_bars.js")
     title = Unicode("").tag(sync=True)
     layers = List(Unicode()).tag(sync=True)
     series = List(Unicode()).tag(sync=True)
@@ -48,12 +48,12 @@ class LayerBarsView(anywidget.AnyWidget):
         self.value_labels = numbers(flat)
 
 
-class NumberControlView(anywidget.AnyWidget):
+class NumberControlView(BuiltView, anywidget.AnyWidget):
     """An exact number: a slider (log or linear) and a field with the exact value. `version` counts the values
     the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls).
     A dragged slider sends its value once, when it is let go: one gesture, one change."""
 
-    _esm = asset("number_control.js")
+    _esm = module("number_control.js")
     description = Unicode("").tag(sync=True)
     value = Float(0.0).tag(sync=True, echo_update=False)  # a flood of browser values sends nothing back
     base = Int(-1).tag(sync=True, echo_update=False)

@@ -1,5 +1,5 @@
 """Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled in
-widgets/dist/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains, and the
+bpmagic/widgets/graph_view.js, built from frontend/): a Run's graph whose edges follow gradient magnitudes while it trains, and the
 backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
 
 Each is followed by its record (bpmagic/record.py): a static image of the graph for GitHub, nbviewer, nbconvert and
@@ -14,8 +14,7 @@ import time
 import anywidget
 from traitlets import Dict, Int, List, Unicode
 
-from ..assets import asset
-from ..errors import BackpropError
+from ..assets import BuiltView, module
 from ..record import Record, Recorded
 from ..train.describe import format_loss
 from .dot import PALETTE, graph_to_dot, log_scale, weight
@@ -24,17 +23,11 @@ from .render import svg_of
 from .steps import backprop_steps, show
 
 
-def _bundle():
-    try:
-        return asset("dist/graph_view.js")
-    except FileNotFoundError:
-        return ""
-
-
-class GraphView(anywidget.AnyWidget, Recorded):
+class GraphView(BuiltView, anywidget.AnyWidget, Recorded):
     """A Graphviz drawing (DOT) shown in the browser, with live edge weights and an optional step-through."""
 
-    _esm = _bundle()
+    _esm = module("graph_view.js")
+    unbuilt_hint = ", or draw the graph statically with bp.viz.draw(...)"
     dot = Unicode("").tag(sync=True)
     dot_expanded = Unicode("").tag(sync=True)  # the same graph with every composite open ("" when it has none)
     edge_weights = Dict().tag(sync=True)  # Graphviz edge id "in0->e3" -> weight in [0, 1], in either drawing
@@ -45,10 +38,6 @@ class GraphView(anywidget.AnyWidget, Recorded):
     status = Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs):
-        if not self._esm:
-            raise BackpropError("bpmagic's graph view was not built (widgets/dist/graph_view.js is missing): "
-                                "reinstall bpmagic with `pip install .` (needs node ≥ 20 to build from source), or "
-                                "draw the graph statically with bp.viz.draw(...)")
         super().__init__(**kwargs)
         self._record = Record()
         self.record_token = self._record.token

@@ -4,11 +4,11 @@
 // one layout:
 //  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured (the `palette`) and thickened by gradient magnitude;
 //  - steps + index: the backprop step-through, one node of the backward pass at a time, in reverse topological order.
-// Built into widgets/dist/graph_view.js by `npm run build:widgets` in labextension/ (esbuild bundles the wasm).
+// Bundled into bpmagic/widgets/graph_view.js by `npm run build` in frontend/ (esbuild inlines the wasm).
 // Its record (bpmagic/record.py) is what it drew: sent to the frontend after each drawing and change of colours.
-import { GraphFigure } from '../../labextension/src/graph_figure';
-import { titleOf } from '../../labextension/src/graphviz_svg';
-import { hideRecord, sendRecord } from '../../labextension/src/record_protocol';
+import { GraphFigure } from '../shared/graph_figure';
+import { titleOf } from '../shared/graphviz_svg';
+import { hideRecord, sendRecord } from '../shared/record_protocol';
 
 const CSS = `
 .bp-graph-view { font: 13px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222); }

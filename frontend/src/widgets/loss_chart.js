@@ -1,6 +1,7 @@
 // Loss panel of the bpmagic dashboard: training (and validation) loss drawn on a canvas, plus a status line; the
 // attempt before the last Reset is drawn faintly behind, to compare. Data arrive as float32 binary buffers
 // (DataViews) at most ~10 times a second.
+import { hideRecord, sendRecord } from "../shared/record_protocol";
 
 function floats(view) {
   if (!view || !view.byteLength) return new Float32Array(0);
@@ -103,25 +104,9 @@ function draw(model, canvas, status) {
   }
 }
 
-// The dashboard's record (bpmagic/record.py; the protocol is labextension/src/record_protocol.ts): while this view
-// is live the record would show the dashboard twice, so hide it and its output's frame; when the kernel sets
-// `record` (the run ended, in the background too), ask the frontend to write it into the record output.
-function hideRecord(token) {
-  if (!token || document.getElementById(`bpmagic-record-${token}`)) return;
-  const style = document.createElement("style");
-  style.id = `bpmagic-record-${token}`;
-  const record = `[data-bpmagic-record="${token}"]`;
-  style.textContent = `${record} { display: none !important; }\n` +
-    `.jp-OutputArea-child:has(${record}) { display: none !important; }`;
-  document.head.append(style);
-}
-
-function sendRecord(model) {
-  const { svg, summary } = model.get("record") || {};
-  const token = model.get("record_token");
-  if (token && svg) document.dispatchEvent(new CustomEvent("bpmagic-record", { detail: { token, svg, summary } }));
-}
-
+// The dashboard's record (bpmagic/record.py, frontend/src/shared/record_protocol.ts): hidden while this view is live
+// (it would show the dashboard twice); when the kernel sets `record` (the run ended, in the background too), the
+// frontend is asked to write it into the record output.
 export default {
   render({ model, el }) {
     el.classList.add("bpmagic-loss");
@@ -146,7 +131,7 @@ export default {
     const names = ["steps", "loss", "val_steps", "val_loss", "clipped_steps", "previous_steps", "previous_loss",
       "status", "log_scale", "label"];
     for (const name of names) model.on(`change:${name}`, redraw);
-    const onRecord = () => sendRecord(model);
+    const onRecord = () => sendRecord({ token: model.get("record_token"), ...model.get("record") });
     model.on("change:record", onRecord);
     requestAnimationFrame(redraw);
     return () => {
