@@ -3,16 +3,23 @@ from __future__ import annotations
 
 import anywidget
 import numpy as np
-from traitlets import Bool, Bytes, Float, Int, List, Unicode
+from traitlets import Bool, Bytes, Dict, Float, Int, List, Unicode, observe
 
 from ..assets import BuiltView, module
 from ..record import Recorded
-from .numbers import numbers
+from .numbers import number, numbers
+from .scales import curve_axes, decade_axis
+from .theme import THEME
 
 
 def f32(values) -> bytes:
     """A float32 buffer (sent to the browser as a binary buffer, not JSON)."""
     return np.asarray(values, dtype=np.float32).tobytes()
+
+
+def floats(buffer: bytes) -> np.ndarray:
+    """A float32 buffer's values, as the browser reads them."""
+    return np.frombuffer(buffer, np.float32) if buffer else np.zeros(0, np.float32)
 
 
 class LossView(BuiltView, anywidget.AnyWidget, Recorded):
@@ -27,6 +34,14 @@ class LossView(BuiltView, anywidget.AnyWidget, Recorded):
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
     label = Unicode("loss").tag(sync=True)  # what the curve is (the metrics panel draws accuracy and others)
+    theme = Dict(THEME).tag(sync=True)  # colours and sizes (dashboard/theme.py)
+    axes = Dict().tag(sync=True)  # range, ticks and caption (dashboard/scales.py), kept in step with the data
+
+    @observe("steps", "loss", "val_loss", "clipped_steps", "previous_steps", "previous_loss", "log_scale", "label")
+    def _rescale(self, _change=None):
+        self.axes = curve_axes(floats(self.steps), [floats(b) for b in (self.loss, self.val_loss, self.previous_loss)],
+                               log=self.log_scale, label=self.label, previous_steps=floats(self.previous_steps),
+                               clipped=bool(self.clipped_steps))
 
 
 class LayerBarsView(BuiltView, anywidget.AnyWidget):
@@ -39,13 +54,22 @@ class LayerBarsView(BuiltView, anywidget.AnyWidget):
     strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
     strip_cols = Int(0).tag(sync=True)
     strip_steps = Int(0).tag(sync=True)  # steps the strip spans (its time axis)
-    reference = Float(0.0).tag(sync=True)
+    reference = Float(0.0).tag(sync=True)  # a line across the bars (0: none)
+    theme = Dict(THEME).tag(sync=True)  # colours, sizes and the strip's bands (dashboard/theme.py)
+    axis = Dict(decade_axis([])).tag(sync=True)  # the bars' decades (dashboard/scales.py)
+    reference_label = Unicode("").tag(sync=True)
 
     def show(self, values):
-        """values: [layers][series] numbers; sent as float32 with their labels."""
+        """values: [layers][series] numbers; sent as float32 with their labels and the axis that frames them."""
         flat = [v for row in values for v in row]
         self.values = f32(values)
         self.value_labels = numbers(flat)
+        self.axis = decade_axis(flat, self.reference)
+
+    @observe("reference")
+    def _reference_changed(self, _change=None):
+        self.reference_label = number(self.reference) if self.reference > 0 else ""
+        self.axis = decade_axis(floats(self.values), self.reference)
 
 
 class NumberControlView(BuiltView, anywidget.AnyWidget):

@@ -1,27 +1,8 @@
 // Loss panel of the bpmagic dashboard: training (and validation) loss drawn on a canvas, plus a status line; the
 // attempt before the last Reset is drawn faintly behind, to compare. Data arrive as float32 binary buffers
 // (DataViews) at most ~10 times a second.
+import { floats } from "../shared/buffers";
 import { hideRecord, sendRecord } from "../shared/record_protocol";
-
-function floats(view) {
-  if (!view || !view.byteLength) return new Float32Array(0);
-  return new Float32Array(view.buffer, view.byteOffset, view.byteLength / 4);
-}
-
-function niceLog(v) {
-  return v > 0 ? Math.log10(v) : NaN;
-}
-
-// axis labels with the fewest significant digits that keep them distinct (never "2.4, 2.4")
-function tickLabels(positions, logScale) {
-  const values = positions.map((v) => (logScale ? Math.pow(10, v) : v));
-  let labels = values.map(String);
-  for (let digits = 2; digits <= 6; digits++) {
-    labels = values.map((v) => String(Number(v.toPrecision(digits))));
-    if (new Set(labels).size === labels.length) break;
-  }
-  return labels;
-}
 
 // the status line's items ("training", "step 12/300", "loss 0.5", ...) never break inside themselves
 function showStatus(status, text) {
@@ -37,6 +18,9 @@ function showStatus(status, text) {
   status.replaceChildren(...items.flatMap((span, i) => (i ? [document.createTextNode("\u00a0\u00a0· "), span] : [span])));
 }
 
+// The axes (range, tick labels, caption), colours and sizes come from the kernel (bpmagic/dashboard/scales.py and
+// theme.py), the same ones its static image is drawn with; only mapping each point onto them happens here, where
+// the points are drawn (every redraw, and on every resize).
 function draw(model, canvas, status) {
   const steps = floats(model.get("steps"));
   const loss = floats(model.get("loss"));
@@ -46,41 +30,38 @@ function draw(model, canvas, status) {
   const psteps = floats(model.get("previous_steps"));
   const ploss = floats(model.get("previous_loss"));
   const logScale = model.get("log_scale");
+  const theme = model.get("theme");
+  const axes = model.get("axes");
   showStatus(status, model.get("status"));
 
   const ratio = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || 420, h = canvas.clientHeight || 200;
+  const w = canvas.clientWidth || 420, h = canvas.clientHeight || theme.chart_height;
   canvas.width = w * ratio; canvas.height = h * ratio;
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, w, h);
-  const pad = { l: 48, r: 10, t: 8, b: 22 };
-  const all = [...loss, ...vloss, ...ploss].filter(Number.isFinite);
-  if (!steps.length || !all.length) {
-    ctx.fillStyle = "#888"; ctx.font = "12px sans-serif";
-    ctx.fillText("waiting for the first step…", pad.l, h / 2);
+  const [padL, padR, padT, padB] = theme.chart_pad;
+  ctx.font = "10px sans-serif";
+  if (!axes.x) {
+    ctx.fillStyle = theme.empty; ctx.font = "12px sans-serif";
+    ctx.fillText("waiting for the first step…", padL, h / 2);
     return;
   }
-  const f = logScale ? niceLog : (v) => v;
-  const ys = all.map(f).filter(Number.isFinite);
-  let lo = Math.min(...ys), hi = Math.max(...ys);
-  if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
-  const x0 = psteps.length ? Math.min(steps[0], psteps[0]) : steps[0];
-  const x1 = Math.max(steps[steps.length - 1], psteps.length ? psteps[psteps.length - 1] : 0, x0 + 1);
-  const X = (s) => pad.l + ((s - x0) / (x1 - x0)) * (w - pad.l - pad.r);
-  const Y = (v) => pad.t + (1 - (f(v) - lo) / (hi - lo)) * (h - pad.t - pad.b);
+  const [x0, x1] = axes.x, [lo, hi] = axes.y;
+  const f = logScale ? (v) => (v > 0 ? Math.log10(v) : NaN) : (v) => v;  // NaN: not on the axis, not drawn
+  const X = (s) => padL + ((s - x0) / (x1 - x0)) * (w - padL - padR);
+  const Y = (v) => padT + (1 - (f(v) - lo) / (hi - lo)) * (h - padT - padB);
 
-  ctx.strokeStyle = "#ddd"; ctx.fillStyle = "#666"; ctx.font = "10px sans-serif"; ctx.lineWidth = 1;
-  const labels = tickLabels([0, 1, 2, 3, 4].map((i) => lo + ((hi - lo) * i) / 4), logScale);
+  ctx.strokeStyle = theme.grid; ctx.fillStyle = theme.axis; ctx.lineWidth = 1;
+  ctx.textAlign = "right";
   for (let i = 0; i <= 4; i++) {
-    const y = pad.t + (1 - i / 4) * (h - pad.t - pad.b);
-    ctx.beginPath(); ctx.moveTo(pad.l, y); ctx.lineTo(w - pad.r, y); ctx.stroke();
-    ctx.fillText(labels[i], 4, y + 3);
+    const y = padT + (1 - i / 4) * (h - padT - padB);
+    ctx.beginPath(); ctx.moveTo(padL, y); ctx.lineTo(w - padR, y); ctx.stroke();
+    ctx.fillText(axes.ticks[i], padL - 4, y + 4);
   }
-  ctx.fillText(`step ${Math.round(x1)}`, w - pad.r - 60, h - 6);
-  const before = (psteps.length ? " · grey: before Reset" : "") + (csteps.length ? " · orange: clipped" : "");
-  ctx.fillText(`${model.get("label")} (${logScale ? "log scale" : "linear"}) from step ${Math.round(x0)}${before}`,
-    pad.l, h - 6);
+  ctx.fillText(axes.end, w - padR, h - 6);
+  ctx.textAlign = "left";
+  ctx.fillText(axes.caption, padL, h - 6);
 
   const curve = (xs, ys, colour) => {
     ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
@@ -93,11 +74,11 @@ function draw(model, canvas, status) {
     }
     ctx.stroke();
   };
-  if (psteps.length) curve(psteps, ploss, "#c7c7c7");
-  curve(steps, loss, "#1f77b4");
-  ctx.fillStyle = "#ff7f0e";  // a tick under the curve at each step where gradient clipping engaged
-  for (const s of csteps) ctx.fillRect(X(s) - 0.5, h - pad.b - 4, 1.5, 4);
-  ctx.fillStyle = "#d62728";
+  if (psteps.length) curve(psteps, ploss, theme.previous);
+  curve(steps, loss, theme.series[0]);
+  ctx.fillStyle = theme.clipped;  // a tick under the curve at each step where gradient clipping engaged
+  for (const s of csteps) ctx.fillRect(X(s) - 0.5, h - padB - 4, 1.5, 4);
+  ctx.fillStyle = theme.validation;
   for (let i = 0; i < vsteps.length; i++) {
     if (!Number.isFinite(f(vloss[i]))) continue;
     ctx.beginPath(); ctx.arc(X(vsteps[i]), Y(vloss[i]), 3, 0, 2 * Math.PI); ctx.fill();
@@ -123,13 +104,14 @@ export default {
     status.className = "bpmagic-status";
     status.style.cssText = "font: 12px monospace; margin: 2px 0 4px";
     const canvas = document.createElement("canvas");
-    canvas.style.cssText = "width: 100%; flex: 1 1 auto; min-height: 200px; height: 200px; display: block";
+    const height = `${model.get("theme").chart_height}px`;
+    canvas.style.cssText = `width: 100%; flex: 1 1 auto; min-height: ${height}; height: ${height}; display: block`;
     el.append(status, canvas);
     const redraw = () => draw(model, canvas, status);
     const resized = new ResizeObserver(() => requestAnimationFrame(redraw));
     resized.observe(canvas);
     const names = ["steps", "loss", "val_steps", "val_loss", "clipped_steps", "previous_steps", "previous_loss",
-      "status", "log_scale", "label"];
+      "status", "log_scale", "axes", "theme"];
     for (const name of names) model.on(`change:${name}`, redraw);
     const onRecord = () => sendRecord({ token: model.get("record_token"), ...model.get("record") });
     model.on("change:record", onRecord);
