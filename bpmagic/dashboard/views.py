@@ -1,6 +1,8 @@
 """The dashboard's browser views (anywidget modules built from frontend/src/widgets/ into bpmagic/widgets/)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import anywidget
 import numpy as np
 from traitlets import Bool, Bytes, Dict, Float, Int, List, Unicode, observe
@@ -37,11 +39,25 @@ class LossView(BuiltView, anywidget.AnyWidget, Recorded):
     theme = Dict(THEME).tag(sync=True)  # colours and sizes (dashboard/theme.py)
     axes = Dict().tag(sync=True)  # range, ticks and caption (dashboard/scales.py), kept in step with the data
 
+    _rescaled = True
+
     @observe("steps", "loss", "val_loss", "clipped_steps", "previous_steps", "previous_loss", "log_scale", "label")
-    def _rescale(self, _change=None):
+    def _rescale(self, change=None):
+        if change is not None and self._holding_sync:  # a panel's update sets several buffers: the axes are
+            self._rescaled = False  # computed once, at its end
+            return
         self.axes = curve_axes(floats(self.steps), [floats(b) for b in (self.loss, self.val_loss, self.previous_loss)],
                                log=self.log_scale, label=self.label, previous_steps=floats(self.previous_steps),
                                clipped=bool(self.clipped_steps))
+        self._rescaled = True
+
+    @contextmanager
+    def hold_sync(self):
+        """ipywidgets' hold_sync (the changes go in one message), the axes computed for the data it holds."""
+        with super().hold_sync():
+            yield
+            if not self._rescaled:
+                self._rescale()  # still held: the axes join the same message
 
 
 class LayerBarsView(BuiltView, anywidget.AnyWidget):
