@@ -1,6 +1,6 @@
-"""Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled in
-bpmagic/widgets/graph_view.js, built from frontend/): a Run's graph whose edges follow gradient magnitudes while it trains, and the
-backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
+"""Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled from
+frontend/ into bpmagic/widgets/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains,
+and the backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
 
 Each is followed by its record (bpmagic/record.py): a static image of the graph for GitHub, nbviewer, nbconvert and
 a notebook reopened without a kernel. The browser view writes what it drew into the record (no system Graphviz

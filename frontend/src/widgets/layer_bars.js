@@ -71,8 +71,7 @@ function render({ model, el }) {
       const row = div(font + "display: flex; align-items: center; gap: 6px; margin: 2px 0");
       row.className = "bpmagic-layer-row";
       row.dataset.layer = layer;
-      const name = div(`width: ${nameWidth}; flex: none; overflow: hidden; text-overflow: ellipsis; white-space: nowrap`,
-        layer);
+      const name = div(`width: ${nameWidth}; overflow: hidden; text-overflow: ellipsis; white-space: nowrap`, layer);
       const track = div(`flex: 1; position: relative; background: ${theme.track}; height: ${(bar + 1) * S}px`);
       for (let s = 0; s < S; s++) {
         const v = values[i * S + s];
