@@ -1,13 +1,17 @@
-"""The browser views (anywidget ES modules in the top-level widgets/ folder, shipped in the wheel)."""
+"""The dashboard's browser views (anywidget modules built from frontend/src/widgets/ into bpmagic/widgets/)."""
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import anywidget
 import numpy as np
-from traitlets import Bool, Bytes, Float, Int, List, Unicode
+from traitlets import Bool, Bytes, Dict, Float, Int, List, Unicode, observe
 
-from ..assets import asset
+from ..assets import BuiltView, module
 from ..record import Recorded
-from .numbers import numbers
+from .numbers import number, numbers
+from .scales import curve_axes, decade_axis
+from .theme import THEME
 
 
 def f32(values) -> bytes:
@@ -15,8 +19,13 @@ def f32(values) -> bytes:
     return np.asarray(values, dtype=np.float32).tobytes()
 
 
-class LossView(anywidget.AnyWidget, Recorded):
-    _esm = asset("loss_chart.js")
+def floats(buffer: bytes) -> np.ndarray:
+    """A float32 buffer's values, as the browser reads them."""
+    return np.frombuffer(buffer, np.float32) if buffer else np.zeros(0, np.float32)
+
+
+class LossView(BuiltView, anywidget.AnyWidget, Recorded):
+    _esm = module("loss_chart.js")
     steps = Bytes(b"").tag(sync=True)
     loss = Bytes(b"").tag(sync=True)
     val_steps = Bytes(b"").tag(sync=True)
@@ -27,10 +36,32 @@ class LossView(anywidget.AnyWidget, Recorded):
     status = Unicode("").tag(sync=True)
     log_scale = Bool(True).tag(sync=True)
     label = Unicode("loss").tag(sync=True)  # what the curve is (the metrics panel draws accuracy and others)
+    theme = Dict(THEME).tag(sync=True)  # colours and sizes (dashboard/theme.py)
+    axes = Dict().tag(sync=True)  # range, ticks and caption (dashboard/scales.py), kept in step with the data
+
+    _rescaled = True
+
+    @observe("steps", "loss", "val_loss", "clipped_steps", "previous_steps", "previous_loss", "log_scale", "label")
+    def _rescale(self, change=None):
+        if change is not None and self._holding_sync:  # a panel's update sets several buffers: the axes are
+            self._rescaled = False  # computed once, at its end
+            return
+        self.axes = curve_axes(floats(self.steps), [floats(b) for b in (self.loss, self.val_loss, self.previous_loss)],
+                               log=self.log_scale, label=self.label, previous_steps=floats(self.previous_steps),
+                               clipped=bool(self.clipped_steps))
+        self._rescaled = True
+
+    @contextmanager
+    def hold_sync(self):
+        """ipywidgets' hold_sync (the changes go in one message), the axes computed for the data it holds."""
+        with super().hold_sync():
+            yield
+            if not self._rescaled:
+                self._rescale()  # still held: the axes join the same message
 
 
-class LayerBarsView(anywidget.AnyWidget):
-    _esm = asset("layer_bars.js")
+class LayerBarsView(BuiltView, anywidget.AnyWidget):
+    _esm = module("layer_bars.js")
     title = Unicode("").tag(sync=True)
     layers = List(Unicode()).tag(sync=True)
     series = List(Unicode()).tag(sync=True)
@@ -39,21 +70,30 @@ class LayerBarsView(anywidget.AnyWidget):
     strip = Bytes(b"").tag(sync=True)  # float32 [layers, strip_cols], log10 of the first series
     strip_cols = Int(0).tag(sync=True)
     strip_steps = Int(0).tag(sync=True)  # steps the strip spans (its time axis)
-    reference = Float(0.0).tag(sync=True)
+    reference = Float(0.0).tag(sync=True)  # a line across the bars (0: none)
+    theme = Dict(THEME).tag(sync=True)  # colours, sizes and the strip's bands (dashboard/theme.py)
+    axis = Dict(decade_axis([])).tag(sync=True)  # the bars' decades (dashboard/scales.py)
+    reference_label = Unicode("").tag(sync=True)
 
     def show(self, values):
-        """values: [layers][series] numbers; sent as float32 with their labels."""
+        """values: [layers][series] numbers; sent as float32 with their labels and the axis that frames them."""
         flat = [v for row in values for v in row]
         self.values = f32(values)
         self.value_labels = numbers(flat)
+        self.axis = decade_axis(flat, self.reference)
+
+    @observe("reference")
+    def _reference_changed(self, _change=None):
+        self.reference_label = number(self.reference) if self.reference > 0 else ""
+        self.axis = decade_axis(floats(self.values), self.reference)
 
 
-class NumberControlView(anywidget.AnyWidget):
+class NumberControlView(BuiltView, anywidget.AnyWidget):
     """An exact number: a slider (log or linear) and a field with the exact value. `version` counts the values
     the kernel set; the browser sends each value with `base`, the version it was showing (see panels/controls).
     A dragged slider sends its value once, when it is let go: one gesture, one change."""
 
-    _esm = asset("number_control.js")
+    _esm = module("number_control.js")
     description = Unicode("").tag(sync=True)
     value = Float(0.0).tag(sync=True, echo_update=False)  # a flood of browser values sends nothing back
     base = Int(-1).tag(sync=True, echo_update=False)

@@ -105,7 +105,7 @@ def _layers_of_eqns(graph, param_layers):
 
 
 # Edge colours by gradient magnitude, smallest to largest: pale blue, amber, dark red. Views that recolour edges in
-# the browser interpolate the same stops (sent to them as `palette`).
+# the browser are sent each edge's colour and width from here (GraphView.edge_styles).
 PALETTE = ("#c6dbef", "#fdae61", "#b2182b")
 
 

@@ -1,6 +1,6 @@
-"""Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled in
-widgets/dist/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains, and the
-backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
+"""Live graph widgets (anywidget; the browser lays the graph out with Graphviz compiled to wasm, bundled from
+frontend/ into bpmagic/widgets/graph_view.js): a Run's graph whose edges follow gradient magnitudes while it trains,
+and the backprop step-through. Both work in JupyterLab, Notebook 7 and VS Code, with or without a system Graphviz.
 
 Each is followed by its record (bpmagic/record.py): a static image of the graph for GitHub, nbviewer, nbconvert and
 a notebook reopened without a kernel. The browser view writes what it drew into the record (no system Graphviz
@@ -12,46 +12,40 @@ import threading
 import time
 
 import anywidget
-from traitlets import Dict, Int, List, Unicode
+from traitlets import Dict, Int, List, Unicode, observe
 
-from ..assets import asset
-from ..errors import BackpropError
+from ..assets import BuiltView, module
 from ..record import Record, Recorded
 from ..train.describe import format_loss
-from .dot import PALETTE, graph_to_dot, log_scale, weight
+from .dot import edge_colour, edge_width, graph_to_dot, log_scale, weight
 from .flow import gradient_flow
 from .render import svg_of
 from .steps import backprop_steps, show
 
 
-def _bundle():
-    try:
-        return asset("dist/graph_view.js")
-    except FileNotFoundError:
-        return ""
-
-
-class GraphView(anywidget.AnyWidget, Recorded):
+class GraphView(BuiltView, anywidget.AnyWidget, Recorded):
     """A Graphviz drawing (DOT) shown in the browser, with live edge weights and an optional step-through."""
 
-    _esm = _bundle()
+    _esm = module("graph_view.js")
+    unbuilt_hint = ", or draw the graph statically with bp.viz.draw(...)"
     dot = Unicode("").tag(sync=True)
     dot_expanded = Unicode("").tag(sync=True)  # the same graph with every composite open ("" when it has none)
-    edge_weights = Dict().tag(sync=True)  # Graphviz edge id "in0->e3" -> weight in [0, 1], in either drawing
-    palette = List(list(PALETTE)).tag(sync=True)  # edge colours from weight 0 to 1
+    edge_weights = Dict()  # Graphviz edge id "in0->e3" -> weight in [0, 1], in either drawing
+    # what the browser draws for each weighted edge: [colour, width], as the static drawing's (viz/dot.py)
+    edge_styles = Dict().tag(sync=True)
     steps = List().tag(sync=True)  # [{"node", "edges", "text"}]: the step-through, empty for a plain drawing
     index = Int(-1).tag(sync=True)  # the step shown; -1 = before the first
     intro = Unicode("").tag(sync=True)
     status = Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs):
-        if not self._esm:
-            raise BackpropError("bpmagic's graph view was not built (widgets/dist/graph_view.js is missing): "
-                                "reinstall bpmagic with `pip install .` (needs node ≥ 20 to build from source), or "
-                                "draw the graph statically with bp.viz.draw(...)")
         super().__init__(**kwargs)
         self._record = Record()
         self.record_token = self._record.token
+
+    @observe("edge_weights")
+    def _restyle(self, _change=None):
+        self.edge_styles = {key: [edge_colour(w), edge_width(w)] for key, w in self.edge_weights.items()}
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -101,7 +101,7 @@ LABEL_OVERFLOWS = """(root) => {
   return bad;
 }"""
 
-READABLE = 0.6  # labextension/src/graph_figure.ts: a fitted drawing is never smaller, unless it is whole
+READABLE = 0.6  # frontend/src/shared/graph_figure.ts: a fitted drawing is never smaller, unless it is whole
 
 # what a learner sees of one figure (.bp-figure), measured on the page once it has painted
 FIGURE = """(fig) => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {
@@ -259,7 +259,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
     svg = live.locator(".bp-figure-viewport > svg")
     svg.wait_for(timeout=120_000)
     figure_fits(page, live, "live_start")
-    page.wait_for_function("(s) => s.querySelectorAll('g.edge path[stroke^=rgb]').length > 5",
+    page.wait_for_function("(s) => s.querySelectorAll('g.edge path[stroke^=\"#\"]').length > 5",
                            arg=svg.element_handle(), timeout=60_000)
     before = svg.evaluate(EDGE_COLOURS)
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
@@ -269,7 +269,7 @@ def test_graphs_fit_teach_and_survive(page, lab):
                            timeout=120_000)
     after = svg.evaluate(EDGE_COLOURS)
     live.screenshot(path=str(ARTIFACTS / "live_end.png"))
-    weighted = [k for k in before if k in after and before[k].startswith("rgb")]  # edges without a gradient stay black
+    weighted = [k for k in before if k in after and before[k].startswith("#")]  # edges without a gradient stay black
     changes = [max(abs(a - b) for a, b in zip(rgb(before[k]), rgb(after[k]))) for k in weighted]
     print("live graph: per-edge colour change (largest channel difference), median", statistics.median(changes),
           "max", max(changes), "of", len(changes), "edges")

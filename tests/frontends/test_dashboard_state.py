@@ -120,7 +120,7 @@ def test_finished_run_and_its_static_record():
 
 @pytest.mark.parametrize("lo, hi", [(-1.2, -1.1), (0, 3), (-2.5, -2.49)])
 def test_tick_labels_are_distinct(lo, hi):
-    from bpmagic.dashboard.static import tick_labels
+    from bpmagic.dashboard.scales import tick_labels
 
     labels = tick_labels(lo, hi, 5)
     assert len(set(labels)) == 5

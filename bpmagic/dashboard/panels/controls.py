@@ -247,7 +247,8 @@ class ControlsPanel(Panel):
         self._sync_buttons()
 
     def static_svg(self, width, y):
-        from ..static import number, svg_text
+        from ..numbers import number
+        from ..static import svg_text
 
         def shown(c):
             if c is self.pace:

@@ -32,12 +32,13 @@ class MetricsPanel(Panel):
             picked = list(range(0, n, _every(n)))
             if picked and picked[-1] != n - 1:
                 picked.append(n - 1)
-            view.steps = f32([steps[i] for i in picked])
-            view.loss = f32([values[i] for i in picked])
             val = [(s, v) for s, v in zip(steps, h.get(f"val_{name}") or []) if v is not None]
-            view.val_steps, view.val_loss = f32([s for s, _ in val]), f32([v for _, v in val])
             last = f"{name} {format_loss(values[n - 1])}" if n else name
-            view.status = last + (f"  ·  validation {format_loss(val[-1][1])}" if val else "")
+            with view.hold_sync():  # one message: the values and the axes that frame them arrive together
+                view.steps = f32([steps[i] for i in picked])
+                view.loss = f32([values[i] for i in picked])
+                view.val_steps, view.val_loss = f32([s for s, _ in val]), f32([v for _, v in val])
+                view.status = last + (f"  ·  validation {format_loss(val[-1][1])}" if val else "")
 
     def static_svg(self, width, y):
         if not self.names:

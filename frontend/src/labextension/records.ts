@@ -7,7 +7,7 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { INotebookTracker } from '@jupyterlab/notebook';
 
-import { RECORD_EVENT, RecordDetail, recordBundle } from './record_protocol';
+import { RECORD_EVENT, RecordDetail, recordBundle } from '../shared/record_protocol';
 
 function rewrite(tracker: INotebookTracker, detail: RecordDetail): boolean {
   const marker = `data-bpmagic-record="${detail.token}"`;

@@ -2,13 +2,14 @@
 // in JupyterLab, Notebook 7 and VS Code without a system Graphviz; the figure (fitted to the output, or saying
 // what is outside its box; zoom and pan; composites opened by a click) is the MIME renderer's. Two live layers over
 // one layout:
-//  - edge_weights {"in0->e3": w in [0, 1]}: edges coloured (the `palette`) and thickened by gradient magnitude;
+//  - edge_styles {"in0->e3": [colour, width]}: edges coloured and thickened by gradient magnitude (the kernel's
+//    colours and widths, bpmagic/viz/dot.py, the same as its static drawing's);
 //  - steps + index: the backprop step-through, one node of the backward pass at a time, in reverse topological order.
-// Built into widgets/dist/graph_view.js by `npm run build:widgets` in labextension/ (esbuild bundles the wasm).
+// Bundled into bpmagic/widgets/graph_view.js by `npm run build` in frontend/ (esbuild inlines the wasm).
 // Its record (bpmagic/record.py) is what it drew: sent to the frontend after each drawing and change of colours.
-import { GraphFigure } from '../../labextension/src/graph_figure';
-import { titleOf } from '../../labextension/src/graphviz_svg';
-import { hideRecord, sendRecord } from '../../labextension/src/record_protocol';
+import { GraphFigure } from '../shared/graph_figure';
+import { titleOf } from '../shared/graphviz_svg';
+import { hideRecord, sendRecord } from '../shared/record_protocol';
 
 const CSS = `
 .bp-graph-view { font: 13px var(--jp-ui-font-family, sans-serif); color: var(--jp-ui-font-color1, #222); }
@@ -29,15 +30,6 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
-}
-
-// w in [0, 1] -> a colour between the palette's stops (bpmagic/viz/dot.py PALETTE, the static drawing's colours)
-function edgeColour(palette, w) {
-  const rgb = c => [1, 3, 5].map(i => parseInt(c.slice(i, i + 2), 16));
-  const x = Math.min(Math.max(w, 0), 1) * (palette.length - 1);
-  const i = Math.min(Math.floor(x), palette.length - 2), t = x - i;
-  const [a, b] = [rgb(palette[i]), rgb(palette[i + 1])];
-  return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(', ')})`;
 }
 
 // the drawing as the record shows it: at its natural size, before any step is highlighted, with the edge colours
@@ -97,15 +89,14 @@ function render({ model, el: root }) {
   function paintEdges() {
     if (!svg) return;
     record();
-    const weights = model.get('edge_weights') || {};
-    const palette = model.get('palette');
+    const styles = model.get('edge_styles') || {};
     for (const g of svg.querySelectorAll('g.edge')) {
-      const w = weights[titleOf(g)];
-      if (w === undefined) continue;
-      const colour = edgeColour(palette, w);
+      const style = styles[titleOf(g)];
+      if (style === undefined) continue;
+      const [colour, width] = style;
       for (const p of g.querySelectorAll('path')) {
         p.setAttribute('stroke', colour);
-        p.setAttribute('stroke-width', (0.6 + 3.4 * w).toFixed(2));
+        p.setAttribute('stroke-width', String(width));
       }
       for (const p of g.querySelectorAll('polygon')) {
         p.setAttribute('stroke', colour);
@@ -151,7 +142,7 @@ function render({ model, el: root }) {
   const onStatus = () => { status.textContent = model.get('status'); record(); };
   model.on('change:dot', draw);
   model.on('change:dot_expanded', draw);
-  model.on('change:edge_weights', paintEdges);
+  model.on('change:edge_styles', paintEdges);
   model.on('change:index', paintStep);
   model.on('change:steps', paintStep);
   model.on('change:status', onStatus);
@@ -163,7 +154,7 @@ function render({ model, el: root }) {
   return () => {
     model.off('change:dot', draw);
     model.off('change:dot_expanded', draw);
-    model.off('change:edge_weights', paintEdges);
+    model.off('change:edge_styles', paintEdges);
     model.off('change:index', paintStep);
     model.off('change:steps', paintStep);
     model.off('change:status', onStatus);

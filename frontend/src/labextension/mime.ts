@@ -9,8 +9,8 @@
 import type { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
-import { GraphFigure } from './graph_figure';
-import type { Drawing } from './graphviz_svg';
+import { GraphFigure } from '../shared/graph_figure';
+import type { Drawing } from '../shared/graphviz_svg';
 
 export const GRAPHVIZ_MIME = 'text/vnd.graphviz';
 export const GRAPH_MIME = 'application/vnd.bpmagic.graph+json';
