@@ -14,7 +14,7 @@ from bpmagic.dashboard.theme import THEME
 from bpmagic.dashboard.views import LayerBarsView, LossView, f32
 from bpmagic.errors import BackpropError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VIEWS = ("loss_chart.js", "layer_bars.js", "number_control.js", "graph_view.js")
 
 
