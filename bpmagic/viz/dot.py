@@ -169,7 +169,7 @@ def graph_to_dot(graph, *, layers=None, collapse=True, expand=False, stats=None,
     edges = _equation_nodes_and_edges(dot, graph, specs, node_of, producer, eqn_layer, open_scope, stats)
     _place_nodes(dot, specs, edges)
     _draw_edges(dot, edges, grad_norms or {}, scale)
-    _draw_outputs(dot, graph, producer, names)
+    _draw_outputs(dot, graph, producer, names, blocks={n for n in specs if _is_block(n)})
     return dot
 
 
@@ -287,10 +287,33 @@ def _draw_edges(dot, edges, grad_norms, scale):
         dot.edge(tail, head, label=_text(_shape(v)), **style)
 
 
-def _draw_outputs(dot, graph, producer, names):
+#: a repeated block with more outputs than this draws them as one node: an unrolled loop's forward graph hands every
+#: iteration's values to the backward pass, and 150 ovals under a "×50" node would undo the collapse
+BLOCK_OUTPUTS_DRAWN = 3
+
+
+def _is_block(node) -> bool:
+    return node.startswith("rep")  # the ids _collapsed_nodes gives repeated blocks
+
+
+def _draw_outputs(dot, graph, producer, names, blocks=frozenset()):
     """Output nodes "out{j}", each fed by the node that makes it. Scalar outputs stand out (a loss is a scalar), and
-    an unnamed first scalar output is called "loss"."""
+    an unnamed first scalar output is called "loss". The many outputs of one repeated block are one node
+    "out_rep{b}", saying how many values of which shapes it stands for."""
+    from_block: dict = {}
+    for v in graph.outputs:
+        if producer.get(v) in blocks:
+            from_block.setdefault(producer[v], []).append(v)
+    grouped = {node: vs for node, vs in from_block.items() if len(vs) > BLOCK_OUTPUTS_DRAWN}
+    for node, vs in grouped.items():
+        shapes = ", ".join(dict.fromkeys(_shape(v) for v in vs))
+        dot.node(f"out_{node}", _text(f"{len(vs)} values", shapes), shape="oval", style="filled,dashed",
+                 fillcolor="#e8e8e8", tooltip=_text(f"{len(vs)} outputs computed in the repeated block; draw "
+                                                    "with collapse=False to see each"))
+        dot.edge(node, f"out_{node}")
     for j, v in enumerate(graph.outputs):
+        if producer.get(v) in grouped:
+            continue
         out = f"out{j}"
         scalar = v.shape == ()
         dot.node(out, _text(v.name or ("loss" if scalar and j == 0 else names.get(v) or f"output {j}"), _shape(v)),

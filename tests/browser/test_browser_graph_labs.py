@@ -39,7 +39,8 @@ GRAPH_LABS = [p for p in EXAMPLES if graph_cells(nbformat.read(p, as_version=4))
 
 
 def test_the_labs_draw_graphs_where_the_check_looks():
-    assert [p.stem for p in GRAPH_LABS] == ["01_reverse_accumulation", "03_xor_and_encoder", "06_convnet_digits"]
+    assert [p.stem for p in GRAPH_LABS] == ["01_reverse_accumulation", "03_xor_and_encoder", "06_convnet_digits",
+                                          "08_backprop_through_time"]
 
 
 # the cell's figures, once drawn, marked for the locators below (a notebook renders only the cells near the view:

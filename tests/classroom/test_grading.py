@@ -1,9 +1,10 @@
-"""Labs 01–03 grade themselves with nbgrader, as a course runs it: `nbgrader generate_assignment` makes the students'
+"""Labs 01–03, 08 and 09 grade themselves with nbgrader, as a course runs it: `nbgrader generate_assignment` makes the students'
 version (solutions cleared, hidden tests removed), students submit, `nbgrader autograde` runs each submission on
 the backprop kernel with the hidden tests put back, and the scores tell a right answer from a wrong one.
 
 The submissions are written as students would write them (their own style, not the labs' worked answers), with
-mistakes learners make: forgetting a value's second use, a missing power, a random start that gets stuck.
+mistakes learners make: forgetting a value's second use, a missing power, a random start that gets stuck, an
+adjoint not carried back through time, a residual branch left uncentred.
 """
 import os
 import shutil
@@ -18,7 +19,8 @@ pytest.importorskip("nbgrader", reason="nbgrader is in the test extra: ./dev tes
 from nbgrader.api import Gradebook  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-LABS = {"lab01": "01_reverse_accumulation", "lab02": "02_gradient_checking", "lab03": "03_xor_and_encoder"}
+LABS = {"lab01": "01_reverse_accumulation", "lab02": "02_gradient_checking", "lab03": "03_xor_and_encoder",
+        "lab08": "08_backprop_through_time", "lab09": "09_depth_that_trains"}
 
 LAB01_WALK = """a, b = 1.5, -0.5
 c = a * b
@@ -27,6 +29,22 @@ d = t + a
 L = d * d + b
 gd = 2 * d
 gc = gd * (1 - np.tanh(c) ** 2)
+"""
+LAB08_FORWARD = """u = np.linspace(-0.5, 0.5, T)
+S = STARTS.astype(np.float64)
+pos, vel = S[:, :1], S[:, 1:]
+for t in range(T):
+    pos, vel = pos + DT * vel, vel + DT * u[t]
+L = np.mean(pos ** 2 + vel ** 2)
+n = S.shape[0]
+"""
+LAB09_NET = """%%backprop --steps 60 --optimizer momentum --lr 0.05 --batch-size 64 --reset --name centred
+W_in: Param = randn(64, WIDTH) / 8
+Ws: Param = [randn(WIDTH, WIDTH) / WIDTH ** 0.5 for _ in range(DEPTH)]
+W_out: Param = randn(WIDTH, 10) / WIDTH ** 0.5
+x: Input = X
+y: Target = Y
+h = x @ W_in
 """
 # graded solution cell -> what each student submits there ("carl" hands in the empty cell he was given)
 ANSWERS = {
@@ -71,6 +89,25 @@ h = tanh(x @ W1 + b1)
 p = sigmoid(h @ W2 + b2)
 loss: Loss = binary_cross_entropy(p, y)""",
     },
+    "lab08-through-time": {
+        "ada": LAB08_FORWARD + """adj_p = 2 * pos / n
+adj_v = 2 * vel / n
+grads = []
+for t in range(T - 1, -1, -1):
+    grads.append(DT * np.sum(adj_v))
+    adj_v = adj_v + DT * adj_p
+dL_du = np.array(grads[::-1])""",
+        # right at the last step only: the velocity's adjoint never picks up the position's
+        "bob": LAB08_FORWARD + "dL_du = np.full(T, DT * np.sum(2 * vel / n))",
+    },
+    "lab09-centred": {
+        "ada": LAB09_NET + """for W in Ws:
+    h = h + 0.5 * np.tanh(h @ W / 2)     # sigmoid(z) - 1/2, written with tanh
+loss: Loss = cross_entropy(h @ W_out, y)""",
+        "bob": LAB09_NET + """for W in Ws:
+    h = h + sigmoid(h @ W)
+loss: Loss = cross_entropy(h @ W_out, y)""",
+    },
 }
 STUDENTS = ("ada", "bob", "carl")
 EXPECTED_SCORE = {"ada": 2.0, "bob": 0.0, "carl": 0.0}  # per lab: its one graded cell is worth 2 points
@@ -80,9 +117,13 @@ FEEDBACK = {
     ("lab01", "bob"): "dL_da is",
     ("lab02", "bob"): "The gradient of cube is wrong",
     ("lab03", "bob"): "xor2 ended with a loss of",
+    ("lab08", "bob"): "vel's adjoint gains DT times pos's adjoint",
+    ("lab09", "bob"): "centred ended with a loss of",
     ("lab01", "carl"): "NotImplementedError",
     ("lab02", "carl"): "NotImplementedError",
     ("lab03", "carl"): "the cell has no Param",
+    ("lab08", "carl"): "NotImplementedError",
+    ("lab09", "carl"): "NotImplementedError",
 }
 
 

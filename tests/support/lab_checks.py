@@ -48,6 +48,30 @@ CHECKS = {
         lambda r: (r["first"] > 3.5 and r["final"] < 1.5 and r["sample"].count(" ") > 20 and r["epochs"] == 40
                    and r["held_best"] < 3.0 and r["held_last"] > r["held_best"] + 0.3
                    and r["clipped"] < 0.8 * r["unclipped"] and 0.05 < r["engaged"] < 0.9)),
+    "08_backprop_through_time": (
+        "{'untrained': untrained, 'trained': trained, 'unclipped': unclipped_distance, 'clipped': clipped_distance,"
+        " 'exploded': float(gradient_norms(unclipped).max()), 'clipped_loss': clipped.loss,"
+        " 'statuses': [steer.status, unclipped.status, clipped.status], 'per_step': {k: [float(v[0]), float(v[-1])]"
+        " for k, v in per_step.items()}, 'repeats': [n for _, _, n in bp.viz.repeated_blocks(steer.graph.eqns)]}",
+        # steering through 50 steps brings the carts 100× closer; the gradient at the first step vanishes for the
+        # trained policy and explodes for the twitchy one; unclipped, the same larger rate throws the policy out
+        # (its carts end far from the target), clipped it is stable and ends 100× closer
+        lambda r: (r["untrained"] > 100 * r["trained"] and r["statuses"] == ["finished"] * 3
+                   and r["per_step"]["trained"][0] < r["per_step"]["trained"][1]
+                   and r["per_step"]["twitchy"][0] > 1e3 * r["per_step"]["twitchy"][1]
+                   and r["exploded"] > 1e3 and r["unclipped"] > r["untrained"] / 2
+                   and r["clipped"] < r["untrained"] / 100 and r["clipped_loss"] < 1e-3
+                   and 50 in r["repeats"])),  # the graph's 50 time steps drawn as one block
+    "09_depth_that_trains": (
+        "{'plain': final_loss(plain), 'residual': final_loss(residual), 'normed': final_loss(normed), 'ratio': ratio,"
+        " 'plain_grads': [gradient_at_start(plain, 'Ws[0]'), gradient_at_start(plain, 'Ws[49]')],"
+        " 'normed_grads': [gradient_at_start(normed, 'Ws[0]'), gradient_at_start(normed, 'Ws[49]')],"
+        " 'centred': final_loss(centred), 'layers': len(plain.layers)}",
+        # the plain 50-layer net stays at chance (log 10), its first layer's gradient lost on the way down;
+        # with residual connections and layer norm the same net learns, every layer receiving a gradient
+        lambda r: (r["layers"] == 52 and r["plain"] > 2.2 and r["ratio"] > 4 and r["normed"] < 0.5
+                   and r["plain_grads"][0] < 1e-10 * r["plain_grads"][1]
+                   and r["normed_grads"][0] > 0.1 * r["normed_grads"][1] and r["centred"] < 0.6)),
 }
 
 

@@ -153,6 +153,10 @@ def _schedule_note(opt) -> str:
     return f"{opt.schedule.describe()}: ×{number(opt.schedule.factor(max(opt.now, 1)))} of {number(opt.lr)}"
 
 
+#: with more layers than this, the per-layer multipliers are folded away (one click opens them)
+MULTIPLIERS_SHOWN = 8
+
+
 class ControlsPanel(Panel):
     order = 40
 
@@ -212,8 +216,15 @@ class ControlsPanel(Panel):
         self.buttons = [self.pause, self.step, self.stop, self.reset]
         self.live_widgets = [*self.number_controls, *self.buttons]
         self._lock = threading.Lock()  # button clicks (kernel thread) and update (trainer thread)
+        multipliers = list(self.multipliers.values())
+        if len(multipliers) > MULTIPLIERS_SHOWN:  # a deep net's 50 sliders would push speed and the buttons away
+            folded = widgets.Accordion(children=[widgets.VBox(multipliers)], selected_index=None,
+                                       titles=(f"learning rate × per layer ({len(multipliers)} layers)",))
+            folded.add_class("bpmagic-multipliers")
+            multipliers = [folded]
         self.widget = widgets.VBox([widgets.HTML("<b>Controls</b> <small>(take effect at the next step)</small>"),
-                                    *self.number_controls, widgets.HBox(self.buttons), self.message])
+                                    *self.hyper_controls.values(), *multipliers, self.pace,
+                                    widgets.HBox(self.buttons), self.message])
 
     def _toggle_pause(self, _=None):
         if self.run.controls.paused:
@@ -257,5 +268,13 @@ class ControlsPanel(Panel):
                 return f"{c.description}{number(c.value)}"
             return f"{c.description} {number(c.value)}" + (f" ({c.note})" if c.note else "")
 
-        values = "  ·  ".join(map(shown, self.number_controls))
+        parts = [shown(c) for c in self.hyper_controls.values()]
+        if len(self.multipliers) > MULTIPLIERS_SHOWN:  # one line: the changed layers by name, the rest counted
+            changed = [c for c in self.multipliers.values() if c.value != 1]
+            parts += [shown(c) for c in changed]
+            rest = len(self.multipliers) - len(changed)
+            parts += [f"{'the other ' if changed else ''}{rest} layers: lr ×1"] if rest else []
+        else:
+            parts += [shown(c) for c in self.multipliers.values()]
+        values = "  ·  ".join(parts + [shown(self.pace)])
         return [svg_text(0, y + 12, "Controls", size=12, weight="bold"), svg_text(0, y + 30, values, size=11)], 36

@@ -1,0 +1,54 @@
+"""A deep net's dashboard (lab 09: 52 layers): the per-layer learning-rate multipliers are folded into one closed
+section, so the speed control and the buttons stay beside the panels; the static record names only the changed
+multipliers and counts the rest. A net with a few layers shows its multipliers as before."""
+import ipywidgets as widgets
+import numpy as np
+
+import bpmagic as bp
+from bpmagic.dashboard import Dashboard
+
+
+def trained(depth):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    Y = rng.standard_normal((16, 1)).astype(np.float32)
+    params = {f"W{i}": (rng.standard_normal((4, 4)) * 0.5).astype(np.float32) for i in range(depth)}
+    params["Wout"] = rng.standard_normal((4, 1)).astype(np.float32)
+
+    def loss(p, x, y):
+        h = x
+        for i in range(depth):
+            h = bp.tanh(h @ p[f"W{i}"])
+        return bp.mse(h @ p["Wout"], y)
+
+    return bp.fit(loss, params, (X, Y), steps=2, optimizer=bp.optim.SGD(lr=0.01), backend="numpy")
+
+
+def controls_of(dashboard):
+    return next(p for p in dashboard.panels if type(p).__name__ == "ControlsPanel")
+
+
+def test_many_layers_fold_their_multipliers_away():
+    run = trained(12)
+    dashboard = Dashboard(run)
+    panel = controls_of(dashboard)
+    assert len(panel.multipliers) == 13
+    folded = [w for w in panel.widget.children if isinstance(w, widgets.Accordion)]
+    assert len(folded) == 1 and folded[0].selected_index is None  # closed until a click opens it
+    assert folded[0].titles == ("learning rate × per layer (13 layers)",)
+    assert list(folded[0].children[0].children) == list(panel.multipliers.values())
+    assert panel.pace in panel.widget.children  # the speed and the buttons are not below 13 sliders
+    assert all(m in panel.number_controls for m in panel.multipliers.values())  # still live, turned off at the end
+
+    record = dashboard.static_svg()
+    assert "13 layers: lr ×1" in record and "layer 3: lr ×" not in record
+    run.optimizer.set_lr_multiplier("3", 0.5)
+    panel.update(run)
+    record = dashboard.static_svg()
+    assert "layer 3: lr ×0.5" in record and "the other 12 layers: lr ×1" in record
+
+
+def test_a_few_layers_show_their_multipliers():
+    panel = controls_of(Dashboard(trained(2)))
+    assert not any(isinstance(w, widgets.Accordion) for w in panel.widget.children)
+    assert all(m in panel.widget.children for m in panel.multipliers.values())
