@@ -421,7 +421,7 @@ def last_run() -> Run | None:
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
         buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
-        monitor=None, restore_best=False, schedule=None) -> Run:
+        monitor=None, restore_best=False, schedule=None, workers=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
     epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
@@ -441,6 +441,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
     schedule: a learning-rate schedule (a name — "cosine", "onecycle", "step", "exponential", "plateau" — or a
     bp.train.schedules.Schedule): the learning rate in use at step n is the one set × its factor at n.
+    workers: train data-parallel on workers (train/workers.py): a number (a cluster of that many MPI engines that
+    this kernel starts once and reuses), an ipyparallel Cluster or Client, or "profile:NAME"; batch_size is then
+    the global batch, split between the workers, and the Run has the same interface.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -463,6 +466,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         controls.optimizer.scheduled(schedule)
     if controls.optimizer.schedule is not None:
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
+    if workers is not None:
+        return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
+                               validation, name, buffers, metrics, early_stop, background, initial_params)
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
                         stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
@@ -481,6 +487,27 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     global _last_run
     _last_run = weakref.ref(run)
     run._start(job, initial_params)
+    if not background:
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            run.interrupt()
+            raise
+    return run
+
+
+def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,
+                    buffers, metrics, early_stop, background, initial_params):
+    from .workers import fit_on_workers
+
+    if early_stop is not None:
+        raise BackpropError("early stopping is not available on workers yet; train without early_stop")
+    run = fit_on_workers(workers, loss_fn, params, data, batch_size=bs, total_steps=total,
+                         optimizer=controls.optimizer, backend=backend, seed=seed, groups=groups,
+                         validation=validation, name=name, buffers=buffers, pace=controls.pace, metrics=metrics,
+                         initial_params=initial_params)
+    global _last_run
+    _last_run = weakref.ref(run)
     if not background:
         try:
             run.wait()
