@@ -417,12 +417,13 @@ class _RelayDriver:
 
     def _relay(self, run):
         client, engines, rid = run.client, run.engines, run.run_id
-        seen = (run.controls.writes, run._granted)
+        changes = lambda: (run.controls.writes, run.controls.optimizer.version, run._granted)  # noqa: E731
+        seen = changes()
         last_answer = {e: time.monotonic() for e in engines}
         statuses: dict = {}
         try:
             while True:
-                now = (run.controls.writes, run._granted)
+                now = changes()
                 if now != seen:  # a control changed: rank 0 carries it to every worker at the next meeting
                     seen = now
                     run._version += 1
@@ -545,11 +546,8 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
                            "start the engines with MPI (ipcluster start --engines=mpi, or engines='mpi')")
     engines = [e for _, e in sorted((r, e) for (r, _), e in zip(ranks, ids))]
     n = int(np.shape(data[0])[0])
-    from ..backends import get_backend
     from ..backends.collective import Workers
 
-    local = get_backend("numpy")
-    params = {k: np.array(local.to_numpy(v)) if not isinstance(v, np.ndarray) else v for k, v in params.items()}
     controls = Controls(optimizer, pace)
     first_rows = Job(list(data), batch_size, total_steps, seed, shard=(0, size)).part(None, 0)[0]
     shown = CompiledStep(loss_fn, params, tuple(first_rows), optimizer, "numpy", groups, stats=True, buffers=buffers,
