@@ -141,6 +141,18 @@ class _WorkerRun(Run):
         super()._record(step, epoch, loss, elapsed)
         self.worker.apply_agreed()
 
+    def _end(self, status, reason, error=None):
+        from ..backends.collective import WorkersFailed
+
+        if reason == "error" and not isinstance(error, WorkersFailed) and self.worker.workers.comm is not None:
+            # this worker failed on its own (a NaN fails every worker alike): the others, waiting for it at the next
+            # meeting, would wait for ever; revoking the communicator (ULFM) makes their meeting fail at once
+            try:
+                self.worker.workers.comm.Revoke()
+            except Exception:  # noqa: BLE001  an MPI without fault tolerance: the notebook still reports this error
+                pass
+        super()._end(status, reason, error)
+
 
 class _WorkerDriver(ThreadDriver):
     """A worker's thread: while paused it meets the others without a step, to hear what comes next."""
@@ -514,7 +526,8 @@ def _pick_error(run, statuses):
     errors = [(r, s["error"]) for r, s in enumerate(statuses) if s["error"] is not None]
     if not errors:
         return None
-    r, e = next(((r, e) for r, e in errors if e["line"] is not None), errors[0])
+    r, e = next(((r, e) for r, e in errors if e["line"] is not None),
+                next(((r, e) for r, e in errors if e["type"] != "WorkersFailed"), errors[0]))
     if e["type"] == "NonFiniteError":
         err = NonFiniteError(f"worker {r}'s shard of the batch: {e['message']}")
     elif e["type"] == "WorkersFailed":  # the others saw a meeting fail: the worker that caused it says why
