@@ -17,6 +17,7 @@ an `ipyparallel.Cluster` or `Client` (engines started with `--mpi`, e.g. by a Sl
 """
 from __future__ import annotations
 
+import linecache
 import math
 import os
 import shutil
@@ -184,6 +185,7 @@ def engine_start(run_id: str, spec: bytes, data, validation):
     from ..backends.collective import Workers
 
     s = cloudpickle.loads(spec)
+    _refile(s["loss_fn"], s["sources"])  # the cell's line names: a NaN's message quotes the line on a worker too
     comm = MPI.COMM_WORLD.Dup()  # the run's own communicator: its traffic never mixes with anything else's
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     rank, size = comm.Get_rank(), comm.Get_size()
@@ -297,7 +299,7 @@ def connect(workers):
     else:
         raise WorkersError(f"workers={workers!r}: give a number of workers (2), an ipyparallel Cluster or Client, "
                            "or 'profile:NAME' of a running ipcluster")
-    client.wait_for_engines(timeout=120, block=True)
+    client.wait_for_engines(timeout=120, block=True, interactive=False)
     return client
 
 
@@ -576,7 +578,7 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
         "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers},
         "layers": layers, "batch_size": batch_size, "total_steps": total_steps, "seed": seed, "backend": "numpy",
         "groups": {p: shown.groups[p] for p in params}, "metrics": tuple(metrics), "name": name,
-        "first": run.settings()})
+        "first": run.settings(), "sources": _sources_of(loss_fn)})
     data = tuple(np.asarray(d) for d in data)
     validation = None if validation is None else tuple(np.asarray(v) for v in validation)
     started = [client[e].apply_async(engine_start, run.run_id, spec, data, validation) for e in engines]
@@ -591,6 +593,32 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     run._final_histories = []
     run._begin()
     return run
+
+
+def _functions_of(fn) -> list:
+    """`fn` and the functions its closure holds (the magic's loss function wraps the cell's), in a fixed order."""
+    inner = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if hasattr(c, "cell_contents")]
+    return [f for f in [fn, *inner] if hasattr(f, "__code__")]
+
+
+def _sources_of(fn) -> dict:
+    """{"files": each function's file name, "lines": linecache's entries for the in-memory ones (a notebook cell:
+    "<backprop cell 3>")}. cloudpickle renames the code of a function it pickles by value ("<dynamic-code>"), so
+    a worker puts the names back (_refile) before it traces: then a NaN's message quotes the cell's line."""
+    files = [f.__code__.co_filename for f in _functions_of(fn)]
+    return {"files": files, "lines": {n: linecache.cache[n] for n in files if n.startswith("<") and n in linecache.cache}}
+
+
+def _refile(fn, sources: dict):
+    linecache.cache.update(sources["lines"])
+    for f, filename in zip(_functions_of(fn), sources["files"]):
+        if f.__code__.co_filename != filename:
+            f.__code__ = _renamed(f.__code__, filename)
+
+
+def _renamed(code, filename):
+    consts = tuple(_renamed(c, filename) if hasattr(c, "co_filename") else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
 
 
 def _mpi_rank():
