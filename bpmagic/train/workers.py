@@ -542,7 +542,7 @@ def _pick_error(run, statuses):
 
 def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, optimizer, backend, seed, groups,
                    validation, name, buffers, pace, metrics, initial_params=None) -> WorkersRun:
-    """bp.fit(..., workers=...): start the run on the workers; returns the live WorkersRun (trainer.fit waits)."""
+    """bp.fit(..., workers=...): start the run on the workers; returns the live WorkersRun (fitting.fit waits)."""
     import cloudpickle
 
     if backend not in ("auto", "numpy"):
