@@ -60,6 +60,11 @@ def test_two_workers_train_as_one_process_on_the_global_batch(client, make):
                                                             h["worker1/grad_norm/1"]))
     assert h["worker0/grad_norm/1"] != h["worker1/grad_norm/1"]  # each its own shard
     assert "_workers.allreduce(" in str(run.step)
+    # the optimizer's state came back too (momentum, Adam's moments): the run can be saved and trained on
+    for name, slots in one.step.state.items():
+        for slot, value in slots.items():
+            np.testing.assert_allclose(run.step.state[name][slot], value, rtol=0, atol=1e-12)
+    assert run.step.step_count == 20
 
 
 def test_controls_reach_every_worker_at_the_same_step(client):

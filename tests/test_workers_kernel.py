@@ -96,3 +96,17 @@ def test_a_nan_on_one_shard_names_the_cell_line(kernel):
     assert status[:2] == ["failed", "non-finite"]
     assert status[3] == [status[2]] * 2  # every worker stopped at the same step
     k.run("X[200, 3] = 0.0")
+
+
+def test_the_kernels_interrupt_stops_every_worker_at_one_step(kernel):
+    k = kernel
+    k.comms.clear()
+    k.iopub.clear()
+    msg_id = k.kc.execute(f"%%backprop --workers 2 --steps 100000000 --batch-size 64 --reset\n{CELL}")
+    k.wait_until(lambda: "bpmagic-pause" in k.comms, 240, "the dashboard never appeared")
+    k.wait_until(lambda: k.step() >= 20, 240, "no steps on the workers")
+    k.km.interrupt_kernel()  # the notebook's Interrupt button
+    k.wait_reply(msg_id)
+    status = json.loads(k.run("import json\nprint(json.dumps([_bp.status, _bp.steps_done, "
+                              "[len(h['step']) for h in _bp.worker_histories()]]))").strip())
+    assert status[0] == "interrupted" and status[2] == [status[1]] * 2 and status[1] >= 20

@@ -3,7 +3,6 @@ and 2 MPI ranks started by mpiexec training exactly as one process does on the g
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +40,13 @@ def optimizer(kind):
 # every rank: its worker of the run (train/workers.py's engine side, without ipyparallel); rank 0 saves the result
 RANK = MODEL + """
 import sys
-import cloudpickle
 from bpmagic.train import workers as W
 from bpmagic.train.controls import Controls
 
 kind, out = sys.argv[1], sys.argv[2]
 opt = optimizer(kind)
-hyper = opt.hyperparameters()
-multipliers = hyper.pop("lr_multipliers")
-spec = cloudpickle.dumps({
-    "loss_fn": loss_fn, "params": PARAMS, "buffers": {}, "layers": ["1", "2"], "batch_size": 32,
-    "optimizer": {"cls": type(opt), "hyper": hyper, "multipliers": multipliers}, "total_steps": 20, "seed": 3,
-    "backend": "numpy", "groups": {"W1": "1", "b1": "1", "W2": "2", "b2": "2"}, "metrics": (), "name": "eq",
-    "first": W.settings_of(Controls(opt), 0, 0)})
+spec = W.worker_spec(loss_fn, PARAMS, None, opt, {"W1": "1", "b1": "1", "W2": "2", "b2": "2"}, 32, 20, 3, (), "eq",
+                     W.settings_of(Controls(opt), 0, 0))
 info = W.engine_start("eq", spec, (X, Y), None)
 run = W._WORKERS["eq"].run
 run.wait()
@@ -138,3 +131,14 @@ def test_a_global_batch_splits_into_consecutive_parts_that_add_up(rows, workers)
     assert job.per_epoch == -(-20 // rows)
     for (batch, _), w in zip(parts, weights):
         assert len(batch[0]) == max(1, round(w * rows))  # an empty share still takes one example, weighted 0
+
+
+def test_the_workers_option_takes_a_number_or_a_profile():
+    from IPython.core.error import UsageError
+
+    from bpmagic.magic import _workers
+
+    assert _workers("2") == 2 and _workers("profile:slurm") == "profile:slurm" and _workers(None) is None
+    for bad in ("two", "0", "-1"):
+        with pytest.raises(UsageError, match="give a number of workers"):
+            _workers(bad)

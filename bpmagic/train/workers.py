@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +279,7 @@ def connect(workers):
     """(client, engine ids by MPI rank, a cluster this kernel owns or None) for `workers=`: a number, an
     ipyparallel Cluster or Client, or "profile:NAME"."""
     try:
+        import cloudpickle  # noqa: F401  carries the loss function to the workers
         import ipyparallel as ipp
         import mpi4py  # noqa: F401  the engines need it too; in a local cluster they share this environment
     except ImportError as e:
@@ -421,8 +421,7 @@ class _RelayDriver:
         return False
 
     def start(self, run, loop):
-        self._thread = threading.Thread(target=self._relay, args=(weakref.proxy(run),), name=f"bpmagic-{run.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._relay, args=(run,), name=f"bpmagic-{run.name}", daemon=True)
         self._thread.start()
 
     def join(self, run, timeout=None):
@@ -463,8 +462,6 @@ class _RelayDriver:
                     self._finish(run, statuses, dead)
                     return
                 run.controls.wait_for_change(POLL)
-        except ReferenceError:  # the notebook let go of the run
-            return
         except Exception as e:  # noqa: BLE001  the relay itself failed: the run ends with that message
             run._end("failed", "error", WorkersError(f"{run.name}: lost touch with the workers ({type(e).__name__}: "
                                                       f"{e})"))
@@ -495,6 +492,11 @@ class _RelayDriver:
             for name, value in got["buffers"].items():
                 run.buffers[name][...] = run.step.backend.asarray(value)
             run.optimizer_state = got["state"]
+            for name, slots in got["state"].items():  # the notebook's step then holds what the workers ended with:
+                for slot, value in slots.items():  # run.save() writes it, and it can train on from there
+                    held = run.step.state.setdefault(name, {})
+                    held[slot] = run.step.backend.asarray(value.copy())
+            run.step.step_count = run.step.optimizer.now = len(got["history"].get("step", []))
             with run._history_lock:
                 run.history = got["history"]
         if dead:
@@ -543,8 +545,6 @@ def _pick_error(run, statuses):
 def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, optimizer, backend, seed, groups,
                    validation, name, buffers, pace, metrics, initial_params=None) -> WorkersRun:
     """bp.fit(..., workers=...): start the run on the workers; returns the live WorkersRun (fitting.fit waits)."""
-    import cloudpickle
-
     if backend not in ("auto", "numpy"):
         raise BackpropError(f"backend={backend!r} with workers: the workers train on NumPy (gradients meet through "
                             "MPI in host memory); GPUs through NCCL are not built yet")
@@ -567,18 +567,10 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     first_rows = Job(list(data), batch_size, total_steps, seed, shard=(0, size)).part(None, 0)[0]
     shown = CompiledStep(loss_fn, params, tuple(first_rows), optimizer, "numpy", groups, stats=True, buffers=buffers,
                          seed=seed, metrics=tuple(metrics), workers=Workers(None, size=size))
-    layers = list(shown.groups.members)
     run = WorkersRun(name, shown, controls, client, engines, [])
     run.run_id = uuid.uuid4().hex
-    hyper = optimizer.hyperparameters()
-    multipliers = hyper.pop("lr_multipliers", {})
-    spec = cloudpickle.dumps({
-        "loss_fn": loss_fn, "params": {k: np.asarray(v) for k, v in params.items()},
-        "buffers": {k: np.asarray(v) for k, v in (buffers or {}).items()},
-        "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers},
-        "layers": layers, "batch_size": batch_size, "total_steps": total_steps, "seed": seed, "backend": "numpy",
-        "groups": {p: shown.groups[p] for p in params}, "metrics": tuple(metrics), "name": name,
-        "first": run.settings(), "sources": _sources_of(loss_fn)})
+    spec = worker_spec(loss_fn, params, buffers, optimizer, {p: shown.groups[p] for p in params}, batch_size,
+                       total_steps, seed, metrics, name, run.settings())
     data = tuple(np.asarray(d) for d in data)
     validation = None if validation is None else tuple(np.asarray(v) for v in validation)
     started = [client[e].apply_async(engine_start, run.run_id, spec, data, validation) for e in engines]
@@ -619,6 +611,23 @@ def _refile(fn, sources: dict):
 def _renamed(code, filename):
     consts = tuple(_renamed(c, filename) if hasattr(c, "co_filename") else c for c in code.co_consts)
     return code.replace(co_filename=filename, co_consts=consts)
+
+
+def worker_spec(loss_fn, params, buffers, optimizer, groups: dict, batch_size, total_steps, seed, metrics, name,
+                first: dict) -> bytes:
+    """What every worker is given to start a run (engine_start), pickled: the loss function by value (cloudpickle),
+    the parameters, the optimizer as its class and values, the global batch, and the settings to start with."""
+    import cloudpickle
+
+    hyper = optimizer.hyperparameters()
+    multipliers = hyper.pop("lr_multipliers", {})
+    return cloudpickle.dumps({
+        "loss_fn": loss_fn, "params": {k: np.asarray(v) for k, v in params.items()},
+        "buffers": {k: np.asarray(v) for k, v in (buffers or {}).items()},
+        "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers},
+        "layers": list(dict.fromkeys(groups.values())), "batch_size": batch_size, "total_steps": total_steps,
+        "seed": seed, "backend": "numpy", "groups": groups, "metrics": tuple(metrics), "name": name,
+        "first": first, "sources": _sources_of(loss_fn)})
 
 
 def _mpi_rank():
