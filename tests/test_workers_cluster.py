@@ -106,6 +106,28 @@ def test_controls_reach_every_worker_at_the_same_step(client):
     assert [(c.step, c.name, c.new) for c in run.changes()] == [(changed[0], "lr", 0.02)]
 
 
+def test_reset_starts_every_worker_over_from_the_same_parameters(client):
+    loss_fn, params, X, Y = model()
+    run = bp.fit(loss_fn, params, (X, Y), steps=10**7, batch_size=32, optimizer=bp.optim.SGD(lr=0.05),
+                 backend="numpy", seed=3, workers=client, background=True)
+    run.wait(until_step=40, timeout=120)
+    run.reset()  # as the dashboard's Reset button does
+    deadline = time.monotonic() + 60
+    while not run.previous_attempts or run.steps_done < 10:
+        assert time.monotonic() < deadline, "the workers did not start over"
+        time.sleep(0.05)
+    run.stop()
+    run.wait(60)
+    first, again = run.previous_attempts[0], run.history
+    assert len(first["step"]) >= 40 and again["step"][:3] == [1, 2, 3]
+    # the same parameters, data order and steps: the new attempt retraces the first one
+    n = min(len(first["loss"]), len(again["loss"]))
+    np.testing.assert_allclose(again["loss"][:n], first["loss"][:n], rtol=0, atol=1e-12)
+    assert [len(h["step"]) for h in run._final_histories] == [run.steps_done] * 2
+    with pytest.raises(bp.BackpropError, match="has ended"):
+        run.reset()
+
+
 def test_interrupt_stops_every_worker(client):
     loss_fn, params, X, Y = model()
     run = bp.fit(loss_fn, params, (X, Y), steps=10**7, batch_size=32, backend="numpy", workers=client,

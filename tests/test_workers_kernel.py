@@ -110,3 +110,22 @@ def test_the_kernels_interrupt_stops_every_worker_at_one_step(kernel):
     status = json.loads(k.run("import json\nprint(json.dumps([_bp.status, _bp.steps_done, "
                               "[len(h['step']) for h in _bp.worker_histories()]]))").strip())
     assert status[0] == "interrupted" and status[2] == [status[1]] * 2 and status[1] >= 20
+
+
+def test_the_dashboards_reset_starts_every_worker_over(kernel):
+    k = kernel
+    k.comms.clear()
+    k.iopub.clear()
+    k.run(f"%%backprop --workers 2 --steps 100000000 --batch-size 64 --reset --background\n{CELL}")
+    k.wait_until(lambda: "bpmagic-reset" in k.comms, 240, "the dashboard never appeared")
+    k.wait_until(lambda: k.step() >= 40, 240, "no steps on the workers")
+    k.click("bpmagic-reset")
+    k.run("import time\nt = time.time()\nwhile not _bp.previous_attempts and time.time() - t < 60: time.sleep(0.05)",
+          timeout=120)
+    k.click("bpmagic-stop")
+    out = k.run("_bp.wait(60)\nimport json\nprint(json.dumps([_bp.status, len(_bp.previous_attempts), "
+                "len(_bp.previous_attempts[0]['step']), _bp.history['loss'][:3] == _bp.previous_attempts[0]['loss'][:3], "
+                "[len(h['step']) for h in _bp.worker_histories()], _bp.steps_done]))", timeout=120)
+    status, attempts, first_steps, same_start, per_worker, steps = json.loads(out.strip().splitlines()[-1])
+    assert status == "stopped" and attempts == 1 and first_steps >= 40 and same_start
+    assert per_worker == [steps, steps]

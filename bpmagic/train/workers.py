@@ -53,10 +53,10 @@ class WorkersError(BackpropError):
 # -- the settings the workers agree on at every meeting ------------------------------------------------------------
 class Settings:
     """The run's settings as the vector the step's allreduce carries from rank 0 (float64): version, paused,
-    steps granted while paused, stop (0, 1 stopped, 2 interrupted), pace (0: full speed), every declared
-    hyperparameter, every layer's learning-rate multiplier."""
+    steps granted while paused, stop (0, 1 stopped, 2 interrupted), pace (0: full speed), resets asked for, every
+    declared hyperparameter, every layer's learning-rate multiplier."""
 
-    FIXED = ("version", "paused", "steps", "stop", "pace")
+    FIXED = ("version", "paused", "steps", "stop", "pace", "resets")
     STOPS = (None, "stopped", "interrupted")
 
     def __init__(self, hypers, layers):
@@ -68,23 +68,23 @@ class Settings:
 
     def encode(self, s: dict) -> np.ndarray:
         stop = self.STOPS.index(s["stop"]) if s["stop"] in self.STOPS else 1
-        return np.array([s["version"], s["paused"], s["steps"], stop, s["pace"] or 0.0,
+        return np.array([s["version"], s["paused"], s["steps"], stop, s["pace"] or 0.0, s["resets"],
                          *(float(s["hyper"][h]) for h in self.hypers),
                          *(float(s["multipliers"].get(layer, 1.0)) for layer in self.layers)], np.float64)
 
     def decode(self, v) -> dict:
         n = len(self.FIXED)
         return {"version": int(v[0]), "paused": bool(v[1]), "steps": int(v[2]), "stop": self.STOPS[int(v[3])],
-                "pace": float(v[4]) or None, "hyper": dict(zip(self.hypers, v[n:n + len(self.hypers)].tolist())),
+                "pace": float(v[4]) or None, "resets": int(v[5]), "hyper": dict(zip(self.hypers, v[n:n + len(self.hypers)].tolist())),
                 "multipliers": dict(zip(self.layers, v[n + len(self.hypers):].tolist()))}
 
 
-def settings_of(controls: Controls, version: int, steps: int) -> dict:
+def settings_of(controls: Controls, version: int, steps: int, resets: int = 0) -> dict:
     """What the notebook's Controls ask for now, as Settings encodes it."""
     hyper = controls.optimizer.hyperparameters()
     multipliers = hyper.pop("lr_multipliers", {})
     return {"version": version, "paused": controls.paused, "steps": steps, "stop": controls.stop_reason,
-            "pace": controls.pace, "hyper": hyper, "multipliers": multipliers}
+            "pace": controls.pace, "resets": resets, "hyper": hyper, "multipliers": multipliers}
 
 
 # -- on each worker (an engine) -------------------------------------------------------------------------------------
@@ -126,6 +126,8 @@ class _Worker:
             controls.step_once()
         if new["stop"] and not old["stop"]:
             controls.stop(new["stop"])
+        if new["resets"] > old["resets"]:  # every worker starts over from rank 0's initial parameters, at step 0
+            controls.reset()
 
 
 def _like(current, value):
@@ -228,15 +230,18 @@ def engine_request(run_id: str, settings: dict):
     _WORKERS[run_id].request(settings)
 
 
-def engine_poll(run_id: str, lengths: dict | None):
-    """The worker's status, and (with `lengths`: column -> how many values the notebook has) its new history."""
+def engine_poll(run_id: str, lengths: dict | None, attempt: int = 0):
+    """The worker's status, and (with `lengths`: column -> how many values the notebook has of attempt `attempt`,
+    the number of Resets before it) its new history: all of it when a Reset started a new attempt meanwhile."""
     w = _WORKERS[run_id]
     run = w.run
     out = {"status": run.status if not run.done else run._status, "done": run.done, "steps": run.steps_done,
            "ended_because": run.ended_because, "error": _error_of(run.error)}
     if lengths is not None:
         with run._history_lock:
-            out["columns"] = {c: list(v[lengths.get(c, 0):]) for c, v in run.history.items()}
+            out["attempt"] = len(run.previous_attempts)
+            seen = lengths if out["attempt"] == attempt else {}
+            out["columns"] = {c: list(v[seen.get(c, 0):]) for c, v in run.history.items()}
     return out
 
 
@@ -248,7 +253,7 @@ def engine_result(run_id: str, forget: bool = True):
     to = run.step.backend.to_numpy
     return {"params": {n: to(a) for n, a in run.params.items()}, "buffers": {n: to(a) for n, a in run.buffers.items()},
             "state": {n: {s: to(v) for s, v in slots.items()} for n, slots in run.step.state.items()},
-            "history": run.history}
+            "history": run.history, "previous_attempts": run.previous_attempts}
 
 
 def engine_history(run_id: str):
@@ -373,6 +378,7 @@ class WorkersRun(Run):
         self.run_id = None
         self._version = 0
         self._granted = 0  # Step clicks while paused, counted: the workers take as many steps
+        self._resets = 0  # Resets asked for: every worker starts over at the same step boundary
 
     @property
     def global_batch(self) -> int:
@@ -388,8 +394,15 @@ class WorkersRun(Run):
         return super().step_once()
 
     def reset(self):
-        raise BackpropError(f"{self.name} trains on {self.workers} workers, where Reset is not available yet: run "
-                            "the cell again with --reset (or bp.fit with fresh parameters) to start over")
+        """Start over on every worker at the next step boundary: from the parameters the run started with (rank
+        0's), step 0, the data in the same order. A run on workers that has ended cannot start again: its workers
+        have let go of it."""
+        if self.ended:
+            raise BackpropError(f"{self.name} has ended, and its workers have let go of it: run the cell again "
+                                "(with --reset for fresh Params) to train once more")
+        self._resets += 1
+        self.controls.reset()
+        return self
 
     def worker_histories(self) -> list:
         """Each worker's own history (rank order), while the workers hold it (until the run has ended)."""
@@ -398,7 +411,7 @@ class WorkersRun(Run):
         return [self.client[e].apply_sync(engine_history, self.run_id) for e in self.engines]
 
     def settings(self) -> dict:
-        return settings_of(self.controls, self._version, self._granted)
+        return settings_of(self.controls, self._version, self._granted, self._resets)
 
     def _begin(self):
         self.controls.restart()
@@ -430,7 +443,7 @@ class _RelayDriver:
 
     def _relay(self, run):
         client, engines, rid = run.client, run.engines, run.run_id
-        changes = lambda: (run.controls.writes, run.controls.optimizer.version, run._granted)  # noqa: E731
+        changes = lambda: (run.controls.writes, run.controls.optimizer.version, run._granted, run._resets)  # noqa: E731
         seen = changes()
         last_answer = {e: time.monotonic() for e in engines}
         statuses: dict = {}
@@ -443,7 +456,8 @@ class _RelayDriver:
                     if engines[0] in client.ids:
                         client[engines[0]].apply_sync(engine_request, rid, run.settings())
                 lengths = {c: len(v) for c, v in run.history.items()}
-                pending = {e: client[e].apply_async(engine_poll, rid, lengths if e == engines[0] else None)
+                attempt = len(run.previous_attempts)
+                pending = {e: client[e].apply_async(engine_poll, rid, lengths if e == engines[0] else None, attempt)
                            for e in engines if e in client.ids}
                 for e, ar in pending.items():
                     try:
@@ -456,6 +470,11 @@ class _RelayDriver:
                         and time.monotonic() - last_answer[e] > SILENT]
                 first = statuses.get(engines[0])
                 if first is not None and "columns" in first:
+                    if first["attempt"] != attempt:  # a Reset started the workers over: so does the history here
+                        with run._history_lock:
+                            if run.history.get("step"):
+                                run.previous_attempts.append(run.history)
+                            run.history = {}
                     _merge(run, first["columns"])
                     run._publish()
                 if dead or all(statuses.get(e, {}).get("done") for e in engines):
@@ -499,6 +518,7 @@ class _RelayDriver:
             run.step.step_count = run.step.optimizer.now = len(got["history"].get("step", []))
             with run._history_lock:
                 run.history = got["history"]
+                run.previous_attempts = list(got["previous_attempts"])
         if dead:
             ranks = [engines.index(e) for e in dead]
             who = ", ".join(f"worker {r} (engine {engines[r]}, pid {run.info[r]['pid']} on {run.info[r]['host']})"
