@@ -379,6 +379,7 @@ class WorkersRun(Run):
         self._version = 0
         self._granted = 0  # Step clicks while paused, counted: the workers take as many steps
         self._resets = 0  # Resets asked for: every worker starts over at the same step boundary
+        self._final_histories: list = []  # each worker's history as the run ended
 
     @property
     def global_batch(self) -> int:
@@ -405,7 +406,8 @@ class WorkersRun(Run):
         return self
 
     def worker_histories(self) -> list:
-        """Each worker's own history (rank order), while the workers hold it (until the run has ended)."""
+        """Each worker's own history, in rank order: asked of the workers while the run trains, kept from its end
+        afterwards."""
         if self.done:
             return list(self._final_histories)
         return [self.client[e].apply_sync(engine_history, self.run_id) for e in self.engines]
@@ -602,7 +604,6 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     run.total_steps = total_steps
     run.epochs = None if total_steps is None else math.ceil(total_steps / math.ceil(n / batch_size))
     run._initial = ({k: v.copy() for k, v in params.items()}, {})
-    run._final_histories = []
     run._begin()
     return run
 
