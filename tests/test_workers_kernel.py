@@ -3,6 +3,7 @@ engines once and reuses it; the dashboard's controls, sent as a browser sends th
 same step; the status line names the workers and the global batch; a NaN on one shard names the cell line."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 from kernel_client import CELL, SETUP, Kernel
@@ -16,7 +17,12 @@ def kernel():
     k = Kernel("backprop")
     k.run(SETUP)
     yield k
-    k.close()  # the kernel's cluster goes with it
+    engines = json.loads(k.run("import json\nprint(json.dumps([i['pid'] for i in _bp.info]))").strip())
+    k.close()  # kills the kernel (no exit handler runs): its cluster's watchdog stops the engines
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in engines):
+        assert time.monotonic() < deadline, f"the killed kernel's engines {engines} are still running"
+        time.sleep(0.2)
 
 
 def worker_lrs(k):

@@ -339,7 +339,46 @@ def _local_cluster(n: int, ipp):
                            f"Check the MPI installation ({mpiexec}); to install one: {INSTALL}"
                            + (f"\nThe launcher said:\n{output}" if output else "")) from None
     _clusters[n] = (cluster, client)
+    _watch_over(cluster)
     return client
+
+
+# A kernel stops its cluster when it exits (ipyparallel's atexit), but a kernel that is killed (a forced restart, the
+# out-of-memory killer) runs no exit handler, and the controller and engines run in sessions of their own: a small
+# watchdog process stops them when the kernel is gone. It imports nothing but the standard library.
+_WATCHDOG = """
+import os, signal, sys, time
+owner, groups = int(sys.argv[1]), [int(g) for g in sys.argv[2:]]
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+while alive(groups[0]):
+    if not alive(owner):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for g in groups:
+                try:
+                    os.killpg(g, sig)
+                except OSError:
+                    pass
+            time.sleep(3)
+        break
+    time.sleep(1)
+"""
+
+
+def _watch_over(cluster):
+    """Start the watchdog of a cluster this kernel owns (Linux: it reads /proc; elsewhere it ends at once)."""
+    import subprocess
+
+    groups = [cluster.controller.pid] + [launcher.pid for launcher in cluster.engines.values()]
+    if not Path("/proc").is_dir() or not all(groups):
+        return
+    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), *map(str, groups)],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
 
 
 def _answers(client) -> bool:
