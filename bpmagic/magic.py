@@ -125,7 +125,10 @@ class Backprop(Magics):
     @argument("--restore-best", action="store_true", help="with --early-stop: end with the best epoch's parameters")
     @argument("--hyper", action="append", default=[], metavar="NAME=VALUE",
               help="any hyperparameter the optimizer declares (--hyper beta2=0.99; a plugin optimizer's own too)")
-    @argument("--batch-size", type=int, default=None, help="examples per step")
+    @argument("--batch-size", type=int, default=None, help="examples per step (with --workers: the global batch)")
+    @argument("--workers", default=None, metavar="N",
+              help="train data-parallel on N MPI workers (an ipyparallel cluster this kernel starts once and "
+                   "reuses), or on a running cluster: profile:NAME")
     @argument("--backend", default=None, help="auto | numpy | cupy")
     @argument("--seed", type=int, default=None, help="seed for initialisers and shuffling")
     @argument("--name", default="_bp", help="variable that receives the Run (default _bp)")
@@ -197,7 +200,7 @@ class Backprop(Magics):
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,
                       buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh,
                       metrics=args.metrics, early_stop=args.early_stop, monitor=args.monitor,
-                      restore_best=args.restore_best)
+                      restore_best=args.restore_best, workers=_workers(args.workers))
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
@@ -328,6 +331,16 @@ class Backprop(Magics):
         except KeyboardInterrupt:
             run.interrupt()
         progress.finish(text)
+
+
+def _workers(option):
+    """--workers N (a local cluster of N MPI engines) or profile:NAME (a running ipcluster), as fit takes it."""
+    if option is None or option.startswith("profile:"):
+        return option
+    if not option.isdigit() or int(option) < 1:
+        raise UsageError(f"--workers {option}: give a number of workers (--workers 2) or profile:NAME of a running "
+                         "ipyparallel cluster")
+    return int(option)
 
 
 def has_widget_frontend(shell) -> bool:

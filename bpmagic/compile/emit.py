@@ -17,7 +17,7 @@ from ..ir.printer import Namer, source_comment, source_label
 from .fusion import PREAMBLE
 from .plan import Buffer, ExecutionPlan
 
-_INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_checks$|_part_[ab]$|run$")
+_INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_workers$|_checks$|_part_[ab]$|run$")
 
 
 def emit(plan: ExecutionPlan, backend, namespace: dict, lowering, split=False) -> str:

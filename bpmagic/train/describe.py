@@ -114,6 +114,9 @@ def status_text(run) -> str:
         parts = ["training", f"step {step}/{total}" if total is not None else f"step {step} · until Stop"]
     else:
         parts = [run.outcome]
+    scale = getattr(run, "describe_workers", None)  # a run on workers: "2 workers · global batch 256"
+    if scale is not None:
+        parts.append(scale())
     epochs = f"/{run.epochs}" if total is not None else ""
     parts += [f"epoch {h['epoch'][-1] + 1}{epochs}", f"loss {format_loss(h['loss'][-1])}"]
     if h.get("lr") and h["lr"][-1] is not None:

@@ -31,6 +31,7 @@ class Job:
     total_steps: int | None  # None: until stopped
     seed: int  # the data's order in every epoch comes from it
     validation: list | None = None
+    shard: tuple | None = None  # (rank, workers): this worker trains on its part of every global batch
 
     @property
     def examples(self) -> int:
@@ -43,6 +44,21 @@ class Job:
     @property
     def epochs(self) -> int | None:
         return None if self.total_steps is None else math.ceil(self.total_steps / self.per_epoch)
+
+    def part(self, order, i: int) -> tuple:
+        """(this worker's part of global batch `i`, its share of that batch): the batch split in consecutive, nearly
+        equal parts in rank order, so that the workers together see exactly what one process would. A worker whose
+        part is empty (a last batch smaller than the workers) takes one example weighted 0."""
+        rank, workers = self.shard
+        lo = i * self.batch_size
+        m = min(lo + self.batch_size, self.examples) - lo
+        base, extra = divmod(m, workers)
+        start, count = lo + rank * base + min(rank, extra), base + (rank < extra)
+        weight = count / m
+        if count == 0:
+            start, count = lo, 1
+        rows = slice(start, start + count) if order is None else order[start:start + count]
+        return [d[rows] for d in self.data], weight
 
 
 def training_loop(run, job: Job):
@@ -85,7 +101,10 @@ def _attempt(run, job: Job):
                 if action == RESET:
                     return RESET
                 yield None if action == PAUSED else action
-            batch = job.data if order is None else [d[order[i * bs:(i + 1) * bs]] for d in job.data]
+            if job.shard is not None:  # a worker of a data-parallel run (train/workers.py)
+                batch, step.shard_weight = job.part(order, i)
+            else:
+                batch = job.data if order is None else [d[order[i * bs:(i + 1) * bs]] for d in job.data]
             loss = step(*batch)
             done += 1
             run._record(step, epoch, loss, time.perf_counter() - t0)

@@ -41,6 +41,13 @@ LAYER_STATS = (GRAD_NORM, SIGNAL_NORM, UPDATE_RATIO)
 # what the step graph computes per layer: sums of squares, cheap to reduce on the device; the norms and the ratio are
 # taken from them on the host, where a layer with all-zero weights gets a NaN ratio without a warning
 GRAD, UPDATE, PARAM, SIGNAL = "grad", "update", "param", "signal"
+# in a data-parallel run, each worker's own gradient (before the workers meet), keyed ((WORKER_GRAD, rank), layer):
+# its norm is the column "worker<rank>/grad_norm/<layer>", beside the averaged gradient's "grad_norm/<layer>"
+WORKER_GRAD = "worker_grad"
+
+
+def worker_column(rank: int, layer) -> str:
+    return f"worker{rank}/{GRAD_NORM.column(layer)}"
 
 
 def sum_of_squares(x):
@@ -107,4 +114,7 @@ def from_sum_rows(keys: list, rows) -> dict:
             out[SIGNAL_NORM.column(layer)] = np.sqrt(rows[:, signal]) if signal is not None else np.full(len(rows),
                                                                                                            math.nan)
             out[UPDATE_RATIO.column(layer)] = np.where(w > 0, np.sqrt(u) / np.sqrt(w), math.nan)
+        for key, i in at.items():
+            if isinstance(key[0], tuple) and key[0][0] == WORKER_GRAD:
+                out[worker_column(key[0][1], key[1])] = np.sqrt(rows[:, i])
     return out

@@ -8,7 +8,10 @@ the loss and gradients were checked finite, so a NaN step leaves them as they we
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from .. import autodiff
 from ..pytree import arg_names
 from ..backends import get_backend
 from ..compile.executor import Executable, GuardFailed
+from ..ops.collective import allreduce
 from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
 from ..errors import BackpropError, NonFiniteError, call_user
@@ -29,7 +33,7 @@ from ..tracing import new_trace
 from .layers import Layers, default_groups
 from .optim import Optimizer, SGD
 from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, collecting as collecting_metrics
-from .stats import from_sums, layer_outputs, layer_sums, sum_of_squares
+from .stats import WORKER_GRAD, from_sums, layer_outputs, layer_sums, sum_of_squares
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,10 @@ class Layout:
     """The step graph's inputs and outputs, in order and by name.
 
     inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, the step's random key (when the model
-             draws random numbers: dropout, noise), per-step scalars ((param, scalar))
-    outputs: the loss, one finiteness check per param, the new params, state and buffers, then the statistics
+             draws random numbers: dropout, noise), the worker's share of the batch (a step compiled for workers),
+             per-step scalars ((param, scalar))
+    outputs: the loss, one finiteness check per param, the loss over every worker's batch (workers), the new
+             params, state and buffers, then the statistics
              (per layer, sums of squares keyed (sum, layer): train.stats) and, for each watched value (a Var of the
              forward pass), the sum of squares of the gradient there
     """
@@ -53,6 +59,13 @@ class Layout:
     clip: tuple = ()  # ("grad_norm", "clipped") when the optimizer clips the gradients
     metrics: tuple = ()  # the model's metrics (train/metrics.py), by name
     watched: tuple = ()
+    shard: tuple = ()  # ("shard_weight",) in a step compiled for workers: this worker's share of the global batch
+    meeting: tuple = ()  # ("loss",) in a step compiled for workers: the loss summed over them, guarded too
+
+    @property
+    def n_guarded(self) -> int:
+        """How many outputs come before the new params: the loss, the checks, the workers' loss."""
+        return 1 + len(self.params) + len(self.meeting)
 
     @property
     def n_held(self) -> int:
@@ -61,16 +74,16 @@ class Layout:
 
     def donate(self) -> dict:
         """{output index: input index}: the new params, state and buffers are written into the old ones."""
-        first_new = 1 + len(self.params)
+        first_new = self.n_guarded
         return {first_new + i: i for i in range(self.n_held)}
 
     def guards(self) -> list:
         """The outputs that must be finite before anything donated is written: the loss and the checks."""
-        return list(range(1 + len(self.params)))
+        return list(range(self.n_guarded))
 
     def measured(self, outputs) -> list:
         """The outputs that are measurements: the statistics, the clipping's, the metrics, then the watched values."""
-        return list(outputs[1 + len(self.params) + self.n_held:])
+        return list(outputs[self.n_guarded + self.n_held:])
 
 
 @dataclass(eq=False)  # a plan is itself: kept in dicts by identity (Measurements)
@@ -106,6 +119,7 @@ class _StepTrace:
     buffers: dict = field(default_factory=dict)
     batch: list = field(default_factory=list)
     key: object = None
+    shard: object = None  # this worker's share of the global batch (workers)
     scalars: dict = field(default_factory=dict)
     start: int = 0  # the first equation of the user's loss function
     loss: object = None  # ... the forward pass
@@ -116,6 +130,8 @@ class _StepTrace:
     probes: dict = field(default_factory=dict)  # layer -> its output's Var (the statistics' signal)
     adjoints: object = None
     grads: dict = field(default_factory=dict)
+    global_loss: object = None  # ... where the workers meet: the loss over all of them
+    worker_sums: dict = field(default_factory=dict)  # ((WORKER_GRAD, rank), layer) -> each worker's own gradient
     clip_measured: list = field(default_factory=list)
     checks: list = field(default_factory=list)  # ... the update
     new_params: dict = field(default_factory=dict)
@@ -269,7 +285,7 @@ class CompiledStep:
     """
 
     def __init__(self, loss_fn, params, example_batch, optimizer=None, backend="auto", groups=None, stats=False,
-                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0, metrics=()):
+                 cuda_graph=True, matmul_precision="fp32", buffers=None, seed=0, metrics=(), workers=None):
         if not isinstance(params, dict) or not params:
             raise BackpropError("params must be a non-empty dict mapping names to arrays")
         if buffers is not None and not isinstance(buffers, dict):
@@ -304,6 +320,9 @@ class CompiledStep:
                                 f"got {type(self.optimizer).__name__}")
         self.groups = default_groups(params) if groups is None else Layers((n, str(groups.get(n, n))) for n in params)
         self.with_stats = stats
+        # data parallel (backends/collective.py): the step sums the gradients over the workers before its update
+        self.workers = workers
+        self.shard_weight = 1.0 if workers is None else 1.0 / workers.size  # this worker's share of the next batch
         self.seed = int(seed)  # with the step number, the key of each step's random draws
         unknown = [m for m in metrics if m not in BUILT_IN_METRICS]
         if unknown:
@@ -390,7 +409,8 @@ class CompiledStep:
         once; make it an executable."""
         t0 = time.perf_counter()
         self._ensure_state(structure)
-        with new_trace(self.backend) as tr:
+        alone = self.workers.alone() if self.workers is not None else contextlib.nullcontext()
+        with alone, new_trace(self.backend) as tr:  # a worker compiles alone (concrete values: its own gradients)
             st = self._trace_inputs(tr, batch, hyper, structure)
             self._trace_loss(st, watch)
             self._trace_gradients(st)
@@ -415,6 +435,8 @@ class CompiledStep:
         # dropout and noise draw from a key that is new at every step (ops/nn.py): an input of the step
         tr.step_key = st.key = tr.new_input(np.asarray(0, np.int64), name="step_key")
         tr.float_dtype = np.result_type(*dtype.values())
+        if self.workers is not None:
+            st.shard = tr.new_input(np.asarray(self.shard_weight, tr.float_dtype), name="shard_weight")
         st.scalars = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
                       for n in names}
         st.start = len(tr.eqns)
@@ -459,10 +481,46 @@ class CompiledStep:
                                         keep=set(st.probes.values()) | set(st.forward_values))
         st.grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
                     for n, g in zip(st.names, st.adjoints.grads)}
+        if self.workers is not None:
+            self._trace_meeting(st)
         opt = self.optimizer
         if any(opt.clipping):  # the end of the backward pass: what the optimizer will read
             with tr.recording(phase="backward", source=Source("<clipping>", 0, f"gradient clipping of {opt!r}")):
                 st.grads, st.clip_measured = opt.clip(st.grads, st.scalars[st.names[0]])
+
+    def _trace_meeting(self, st):
+        """Where the workers meet: each worker's gradients and loss, weighted by its share of the global batch (and,
+        with statistics, the size of its own gradient per layer, in its row of a workers × layers block), packed into
+        one buffer and summed over the workers. From here on every worker holds the same gradients, as one process
+        would on the global batch; the guard after it sees the same sums everywhere, so every worker applies or
+        skips the same steps."""
+        w, tr, names = self.workers, st.tr, st.names
+        label = f"the {w.size} workers meet: gradients and loss x each one's share of the batch, summed (allreduce)"
+        with tr.recording(phase="backward", source=Source("<workers>", 0, label)):
+            dtype = np.result_type(*(st.grads[n].dtype for n in names), st.loss.dtype)
+            cast = lambda x, to: x if x.dtype == to else ops.astype(x, to)  # noqa: E731
+            parts = [ops.ravel(cast(st.grads[n] * st.shard, dtype)) for n in names]
+            parts.append(ops.reshape(cast(st.loss * st.shard, dtype), (1,)))
+            layers = list(st.layers) if self.with_stats else []
+            if layers:
+                mine = ops.stack([functools.reduce(operator.add, [sum_of_squares(cast(st.grads[n], dtype))
+                                                                  for n in st.layers[layer]]) for layer in layers])
+                row = np.zeros(w.size, dtype)
+                row[w.rank] = 1
+                parts.append(ops.ravel(ops.outer(tr.const(row), mine)))
+            total = allreduce(ops.concatenate(parts), workers=w)
+            grads, at = {}, 0
+            for n in names:
+                g = st.grads[n]
+                size = int(np.prod(g.shape, dtype=np.int64))
+                grads[n] = cast(ops.reshape(total[at:at + size], tuple(g.shape)), g.dtype)
+                at += size
+            st.global_loss = cast(ops.reshape(total[at:at + 1], ()), st.loss.dtype)
+            if layers:
+                block = ops.reshape(total[at + 1:], (w.size, len(layers)))
+                st.worker_sums = {((WORKER_GRAD, r), layer): block[r, i] for r in range(w.size)
+                                  for i, layer in enumerate(layers)}
+            st.grads = grads
 
     def _trace_update(self, st, structure, watch):
         """The optimizer's update of each param, the finiteness checks the step's guard reads, and the
@@ -477,6 +535,7 @@ class CompiledStep:
                                                                structure)
             signals = {layer: kept[v] for layer, v in st.probes.items() if v in kept}
             st.stats = layer_sums(st.layers, sq, st.params, st.new_params, signals) if self.with_stats else {}
+            st.stats.update(st.worker_sums)
             # watched values: the gradient's sum of squares at each (the params' is their gradient's)
             st.watched = {st.params[n]._bp_var: sq[n] for n in names} if watch else {}
             st.watched.update({v: sum_of_squares(kept[v]) for v in st.forward_values if v in kept})
@@ -490,11 +549,13 @@ class CompiledStep:
                         scalars=tuple((n, k) for n in names for k in st.scalars[n]),
                         key=("step_key",) if random else (), stats=tuple(st.stats),
                         clip=("grad_norm", "clipped") if st.clip_measured else (), metrics=tuple(st.metrics),
-                        watched=tuple(st.watched))
+                        watched=tuple(st.watched), shard=("shard_weight",) if st.shard is not None else (),
+                        meeting=("loss",) if st.global_loss is not None else ())
         inputs = ([st.params[n] for n in layout.params] + [st.state[n][s] for n, s in layout.state]
                   + [st.buffers[n] for n in layout.buffers] + st.batch + ([st.key] if random else [])
-                  + [st.scalars[n][k] for n, k in layout.scalars])
-        outputs = ([st.loss] + st.checks + [st.new_params[n] for n in layout.params]
+                  + ([st.shard] if layout.shard else []) + [st.scalars[n][k] for n, k in layout.scalars])
+        outputs = ([st.loss] + st.checks + ([st.global_loss] if layout.meeting else [])
+                   + [st.new_params[n] for n in layout.params]
                    + [st.new_state[n][s] for n, s in layout.state] + [st.new_buffers[n] for n in layout.buffers]
                    + list(st.stats.values()) + st.clip_measured
                    + [ops.astype(m, st.loss.dtype) for m in st.metrics.values()] + list(st.watched.values()))
@@ -512,14 +573,14 @@ class CompiledStep:
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
             plan = ready.plan
-            inputs = ready.held + batch + self._key(plan, self.step_count + 1) + ready.scalars
+            inputs = ready.held + batch + self._key(plan, self.step_count + 1) + self._shard(plan) + ready.scalars
             try:
                 outs = plan.executable.run(*inputs)
             except GuardFailed:
                 raise self._diagnose(plan, inputs) from None
             self.step_count += 1
-            loss = float(outs[0])
             layout, measured = plan.layout, None
+            loss = float(outs[layout.n_guarded - 1] if layout.meeting else outs[0])  # workers: the global batch's
             if layout.stats or layout.watched:  # kept on the device: the trainer fetches them ~10 times a second
                 self.measurements.write(plan, self.step_count, layout.measured(outs))
                 measured = (self.measurements, *self.measurements.last)
@@ -559,7 +620,7 @@ class CompiledStep:
             batch = self._prepare(batch)
             ready = self._prepare_call(batch, None)
             # copies: a training thread updates the params in place while the caller reads these
-            key = self._key(ready.plan, self.step_count + 1)
+            key = self._key(ready.plan, self.step_count + 1) + self._shard(ready.plan)
             return ready.plan, [a.copy() for a in ready.held] + batch + key + ready.scalars
 
     def _key(self, plan, step: int) -> list:
@@ -568,6 +629,14 @@ class CompiledStep:
         if not plan.layout.key:
             return []
         return [self.backend.asarray(np.asarray(step_key(self.seed, step), np.int64))]
+
+    def _shard(self, plan) -> list:
+        """[this worker's share of the batch, in the dtype traced] for a step compiled for workers, else []."""
+        layout = plan.layout
+        if not layout.shard:
+            return []
+        var = plan.graph.inputs[layout.n_held + len(layout.batch) + len(layout.key)]
+        return [self.backend.asarray(np.asarray(self.shard_weight, var.dtype))]
 
     @property
     def plan(self) -> Plan:
@@ -610,9 +679,16 @@ class CompiledStep:
             if not found and np.dtype(value.dtype).kind == "f" and not bool(xp.isfinite(value).all()):
                 found.append((eqn, value))
 
-        with np.errstate(all="ignore"):
+        alone = self.workers.alone() if self.workers is not None else contextlib.nullcontext()
+        with np.errstate(all="ignore"), alone:  # each worker looks at its own shard: the others are doing the same
             evaluate(plan.graph, inputs, xp, on_value=check)
         step = self.step_count + 1
+        if not found and self.workers is not None:
+            err = NonFiniteError(f"step {step}: another worker's shard of the batch made the loss or a gradient not "
+                                 "finite; every worker skipped the step, and the parameters keep their values from "
+                                 "before it.")
+            err.source, err.step = None, step
+            return err
         if not found:
             return NonFiniteError(f"step {step}: the loss or a gradient was not finite; the step was not applied "
                                   "and the parameters keep their values from before it.")

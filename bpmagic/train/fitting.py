@@ -1,0 +1,130 @@
+"""fit: train a loss function on data, steerable while it runs — in this process (a Run, train/trainer.py) or on
+workers (a WorkersRun, train/workers.py)."""
+from __future__ import annotations
+
+import math
+import weakref
+
+import numpy as np
+
+from ..errors import BackpropError
+from .controls import Controls
+from .drivers import make_driver
+from .loop import Job
+from .metrics import EarlyStopping
+from .step import CompiledStep
+from .trainer import Run
+
+__all__ = ["fit", "last_run"]
+
+_last_run = None
+
+
+def last_run() -> Run | None:
+    """The Run that bp.fit (or a %%backprop cell) started most recently, while something still holds it."""
+    return _last_run() if _last_run is not None else None
+
+
+def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
+        seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
+        buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
+        monitor=None, restore_best=False, schedule=None, workers=None) -> Run:
+    """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
+
+    epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
+    whole data set. optimizer: default SGD(lr=0.01). validation: arrays like `data`, evaluated after each epoch.
+    pace: at most this many steps per second (default None: full speed), slow enough to watch and steer by hand;
+    run.pace changes it at any time. background=False blocks until training ends (Ctrl-C stops it cleanly at a step
+    boundary); background=True returns the live Run at once. Parameters are updated in place; they are always those
+    of the last completed step; run.reset() starts over from `initial_params` (default: the params as they are
+    now). buffers: arrays the model keeps between steps without training them (see compile_step); then
+    `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and `run.buffers` holds them.
+    driver: where the steps run: "thread" (a worker thread, the default), "inline" (in the thread that waits for
+    the run: a Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every
+    few tens of milliseconds); see bpmagic/train/drivers.py.
+    metrics: built-in metrics to compute in the step (("accuracy",)), beside those the model reports itself
+    (bp.train.metrics.report): history columns, and val_<name> with validation. early_stop=N ends the run when
+    `monitor` (default val_loss with validation, else loss; a loss is better lower, a metric higher) has not
+    improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
+    schedule: a learning-rate schedule (a name — "cosine", "onecycle", "step", "exponential", "plateau" — or a
+    bp.train.schedules.Schedule): the learning rate in use at step n is the one set × its factor at n.
+    workers: train data-parallel on workers (train/workers.py): a number (a cluster of that many MPI engines that
+    this kernel starts once and reuses), an ipyparallel Cluster or Client, or "profile:NAME"; batch_size is then
+    the global batch, split between the workers, and the Run has the same interface.
+    """
+    data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    if not data:
+        raise BackpropError("fit needs at least one data array")
+    lengths = {int(np.shape(d)[0]) if np.ndim(d) else -1 for d in data}
+    if len(lengths) != 1 or -1 in lengths:
+        shapes = ", ".join(str(tuple(np.shape(d))) for d in data)
+        raise BackpropError(f"the data arrays must have the same length along axis 0, got shapes {shapes}")
+    if epochs is None and steps is None:
+        epochs = 1
+    n = lengths.pop()
+    bs = n if batch_size is None else max(1, min(int(batch_size), n))
+    per_epoch = math.ceil(n / bs)
+    if steps is not None and steps != math.inf and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise BackpropError(f"steps must be a whole number of at least 1, or math.inf to train until stopped; "
+                            f"got {steps!r}")
+    total = None if steps == math.inf else int(steps) if steps is not None else int(epochs) * per_epoch
+    controls = Controls(optimizer if optimizer is not None else _default_optimizer(), pace)  # checks the pace
+    if schedule is not None:
+        controls.optimizer.scheduled(schedule)
+    if controls.optimizer.schedule is not None:
+        controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
+    if workers is not None:
+        return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
+                               validation, name, buffers, metrics, early_stop, background, initial_params)
+    driver = make_driver(driver)
+    step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
+                        stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
+    if optimizer_state:
+        for pname, slots in optimizer_state.items():
+            step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
+    job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
+              None if validation is None else [step.backend.asarray(v) for v in validation])
+    run = Run(name, step, controls, driver)
+    if early_stop is not None:
+        monitor = monitor or ("val_loss" if validation is not None else "loss")
+        if monitor.startswith("val_") and validation is None:
+            raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
+                                "without one it can monitor the training loss (monitor='loss')")
+        run.early_stopping = EarlyStopping(early_stop, monitor, restore_best)
+    global _last_run
+    _last_run = weakref.ref(run)
+    run._start(job, initial_params)
+    if not background:
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            run.interrupt()
+            raise
+    return run
+
+
+def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,
+                    buffers, metrics, early_stop, background, initial_params):
+    from .workers import fit_on_workers
+
+    if early_stop is not None:
+        raise BackpropError("early stopping is not available on workers yet; train without early_stop")
+    run = fit_on_workers(workers, loss_fn, params, data, batch_size=bs, total_steps=total,
+                         optimizer=controls.optimizer, backend=backend, seed=seed, groups=groups,
+                         validation=validation, name=name, buffers=buffers, pace=controls.pace, metrics=metrics,
+                         initial_params=initial_params)
+    global _last_run
+    _last_run = weakref.ref(run)
+    if not background:
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            run.interrupt()
+            raise
+    return run
+
+
+def _default_optimizer():
+    from .optim import SGD
+
+    return SGD(lr=0.01)
