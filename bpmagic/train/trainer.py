@@ -16,6 +16,7 @@ import weakref
 
 import numpy as np
 
+from .. import threads
 from ..errors import BackpropError
 from . import checkpoint
 from .controls import Controls
@@ -156,7 +157,8 @@ class Run:
         """Block until training ends, or `timeout` seconds pass, or (with `until_step`) that many steps are done
         — handy in a notebook that changes a running run at a chosen moment. Returns the run. Where nothing else
         takes the steps (driver "inline", or "asyncio" waited for from its event loop's thread), the waiting
-        thread takes them."""
+        thread takes them; where nothing else could resume a paused run either (no threads: Pyodide), wait()
+        returns while it is paused instead of blocking for ever (`waits_for_resume` is then True)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         reached = lambda: self.done or until_step is not None and self.steps_done >= until_step  # noqa: E731
         if self._driver.steps_in(threading.get_ident()):
@@ -171,6 +173,13 @@ class Run:
             for listener in list(self._wait_listeners):
                 listener(self)
         return self
+
+    @property
+    def waits_for_resume(self) -> bool:
+        """True when waiting for this run in this thread would block for ever: it is paused, this thread would take
+        its steps, and no other thread exists to resume it (Pyodide). Resume it from the dashboard or in code."""
+        return (self.status == "paused" and self._driver.steps_in(threading.get_ident())
+                and not threads.available())
 
     def stop(self):
         """End training at the next step boundary."""
@@ -420,7 +429,7 @@ def last_run() -> Run | None:
 
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
-        buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
+        buffers=None, pace=None, initial_params=None, driver="auto", metrics=(), early_stop=None,
         monitor=None, restore_best=False, schedule=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
@@ -432,9 +441,10 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     of the last completed step; run.reset() starts over from `initial_params` (default: the params as they are
     now). buffers: arrays the model keeps between steps without training them (see compile_step); then
     `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and `run.buffers` holds them.
-    driver: where the steps run: "thread" (a worker thread, the default), "inline" (in the thread that waits for
-    the run: a Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every
-    few tens of milliseconds); see bpmagic/train/drivers.py.
+    driver: where the steps run: "thread" (a worker thread), "inline" (in the thread that waits for the run: a
+    Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every few tens of
+    milliseconds); "auto" (the default): a thread where one can be started, else the event loop's task (Pyodide);
+    see bpmagic/train/drivers.py.
     metrics: built-in metrics to compute in the step (("accuracy",)), beside those the model reports itself
     (bp.train.metrics.report): history columns, and val_<name> with validation. early_stop=N ends the run when
     `monitor` (default val_loss with validation, else loss; a loss is better lower, a metric higher) has not
