@@ -52,9 +52,12 @@ KERNEL_OWN = {"ipykernel", "widgetsnbextension", "piplite", "pyodide-kernel"}
 NEEDS_SKLEARN = "bpmagic.data import digits"
 SETUP_CELL = """\
 # JupyterLite: bpmagic from this site's package index, then the magic (the backprop kernel does this on a server)
-%pip install -q {packages}
+{limits}%pip install -q {packages}
 %load_ext bpmagic"""
 KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
+# what a lab cannot do in the browser, said in its first cell there
+LIMITS = {"02_gradient_checking": "# Here the `--check jax` cell stops Run All: JAX does not run in the browser. Change it "
+                                  "to `--check fd`\n# (central differences), which needs nothing.\n"}
 
 
 def say(*args):
@@ -125,7 +128,10 @@ def pyodide_runtime() -> tuple[Path, dict]:
     runtime = cache / f"pyodide-{PYODIDE}"
     if not (runtime / "pyodide-lock.json").exists():
         with tarfile.open(tgz) as t:
-            t.extractall(cache / "unpack", filter="data")
+            try:
+                t.extractall(cache / "unpack", filter="data")
+            except TypeError:  # a Python before tarfile's filters (3.10.11 and older): npm's tarball, hash checked
+                t.extractall(cache / "unpack")
         shutil.rmtree(runtime, ignore_errors=True)
         (cache / "unpack" / "package").rename(runtime)
     lock = json.loads((runtime / "pyodide-lock.json").read_text())
@@ -212,7 +218,7 @@ def site_notebooks(dest: Path):
         nb = nbformat.read(path, as_version=4)
         text = "\n".join(c.source for c in nb.cells)
         packages = "bpmagic scikit-learn" if NEEDS_SKLEARN in text else "bpmagic"
-        cell = nbformat.v4.new_code_cell(SETUP_CELL.format(packages=packages))
+        cell = nbformat.v4.new_code_cell(SETUP_CELL.format(packages=packages, limits=LIMITS.get(path.stem, "")))
         cell.metadata["tags"] = ["jupyterlite-setup"]
         nb.cells.insert(0, cell)
         nb.metadata["kernelspec"] = dict(KERNELSPEC)

@@ -280,7 +280,10 @@ def test_more_labs_offline_in_jupyterlite(browser_page, served, name):
     elapsed, result, _ = run_all_and_check(page, name)
     assert dashboards(page).count() >= 1
     ARTS.mkdir(parents=True, exist_ok=True)
-    dashboards(page).last.scroll_into_view_if_needed()
+    # (not Playwright's scroll, which waits for the element to be visible: far out of view, JupyterLab skips
+    # rendering a cell)
+    dashboards(page).last.evaluate("e => e.scrollIntoView({block: 'center'})")
+    time.sleep(1)
     page.screenshot(path=str(ARTS / f"{name}.png"))
     assert page.outside == [], page.outside
     figures(**{f"{name}_s": round(elapsed, 1)})
