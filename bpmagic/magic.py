@@ -1,8 +1,9 @@
 """The %%backprop cell magic: a thin client of bp.fit.
 
 It parses the annotated cell (cell.py), binds Params, Inputs and Targets from the notebook's namespace
-(binding.py), starts training in a worker thread, and — unless --background — waits for it while showing progress, so Run All,
-nbclient and papermill see the trained result. Every error a user can cause is one short message naming the
+(binding.py), starts training (in a worker thread, or where there are no threads — JupyterLite — in the cell while it
+waits and as an event-loop task after it) and — unless --background — waits for it while showing progress, so Run
+All, nbclient and papermill see the trained result. Every error a user can cause is one short message naming the
 cell line (IPython's UsageError), never a traceback through bpmagic.
 """
 from __future__ import annotations
@@ -325,6 +326,10 @@ class Backprop(Magics):
         try:
             with live_comms.waiting(controls_shown=not text) as waiting:  # the dashboard's controls stay live
                 while not run.wait(waiting.interval).done:
+                    if run.waits_for_resume:  # no thread could resume it while this cell waits (Pyodide)
+                        print(f"bpmagic: {run.name} is paused; this cell ends here, and Resume (or "
+                              f"{run.name}.resume()) trains it on in the background")
+                        return
                     waiting.poll()
                     if text:
                         progress.update()

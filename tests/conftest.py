@@ -35,13 +35,14 @@ def ns(ip):
 # Tests that share one expensive thing run on one worker, one after another: the browser tests share one Jupyter
 # server and one Chromium (tests/browser/conftest.py); the tests that build cached environments (support/venvs.py)
 # must not build the same one twice at once; the hub tests run one JupyterHub with its proxy; the workers' tests
-# start MPI clusters (their waiting engines spin a core each: one cluster at a time); test_plugins installs
+# start MPI clusters (their waiting engines spin a core each: one cluster at a time); the JupyterLite tests share
+# one site and one Chromium; test_plugins installs
 # and removes the test plugin, as a browser test does, so it runs beside them, never at once. Every other test is a
 # unit of its own. (xdist's own --dist loadgroup does this with marks, but it renames test ids in a way pytest 9
 # no longer reads, so the groups are given to its scope scheduler instead.)
 _GROUPS = {"browser/": "browser", "package/test_plugins": "browser", "cuda/": "envs",
            "frontends/test_ipykernel_versions": "envs", "classroom/test_hub": "hub",
-           "train/test_workers_": "workers"}  # paths under tests/
+           "train/test_workers_": "workers", "classroom/test_lite": "lite"}  # paths under tests/
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -9,6 +9,7 @@ import threading
 
 import ipywidgets as widgets
 
+from .. import threads
 from ..plugins import load_group
 from ..record import Record, Recorded
 
@@ -80,12 +81,12 @@ class Dashboard:
         for view in self._record_views:
             view.record_token = self.record.token
         self._final_recorded = False
+        self._seen_version = None  # the optimizer's version last shown while paused
         self.update(run)
         run.subscribe(self.update)
         run.on_wait(lambda run: self.record.update_from_waiting_cell(self._record_bundle()))
-        if _in_kernel():
-            threading.Thread(target=self._follow_while_paused, name=f"bpmagic-dashboard-{run.name}",
-                             daemon=True).start()
+        if _in_kernel():  # a thread, or an event-loop task where there are no threads (Pyodide)
+            threads.every(0.2, self._follow_while_paused, run._done, name=f"bpmagic-dashboard-{run.name}")
 
     def update(self, run):
         with self._lock:  # the worker's periodic update, a button's and the final one may meet
@@ -98,18 +99,16 @@ class Dashboard:
                 self._final_recorded = True
                 self.record.update(self._record_bundle(), self._record_views[0] if self._record_views else None)
 
-    def _follow_while_paused(self, interval=0.2):
-        """While paused the trainer publishes nothing, yet code may change a hyperparameter (run.optimizer.lr =
-        ...): show it all the same."""
-        optimizer, seen = self.run.optimizer, None
-        while not self.run._done.wait(interval):
-            if self.run.status != "paused":
-                seen = None
-                continue
-            version = optimizer.version
-            if version != seen:
-                seen = version
-                self.update(self.run)
+    def _follow_while_paused(self):
+        """Called every 0.2 s until the run ends: while paused the trainer publishes nothing, yet code may change a
+        hyperparameter (run.optimizer.lr = ...): show it all the same."""
+        if self.run.status != "paused":
+            self._seen_version = None
+            return
+        version = self.run.optimizer.version
+        if version != self._seen_version:
+            self._seen_version = version
+            self.update(self.run)
 
     def static_svg(self) -> str:
         """The dashboard's present state as one SVG image."""

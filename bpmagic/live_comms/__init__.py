@@ -47,6 +47,8 @@ def choose(kernel=None) -> tuple[str, str | None]:
     kernel = kernel or _current_kernel()
     if kernel is None:
         return "none", "not in a Jupyter kernel"
+    if sys.platform == "emscripten":
+        return "none", "in JupyterLite, widget messages reach Python only between cells"
     forced = os.environ.get(_ENV, "").strip().lower()
     if forced == "off":
         return "none", f"{_ENV}=off"
@@ -129,6 +131,8 @@ def waiting(controls_shown: bool = True):
 
 
 def _kernel_name() -> str:
+    if sys.platform == "emscripten":
+        return "Pyodide"
     try:
         import ipykernel
 

@@ -7,6 +7,13 @@
 - "asyncio": a task on the running event loop that takes steps for a few tens of milliseconds, then gives the loop
   a turn, so messages handled by that loop (widget messages in JupyterLite) act mid-run. Waiting for the run from
   the loop's own thread takes the steps there, as inline.
+- "auto" (fit's default): "thread" where a thread can be started; where not (Pyodide), "asyncio" on the event loop
+  (Pyodide's is always there): a blocking cell, waiting in the loop's thread, takes the steps itself as inline does,
+  and a run that goes on after the cell (--background, a Resume or Reset from the dashboard) is the loop's task;
+  "inline" where there is no event loop either.
+
+Where no other thread exists, nobody can change a control while the waiting thread takes the steps: a paused run
+then makes wait() return (it would wait for ever), and a pace is waited out with time.sleep.
 
 Every driver waits out a pause or a pace through the run's Controls, so Pause, Step, Stop, Reset and a new pace act
 at once under each; NumPy's floating-point warnings are silenced while steps run (the step's guard reports a NaN
@@ -24,6 +31,7 @@ import time
 
 import numpy as np
 
+from .. import threads
 from ..errors import BackpropError
 
 #: an asyncio driver gives the event loop a turn at least this often
@@ -52,7 +60,9 @@ def advance(loop, seconds=math.inf):
 
 def drive_here(run, loop, finished, deadline=None):
     """Take the loop's steps in this thread until `finished()`, the loop's end, or `deadline` (time.monotonic()).
-    In the main thread, Ctrl-C / the kernel's Interrupt ends the run at a step boundary instead of in mid-step."""
+    In the main thread, Ctrl-C / the kernel's Interrupt ends the run at a step boundary instead of in mid-step.
+    Without threads, a pause returns at once: nothing could resume the run while this thread waits."""
+    alone = not threads.available()
     with _interrupt_stops(run.controls):
         while not finished():
             left = math.inf if deadline is None else deadline - time.monotonic()
@@ -61,7 +71,11 @@ def drive_here(run, loop, finished, deadline=None):
             wanted = advance(loop, min(left, SLICE))
             if wanted is _END:
                 return
-            if wanted != 0:
+            if wanted is None and alone:
+                return
+            if wanted != 0 and alone:
+                time.sleep(min(left, wanted))
+            elif wanted != 0:
                 run.controls.wait_for_change(min(left, wanted if wanted is not None else math.inf, 0.1))
 
 
@@ -131,17 +145,17 @@ class InlineDriver:
 class AsyncioDriver:
     name = "asyncio"
 
-    def __init__(self):
+    def __init__(self, event_loop=None):
         self.loop = None
         self.task = None
         self._thread_id = None
+        self._event_loop = event_loop  # None: the one running when the run starts
 
     def start(self, run, loop):
-        try:
-            event_loop = asyncio.get_running_loop()
-        except RuntimeError:
+        event_loop = self._event_loop or threads.event_loop()
+        if event_loop is None:
             raise BackpropError("driver='asyncio' needs a running event loop: start the run from a coroutine (or a "
-                                "notebook cell, whose kernel runs one), or use driver='thread'") from None
+                                "notebook cell, whose kernel runs one), or use driver='thread'")
         self.loop, self._thread_id = loop, threading.get_ident()
         self.task = event_loop.create_task(self._drive(run.controls))
 
@@ -165,6 +179,16 @@ DRIVERS = {d.name: d for d in (ThreadDriver, InlineDriver, AsyncioDriver)}
 
 
 def make_driver(name: str):
+    if name == "auto":
+        return auto_driver()
     if name not in DRIVERS:
-        raise BackpropError(f"driver={name!r}: choose one of {', '.join(DRIVERS)}")
+        raise BackpropError(f"driver={name!r}: choose one of {', '.join(DRIVERS)}, auto")
     return DRIVERS[name]()
+
+
+def auto_driver():
+    """A worker thread where one can be started; else a task on the event loop; else inline."""
+    if threads.available():
+        return ThreadDriver()
+    event_loop = threads.event_loop()
+    return AsyncioDriver(event_loop) if event_loop is not None else InlineDriver()

@@ -27,7 +27,7 @@ def last_run() -> Run | None:
 
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
-        buffers=None, pace=None, initial_params=None, driver="thread", metrics=(), early_stop=None,
+        buffers=None, pace=None, initial_params=None, driver="auto", metrics=(), early_stop=None,
         monitor=None, restore_best=False, schedule=None, workers=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
@@ -39,9 +39,10 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     of the last completed step; run.reset() starts over from `initial_params` (default: the params as they are
     now). buffers: arrays the model keeps between steps without training them (see compile_step); then
     `loss_fn(params, buffers, *batch)` returns `(loss, new_buffers)`, and `run.buffers` holds them.
-    driver: where the steps run: "thread" (a worker thread, the default), "inline" (in the thread that waits for
-    the run: a Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every
-    few tens of milliseconds); see bpmagic/train/drivers.py.
+    driver: where the steps run: "thread" (a worker thread), "inline" (in the thread that waits for the run: a
+    Python without threads) or "asyncio" (a task on the running event loop that gives it a turn every few tens of
+    milliseconds); "auto" (the default): a thread where one can be started, else the event loop's task (Pyodide);
+    see bpmagic/train/drivers.py.
     metrics: built-in metrics to compute in the step (("accuracy",)), beside those the model reports itself
     (bp.train.metrics.report): history columns, and val_<name> with validation. early_stop=N ends the run when
     `monitor` (default val_loss with validation, else loss; a loss is better lower, a metric higher) has not

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from .. import threads
 from ..errors import BackpropError
 from . import checkpoint
 from .controls import Controls
@@ -155,7 +156,8 @@ class Run:
         """Block until training ends, or `timeout` seconds pass, or (with `until_step`) that many steps are done
         — handy in a notebook that changes a running run at a chosen moment. Returns the run. Where nothing else
         takes the steps (driver "inline", or "asyncio" waited for from its event loop's thread), the waiting
-        thread takes them."""
+        thread takes them; where nothing else could resume a paused run either (no threads: Pyodide), wait()
+        returns while it is paused instead of blocking for ever (`waits_for_resume` is then True)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         reached = lambda: self.done or until_step is not None and self.steps_done >= until_step  # noqa: E731
         if self._driver.steps_in(threading.get_ident()):
@@ -170,6 +172,13 @@ class Run:
             for listener in list(self._wait_listeners):
                 listener(self)
         return self
+
+    @property
+    def waits_for_resume(self) -> bool:
+        """True when waiting for this run in this thread would block for ever: it is paused, this thread would take
+        its steps, and no other thread exists to resume it (Pyodide). Resume it from the dashboard or in code."""
+        return (self.status == "paused" and self._driver.steps_in(threading.get_ident())
+                and not threads.available())
 
     def stop(self):
         """End training at the next step boundary."""

@@ -116,7 +116,8 @@ FLOOR_OF = {
     # modules the table does not name
     "bpmagic.errors": "foundation",  # every floor raises them; they find the user's line through usercode alone
     "bpmagic.plugins": "foundation",  # entry points, knowing nothing of bpmagic: backends and ops load through it
-    "bpmagic.pytree": "foundation",  # nested containers of arrays as leaves: plain Python, for any floor
+    "bpmagic.pytree": "foundation",
+    "bpmagic.threads": "foundation",  # whether threads can be started (not in Pyodide), and the event loop instead  # nested containers of arrays as leaves: plain Python, for any floor
     "bpmagic.onnx_export": "compile",  # a graph walked into another form, as the compile passes do; traces first
     "bpmagic.check": "public API",  # bp.check_gradients, built on the public API's grad
     "bpmagic.initializers": "front ends",  # the cell's randn, zeros, ...: the %%backprop namespace (magic.py)

@@ -21,6 +21,7 @@ import time
 
 import ipywidgets as widgets
 
+from ... import threads
 from ...train.controls import Stale
 from ..dashboard import Panel
 from ..views import NumberControlView
@@ -46,7 +47,7 @@ class ExactControl(NumberControlView):
         self._unlimited = bool(traits.get("unlimited"))  # then 0 means no limit, beyond the slider's top
         self._lock = threading.RLock()  # a browser message (kernel thread) and follow() (trainer thread) meet here
         self.rejected = self.stale = self.ignored = 0
-        self._last_snap, self._snap_timer = 0.0, None
+        self._last_snap, self._snap_pending = 0.0, False
         super().__init__(value=read(), note=explain() if explain else "", **traits)
         self._include(self.value)  # a value set in code outside the usual range is shown, and may be set again
 
@@ -92,15 +93,14 @@ class ExactControl(NumberControlView):
         if now - self._last_snap >= self.SNAP_INTERVAL:
             self._last_snap = now
             self.send_state(["value", "version"])
-        elif self._snap_timer is None:
+        elif not self._snap_pending:
             def later():
-                self._snap_timer = None
+                self._snap_pending = False
                 self._last_snap = time.monotonic()
                 self.send_state(["value", "version"])
 
-            self._snap_timer = threading.Timer(self.SNAP_INTERVAL, later)
-            self._snap_timer.daemon = True
-            self._snap_timer.start()
+            self._snap_pending = True
+            threads.later(self.SNAP_INTERVAL, later)  # a timer thread, or the event loop (Pyodide)
 
     # -- from the kernel ----------------------------------------------------------------------------------------------
     def follow(self):

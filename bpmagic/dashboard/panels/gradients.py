@@ -23,8 +23,8 @@ def strip(history, layers, stat, cols=STRIP_COLUMNS):
     if n == 0:
         return np.zeros((len(layers), 0), np.float32)
     cols = min(cols, n)
-    take = np.unique(np.linspace(0, n - 1, min(n, cols * SAMPLES_PER_COLUMN)).astype(np.int64))
-    column = take * cols // n
+    take = np.unique(np.linspace(0, n - 1, min(n, cols * SAMPLES_PER_COLUMN)).astype(np.intp))
+    column = take * cols // n  # intp: bincount takes the platform's index type (int32 on wasm32)
     per_column = np.bincount(column, minlength=cols)
     out = np.full((len(layers), cols), np.nan, np.float32)
     for i, layer in enumerate(layers):
