@@ -48,7 +48,7 @@ from tornado.websocket import websocket_connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 from hub import Hub  # noqa: E402  (the hub the browser tests run on)
-from test_examples import CHECKS  # noqa: E402  (lab 05's own outcome check)
+from lab_checks import CHECKS  # noqa: E402  (lab 05's own outcome check)
 
 LAB = ROOT / "examples" / "05_learning_rate_live.ipynb"
 KERNEL = nbformat.read(LAB, as_version=4).metadata["kernelspec"]["name"]

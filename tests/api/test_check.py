@@ -138,6 +138,11 @@ def test_every_primitive_computes_the_same_lowered_to_jax(sample):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=sample.id)
 
 
+# central differences cannot resolve a 50-layer sigmoid net's gradients, which span 20 orders of magnitude from its
+# last layer to its first (lab 09's point): there the reference is JAX alone
+_NO_FD = {"09_depth_that_trains"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("against", ["jax", "fd"])
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -147,6 +152,9 @@ def test_every_labs_cells_agree(path, against):
     cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%backprop")]
     if not cells:
         pytest.skip(f"{path.stem} has no %%backprop cell")  # reported with its reason, not silently
+    if against == "fd" and path.stem in _NO_FD:
+        pytest.skip(f"{path.stem}: central differences cannot resolve a 50-layer net's vanishing gradients; "
+                    "checked against JAX")
     for c in cells:
         first, _, rest = c.source.partition("\n")
         c.source = f"{first} --check {against}\n{rest}"

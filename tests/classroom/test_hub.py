@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from notebook_ui import ARTIFACTS, CHROMIUM, kernel_idle, open_notebook, run_all
+from notebook_ui import ARTIFACTS, CHROMIUM, kernel_idle, launch_chromium, open_notebook, run_all
 from hub import PASSWORD, PROXY, Hub, copy_lab, recipe_environment
 from lab_checks import CHECKS, check_cell, checked_result
 
@@ -33,6 +33,17 @@ def hub(tmp_path_factory):
     students_env = recipe_environment(tmp_path_factory.mktemp("students-env"))  # as the classroom recipe makes it
     with Hub(tmp_path_factory.mktemp("hub"), singleuser_bin=students_env) as h:
         yield h
+
+
+@pytest.fixture(scope="module")
+def browser(hub):
+    """Headless Chromium for the students (each gets a context of their own: their own cookies)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
 
 
 class Student:

@@ -1,6 +1,6 @@
 """The labs in JupyterLite, as a student meets them with nothing installed: the offline site that `./dev lite
 --offline` builds (lite/build.py), served from 127.0.0.1, opened in headless Chromium with every other host
-blocked and counted (there must be none), Run All, and each lab's own outcome check (tests/test_examples.py's)
+blocked and counted (there must be none), Run All, and each lab's own outcome check (tests/support/lab_checks.py)
 read from the kernel running in the page; the dashboard and a graph drawn by bpmagic's extension; and in lab 00's
 `--background` run, a learning rate typed into the dashboard takes effect while it trains.
 

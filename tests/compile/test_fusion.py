@@ -31,7 +31,7 @@ def mlp_step(size):
     import run as bench
 
     cfg, params, X, Y = bench.make_problem(size)
-    return bench.mlp_loss_fn(cfg), params, X, Y
+    return bench.loss_fn_of(cfg), params, X, Y
 
 
 def groups_of(graph):

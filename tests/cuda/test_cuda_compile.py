@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from lab_checks import EXAMPLES
 from cuda_check import MAJORS, corpus, cuda_pythons, failures, finish_probe, probe, report, start_probe
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_every_fused_kernel_compiles_with_nvrtc(major, kernels, compiled, reques
     sources = {s.split("/")[0] for k in specs for s in k["sources"]}
     assert sources == {"labs", "readme", "models", "optimizers", "random", "templates"}
     labs = {s for k in specs for s in k["sources"] if s.startswith("labs/")}
-    assert len(labs) == 8, labs  # a kernel from every lab
+    assert len(labs) == len(EXAMPLES), labs  # a kernel from every lab
 
 
 def test_the_causal_attention_kernel_is_in_float32_and_compiles(kernels, compiled):

@@ -41,6 +41,9 @@ def test_magic_on_two_workers_with_a_slider_change_and_stop(kernel):
     k.wait_until(lambda: k.step() >= 30, 240, "training on the workers did not reach step 30")
     assert "2 workers · global batch 64" in k.status()
     k.wait_handled(k.set_value("bpmagic-lr", 0.01))
+    # the status line shows the rate of the last step the workers took (relayed, on a busy machine late): wait for
+    # the new one there, then for more steps, so that the change lands mid-run however slow the relay is
+    k.wait_until(lambda: "lr 0.01" in k.status(), 240, "the new rate never reached the workers' steps")
     k.wait_steps(30)
     k.click("bpmagic-stop")
     k.wait_reply(msg_id)
