@@ -1,10 +1,19 @@
 """Shared by every test: test helpers importable by name (tests/support/), IPython's shell with bpmagic loaded,
 which tests share a worker under pytest-xdist, and the figures tests report for CI's log. The browser fixtures are in
 tests/browser/conftest.py."""
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# One BLAS thread per process under test. `./dev test` runs two xdist workers on two cores, each driving kernels
+# whose OpenBLAS would start a thread per core; OpenBLAS's threads spin while they wait, so two processes multiplying
+# at once starve each other: lab 07's --check cells took 76 s beside a busy neighbour with BLAS's default threads and
+# 6.4 s with one (2 cores, measured). What the tests check does not depend on it; set here, every kernel, engine and
+# notebook a test starts inherits it.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 pytest_plugins = ["plugin_install"]  # the fixture `installed_plugin`
@@ -36,13 +45,15 @@ def ns(ip):
 # server and one Chromium (tests/browser/conftest.py); the tests that build cached environments (support/venvs.py)
 # must not build the same one twice at once; the hub tests run one JupyterHub with its proxy; the workers' tests
 # start MPI clusters (their waiting engines spin a core each: one cluster at a time); the JupyterLite tests share
-# one site and one Chromium; test_plugins installs
+# one site and one Chromium; the grading tests share one nbgrader course (its set-up
+grades every lab: once, not once per worker); test_plugins installs
 # and removes the test plugin, as a browser test does, so it runs beside them, never at once. Every other test is a
 # unit of its own. (xdist's own --dist loadgroup does this with marks, but it renames test ids in a way pytest 9
 # no longer reads, so the groups are given to its scope scheduler instead.)
 _GROUPS = {"browser/": "browser", "package/test_plugins": "browser", "cuda/": "envs",
            "frontends/test_ipykernel_versions": "envs", "classroom/test_hub": "hub",
-           "train/test_workers_": "workers", "classroom/test_lite": "lite"}  # paths under tests/
+           "train/test_workers_": "workers", "classroom/test_lite": "lite",
+           "classroom/test_grading": "grading"}  # paths under tests/
 
 
 def pytest_xdist_make_scheduler(config, log):
