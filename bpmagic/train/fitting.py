@@ -83,11 +83,11 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
     saving = None if checkpoint is None else Checkpointing(checkpoint, checkpoint_every)
     if workers is not None:
-        if saving is not None or resume is not None:
-            raise BackpropError("checkpoints are not available on workers yet; train without checkpoint/resume "
-                                "(--checkpoint, --resume) or in one process")
+        resumed = None if resume is None else _resumed(resume, params, buffers or {}, controls.optimizer, n, bs,
+                                                       seed, name, total)
         return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
-                               validation, name, buffers, metrics, early_stop, background, initial_params)
+                               validation, name, buffers, metrics, early_stop, background, initial_params,
+                               saving, resumed)
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
                         stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
@@ -98,35 +98,22 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
               None if validation is None else [step.backend.asarray(v) for v in validation])
     run = Run(name, step, controls, driver)
     run.checkpointing = saving
-    if resume is not None:
-        _resume(run, job, resume)
+    if resume is not None:  # into the step's own arrays (on a GPU, copies of `params`)
+        run._continue_from(_resumed(resume, step.params, step.buffers, controls.optimizer, n, bs, seed, name, total))
     if early_stop is not None:
         monitor = monitor or ("val_loss" if validation is not None else "loss")
         if monitor.startswith("val_") and validation is None:
             raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
                                 "without one it can monitor the training loss (monitor='loss')")
         run.early_stopping = EarlyStopping(early_stop, monitor, restore_best)
-    global _last_run
-    _last_run = weakref.ref(run)
     run._start(job, initial_params)
-    if not background:
-        try:
-            run.wait()
-        except KeyboardInterrupt:
-            run.interrupt()
-            raise
-    return run
+    return _started(run, background)
 
 
-def _resume(run, job, path):
-    """Put the run where the checkpoint at `path` left it, and say so in one line."""
-    step, optimizer = run.step, run.optimizer
-    resumed = resume_from(path, step.params, step.buffers, optimizer, job.examples, job.batch_size, job.seed)
-    for pname, slots in resumed.state.items():
-        step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
-    step.step_count = optimizer.now = resumed.step_count
-    job.start, run.position = resumed.position, resumed.position
-    run.history = {k: list(v) for k, v in resumed.history.items()}
+def _resumed(path, params, buffers, optimizer, examples, batch_size, seed, name, total):
+    """Read the checkpoint at `path` into `params` and `buffers`, take its hyperparameters (train/checkpoint.py
+    says which), and say so in one line; returns the Resumed for the run to continue from."""
+    resumed = resume_from(path, params, buffers, optimizer, examples, batch_size, seed)
     said = []
     for hyper in optimizer.hypers:
         saved, first = resumed.hyper.get(hyper.name), (resumed.history.get(hyper.name) or [None])[0]
@@ -140,13 +127,14 @@ def _resume(run, job, path):
             said.append(f"{hyper.name} {mine:g} as this call sets it (it was {saved:g})")
     for layer, value in resumed.hyper.get("lr_multipliers", {}).items():
         optimizer.set_lr_multiplier(layer, value)
-    total = "" if job.total_steps is None else f" of {job.total_steps}"
-    print(f"bpmagic: {run.name} resumes from {path} at step {resumed.position.steps}{total}"
+    of = "" if total is None else f" of {total}"
+    print(f"bpmagic: {name} resumes from {path} at step {resumed.position.steps}{of}"
           + (f"; {', '.join(said)}" if said else ""))
+    return resumed
 
 
 def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,
-                    buffers, metrics, early_stop, background, initial_params):
+                    buffers, metrics, early_stop, background, initial_params, saving, resumed):
     from .workers import fit_on_workers
 
     if early_stop is not None:
@@ -154,7 +142,13 @@ def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend
     run = fit_on_workers(workers, loss_fn, params, data, batch_size=bs, total_steps=total,
                          optimizer=controls.optimizer, backend=backend, seed=seed, groups=groups,
                          validation=validation, name=name, buffers=buffers, pace=controls.pace, metrics=metrics,
-                         initial_params=initial_params)
+                         initial_params=initial_params, checkpointing=saving, resumed=resumed)
+    return _started(run, background)
+
+
+def _started(run, background: bool):
+    """A run that has started: the latest (bp.last_run), and waited for unless in the background (Ctrl-C stops it
+    at a step boundary)."""
     global _last_run
     _last_run = weakref.ref(run)
     if not background:

@@ -266,6 +266,8 @@ class Run:
         with the run's place in its data, so that `--resume path` (fit's resume=) continues it exactly. Saving a
         running run is best done at a step boundary: pause it first, or let --checkpoint do it."""
         opt = self.optimizer
+        if self.step is not None:
+            self._catch_up()  # the statistics of the latest steps are still on the step's device
         with self._history_lock:
             history = {k: list(v) for k, v in self.history.items()}
         position = position or self.position
@@ -278,6 +280,16 @@ class Run:
                 "data": {} if self.job is None else {"examples": self.job.examples,
                                                      "batch_size": self.job.batch_size, "seed": self.job.seed}}
         checkpoint.save(path, self.params, self.step.state if self.step else self.optimizer_state, meta, self.buffers)
+
+    def _continue_from(self, resumed):
+        """Before it starts: go on from a checkpoint (train/checkpoint.py's Resumed, whose parameters and buffers
+        are already in place) — the optimizer's state, the step count, the place in the data, the history."""
+        step = self.step
+        for name, slots in resumed.state.items():
+            step.state.setdefault(name, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
+        step.step_count = step.optimizer.now = resumed.step_count
+        self.position = resumed.position
+        self.history = {k: list(v) for k, v in resumed.history.items()}
 
     @classmethod
     def load(cls, path) -> "Run":
@@ -299,8 +311,10 @@ class Run:
 
     # -- training -----------------------------------------------------------------------------------------------------
     def _start(self, job: Job, initial_params=None):
-        """Train on `job`. reset() goes back to `initial_params` (default: the params as they are now)."""
+        """Train on `job` (from where a checkpoint left it, after _continue_from). reset() goes back to
+        `initial_params` (default: the params as they are now)."""
         self.job = job
+        job.start = self.position
         self.data, self.batch_size = job.data, job.batch_size  # kept for views (e.g. bp.viz.draw(run))
         self.total_steps, self.epochs = job.total_steps, job.epochs
         start = initial_params if initial_params is not None else self.params

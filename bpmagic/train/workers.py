@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackpropError, NonFiniteError
+from .checkpoint import Checkpointing
 from .controls import Controls
 from .drivers import ThreadDriver, _END, advance
 from .loop import Job
@@ -206,6 +207,10 @@ def engine_start(run_id: str, spec: bytes, data, validation):
     driver = _WorkerDriver()
     run = _WorkerRun(s["name"], step, controls, driver)
     run.worker = driver.worker = _Worker(run, workers, settings, s["first"])
+    if s["resumed"] is not None:  # every worker goes on from the checkpoint (its parameters came with rank 0's)
+        run._continue_from(s["resumed"])
+    if s["checkpoint"] is not None and rank == 0:  # rank 0 holds what every worker holds: it saves the run
+        run.checkpointing = Checkpointing(*s["checkpoint"])
     if s["first"]["paused"]:
         controls.pause()
     _WORKERS[run_id] = run.worker
@@ -604,7 +609,8 @@ def _pick_error(run, statuses):
 
 
 def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, optimizer, backend, seed, groups,
-                   validation, name, buffers, pace, metrics, initial_params=None) -> WorkersRun:
+                   validation, name, buffers, pace, metrics, initial_params=None, checkpointing=None,
+                   resumed=None) -> WorkersRun:
     """bp.fit(..., workers=...): start the run on the workers; returns the live WorkersRun (fitting.fit waits)."""
     if backend not in ("auto", "numpy"):
         raise BackpropError(f"backend={backend!r} with workers: the workers train on NumPy (gradients meet through "
@@ -631,7 +637,7 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     run = WorkersRun(name, shown, controls, client, engines, [])
     run.run_id = uuid.uuid4().hex
     spec = worker_spec(loss_fn, params, buffers, optimizer, {p: shown.groups[p] for p in params}, batch_size,
-                       total_steps, seed, metrics, name, run.settings())
+                       total_steps, seed, metrics, name, run.settings(), checkpointing, resumed)
     data = tuple(np.asarray(d) for d in data)
     validation = None if validation is None else tuple(np.asarray(v) for v in validation)
     started = [client[e].apply_async(engine_start, run.run_id, spec, data, validation) for e in engines]
@@ -674,9 +680,10 @@ def _renamed(code, filename):
 
 
 def worker_spec(loss_fn, params, buffers, optimizer, groups: dict, batch_size, total_steps, seed, metrics, name,
-                first: dict) -> bytes:
+                first: dict, checkpointing=None, resumed=None) -> bytes:
     """What every worker is given to start a run (engine_start), pickled: the loss function by value (cloudpickle),
-    the parameters, the optimizer as its class and values, the global batch, and the settings to start with."""
+    the parameters, the optimizer as its class and values, the global batch, the settings to start with, and
+    the checkpoint to save to and the one resumed from."""
     import cloudpickle
 
     hyper = optimizer.hyperparameters()
@@ -687,7 +694,9 @@ def worker_spec(loss_fn, params, buffers, optimizer, groups: dict, batch_size, t
         "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers},
         "layers": list(dict.fromkeys(groups.values())), "batch_size": batch_size, "total_steps": total_steps,
         "seed": seed, "backend": "numpy", "groups": groups, "metrics": tuple(metrics), "name": name,
-        "first": first, "sources": _sources_of(loss_fn)})
+        "first": first, "sources": _sources_of(loss_fn),
+        "checkpoint": None if checkpointing is None else (checkpointing.path, checkpointing.every.text),
+        "resumed": resumed})
 
 
 def _mpi_rank():

@@ -53,6 +53,7 @@ def test_a_run_resumed_from_a_checkpoint_mid_epoch_takes_the_very_steps_it_would
         np.testing.assert_array_equal(resumed.params[name], whole.params[name])
     np.testing.assert_array_equal(resumed.buffers["running"], whole.buffers["running"])
     assert resumed.history["loss"] == whole.history["loss"]  # the history goes on from the saved one
+    assert resumed.history["grad_norm/1"] == whole.history["grad_norm/1"]  # the statistics too
     assert resumed.history["val_loss"] == whole.history["val_loss"]
     assert resumed.history["step"] == list(range(1, 101))
 

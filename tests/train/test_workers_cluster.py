@@ -177,6 +177,27 @@ def test_no_mpi_is_one_message_saying_what_to_install(monkeypatch):
     assert "there is no MPI here" in str(e.value) and "pip install 'bpmagic[mpi]'" in str(e.value)
 
 
+def test_a_run_on_workers_checkpoints_and_resumes_as_if_never_stopped(client, tmp_path):
+    loss_fn, params, X, Y = model()
+    start = {k: v.copy() for k, v in params.items()}
+    whole = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                   optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client)
+    path = tmp_path / "run.npz"
+    cut = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                 optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client, checkpoint=path,
+                 checkpoint_every="4 steps", background=True, pace=40)
+    cut.wait(until_step=7).stop().join()
+    saved = bp.Run.load(path)
+    assert 7 <= saved.total_steps < 20 and saved.total_steps == cut.steps_done  # the end saved the last step
+    resumed = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                     optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client, resume=path)
+    assert resumed.status == "finished" and resumed.steps_done == 20
+    for name in start:
+        np.testing.assert_array_equal(resumed.params[name], whole.params[name])
+    assert resumed.history["loss"] == whole.history["loss"]
+    assert resumed.history["worker1/grad_norm/1"] == whole.history["worker1/grad_norm/1"]
+
+
 def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job cannot be mended afterwards
     loss_fn, params, X, Y = model()
     run = bp.fit(loss_fn, params, (X, Y), steps=10**7, batch_size=32, backend="numpy", workers=client,
@@ -194,3 +215,4 @@ def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job ca
     # the notebook holds rank 0's parameters of that step: one more step from them on one process moves on
     run2 = bp.fit(loss_fn, params, (X, Y), steps=3, batch_size=32, backend="numpy", workers=2)  # a new cluster
     assert run2.status == "finished"
+
