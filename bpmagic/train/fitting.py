@@ -1,5 +1,5 @@
 """fit: train a loss function on data, steerable while it runs — in this process (a Run, train/trainer.py) or on
-workers (a WorkersRun, train/workers.py)."""
+workers (a WorkersRun, train/workers/)."""
 from __future__ import annotations
 
 import math
@@ -51,7 +51,7 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
     schedule: a learning-rate schedule (a name — "cosine", "onecycle", "step", "exponential", "plateau" — or a
     bp.train.schedules.Schedule): the learning rate in use at step n is the one set × its factor at n.
-    workers: train data-parallel on workers (train/workers.py): a number (a cluster of that many MPI engines that
+    workers: train data-parallel on workers (train/workers/): a number (a cluster of that many MPI engines that
     this kernel starts once and reuses), an ipyparallel Cluster or Client, or "profile:NAME"; batch_size is then
     the global batch, split between the workers, and the Run has the same interface.
     checkpoint: a file the run saves itself to (parameters, optimizer state, buffers, history, its place in the

@@ -109,7 +109,7 @@ def _attempt(run, job: Job):
                 if action == RESET:
                     return RESET
                 yield None if action == PAUSED else action
-            if job.shard is not None:  # a worker of a data-parallel run (train/workers.py)
+            if job.shard is not None:  # a worker of a data-parallel run (train/workers/)
                 batch, step.shard_weight = job.part(order, i)
             else:
                 batch = job.data if order is None else [d[order[i * bs:(i + 1) * bs]] for d in job.data]

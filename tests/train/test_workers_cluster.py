@@ -10,6 +10,7 @@ import pytest
 
 import bpmagic as bp
 from bpmagic.train import workers as W
+from bpmagic.train.workers import cluster  # noqa: F401  (W.cluster)
 
 pytest.importorskip("ipyparallel")
 pytest.importorskip("mpi4py")
@@ -160,7 +161,7 @@ def test_a_worker_that_raises_ends_the_run_with_its_message(client):
                  background=True)
     run.wait(until_step=10, timeout=120)
     client[run.engines[1]].execute(  # worker 1's step fails on its own from its next step on
-        f"from bpmagic.train.workers import _WORKERS\nw = _WORKERS[{run.run_id!r}]\n"
+        f"from bpmagic.train.workers.engine import _WORKERS\nw = _WORKERS[{run.run_id!r}]\n"
         "def broken(*args): raise ZeroDivisionError('worker 1 broke on purpose')\n"
         "w.run.step.measurements.write = broken", block=True)
     run.wait(60)
@@ -170,7 +171,7 @@ def test_a_worker_that_raises_ends_the_run_with_its_message(client):
 
 
 def test_no_mpi_is_one_message_saying_what_to_install(monkeypatch):
-    monkeypatch.setattr(W, "_mpiexec", lambda: "")
+    monkeypatch.setattr(W.cluster, "_mpiexec", lambda: "")  # as where no mpiexec is installed
     loss_fn, params, X, Y = model()
     with pytest.raises(W.WorkersError) as e:
         bp.fit(loss_fn, params, (X, Y), steps=1, workers=3)
