@@ -20,7 +20,7 @@ from nbgrader.api import Gradebook  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LABS = {"lab01": "01_reverse_accumulation", "lab02": "02_gradient_checking", "lab03": "03_xor_and_encoder",
-        "lab08": "08_backprop_through_time", "lab09": "09_depth_that_trains"}
+        "lab08": "08_backprop_through_time", "lab09": "09_depth_that_trains", "lab10": "10_gpus_and_workers"}
 
 LAB01_WALK = """a, b = 1.5, -0.5
 c = a * b
@@ -108,6 +108,13 @@ loss: Loss = cross_entropy(h @ W_out, y)""",
     h = h + sigmoid(h @ W)
 loss: Loss = cross_entropy(h @ W_out, y)""",
     },
+    "lab10-combine": {
+        "ada": """def combine(grads, counts):
+    weights = np.array(counts) / np.sum(counts)
+    return np.tensordot(weights, np.array(grads), axes=1)""",
+        "bob": """def combine(grads, counts):
+    return sum(grads) / len(grads)      # every worker's gradient counted alike""",
+    },
 }
 STUDENTS = ("ada", "bob", "carl")
 EXPECTED_SCORE = {"ada": 2.0, "bob": 0.0, "carl": 0.0}  # per lab: its one graded cell is worth 2 points
@@ -124,6 +131,8 @@ FEEDBACK = {
     ("lab03", "carl"): "the cell has no Param",
     ("lab08", "carl"): "NotImplementedError",
     ("lab09", "carl"): "NotImplementedError",
+    ("lab10", "bob"): "the combined gradient[",
+    ("lab10", "carl"): "NotImplementedError",
 }
 
 

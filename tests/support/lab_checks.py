@@ -72,6 +72,19 @@ CHECKS = {
         lambda r: (r["layers"] == 52 and r["plain"] > 2.2 and r["ratio"] > 4 and r["normed"] < 0.5
                    and r["plain_grads"][0] < 1e-10 * r["plain_grads"][1]
                    and r["normed_grads"][0] > 0.1 * r["normed_grads"][1] and r["centred"] < 0.6)),
+    "10_gpus_and_workers": (
+        "{'gap': gap, 'workers': parallel.describe_workers(), 'statuses': [single.status, parallel.status, "
+        "steered.status], 'changed': [next(s for s, a, b in zip(h['step'][1:], h['lr'], h['lr'][1:]) if a != b) "
+        "for h in steered.worker_histories()], 'rates': sorted(set(steered.history['lr'])), "
+        "'averaged': float(np.mean(parallel.history['grad_norm/1'])), "
+        "'each': [float(np.mean(parallel.history[f'worker{r}/grad_norm/1'])) for r in range(2)], "
+        "'meets': sum('_workers.allreduce(' in line for line in str(parallel.step).splitlines())}",
+        # 2 workers at 64 each train as one process at 128, to float32 rounding; one allreduce in the step; the
+        # averaged gradient is smaller than each worker's own; a learning-rate change lands at one step on both
+        lambda r: (r["gap"] < 1e-5 and r["workers"] == "2 workers · global batch 128"
+                   and r["statuses"] == ["finished", "finished", "stopped"] and r["meets"] == 1
+                   and r["averaged"] < min(r["each"]) and r["changed"][0] == r["changed"][1] > 1
+                   and r["rates"] == [0.02, 0.1])),
 }
 
 
