@@ -5,6 +5,9 @@ over time, each worker's own gradient norm as thin lines around the averaged gra
 spread."""
 from __future__ import annotations
 
+from bisect import bisect_left
+from operator import itemgetter
+
 import ipywidgets as widgets
 import numpy as np
 
@@ -49,13 +52,22 @@ def worker_lines(history, layers, workers: int, points=LINE_POINTS):
     steps that always reach the last one. A value not yet recorded (the relay extends column after column) is NaN."""
     steps = history.get("step", [])
     n = len(steps)
-    take = np.unique(np.linspace(0, n - 1, min(n, points)).astype(np.intp)) if n else np.zeros(0, np.intp)
+    take = np.unique(np.linspace(0, n - 1, min(n, points)).astype(np.intp)).tolist() if n else []
     out = np.full((len(layers), 1 + workers, len(take)), np.nan, np.float32)
     for i, layer in enumerate(layers):
         for j, column in enumerate([GRAD_NORM.column(layer)] + [worker_column(r, layer) for r in range(workers)]):
             values = history.get(column) or []
-            out[i, j] = [values[k] if k < len(values) and values[k] is not None else np.nan for k in take]
-    return np.array([steps[k] for k in take], np.float32), out
+            have = bisect_left(take, len(values))  # the sampled steps this column has reached
+            out[i, j, :have] = _picked(values, take[:have])  # None (nothing measured) reads NaN
+    return np.asarray(_picked(steps, take), np.float32), out
+
+
+def _picked(values, indices) -> tuple:
+    """values[k] for each k, in C (itemgetter): 10 times a second, for every layer and worker."""
+    if len(indices) == 0:
+        return ()
+    picked = itemgetter(*indices)(values)
+    return picked if len(indices) > 1 else (picked,)
 
 
 class GradientPanel(Panel):
