@@ -130,7 +130,7 @@ def lines_svg(view: LayerLinesView, width: int, y0: float):
     if not axes or values is None:
         out.append(svg_text(0, y + 12, "no steps yet", color=theme["empty"]))
         return out, 20 + 16 + 20
-    name_w, right, row = theme["name_width"], 50, theme["lines_row"]
+    name_w, right, row = theme["name_width"], theme["lines_ticks"], theme["lines_row"]
     plot_w = width - name_w - right
     (x0, x1) = axes["x"]
 

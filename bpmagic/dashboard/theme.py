@@ -28,6 +28,7 @@ THEME = {
     "worker_width": 1.0,
     "average_width": 1.8,
     "lines_row": 54,  # one layer's chart
+    "lines_ticks": 50,  # the column right of the charts with each layer's range
     # the gradient strip's log10 |gradient| bands, fixed for every run so a vanishing run looks different from a
     # healthy one: [upper bound (None: no bound), colour, name]; below 1e-5 little is learnt, above 1 steps are big
     "bands": [

@@ -94,14 +94,15 @@ def test_per_worker_lines_and_a_slider_change_on_two_workers(page, lab):
         page.screenshot(path=str(ARTIFACTS / "dashboard_workers.png"), full_page=True)
         dashboard.locator(".bpmagic-stop").click()
 
-        result = run_cell(page, "_bp.wait(120)\nhs = _bp.worker_histories()\nfirst = lambda h: h['step'][h['lr'].index("
-                                f"{new!r})]\nprint('RESULT', json.dumps({{'status': _bp.status, 'steps': _bp.steps_done, "
-                                "'changed': first(_bp.history), 'workers': [[len(h['step']), first(h), "
-                                "sorted(set(h['lr']))] for h in hs]}))", timeout=240)
+        result = run_cell(page, (
+            "_bp.wait(120)\nfirst = lambda h: h['step'][h['lr'].index(NEW)]\n"
+            "print('RESULT', json.dumps({'status': _bp.status, 'steps': _bp.steps_done, 'changed': first(_bp.history), "
+            "'workers': [[len(h['step']), first(h), sorted(set(h['lr']))] for h in _bp.worker_histories()]}))"
+        ).replace("NEW", repr(new)), timeout=240)
         assert result["status"] == "stopped" and result["steps"] >= waited
         changed = result["changed"]
         assert dragged_at <= changed < result["steps"] - 40  # landed mid-run
-        # the same step on both workers, every step before it at 0.05 and every one from it at the new rate
+        # the new rate first used at the same step on both workers, and no rate but the two
         assert result["workers"] == [[result["steps"], changed, sorted({0.05, new})]] * 2
         dashboard.locator(".bpmagic-worker-lines").screenshot(path=str(ARTIFACTS / "dashboard_workers_lines.png"))
 

@@ -31,7 +31,7 @@ function draw(model, canvas, parts) {
     }));
 
   const ratio = window.devicePixelRatio || 1;
-  const row = theme.lines_row, nameW = theme.name_width, right = 50;
+  const row = theme.lines_row, nameW = theme.name_width, right = theme.lines_ticks;
   const w = canvas.clientWidth || 400, h = row * layers.length;
   canvas.style.height = `${h}px`;
   canvas.width = w * ratio; canvas.height = h * ratio;
@@ -97,7 +97,7 @@ export default {
     parts.caption.className = "bpmagic-worker-lines-caption";
     const canvas = document.createElement("canvas");
     canvas.style.cssText = "width: 100%; height: 0; display: block";
-    const time = div(`position: relative; height: 14px; margin: 0 50px 0 ${theme.name_width}px; ` +
+    const time = div(`position: relative; height: 14px; margin: 0 ${theme.lines_ticks}px 0 ${theme.name_width}px; ` +
       `color: ${theme.axis}; font: 10px sans-serif`);
     time.append(parts.start, parts.end);
     el.append(parts.title, parts.legend, canvas, time, parts.caption);
