@@ -1,5 +1,5 @@
 """fit: train a loss function on data, steerable while it runs — in this process (a Run, train/trainer.py) or on
-workers (a WorkersRun, train/workers.py)."""
+workers (a WorkersRun, train/workers/)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ import weakref
 import numpy as np
 
 from ..errors import BackpropError
+from .checkpoint import Checkpointing, resume as resume_from
 from .controls import Controls
 from .drivers import make_driver
 from .loop import Job
@@ -28,7 +29,8 @@ def last_run() -> Run | None:
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
         buffers=None, pace=None, initial_params=None, driver="auto", metrics=(), early_stop=None,
-        monitor=None, restore_best=False, schedule=None, workers=None) -> Run:
+        monitor=None, restore_best=False, schedule=None, workers=None, checkpoint=None, checkpoint_every="60s",
+        resume=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
     epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
@@ -49,9 +51,14 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     improved for N epochs (ended_because "early-stopped"); restore_best puts back the best epoch's parameters.
     schedule: a learning-rate schedule (a name — "cosine", "onecycle", "step", "exponential", "plateau" — or a
     bp.train.schedules.Schedule): the learning rate in use at step n is the one set × its factor at n.
-    workers: train data-parallel on workers (train/workers.py): a number (a cluster of that many MPI engines that
+    workers: train data-parallel on workers (train/workers/): a number (a cluster of that many MPI engines that
     this kernel starts once and reuses), an ipyparallel Cluster or Client, or "profile:NAME"; batch_size is then
     the global batch, split between the workers, and the Run has the same interface.
+    checkpoint: a file the run saves itself to (parameters, optimizer state, buffers, history, its place in the
+    data; atomically) every `checkpoint_every` ("60s", "5m", "500 steps") and when it ends. resume: such a file
+    (or one run.save wrote): the run continues from it exactly as it would have gone on, to the same total of
+    steps; the hyperparameters are those it had then (steered ones included) unless this call sets one to another
+    value than the run started with (train/checkpoint.py).
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -74,9 +81,13 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         controls.optimizer.scheduled(schedule)
     if controls.optimizer.schedule is not None:
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
+    saving = None if checkpoint is None else Checkpointing(checkpoint, checkpoint_every)
     if workers is not None:
+        resumed = None if resume is None else _resumed(resume, params, buffers or {}, controls.optimizer, n, bs,
+                                                       seed, name, total)
         return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
-                               validation, name, buffers, metrics, early_stop, background, initial_params)
+                               validation, name, buffers, metrics, early_stop, background, initial_params,
+                               saving, resumed)
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
                         stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
@@ -86,26 +97,44 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
               None if validation is None else [step.backend.asarray(v) for v in validation])
     run = Run(name, step, controls, driver)
+    run.checkpointing = saving
+    if resume is not None:  # into the step's own arrays (on a GPU, copies of `params`)
+        run._continue_from(_resumed(resume, step.params, step.buffers, controls.optimizer, n, bs, seed, name, total))
     if early_stop is not None:
         monitor = monitor or ("val_loss" if validation is not None else "loss")
         if monitor.startswith("val_") and validation is None:
             raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
                                 "without one it can monitor the training loss (monitor='loss')")
         run.early_stopping = EarlyStopping(early_stop, monitor, restore_best)
-    global _last_run
-    _last_run = weakref.ref(run)
     run._start(job, initial_params)
-    if not background:
-        try:
-            run.wait()
-        except KeyboardInterrupt:
-            run.interrupt()
-            raise
-    return run
+    return _started(run, background)
+
+
+def _resumed(path, params, buffers, optimizer, examples, batch_size, seed, name, total):
+    """Read the checkpoint at `path` into `params` and `buffers`, take its hyperparameters (train/checkpoint.py
+    says which), and say so in one line; returns the Resumed for the run to continue from."""
+    resumed = resume_from(path, params, buffers, optimizer, examples, batch_size, seed)
+    said = []
+    for hyper in optimizer.hypers:
+        saved, first = resumed.hyper.get(hyper.name), (resumed.history.get(hyper.name) or [None])[0]
+        mine = getattr(optimizer, hyper.name)
+        if saved is None or saved == mine:
+            continue
+        if first is None or mine == first:  # this call asks what the run started with: it goes on as it was
+            optimizer.set(**{hyper.name: saved})
+            said.append(f"{hyper.name} {saved:g} as it was then")
+        else:
+            said.append(f"{hyper.name} {mine:g} as this call sets it (it was {saved:g})")
+    for layer, value in resumed.hyper.get("lr_multipliers", {}).items():
+        optimizer.set_lr_multiplier(layer, value)
+    of = "" if total is None else f" of {total}"
+    print(f"bpmagic: {name} resumes from {path} at step {resumed.position.steps}{of}"
+          + (f"; {', '.join(said)}" if said else ""))
+    return resumed
 
 
 def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,
-                    buffers, metrics, early_stop, background, initial_params):
+                    buffers, metrics, early_stop, background, initial_params, saving, resumed):
     from .workers import fit_on_workers
 
     if early_stop is not None:
@@ -113,7 +142,13 @@ def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend
     run = fit_on_workers(workers, loss_fn, params, data, batch_size=bs, total_steps=total,
                          optimizer=controls.optimizer, backend=backend, seed=seed, groups=groups,
                          validation=validation, name=name, buffers=buffers, pace=controls.pace, metrics=metrics,
-                         initial_params=initial_params)
+                         initial_params=initial_params, checkpointing=saving, resumed=resumed)
+    return _started(run, background)
+
+
+def _started(run, background: bool):
+    """A run that has started: the latest (bp.last_run), and waited for unless in the background (Ctrl-C stops it
+    at a step boundary)."""
     global _last_run
     _last_run = weakref.ref(run)
     if not background:

@@ -10,6 +10,7 @@ import pytest
 
 import bpmagic as bp
 from bpmagic.train import workers as W
+from bpmagic.train.workers import cluster  # noqa: F401  (W.cluster)
 
 pytest.importorskip("ipyparallel")
 pytest.importorskip("mpi4py")
@@ -160,7 +161,7 @@ def test_a_worker_that_raises_ends_the_run_with_its_message(client):
                  background=True)
     run.wait(until_step=10, timeout=120)
     client[run.engines[1]].execute(  # worker 1's step fails on its own from its next step on
-        f"from bpmagic.train.workers import _WORKERS\nw = _WORKERS[{run.run_id!r}]\n"
+        f"from bpmagic.train.workers.engine import _WORKERS\nw = _WORKERS[{run.run_id!r}]\n"
         "def broken(*args): raise ZeroDivisionError('worker 1 broke on purpose')\n"
         "w.run.step.measurements.write = broken", block=True)
     run.wait(60)
@@ -170,11 +171,32 @@ def test_a_worker_that_raises_ends_the_run_with_its_message(client):
 
 
 def test_no_mpi_is_one_message_saying_what_to_install(monkeypatch):
-    monkeypatch.setattr(W, "_mpiexec", lambda: "")
+    monkeypatch.setattr(W.cluster, "_mpiexec", lambda: "")  # as where no mpiexec is installed
     loss_fn, params, X, Y = model()
     with pytest.raises(W.WorkersError) as e:
         bp.fit(loss_fn, params, (X, Y), steps=1, workers=3)
     assert "there is no MPI here" in str(e.value) and "pip install 'bpmagic[mpi]'" in str(e.value)
+
+
+def test_a_run_on_workers_checkpoints_and_resumes_as_if_never_stopped(client, tmp_path):
+    loss_fn, params, X, Y = model()
+    start = {k: v.copy() for k, v in params.items()}
+    whole = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                   optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client)
+    path = tmp_path / "run.npz"
+    cut = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                 optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client, checkpoint=path,
+                 checkpoint_every="4 steps", background=True, pace=40)
+    cut.wait(until_step=7).stop().join()
+    saved = bp.Run.load(path)
+    assert 7 <= saved.total_steps < 20 and saved.total_steps == cut.steps_done  # the end saved the last step
+    resumed = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
+                     optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client, resume=path)
+    assert resumed.status == "finished" and resumed.steps_done == 20
+    for name in start:
+        np.testing.assert_array_equal(resumed.params[name], whole.params[name])
+    assert resumed.history["loss"] == whole.history["loss"]
+    assert resumed.history["worker1/grad_norm/1"] == whole.history["worker1/grad_norm/1"]
 
 
 def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job cannot be mended afterwards
@@ -194,3 +216,4 @@ def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job ca
     # the notebook holds rank 0's parameters of that step: one more step from them on one process moves on
     run2 = bp.fit(loss_fn, params, (X, Y), steps=3, batch_size=32, backend="numpy", workers=2)  # a new cluster
     assert run2.status == "finished"
+

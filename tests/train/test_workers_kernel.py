@@ -138,3 +138,51 @@ def test_the_dashboards_reset_starts_every_worker_over(kernel):
     status, attempts, first_steps, same_start, per_worker, steps = json.loads(out.strip().splitlines()[-1])
     assert status == "stopped" and attempts == 1 and first_steps >= 40 and same_start
     assert per_worker == [steps, steps]
+
+
+def test_a_run_on_workers_resumes_after_its_kernel_was_killed(kernel, tmp_path):
+    """Another kernel trains on its own 2 workers with --checkpoint and is killed mid-run (its engines go with it);
+    this one resumes the run on its workers from the file."""
+    import os
+    import signal
+
+    import bpmagic as bp
+
+    def engines():
+        found = set()
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if b"ipengine" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.add(pid)
+            except OSError:
+                pass
+        return found
+
+    path = tmp_path / "run.npz"
+    others = engines()
+    doomed = Kernel("backprop")
+    try:
+        doomed.run(SETUP)
+        doomed.kc.execute(f"%%backprop --workers 2 --steps 400 --batch-size 64 --pace 50 --background "
+                          f"--no-dashboard --checkpoint {path} --every 0.2s\n{CELL}")
+        deadline = time.monotonic() + 240
+        while not path.exists():
+            assert time.monotonic() < deadline, "the workers wrote no checkpoint"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        its_engines = engines() - others
+        os.kill(doomed.km.provisioner.process.pid, signal.SIGKILL)
+        doomed.km.provisioner.process.wait()
+    finally:
+        doomed.kc.stop_channels()
+    deadline = time.monotonic() + 60  # its engines outlive it until the cluster's watchdog stops them (~1-4 s)
+    while its_engines & engines():
+        assert time.monotonic() < deadline, "the killed kernel's engines are still running"
+        time.sleep(0.2)
+    saved = bp.Run.load(path).total_steps
+    assert 0 < saved < 400
+    out = kernel.run(f"%%backprop --workers 2 --steps 400 --batch-size 64 --no-dashboard --resume {path}\n{CELL}",
+                     timeout=300)
+    assert f"resumes from {path} at step {saved} of 400" in out, out
+    done = kernel.run("print(_bp.status, _bp.steps_done, _bp.history['step'][:2], _bp.history['step'][-1])")
+    assert done.split() == ["finished", "400", "[1,", "2]", "400"], done

@@ -37,16 +37,18 @@ def optimizer(kind):
             "adam": bp.optim.Adam(lr=0.01)}[kind]
 """
 
-# every rank: its worker of the run (train/workers.py's engine side, without ipyparallel); rank 0 saves the result
+# every rank: its worker of the run (train/workers/engine.py, without ipyparallel); rank 0 saves the result
 RANK = MODEL + """
 import sys
-from bpmagic.train import workers as W
+from bpmagic.train.workers import engine as W
+from bpmagic.train.workers.settings import settings_of
+from bpmagic.train.workers.spec import worker_spec
 from bpmagic.train.controls import Controls
 
 kind, out = sys.argv[1], sys.argv[2]
 opt = optimizer(kind)
-spec = W.worker_spec(loss_fn, PARAMS, None, opt, {"W1": "1", "b1": "1", "W2": "2", "b2": "2"}, 32, 20, 3, (), "eq",
-                     W.settings_of(Controls(opt), 0, 0))
+spec = worker_spec(loss_fn, PARAMS, None, opt, {"W1": "1", "b1": "1", "W2": "2", "b2": "2"}, 32, 20, 3, (), "eq",
+                   settings_of(Controls(opt), 0, 0))
 info = W.engine_start("eq", spec, (X, Y), None)
 run = W._WORKERS["eq"].run
 run.wait()
