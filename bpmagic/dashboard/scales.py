@@ -65,3 +65,31 @@ def fraction(v: float, axis: dict) -> float:
     if not (v > 0 and math.isfinite(v)):
         return 0.0
     return min(max((math.log10(v) - axis["lo"]) / (axis["hi"] - axis["lo"]), 0.0), 1.0)
+
+
+def layer_lines_axes(steps, values, workers: int) -> dict:
+    """The per-worker lines' axes: `values` float [layers, 1 + workers, points], the averaged gradient's norm first,
+    then each worker's. {} while there is nothing to place, else {"x": [first, last step], "rows": per layer
+    [lo, hi] (log10, over all its lines) or None where none can be placed, "ticks": per layer [label at hi, at lo],
+    "end": "step N", "caption": what the thick and thin lines are}."""
+    values = np.asarray(values, np.float64)
+    if not len(steps) or values.size == 0:
+        return {}
+    rows, ticks = [], []
+    for layer in values:
+        ok = layer[shown(layer, True)]
+        if not len(ok):
+            rows.append(None)
+            ticks.append(["", ""])
+            continue
+        lo, hi = float(np.log10(ok.min())), float(np.log10(ok.max()))
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        rows.append([lo, hi])
+        ticks.append(tick_labels(lo, hi, 2)[::-1])
+    if all(r is None for r in rows):
+        return {}
+    x0, x1 = float(steps[0]), max(float(steps[-1]), float(steps[0]) + 1)
+    return {"x": [x0, x1], "rows": rows, "ticks": ticks, "start": f"step {round(x0)}", "end": f"step {round(x1)}",
+            "caption": f"|dL/dW| per layer over time (log scale): the {workers} workers' noise partly cancels in "
+                       "their average"}

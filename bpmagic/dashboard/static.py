@@ -14,7 +14,7 @@ import numpy as np
 from .numbers import numbers
 from .scales import fraction, shown
 from .theme import THEME
-from .views import LayerBarsView, LossView, floats
+from .views import LayerBarsView, LayerLinesView, LossView, floats
 
 WIDTH = 900
 FONT = 'font-family="sans-serif"'
@@ -109,6 +109,60 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
         anchor = "start" if at == 0 else "end" if at >= 1 else "middle"
         out.append(svg_text(name_w + track * at, y + 10, label, size=10, anchor=anchor, color=theme["axis"]))
     return out, 36 + len(layers) * row_h + 14
+
+
+def lines_svg(view: LayerLinesView, width: int, y0: float):
+    """Per layer over time, each worker's gradient norm (thin) around the averaged one (thick), on the axes the
+    browser view was sent, with their legend; returns (elements, height)."""
+    theme, axes = view.theme, view.axes
+    layers, lines = list(view.layers), 1 + view.workers
+    steps = floats(view.steps)
+    values = floats(view.values).reshape(len(layers), lines, len(steps)) if layers and len(steps) else None
+    out = [svg_text(0, y0 + 12, view.title, size=12, weight="bold")]
+    y = y0 + 20
+    for s, (name, colour, thick) in enumerate(zip(view.series, (theme["series"][0], theme["worker"]),
+                                                  (theme["average_width"], theme["worker_width"]))):
+        x = s * width / 2
+        out.append(f'<line x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y + 6}" y2="{y + 6}" stroke="{colour}" '
+                   f'stroke-width="{thick}"/>')
+        out.append(svg_text(x + 18, y + 10, name, size=10, color=theme["legend"]))
+    y += 16
+    if not axes or values is None:
+        out.append(svg_text(0, y + 12, "no steps yet", color=theme["empty"]))
+        return out, 20 + 16 + 20
+    name_w, right, row = theme["name_width"], theme["lines_ticks"], theme["lines_row"]
+    plot_w = width - name_w - right
+    (x0, x1) = axes["x"]
+
+    def X(step):
+        return name_w + (step - x0) / (x1 - x0) * plot_w
+
+    for i, layer in enumerate(layers):
+        top = y + i * row
+        out.append(svg_text(0, top + row / 2 + 3, layer, size=11))
+        out.append(f'<rect x="{name_w}" y="{top + 2}" width="{plot_w}" height="{row - 4}" fill="{theme["track"]}"/>')
+        if axes["rows"][i] is None:
+            continue
+        lo, hi = axes["rows"][i]
+        for label, at in zip(axes["ticks"][i], (top + 10, top + row - 4)):
+            out.append(svg_text(width, at, label, size=9, anchor="end", color=theme["axis"]))
+
+        def Y(v):
+            return top + 4 + (1 - (math.log10(v) - lo) / (hi - lo)) * (row - 8)
+
+        # the workers first, the average drawn over them
+        for j in list(range(1, lines)) + [0]:
+            ok = shown(values[i, j], True)
+            points = " ".join(f"{X(s):.1f},{Y(float(v)):.1f}" for s, v, good in zip(steps, values[i, j], ok) if good)
+            colour, thick = (theme["series"][0], theme["average_width"]) if j == 0 else \
+                (theme["worker"], theme["worker_width"])
+            out.append(f'<polyline class="bpmagic-{"average" if j == 0 else "worker"}-line" points="{points}" '
+                       f'fill="none" stroke="{colour}" stroke-width="{thick}"/>')
+    y += len(layers) * row
+    out.append(svg_text(name_w, y + 10, axes["start"], size=10, color=theme["axis"]))
+    out.append(svg_text(name_w + plot_w, y + 10, axes["end"], size=10, anchor="end", color=theme["axis"]))
+    out.append(svg_text(0, y + 24, axes["caption"], size=10, color=theme["axis"]))
+    return out, 36 + len(layers) * row + 28
 
 
 def view_svg(widget, width: int, y0: float):

@@ -22,6 +22,13 @@ THEME = {
     "chart_pad": [56, 12, 10, 24],  # left, right, top, bottom: room for the axis labels and the caption
     "name_width": 70,  # the layer names' column
     "bar": 7,  # one bar's height; a layer's bars are bar + 1 apart
+    # a run on workers: per layer over time, the averaged gradient's norm (a thick line in series[0]) amid each
+    # worker's own (thin lines, lighter)
+    "worker": "#7fb2d9",
+    "worker_width": 1.0,
+    "average_width": 1.8,
+    "lines_row": 54,  # one layer's chart
+    "lines_ticks": 50,  # the column right of the charts with each layer's range
     # the gradient strip's log10 |gradient| bands, fixed for every run so a vanishing run looks different from a
     # healthy one: [upper bound (None: no bound), colour, name]; below 1e-5 little is learnt, above 1 steps are big
     "bands": [

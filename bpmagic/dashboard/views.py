@@ -10,7 +10,7 @@ from traitlets import Bool, Bytes, Dict, Float, Int, List, Unicode, observe
 from ..assets import BuiltView, module
 from ..record import Recorded
 from .numbers import number, numbers
-from .scales import curve_axes, decade_axis
+from .scales import curve_axes, decade_axis, layer_lines_axes
 from .theme import THEME
 
 
@@ -86,6 +86,26 @@ class LayerBarsView(BuiltView, anywidget.AnyWidget):
     def _reference_changed(self, _change=None):
         self.reference_label = number(self.reference) if self.reference > 0 else ""
         self.axis = decade_axis(floats(self.values), self.reference)
+
+
+class LayerLinesView(BuiltView, anywidget.AnyWidget):
+    """A run on workers: per layer over time, the averaged gradient's norm (thick) amid each worker's own (thin)."""
+
+    _esm = module("layer_lines.js")
+    title = Unicode("").tag(sync=True)
+    layers = List(Unicode()).tag(sync=True)
+    series = List(Unicode()).tag(sync=True)  # the legend: [the thick line, the thin ones]
+    workers = Int(0).tag(sync=True)
+    steps = Bytes(b"").tag(sync=True)  # float32 [points]
+    values = Bytes(b"").tag(sync=True)  # float32 [layers, 1 + workers, points]: the average, then each worker
+    theme = Dict(THEME).tag(sync=True)
+    axes = Dict().tag(sync=True)  # per layer ranges, ticks and the caption (dashboard/scales.py)
+
+    def show(self, steps, values):
+        """steps [points], values [layers, 1 + workers, points]: sent as float32 with the axes that frame them."""
+        steps, values = np.asarray(steps, np.float32), np.asarray(values, np.float32)  # the axes frame what is sent
+        self.steps, self.values = steps.tobytes(), values.tobytes()
+        self.axes = layer_lines_axes(steps, values, self.workers)
 
 
 class NumberControlView(BuiltView, anywidget.AnyWidget):

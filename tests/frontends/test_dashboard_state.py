@@ -8,6 +8,9 @@ import pytest
 
 import bpmagic as bp
 from bpmagic.dashboard import Dashboard
+from bpmagic.dashboard.theme import THEME
+
+THEME_ROW = THEME["lines_row"]
 
 
 def start(lr=0.03, steps=1_000_000, dashboard=True):
@@ -116,6 +119,41 @@ def test_finished_run_and_its_static_record():
     # the live view hides exactly this record while it renders
     assert f'data-bpmagic-record="{dash.record.token}"' in record["text/html"]
     assert dash.panels[0].widget.record_token == dash.record.token
+    # one process: the gradient panel is its bars alone, no per-worker lines live or in the record
+    gradients = next(p for p in dash.panels if type(p).__name__ == "GradientPanel")
+    assert gradients.lines is None and gradients.widget is gradients.bars
+    assert "per worker" not in svg and "bpmagic-worker-line" not in svg
+
+
+def test_per_worker_lines_sample_the_history_and_draw_in_the_record():
+    """The gradient panel's per-worker lines on a history shaped as a run on 2 workers records it: evenly spaced
+    steps that reach the last one, a value the relay has not brought yet left out, and the static image drawing
+    each worker's line thin and the average thick."""
+    from bpmagic.dashboard.panels.gradients import worker_lines
+    from bpmagic.dashboard.static import lines_svg
+    from bpmagic.dashboard.views import LayerLinesView
+
+    n = 1000
+    rng = np.random.default_rng(0)
+    history = {"step": list(range(1, n + 1))}
+    for layer in ("1", "2"):
+        workers = np.exp(rng.standard_normal((2, n)) * 0.3) * (0.1 if layer == "1" else 0.01)
+        history[f"grad_norm/{layer}"] = list(workers.mean(0) * 0.8)
+        history[f"worker0/grad_norm/{layer}"] = list(workers[0])
+        history[f"worker1/grad_norm/{layer}"] = list(workers[1][:-1])  # its last step not relayed yet
+    steps, values = worker_lines(history, ["1", "2"], 2, points=300)
+    assert values.shape == (2, 3, 300) and steps[0] == 1 and steps[-1] == n
+    assert np.isnan(values[:, 2, -1]).all() and np.isfinite(values[:, :2]).all()
+    assert values[1, 1, -1] == np.float32(history["worker0/grad_norm/2"][-1])
+    view = LayerLinesView(layers=["1", "2"], workers=2, title="per worker", series=["average", "each worker's own"])
+    view.show(steps, values)
+    lo, hi = view.axes["rows"][1]
+    assert 10 ** lo == pytest.approx(float(np.nanmin(values[1])), rel=1e-5) and hi > lo
+    assert view.axes["x"] == [1.0, n] and "2 workers' noise" in view.axes["caption"]
+    elements, height = lines_svg(view, 900, 0)
+    svg = "".join(elements)
+    assert svg.count('class="bpmagic-worker-line"') == 4 and svg.count('class="bpmagic-average-line"') == 2
+    assert "each worker&#x27;s own" in svg and "step 1000" in svg and height > 2 * THEME_ROW
 
 
 @pytest.mark.parametrize("lo, hi", [(-1.2, -1.1), (0, 3), (-2.5, -2.49)])

@@ -15,7 +15,7 @@ from bpmagic.dashboard.views import LayerBarsView, LossView, f32
 from bpmagic.errors import BackpropError
 
 ROOT = Path(__file__).resolve().parents[2]
-VIEWS = ("loss_chart.js", "layer_bars.js", "number_control.js", "graph_view.js")
+VIEWS = ("loss_chart.js", "layer_bars.js", "layer_lines.js", "number_control.js", "graph_view.js")
 
 
 def test_every_view_is_built_into_the_package():

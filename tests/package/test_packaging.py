@@ -30,7 +30,7 @@ def test_wheel_contents(tmp_path):
     assert f"{data}labextensions/bpmagic/install.json" in names
     assert any(n.startswith(f"{data}labextensions/bpmagic/static/remoteEntry.") for n in names)
     assert f"{data}kernels/backprop/kernel.json" in names
-    views = ("loss_chart", "layer_bars", "number_control", "graph_view")  # frontend/src/widgets/, bundled
+    views = ("loss_chart", "layer_bars", "layer_lines", "number_control", "graph_view")  # frontend/src/widgets/, bundled
     assert {f"bpmagic/widgets/{v}.js" for v in views} <= set(names), names
     bundle = zipfile.ZipFile(wheel).read("bpmagic/widgets/graph_view.js")
     assert len(bundle) > 300_000 and b"WebAssembly" in bundle  # Graphviz's wasm travels inside the bundle
