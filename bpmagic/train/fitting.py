@@ -82,11 +82,18 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     if controls.optimizer.schedule is not None:
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
     saving = None if checkpoint is None else Checkpointing(checkpoint, checkpoint_every)
+    stopping = None
+    if early_stop is not None:
+        monitor = monitor or ("val_loss" if validation is not None else "loss")
+        if monitor.startswith("val_") and validation is None:
+            raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
+                                "without one it can monitor the training loss (monitor='loss')")
+        stopping = EarlyStopping(early_stop, monitor, restore_best)
     if workers is not None:
         resumed = None if resume is None else _resumed(resume, params, buffers or {}, controls.optimizer, n, bs,
                                                        seed, name, total)
         return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
-                               validation, name, buffers, metrics, early_stop, background, initial_params,
+                               validation, name, buffers, metrics, stopping, background, initial_params,
                                saving, resumed)
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
@@ -97,15 +104,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
               None if validation is None else [step.backend.asarray(v) for v in validation])
     run = Run(name, step, controls, driver)
-    run.checkpointing = saving
+    run.checkpointing, run.early_stopping = saving, stopping
     if resume is not None:  # into the step's own arrays (on a GPU, copies of `params`)
         run._continue_from(_resumed(resume, step.params, step.buffers, controls.optimizer, n, bs, seed, name, total))
-    if early_stop is not None:
-        monitor = monitor or ("val_loss" if validation is not None else "loss")
-        if monitor.startswith("val_") and validation is None:
-            raise BackpropError(f"early stopping on {monitor} needs a validation set (validation=, --validate X Y); "
-                                "without one it can monitor the training loss (monitor='loss')")
-        run.early_stopping = EarlyStopping(early_stop, monitor, restore_best)
     run._start(job, initial_params)
     return _started(run, background)
 
@@ -134,15 +135,14 @@ def _resumed(path, params, buffers, optimizer, examples, batch_size, seed, name,
 
 
 def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,
-                    buffers, metrics, early_stop, background, initial_params, saving, resumed):
+                    buffers, metrics, stopping, background, initial_params, saving, resumed):
     from .workers import fit_on_workers
 
-    if early_stop is not None:
-        raise BackpropError("early stopping is not available on workers yet; train without early_stop")
     run = fit_on_workers(workers, loss_fn, params, data, batch_size=bs, total_steps=total,
                          optimizer=controls.optimizer, backend=backend, seed=seed, groups=groups,
                          validation=validation, name=name, buffers=buffers, pace=controls.pace, metrics=metrics,
-                         initial_params=initial_params, checkpointing=saving, resumed=resumed)
+                         initial_params=initial_params, checkpointing=saving, resumed=resumed,
+                         early_stopping=stopping)
     return _started(run, background)
 
 

@@ -434,8 +434,8 @@ class Run:
         if self._done.is_set():
             return
         stopper = self.early_stopping
-        if reason == "early-stopped" and stopper.best_params is not None:  # the best epoch's parameters, restored
-            for name, best in stopper.best_params.items():
+        if reason == "early-stopped" and stopper is not None and stopper.best_params is not None:
+            for name, best in stopper.best_params.items():  # the best epoch's parameters, restored
                 self.params[name][...] = self.step.backend.asarray(best)
         self.status, self.ended_because, self.error = status, reason, error
         self.finished_at = time.time()

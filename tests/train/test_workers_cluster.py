@@ -199,6 +199,22 @@ def test_a_run_on_workers_checkpoints_and_resumes_as_if_never_stopped(client, tm
     assert resumed.history["worker1/grad_norm/1"] == whole.history["worker1/grad_norm/1"]
 
 
+def test_a_schedule_and_early_stopping_on_workers_act_as_in_one_process(client):
+    """The workers follow the same cosine schedule step by step and decide to stop at the same epoch as one process
+    on the global batch (the loss they watch is the global batch's; validation runs alike on every worker)."""
+    loss_fn, params, X, Y = model()
+    alone = {k: v.copy() for k, v in params.items()}
+    options = dict(epochs=40, batch_size=32, seed=3, schedule="cosine", early_stop=2, monitor="val_loss",
+                   restore_best=True, validation=(X[:24], Y[:24] + 1.0))  # a shifted target: it soon stops improving
+    run = bp.fit(loss_fn, params, (X, Y), optimizer=bp.optim.SGD(lr=0.3), workers=client, **options)
+    one = bp.fit(loss_fn, alone, (X, Y), optimizer=bp.optim.SGD(lr=0.3), **options)
+    assert one.ended_because == "early-stopped" and one.steps_done < 40 * 3  # the test's premise
+    assert run.ended_because == "early-stopped" and run.steps_done == one.steps_done
+    np.testing.assert_allclose(run.history["lr"], one.history["lr"], rtol=1e-12)  # the schedule, step by step
+    for name in params:  # the best epoch's parameters, restored on every worker
+        np.testing.assert_allclose(params[name], alone[name], rtol=0, atol=1e-12)
+
+
 def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job cannot be mended afterwards
     loss_fn, params, X, Y = model()
     run = bp.fit(loss_fn, params, (X, Y), steps=10**7, batch_size=32, backend="numpy", workers=client,

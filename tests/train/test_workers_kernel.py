@@ -152,7 +152,8 @@ def test_a_run_on_workers_resumes_after_its_kernel_was_killed(kernel, tmp_path):
         found = set()
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                if b"ipengine" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"ipyparallel.engine" in command or b"ipengine" in command:
                     found.add(pid)
             except OSError:
                 pass
@@ -171,6 +172,7 @@ def test_a_run_on_workers_resumes_after_its_kernel_was_killed(kernel, tmp_path):
             time.sleep(0.1)
         time.sleep(1.0)
         its_engines = engines() - others
+        assert its_engines, "the doomed kernel's engines were not found"
         os.kill(doomed.km.provisioner.process.pid, signal.SIGKILL)
         doomed.km.provisioner.process.wait()
     finally:

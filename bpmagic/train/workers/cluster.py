@@ -46,14 +46,17 @@ def connect(workers):
     elif isinstance(workers, ipp.Client):
         client = workers
     elif isinstance(workers, ipp.Cluster):
-        client = workers.connect_client_sync() if workers.controller is not None else \
-            workers.start_and_connect_sync()
+        if workers.controller is None:
+            workers.start_cluster_sync()
+        client = workers.connect_client_sync()
     elif isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
         client = _local_cluster(workers, ipp)
     else:
         raise WorkersError(f"workers={workers!r}: give a number of workers (2), an ipyparallel Cluster or Client, "
                            "or 'profile:NAME' of a running ipcluster")
-    client.wait_for_engines(timeout=120, block=True, interactive=False)
+    # a cluster says how many engines it has; a running one reached by its profile or Client has them already
+    n = None if getattr(client, "cluster", None) is not None else max(1, len(client.ids))
+    client.wait_for_engines(n, timeout=120, block=True, interactive=False)
     return client
 
 
@@ -72,7 +75,8 @@ def _local_cluster(n: int, ipp):
     cluster.config.MPILauncher.mpi_cmd = [mpiexec]
     cluster.config.MPILauncher.mpi_args = list(MPI_ARGS)
     try:
-        client = cluster.start_and_connect_sync()
+        cluster.start_cluster_sync()  # start_and_connect would draw ipyparallel's progress bar in the cell
+        client = cluster.connect_client_sync()
     except Exception as e:  # noqa: BLE001  one message, whatever failed (the launcher's output says what)
         output = ""
         for launcher in list(getattr(cluster, "engines", {}).values()):

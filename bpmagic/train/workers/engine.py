@@ -132,6 +132,7 @@ def engine_start(run_id: str, spec: bytes, data, validation):
     driver = _WorkerDriver()
     run = _WorkerRun(s["name"], step, controls, driver)
     run.worker = driver.worker = _Worker(run, workers, settings, s["first"])
+    run.early_stopping = s["early_stopping"]  # each worker decides alike: the loss it sees is the global batch's
     if s["resumed"] is not None:  # every worker goes on from the checkpoint (its parameters came with rank 0's)
         run._continue_from(s["resumed"])
     if s["checkpoint"] is not None and rank == 0:  # rank 0 holds what every worker holds: it saves the run

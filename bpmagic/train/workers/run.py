@@ -227,13 +227,11 @@ def _pick_error(run, statuses):
 
 def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, optimizer, backend, seed, groups,
                    validation, name, buffers, pace, metrics, initial_params=None, checkpointing=None,
-                   resumed=None) -> WorkersRun:
+                   resumed=None, early_stopping=None) -> WorkersRun:
     """bp.fit(..., workers=...): start the run on the workers; returns the live WorkersRun (fitting.fit waits)."""
     if backend not in ("auto", "numpy"):
         raise BackpropError(f"backend={backend!r} with workers: the workers train on NumPy (gradients meet through "
                             "MPI in host memory); GPUs through NCCL are not built yet")
-    if optimizer.schedule is not None:
-        raise BackpropError("a learning-rate schedule is not available on workers yet; train without --schedule")
     client = connect(workers)
     ids = sorted(client.ids)
     view = client[ids]
@@ -254,7 +252,7 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     run = WorkersRun(name, shown, controls, client, engines, [])
     run.run_id = uuid.uuid4().hex
     spec = worker_spec(loss_fn, params, buffers, optimizer, {p: shown.groups[p] for p in params}, batch_size,
-                       total_steps, seed, metrics, name, run.settings(), checkpointing, resumed)
+                       total_steps, seed, metrics, name, run.settings(), checkpointing, resumed, early_stopping)
     data = tuple(np.asarray(d) for d in data)
     validation = None if validation is None else tuple(np.asarray(v) for v in validation)
     started = [client[e].apply_async(engine_start, run.run_id, spec, data, validation) for e in engines]

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def worker_spec(loss_fn, params, buffers, optimizer, groups: dict, batch_size, total_steps, seed, metrics, name,
-                first: dict, checkpointing=None, resumed=None) -> bytes:
+                first: dict, checkpointing=None, resumed=None, early_stopping=None) -> bytes:
     """What every worker is given to start a run (engine_start), pickled: the loss function by value (cloudpickle),
     the parameters, the optimizer as its class and values, the global batch, the settings to start with, and
     the checkpoint to save to and the one resumed from."""
@@ -20,12 +20,13 @@ def worker_spec(loss_fn, params, buffers, optimizer, groups: dict, batch_size, t
     return cloudpickle.dumps({
         "loss_fn": loss_fn, "params": {k: np.asarray(v) for k, v in params.items()},
         "buffers": {k: np.asarray(v) for k, v in (buffers or {}).items()},
-        "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers},
+        "optimizer": {"cls": type(optimizer), "hyper": hyper, "multipliers": multipliers,
+                      "schedule": optimizer.schedule},
         "layers": list(dict.fromkeys(groups.values())), "batch_size": batch_size, "total_steps": total_steps,
         "seed": seed, "backend": "numpy", "groups": groups, "metrics": tuple(metrics), "name": name,
         "first": first, "sources": _sources_of(loss_fn),
         "checkpoint": None if checkpointing is None else (checkpointing.path, checkpointing.every.text),
-        "resumed": resumed})
+        "resumed": resumed, "early_stopping": early_stopping})
 
 
 def _rebuild_optimizer(d: dict):
@@ -37,6 +38,8 @@ def _rebuild_optimizer(d: dict):
     opt.set(**d["hyper"])
     for layer, m in d["multipliers"].items():
         opt.set_lr_multiplier(layer, m)
+    if d["schedule"] is not None:  # every worker follows the same schedule: the rate depends on the step alone, and
+        opt.scheduled(d["schedule"])  # a plateau's on the global loss or the validation, the same on every worker
     return opt
 
 
