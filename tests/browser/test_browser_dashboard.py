@@ -14,21 +14,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from cells import THREE_CLASS_CELL
 from notebook_ui import ARTIFACTS, open_notebook, printed, run_all, wait_kernel_idle
 
 DATA = ("import json\nimport numpy as np\nrng = np.random.default_rng(0)\n"
         "X = rng.standard_normal((256, 8)).astype(np.float32)\n"
         "Y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)")
-MODEL = """\
-W1: Param = randn(8, 32) * 0.3
-b1: Param = zeros(32)
-W2: Param = randn(32, 3) * 0.3
-b2: Param = zeros(3)
-x: Input = X
-y: Target = Y
-h = tanh(x @ W1 + b1)
-loss: Loss = cross_entropy(h @ W2 + b2, y)
-"""
+MODEL = THREE_CLASS_CELL
 
 
 def bar_values(page):

@@ -3,12 +3,12 @@
 worker's gradient norm as thin lines around the averaged one, per layer over time, with a legend that says what
 they are; a learning-rate slider dragged by the hand lands at the same step in both workers' histories; the record
 the notebook keeps draws the same lines."""
-import json
 import re
 import time
 
 import nbformat
 import pytest
+from cells import THREE_CLASS_CELL
 from notebook_ui import ARTIFACTS, open_notebook, printed, run_all, run_cell
 
 import bpmagic
@@ -21,17 +21,7 @@ DATA = ("import json, time\nimport bpmagic\nprint('BPMAGIC', bpmagic.__file__)\n
         "import numpy as np\nrng = np.random.default_rng(0)\n"
         "X = rng.standard_normal((512, 8)).astype(np.float32)\n"
         "Y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)")
-CELL = """\
-%%backprop --workers 2 --background --steps 100000000 --lr 0.05 --batch-size 64
-W1: Param = randn(8, 32) * 0.3
-b1: Param = zeros(32)
-W2: Param = randn(32, 3) * 0.3
-b2: Param = zeros(3)
-x: Input = X
-y: Target = Y
-h = tanh(x @ W1 + b1)
-loss: Loss = cross_entropy(h @ W2 + b2, y)
-"""
+CELL = "%%backprop --workers 2 --background --steps 100000000 --lr 0.05 --batch-size 64\n" + THREE_CLASS_CELL
 # pixels of the lines' canvas nearest to each line's colour (anti-aliased edges blend into the background)
 INKED = """([worker, average]) => {
     const c = document.querySelector('.bpmagic-worker-lines canvas');

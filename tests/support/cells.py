@@ -13,6 +13,18 @@ p = sigmoid(h @ W2 + b2)
 loss: Loss = binary_cross_entropy(p, y)
 """
 
+# three classes from 8 features (the browser dashboards' model: X, Y set by their notebooks)
+THREE_CLASS_CELL = """\
+W1: Param = randn(8, 32) * 0.3
+b1: Param = zeros(32)
+W2: Param = randn(32, 3) * 0.3
+b2: Param = zeros(3)
+x: Input = X
+y: Target = Y
+h = tanh(x @ W1 + b1)
+loss: Loss = cross_entropy(h @ W2 + b2, y)
+"""
+
 
 def backprop(ip, line, cell=XOR_CELL):
     """Run a %%backprop cell as a user would; returns the ExecutionResult."""
