@@ -3,6 +3,7 @@ workers (a WorkersRun, train/workers/)."""
 from __future__ import annotations
 
 import math
+import os
 import weakref
 
 import numpy as np
@@ -57,7 +58,8 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     checkpoint: a file the run saves itself to (parameters, optimizer state, buffers, history, its place in the
     data; atomically) every `checkpoint_every` ("60s", "5m", "500 steps") and when it ends. resume: such a file
     (or one run.save wrote): the run continues from it exactly as it would have gone on, to the same total of
-    steps; the hyperparameters are those it had then (steered ones included) unless this call sets one to another
+    steps (resume and checkpoint the same file: one call serves the first run, which starts afresh, and every
+    run after a crash); the hyperparameters are those it had then (steered ones included) unless this call sets one to another
     value than the run started with (train/checkpoint.py).
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
@@ -82,6 +84,10 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     if controls.optimizer.schedule is not None:
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
     saving = None if checkpoint is None else Checkpointing(checkpoint, checkpoint_every)
+    if resume is not None and saving is not None and not os.path.exists(resume) \
+            and os.path.abspath(resume) == os.path.abspath(saving.path):  # one cell for the first run and after a crash
+        print(f"bpmagic: {name} starts from the beginning: there is no checkpoint at {resume} yet")
+        resume = None
     stopping = None
     if early_stop is not None:
         monitor = monitor or ("val_loss" if validation is not None else "loss")

@@ -69,6 +69,17 @@ def test_every_end_saves_and_a_finished_run_resumed_has_nothing_left_to_do(tmp_p
     assert longer.steps_done == 40
 
 
+def test_one_call_serves_the_first_run_and_every_run_after_a_crash(tmp_path, capsys):
+    path = tmp_path / "run.npz"
+    first = train(steps=20, checkpoint=path, resume=path)  # nothing to resume yet: it starts afresh, and says so
+    assert f"run starts from the beginning: there is no checkpoint at {path} yet" in capsys.readouterr().out
+    assert first.steps_done == 20 and path.exists()
+    again = train(steps=30, checkpoint=path, resume=path)
+    assert f"resumes from {path} at step 20 of 30" in capsys.readouterr().out and again.steps_done == 30
+    with pytest.raises(BackpropError, match="there is no checkpoint at"):  # another file: a typo, said as such
+        train(checkpoint=path, resume=tmp_path / "rnu.npz")
+
+
 def test_a_steered_learning_rate_is_kept_unless_the_call_asks_for_another(tmp_path, capsys):
     path = tmp_path / "run.npz"
     run = train(optimizer=SGD(lr=0.05), background=True, checkpoint=path, pace=500)
