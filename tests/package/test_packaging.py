@@ -34,4 +34,5 @@ def test_wheel_contents(tmp_path):
     assert {f"bpmagic/widgets/{v}.js" for v in views} <= set(names), names
     bundle = zipfile.ZipFile(wheel).read("bpmagic/widgets/graph_view.js")
     assert len(bundle) > 300_000 and b"WebAssembly" in bundle  # Graphviz's wasm travels inside the bundle
+    assert {"bpmagic/data/carroll.txt", "bpmagic/data/digits.npz"} <= set(names)  # the labs' data sets
     assert not any("node_modules" in n for n in names)
