@@ -55,7 +55,10 @@ SETUP_CELL = """\
 KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
 # what a lab cannot do in the browser, said in its first cell there
 LIMITS = {"02_gradient_checking": "# Here the `--check jax` cell stops Run All: JAX does not run in the browser. Change it "
-                                  "to `--check fd`\n# (central differences), which needs nothing.\n"}
+                                  "to `--check fd`\n# (central differences), which needs nothing.\n",
+          "10_gpus_and_workers": "# Here Run All stops at the first `--workers 2` cell: a browser can start neither MPI "
+                                 "processes nor a GPU.\n# The cells above it run (on NumPy); run this lab on a Jupyter "
+                                 "server (./dev lab, a JupyterHub) for the rest.\n"}
 
 
 def say(*args):

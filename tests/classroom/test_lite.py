@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # the labs run here: 00 (below, with the steering); BPMAGIC_LITE_LABS=all adds every other lab that runs in the
 # browser (each costs a minute or two: the page and Pyodide start afresh), or name labs, separated by commas.
 LABS = ["00_quickstart"]  # by default lab 00 alone: the whole suite must stay within its 30 minutes
-NOT_IN_BROWSER = {"02_gradient_checking": "its `--check jax` cell needs JAX, which Pyodide lacks (docs/classroom.md)"}
+NOT_IN_BROWSER = {"02_gradient_checking": "its `--check jax` cell needs JAX, which Pyodide lacks (docs/classroom.md)",
+                  "10_gpus_and_workers": "its workers are MPI processes, which a browser cannot start (its first "
+                                         "cell there says so)"}
 _MORE = os.environ.get("BPMAGIC_LITE_LABS", "")
 LABS += ([p.stem for p in EXAMPLES if p.stem not in LABS and p.stem not in NOT_IN_BROWSER] if _MORE == "all"
          else [n for n in _MORE.split(",") if n])
