@@ -178,6 +178,13 @@ def test_no_mpi_is_one_message_saying_what_to_install(monkeypatch):
     assert "there is no MPI here" in str(e.value) and "pip install 'bpmagic[mpi]'" in str(e.value)
 
 
+def test_in_a_browser_workers_say_they_cannot_start_there(monkeypatch):
+    monkeypatch.setattr("sys.platform", "emscripten")  # as Pyodide reports itself
+    loss_fn, params, X, Y = model()
+    with pytest.raises(W.WorkersError, match="a Python in the browser .JupyterLite, Pyodide. cannot start processes"):
+        bp.fit(loss_fn, params, (X, Y), steps=1, workers=2)
+
+
 def test_a_run_on_workers_checkpoints_and_resumes_as_if_never_stopped(client, tmp_path):
     loss_fn, params, X, Y = model()
     start = {k: v.copy() for k, v in params.items()}

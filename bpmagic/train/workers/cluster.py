@@ -32,6 +32,10 @@ def _mpiexec() -> str:
 def connect(workers):
     """(client, engine ids by MPI rank, a cluster this kernel owns or None) for `workers=`: a number, an
     ipyparallel Cluster or Client, or "profile:NAME"."""
+    if sys.platform == "emscripten":  # Pyodide: no processes at all, so no installation would help
+        raise WorkersError(f"workers={workers!r}: the workers are MPI processes, and a Python in the browser "
+                           "(JupyterLite, Pyodide) cannot start processes. Train in one process here, or run this "
+                           "notebook on a Jupyter server (a JupyterHub, ./dev lab) for workers")
     try:
         import cloudpickle  # noqa: F401  carries the loss function to the workers
         import ipyparallel as ipp
