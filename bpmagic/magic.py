@@ -141,6 +141,12 @@ class Backprop(Magics):
     @argument("--dtype", default=None, help="float32 | float64")
     @argument("--check", choices=("jax", "fd"), default=None,
               help="before training, check the gradients on the first batch against JAX or finite differences")
+    @argument("--checkpoint", metavar="PATH", default=None,
+              help="save the run to PATH (.npz, atomically) every --every and when it ends: --resume PATH goes on")
+    @argument("--every", default=None, metavar="WHEN",
+              help="with --checkpoint: how often, a time (60s, 5m) or a number of steps (500steps); default 60s")
+    @argument("--resume", metavar="PATH", default=None,
+              help="continue the run saved in PATH (by --checkpoint or run.save) where it was, to the same total")
     @argument("--export", metavar="PATH", default=None,
               help="after training, write the model to PATH as ONNX (bp.export_onnx)")
     @cell_magic
@@ -201,7 +207,8 @@ class Backprop(Magics):
                       seed=opts["seed"], groups=groups, validation=validation, name=args.name, background=True,
                       buffers=buffers or None, pace=opts["pace"] or None, initial_params=bound.fresh,
                       metrics=args.metrics, early_stop=args.early_stop, monitor=args.monitor,
-                      restore_best=args.restore_best, workers=_workers(args.workers))
+                      restore_best=args.restore_best, workers=_workers(args.workers),
+                      checkpoint=args.checkpoint, checkpoint_every=args.every or "60s", resume=args.resume)
         except (BackpropError, ValueError) as e:
             raise _usage(e) from None
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
@@ -255,6 +262,8 @@ class Backprop(Magics):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UsageError(f"{option} must be a positive number (the largest gradient norm or entry to let "
                                  f"through), got {value}")
+        if args.every is not None and args.checkpoint is None:
+            raise UsageError("--every says how often --checkpoint PATH saves the run: give --checkpoint too")
         if args.restore_best and args.early_stop is None:
             raise UsageError("--restore-best goes with --early-stop EPOCHS (the best epoch is what early stopping "
                              "keeps)")

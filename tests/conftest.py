@@ -46,7 +46,7 @@ def ns(ip):
 # must not build the same one twice at once; the hub tests run one JupyterHub with its proxy; the workers' tests
 # start MPI clusters (their waiting engines spin a core each: one cluster at a time); the JupyterLite tests share
 # one site and one Chromium; the grading tests share one nbgrader course (its set-up
-grades every lab: once, not once per worker); test_plugins installs
+# grades every lab: once, not once per worker); test_plugins installs
 # and removes the test plugin, as a browser test does, so it runs beside them, never at once. Every other test is a
 # unit of its own. (xdist's own --dist loadgroup does this with marks, but it renames test ids in a way pytest 9
 # no longer reads, so the groups are given to its scope scheduler instead.)

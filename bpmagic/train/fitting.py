@@ -8,6 +8,7 @@ import weakref
 import numpy as np
 
 from ..errors import BackpropError
+from .checkpoint import Checkpointing, resume as resume_from
 from .controls import Controls
 from .drivers import make_driver
 from .loop import Job
@@ -28,7 +29,8 @@ def last_run() -> Run | None:
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
         buffers=None, pace=None, initial_params=None, driver="auto", metrics=(), early_stop=None,
-        monitor=None, restore_best=False, schedule=None, workers=None) -> Run:
+        monitor=None, restore_best=False, schedule=None, workers=None, checkpoint=None, checkpoint_every="60s",
+        resume=None) -> Run:
     """Train `loss_fn(params, *batch)` on `data` (a tuple of arrays, batched along axis 0), steerable while it runs.
 
     epochs or steps: how long (default 1 epoch); steps=math.inf trains until run.stop(). batch_size: default the
@@ -52,6 +54,11 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     workers: train data-parallel on workers (train/workers.py): a number (a cluster of that many MPI engines that
     this kernel starts once and reuses), an ipyparallel Cluster or Client, or "profile:NAME"; batch_size is then
     the global batch, split between the workers, and the Run has the same interface.
+    checkpoint: a file the run saves itself to (parameters, optimizer state, buffers, history, its place in the
+    data; atomically) every `checkpoint_every` ("60s", "5m", "500 steps") and when it ends. resume: such a file
+    (or one run.save wrote): the run continues from it exactly as it would have gone on, to the same total of
+    steps; the hyperparameters are those it had then (steered ones included) unless this call sets one to another
+    value than the run started with (train/checkpoint.py).
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:
@@ -74,7 +81,11 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
         controls.optimizer.scheduled(schedule)
     if controls.optimizer.schedule is not None:
         controls.optimizer.schedule.start(total)  # a schedule that spans the run needs its length
+    saving = None if checkpoint is None else Checkpointing(checkpoint, checkpoint_every)
     if workers is not None:
+        if saving is not None or resume is not None:
+            raise BackpropError("checkpoints are not available on workers yet; train without checkpoint/resume "
+                                "(--checkpoint, --resume) or in one process")
         return _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups,
                                validation, name, buffers, metrics, early_stop, background, initial_params)
     driver = make_driver(driver)
@@ -86,6 +97,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     job = Job([step.backend.asarray(d) for d in data], bs, total, seed,
               None if validation is None else [step.backend.asarray(v) for v in validation])
     run = Run(name, step, controls, driver)
+    run.checkpointing = saving
+    if resume is not None:
+        _resume(run, job, resume)
     if early_stop is not None:
         monitor = monitor or ("val_loss" if validation is not None else "loss")
         if monitor.startswith("val_") and validation is None:
@@ -102,6 +116,33 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
             run.interrupt()
             raise
     return run
+
+
+def _resume(run, job, path):
+    """Put the run where the checkpoint at `path` left it, and say so in one line."""
+    step, optimizer = run.step, run.optimizer
+    resumed = resume_from(path, step.params, step.buffers, optimizer, job.examples, job.batch_size, job.seed)
+    for pname, slots in resumed.state.items():
+        step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
+    step.step_count = optimizer.now = resumed.step_count
+    job.start, run.position = resumed.position, resumed.position
+    run.history = {k: list(v) for k, v in resumed.history.items()}
+    said = []
+    for hyper in optimizer.hypers:
+        saved, first = resumed.hyper.get(hyper.name), (resumed.history.get(hyper.name) or [None])[0]
+        mine = getattr(optimizer, hyper.name)
+        if saved is None or saved == mine:
+            continue
+        if first is None or mine == first:  # this call asks what the run started with: it goes on as it was
+            optimizer.set(**{hyper.name: saved})
+            said.append(f"{hyper.name} {saved:g} as it was then")
+        else:
+            said.append(f"{hyper.name} {mine:g} as this call sets it (it was {saved:g})")
+    for layer, value in resumed.hyper.get("lr_multipliers", {}).items():
+        optimizer.set_lr_multiplier(layer, value)
+    total = "" if job.total_steps is None else f" of {job.total_steps}"
+    print(f"bpmagic: {run.name} resumes from {path} at step {resumed.position.steps}{total}"
+          + (f"; {', '.join(said)}" if said else ""))
 
 
 def _fit_on_workers(workers, loss_fn, params, data, bs, total, controls, backend, seed, groups, validation, name,

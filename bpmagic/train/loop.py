@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NonFiniteError
+from .checkpoint import Position
 from .controls import PAUSED, RESET, STOP
 
 #: at most this often the run's listeners (the dashboard) hear of it while it trains
@@ -32,6 +33,7 @@ class Job:
     seed: int  # the data's order in every epoch comes from it
     validation: list | None = None
     shard: tuple | None = None  # (rank, workers): this worker trains on its part of every global batch
+    start: Position | None = None  # resumed from a checkpoint: where the first attempt starts
 
     @property
     def examples(self) -> int:
@@ -87,11 +89,17 @@ def _attempt(run, job: Job):
     n, bs = job.examples, job.batch_size
     total = math.inf if job.total_steps is None else job.total_steps
     rng = np.random.default_rng(job.seed)
-    done, epoch, last_publish = 0, 0, float("-inf")
+    done, epoch, first, last_publish = 0, 0, 0, float("-inf")
     t0 = time.perf_counter()
+    if job.start is not None:  # resumed: the same batches from where the checkpoint was saved
+        done, epoch, first = job.start.steps, job.start.epoch, job.start.batch
+        rng.bit_generator.state = job.start.order_from
+        t0 -= (run.history.get("time") or [0.0])[-1]
+    saving = run.checkpointing
     while done < total:
+        order_from = rng.bit_generator.state
         order = None if bs == n else xp.asarray(rng.permutation(n))
-        for i in range(job.per_epoch):
+        for i in range(first, job.per_epoch):
             if done >= total:
                 break
             while (action := controls.next_action()) != 0:
@@ -114,10 +122,16 @@ def _attempt(run, job: Job):
                 run._publish()  # with the statistics fetched from the step's device since the last time
             elif step.measurements.pending >= step.measurements.CAPACITY // 2:  # thousands of steps a second
                 run._catch_up()
+            run.position = Position(done, epoch, i + 1, order_from)
+            if saving is not None and i + 1 < job.per_epoch and saving.due(done):
+                saving.write(run, run.position)
             yield 0
         if job.validation is not None:
             run._validate(job.validation)
         if run._epoch_ended(epoch):
             return "stopped", "early-stopped"
-        epoch += 1
+        epoch, first = epoch + 1, 0
+        run.position = Position(done, epoch, 0, rng.bit_generator.state)
+        if saving is not None and saving.due(done):
+            saving.write(run, run.position)
     return "finished", "finished"

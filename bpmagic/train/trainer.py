@@ -72,6 +72,8 @@ class Run:
         self.dashboard = None  # set by front ends that show one
         self.data, self.batch_size = (), None
         self._history_lock = threading.Lock()
+        self.checkpointing = None  # a Checkpointing (train/checkpoint.py): saved every so often and at the end
+        self.position = None  # where the loop stands in the data (a checkpoint's Position), after each step
 
     # -- what a user asks of a run -------------------------------------------------------------------------------
     @property
@@ -259,14 +261,22 @@ class Run:
         self._wait_listeners.append(listener)
 
     # -- saving -----------------------------------------------------------------------------------------------------
-    def save(self, path):
-        """Write parameters, optimizer state, buffers, hyperparameters and history to `path` (.npz)."""
+    def save(self, path, position=None):
+        """Write parameters, optimizer state, buffers, hyperparameters and history to `path` (.npz), atomically;
+        with the run's place in its data, so that `--resume path` (fit's resume=) continues it exactly. Saving a
+        running run is best done at a step boundary: pause it first, or let --checkpoint do it."""
         opt = self.optimizer
+        with self._history_lock:
+            history = {k: list(v) for k, v in self.history.items()}
+        position = position or self.position
         meta = {"name": self.name, "status": self.status, "ended_because": self.ended_because,
                 "optimizer": type(opt).__name__ if opt else None,
                 "hyperparameters": opt.hyperparameters() if opt else {},
                 "step_count": self.step.step_count if self.step else self.total_steps,
-                "groups": self.step.groups if self.step else {}, "history": self.history}
+                "groups": self.step.groups if self.step else {}, "history": history,
+                "position": None if position is None else vars(position),
+                "data": {} if self.job is None else {"examples": self.job.examples,
+                                                     "batch_size": self.job.batch_size, "seed": self.job.seed}}
         checkpoint.save(path, self.params, self.step.state if self.step else self.optimizer_state, meta, self.buffers)
 
     @classmethod
@@ -308,6 +318,7 @@ class Run:
     def _start_over(self):
         """Back to the initial parameters and step 0 (the loop calls it at a step boundary; reset() after the end)."""
         self.step.reset(*self._initial)
+        self.job.start = self.position = None  # a resumed run starts over from step 0 too
         if self.early_stopping is not None:
             self.early_stopping.restart()
         if self.optimizer.schedule is not None:
@@ -414,5 +425,17 @@ class Run:
                 self.params[name][...] = self.step.backend.asarray(best)
         self.status, self.ended_because, self.error = status, reason, error
         self.finished_at = time.time()
+        if self.checkpointing is not None and self.position is not None:
+            self._save_last()
         self._publish()
         self._done.set()
+
+    def _save_last(self):
+        """The checkpoint at the end (however the run ends: its parameters are the last completed step's)."""
+        try:
+            self.checkpointing.write(self, self.position)
+        except Exception as e:  # a full disk must not hide how the run ended
+            import warnings
+
+            warnings.warn(f"bpmagic: {self.name}'s last checkpoint could not be written to "
+                          f"{self.checkpointing.path}: {e}")
