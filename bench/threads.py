@@ -8,7 +8,9 @@ For each size and thread count (threadpoolctl.threadpool_limits around the step,
 per-step time over interleaved rounds, first with nothing of ours running beside it, then beside a neighbour: another
 process running a 512x512 fp32 matmul loop on one thread (another notebook, another test). OpenBLAS's idle threads
 spin-wait for work, so a step with more threads than free cores waits on a thread that is not running.
-Run it without OPENBLAS_NUM_THREADS set (the step then starts from BLAS's default thread count).
+Run it without OPENBLAS_NUM_THREADS set. It sets GOTO_NUM_THREADS (OpenBLAS's older name for it) to the number of
+CPUs, the count OpenBLAS starts with anyway: bpmagic then sees a count the user chose and leaves the counts set here
+as they are (backends/blas.py would otherwise run the small steps on one thread whatever is asked).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+os.environ.setdefault("GOTO_NUM_THREADS", str(os.cpu_count()))  # before NumPy loads OpenBLAS
 
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
