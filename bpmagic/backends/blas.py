@@ -4,9 +4,10 @@ OpenBLAS's threads spin while they wait for work, so a step whose GEMMs are spli
 slower as soon as another process is busy on the machine: the product waits for a thread that is not running (a
 classroom server, a second notebook, a neighbour's tests). Measured on a 2-core machine (bench/threads.py, and per
 GEMM): 128x128x128 gains at best 1.4x from a second thread alone, and is 51x slower with it beside a one-thread busy
-neighbour (195 µs -> 10 ms); the whole step of lab 07's model 0.8 s -> 58 s for 690 steps. Products large enough for
-threads to pay when the cores are free (512x784x1024: 1.8x alone, 3-6x slower beside the neighbour) keep the
-library's count: that trade-off is the user's (OPENBLAS_NUM_THREADS=1, or threadpoolctl, choose one thread).
+neighbour (median 195 µs -> 10 ms); lab 07's 690 steps took 0.8 s alone and 58 s beside a busy matmul loop. Products
+large enough for threads to pay when the cores are free keep the library's count (bench's mnist step, 512x784x1024
+products: 1.8x faster with two threads alone, 3.5x slower with them beside the neighbour): that trade-off is the
+user's (OPENBLAS_NUM_THREADS=1, or threadpoolctl, choose one thread).
 
 So: a step whose largest matrix product is between what OpenBLAS already runs on one thread by itself and
 THREADS_PAY runs with one BLAS thread, and gets the count back after it. A count the user chose is never changed: not
