@@ -33,6 +33,11 @@ class Backend:
         """True when `x` already lives on this backend's device."""
         return isinstance(x, self.xp.ndarray)
 
+    def runner(self, graph, run):
+        """What calls `run`, the step generated for `graph`: `run` itself, or it inside what the backend needs
+        around a step (NumPy: its BLAS's thread count)."""
+        return run
+
     def synchronize(self) -> None:
         """Wait until queued device work has finished (no-op on the CPU)."""
 

@@ -68,7 +68,9 @@ class Executable:
         filename = f"<bpmagic {graph.name} {next(_serial)}>"
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
         exec(compile(self.source, filename, "exec"), namespace)
-        self.run = namespace["run"]  # the generated function itself: calling it skips a Python frame
+        # the generated function itself (calling it skips a Python frame), unless the backend wraps it
+        runner = getattr(backend, "runner", None)
+        self.run = namespace["run"] if runner is None else runner(graph, namespace["run"])
         if self.cuda_graph:
             self.run = _Replayed(self, namespace)
 

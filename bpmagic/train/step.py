@@ -164,6 +164,13 @@ class _Prepared:
     scalars: list
     lrs: dict
 
+    def __post_init__(self):  # read at every step: worked out once (a step of a small model is ~30 µs)
+        layout = self.plan.layout
+        self.run = self.plan.executable.run
+        self.per_step = bool(layout.key or layout.shard)  # inputs made anew at each step (a key, a worker's share)
+        self.loss_at = layout.n_guarded - 1 if layout.meeting else 0  # workers: the global batch's loss
+        self.measures = bool(layout.stats or layout.watched)
+
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -366,7 +373,8 @@ class CompiledStep:
 
     # -- compiling ----------------------------------------------------------------------------------------------------
     def _prepare(self, batch):
-        return [b if self.backend.owns(b) else self.backend.asarray(b) for b in batch]
+        owns = self.backend.owns
+        return [b if owns(b) else self.backend.asarray(b) for b in batch]
 
     def _plan_for(self, batch, hyper, watch) -> Plan:
         structure = self.optimizer.structure(hyper)
@@ -528,7 +536,8 @@ class CompiledStep:
         opt, names, grads, kept = self.optimizer, st.names, st.grads, st.adjoints.kept
         with st.tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
             sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
-            # one finiteness check per gradient: the guard tests each sum, which costs less than adding them
+            # one finiteness check per gradient: the guard tests each sum, which costs less than adding them (and
+            # joining small gradients to sum them once measured no faster: the join's call costs what it saves)
             st.checks = [sq[n] for n in names] if sq else [ops.sum(grads[n]) for n in names]
             for n in names:
                 st.new_params[n], st.new_state[n] = opt.update(st.params[n], grads[n], st.state[n], st.scalars[n],
@@ -566,23 +575,26 @@ class CompiledStep:
         with self._lock:
             batch = self._prepare(batch)
             opt = self.optimizer
-            signature = tuple((b.shape, b.dtype) for b in batch)
+            signature = tuple([(b.shape, b.dtype) for b in batch])
             ready = self._prepared
-            opt.now = self.step_count + 1  # where a schedule stands
+            # where a schedule stands; `now` is no hyperparameter: set without the optimizer's check of the name
+            object.__setattr__(opt, "now", self.step_count + 1)
             if (ready is None or ready.signature != signature or ready.version != opt.version or opt.changes_every_step
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
             plan = ready.plan
-            inputs = ready.held + batch + self._key(plan, self.step_count + 1) + self._shard(plan) + ready.scalars
+            if ready.per_step:
+                inputs = ready.held + batch + self._key(plan, self.step_count + 1) + self._shard(plan) + ready.scalars
+            else:
+                inputs = ready.held + batch + ready.scalars
             try:
-                outs = plan.executable.run(*inputs)
+                outs = ready.run(*inputs)
             except GuardFailed:
                 raise self._diagnose(plan, inputs) from None
             self.step_count += 1
-            layout, measured = plan.layout, None
-            loss = float(outs[layout.n_guarded - 1] if layout.meeting else outs[0])  # workers: the global batch's
-            if layout.stats or layout.watched:  # kept on the device: the trainer fetches them ~10 times a second
-                self.measurements.write(plan, self.step_count, layout.measured(outs))
+            loss, measured = float(outs[ready.loss_at]), None
+            if ready.measures:  # kept on the device: the trainer fetches them ~10 times a second
+                self.measurements.write(plan, self.step_count, plan.layout.measured(outs))
                 measured = (self.measurements, *self.measurements.last)
             self.last = StepInfo(self.step_count, loss, ready.hyper, ready.lrs, measured)
             return loss

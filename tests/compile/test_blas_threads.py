@@ -1,0 +1,79 @@
+"""A NumPy step of small matrix products runs with one BLAS thread (backends/blas.py), and a count the user chose is
+left alone. In a fresh process without the thread-count variables (tests/conftest.py sets them for the suite), so
+that BLAS starts with its own count, one thread per core."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+    import bpmagic as bp
+    from bpmagic.backends import blas
+
+    def blas_threads():
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    def mlp(sizes, batch):
+        rng = np.random.default_rng(0)
+        params = {}
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
+            params[f"W{i}"] = (rng.standard_normal((a, b)) / a ** 0.5).astype(np.float32)
+            params[f"b{i}"] = np.zeros(b, np.float32)
+        def loss_fn(p, x, y):
+            h = bp.relu(x @ p["W1"] + p["b1"])
+            return bp.cross_entropy(h @ p["W2"] + p["b2"], y)
+        x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        y = rng.integers(0, sizes[-1], batch)
+        return bp.compile_step(loss_fn, params, x, y, optimizer=bp.optim.SGD(lr=0.1), backend="numpy"), x, y
+
+    out = {"start": blas_threads()}
+    small, x, y = mlp([64, 128, 10], 64)  # digits: 64x64x128 products, which OpenBLAS would split over the cores
+    tiny, *_ = mlp([2, 8, 2], 4)          # OpenBLAS runs these on one thread by itself: nothing to do
+    large, *_ = mlp([784, 1024, 10], 512) # threads pay when the cores are free: the library's count
+    out["wrapped"] = [s.plan.executable.run.__name__ == "run_with_one_blas_thread" for s in (small, tiny, large)]
+    seen = []
+    probe = blas.with_one_thread(lambda: seen.append(blas_threads()))  # what a step sees, inside the same wrapper
+    probe()
+    out["inside"], out["after"] = seen[-1], blas_threads()
+    losses = [small(x, y) for _ in range(3)]
+    out["after_steps"], out["losses_fall"] = blas_threads(), losses[2] < losses[0]
+    with threadpool_limits(limits=2, user_api="blas") if out["start"][0] != 2 else threadpool_limits(limits=3):
+        chosen = blas_threads()
+        probe()
+        out["user_chose"], out["inside_user"] = chosen, seen[-1]
+    print(json.dumps(out))
+""")
+
+
+def _run(env_extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}
+    env.update(env_extra or {})
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_small_products_run_on_one_blas_thread_and_the_count_comes_back():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: BLAS starts with one thread, there is nothing to limit")
+    out = _run()
+    start = out["start"]
+    assert start and max(start) > 1
+    assert out["wrapped"] == [True, False, False]
+    assert out["inside"] == [1] * len(start) and out["after"] == start
+    assert out["after_steps"] == start and out["losses_fall"]
+    # the user's own count (threadpoolctl) is left as it is, inside the step too
+    assert out["inside_user"] == out["user_chose"] != start
+
+
+def test_a_thread_count_set_in_the_environment_is_left_alone():
+    out = _run({"OPENBLAS_NUM_THREADS": "2"})
+    assert out["wrapped"] == [False, False, False]
