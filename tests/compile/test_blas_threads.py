@@ -50,11 +50,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(env_extra=None):
+def _run(env_extra=None, script=SCRIPT):
+    """The JSON the script prints last, run without the suite's thread-count variables (plus `env_extra`)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                                             "MKL_NUM_THREADS")}
     env.update(env_extra or {})
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     import json
 
@@ -77,3 +78,16 @@ def test_small_products_run_on_one_blas_thread_and_the_count_comes_back():
 def test_a_thread_count_set_in_the_environment_is_left_alone():
     out = _run({"OPENBLAS_NUM_THREADS": "2"})
     assert out["wrapped"] == [False, False, False]
+
+
+SHARE = ("import json\nimport numpy\nfrom threadpoolctl import threadpool_info\nfrom bpmagic.backends import blas\n"
+         "blas.share_cores(2)\nprint(json.dumps([d['num_threads'] for d in threadpool_info() "
+         "if d['user_api'] == 'blas']))")
+
+
+def test_workers_on_one_machine_share_its_cores(tmp_path):
+    """What each of 2 workers on one node does at its start (train/workers/engine.py): half the cores' threads each,
+    not a thread per core each; unless the user set a count."""
+    cores = os.cpu_count() or 1
+    assert set(_run(script=SHARE)) == {max(1, cores // 2)}
+    assert set(_run({"OPENBLAS_NUM_THREADS": "2"}, script=SHARE)) == {2}

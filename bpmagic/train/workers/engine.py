@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ...backends.blas import share_cores
 from ..checkpoint import Checkpointing
 from ..controls import Controls
 from ..drivers import ThreadDriver, _END, advance
@@ -116,6 +117,9 @@ def engine_start(run_id: str, spec: bytes, data, validation):
     comm = MPI.COMM_WORLD.Dup()  # the run's own communicator: its traffic never mixes with anything else's
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     rank, size = comm.Get_rank(), comm.Get_size()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the workers on this machine share its cores
+    share_cores(node.Get_size())
+    node.Free()
     params = comm.bcast(s["params"] if rank == 0 else None, root=0)  # every worker starts from rank 0's
     buffers = comm.bcast(s["buffers"] if rank == 0 else None, root=0)
     opt = _rebuild_optimizer(s["optimizer"])
