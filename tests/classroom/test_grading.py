@@ -117,6 +117,15 @@ loss: Loss = cross_entropy(h @ W_out, y)""",
     },
 }
 STUDENTS = ("ada", "bob", "carl")
+# carl's empty answer where what a student reads differs: a plain cell (01), a %%backprop cell without its Params (03)
+# and one whose loop body is missing (09); elsewhere it is 01's NotImplementedError again, not worth a grading run
+EMPTY_ANSWER_LABS = {"lab01", "lab03", "lab09"}
+
+
+def students_of(assignment):
+    return STUDENTS if assignment in EMPTY_ANSWER_LABS else STUDENTS[:2]
+
+
 EXPECTED_SCORE = {"ada": 2.0, "bob": 0.0, "carl": 0.0}  # per lab: its one graded cell is worth 2 points
 
 # what the student reads under the failed test cell (bob's mistake, carl's empty cell)
@@ -127,12 +136,9 @@ FEEDBACK = {
     ("lab08", "bob"): "vel's adjoint gains DT times pos's adjoint",
     ("lab09", "bob"): "centred ended with a loss of",
     ("lab01", "carl"): "NotImplementedError",
-    ("lab02", "carl"): "NotImplementedError",
     ("lab03", "carl"): "the cell has no Param",
-    ("lab08", "carl"): "NotImplementedError",
     ("lab09", "carl"): "NotImplementedError",
     ("lab10", "bob"): "the combined gradient[",
-    ("lab10", "carl"): "NotImplementedError",
 }
 
 
@@ -169,7 +175,7 @@ def course(tmp_path_factory):
         shutil.copy(EXAMPLES / f"{stem}.ipynb", course / "source" / assignment)
         nbgrader(course, "generate_assignment", assignment)
         released = nbformat.read(course / "release" / assignment / f"{stem}.ipynb", as_version=4)
-        for student in STUDENTS:
+        for student in students_of(assignment):
             submission = nbformat.from_dict(released)
             for grade_id, cell in graded_cells(submission).items():
                 if student in ANSWERS.get(grade_id, {}):
@@ -204,10 +210,10 @@ def test_the_students_version_has_no_answers_and_no_hidden_tests(course, assignm
 def test_autograde_scores_a_right_answer_full_and_wrong_ones_zero(course, assignment):
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "backprop") as gb:
         scores = {s: (gb.find_submission(assignment, s).score, gb.find_submission(assignment, s).max_score)
-                  for s in STUDENTS}
-    assert scores == {s: (EXPECTED_SCORE[s], 2.0) for s in STUDENTS}, scores
+                  for s in students_of(assignment)}
+    assert scores == {s: (EXPECTED_SCORE[s], 2.0) for s in students_of(assignment)}, scores
 
-    for student in STUDENTS:
+    for student in students_of(assignment):
         nb = nbformat.read(course / "autograded" / student / assignment / f"{LABS[assignment]}.ipynb", 4)
         tests = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
         assert len(tests) == 1 and "### BEGIN HIDDEN TESTS" in tests[0].source  # put back for grading
