@@ -43,7 +43,15 @@ def execute(kc, code, timeout=180):
             out.append(msg["content"]["text"])
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+    return reply_to(kc, msg_id, timeout), "".join(out)
+
+
+def reply_to(kc, msg_id, timeout=180):
+    """The shell channel's reply to `msg_id` (an earlier request's reply, still queued, is not it)."""
+    while True:
+        reply = kc.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
 
 
 @pytest.fixture
@@ -171,8 +179,8 @@ def test_kernel_shows_a_typo_as_one_message_without_bpmagic_frames(learner_kerne
             shown.append(json.dumps(msg["content"]))
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-    reply = learner_kernel.get_shell_msg(timeout=180)["content"]
-    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    reply = reply_to(learner_kernel, msg_id)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError", (reply, shown)
     assert reply["evalue"].startswith("line 8: AttributeError: module 'numpy' has no attribute 'tanhh'. "
                                       "Did you mean np.tanh?")
     text = "\n".join(shown) + json.dumps(reply)
