@@ -149,7 +149,8 @@ class Resumed:
 
 def resume(path, params: dict, buffers: dict, optimizer, examples: int, batch_size: int, seed: int) -> Resumed:
     """Read the checkpoint at `path` into `params` and `buffers` (their arrays, in place) and check it belongs to
-    this model and data; the caller gives the optimizer state to the step. Says what it resumed in one line."""
+    this model and data; the caller gives the optimizer state to the step (Run._continue_from) and says what it
+    resumed (fitting._resumed)."""
     saved_params, state, meta, saved_buffers = load(path)
     where = meta.get("position")
     if where is None:

@@ -59,8 +59,8 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     data; atomically) every `checkpoint_every` ("60s", "5m", "500 steps") and when it ends. resume: such a file
     (or one run.save wrote): the run continues from it exactly as it would have gone on, to the same total of
     steps (resume and checkpoint the same file: one call serves the first run, which starts afresh, and every
-    run after a crash); the hyperparameters are those it had then (steered ones included) unless this call sets one to another
-    value than the run started with (train/checkpoint.py).
+    run after a crash); the hyperparameters are those it had then (steered ones included) unless this call sets
+    one to another value than the run started with (train/checkpoint.py).
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     if not data:

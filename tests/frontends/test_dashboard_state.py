@@ -156,6 +156,17 @@ def test_per_worker_lines_sample_the_history_and_draw_in_the_record():
     assert "each worker&#x27;s own" in svg and "step 1000" in svg and height > 2 * THEME_ROW
 
 
+def test_the_strip_ends_where_the_statistics_do_while_a_run_on_workers_relays_them():
+    """Its steps arrive before their statistics: the strip was all NaN (drawn black) for the whole live run."""
+    from bpmagic.dashboard.panels.gradients import strip
+    from bpmagic.train.stats import GRAD_NORM
+
+    history = {"step": list(range(1, 101)), "grad_norm/1": [0.1] * 90, "grad_norm/2": [0.01] * 95}
+    s = strip(history, ["1", "2"], GRAD_NORM)
+    assert np.isfinite(s).all() and s[0] == pytest.approx(-1) and s[1] == pytest.approx(-2)
+    assert strip({"step": [1, 2]}, ["1"], GRAD_NORM).shape == (1, 2)  # no statistics at all yet: nothing to draw
+
+
 @pytest.mark.parametrize("lo, hi", [(-1.2, -1.1), (0, 3), (-2.5, -2.49)])
 def test_tick_labels_are_distinct(lo, hi):
     from bpmagic.dashboard.scales import tick_labels

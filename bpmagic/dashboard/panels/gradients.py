@@ -25,7 +25,8 @@ SAMPLES_PER_COLUMN = 16
 def strip(history, layers, stat, cols=STRIP_COLUMNS):
     """float32 [layers, cols]: log10 of the LayerStat `stat` averaged over equal slices of the steps so far (from up to
     SAMPLES_PER_COLUMN evenly spaced steps per slice)."""
-    n = len(history.get("step", []))
+    # a run on workers relays its statistics a moment after its steps: the strip ends where every layer's column does
+    n = min([len(history.get("step", []))] + [len(history[c]) for c in map(stat.column, layers) if history.get(c)])
     if n == 0:
         return np.zeros((len(layers), 0), np.float32)
     cols = min(cols, n)
