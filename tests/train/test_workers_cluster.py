@@ -193,7 +193,7 @@ def test_a_run_on_workers_checkpoints_and_resumes_as_if_never_stopped(client, tm
     path = tmp_path / "run.npz"
     cut = bp.fit(loss_fn, {k: v.copy() for k, v in start.items()}, (X, Y), steps=20, batch_size=32,
                  optimizer=bp.optim.Adam(lr=0.01), seed=3, workers=client, checkpoint=path,
-                 checkpoint_every="4 steps", background=True, pace=5)  # slow: the stop lands mid-run however late the relay
+                 checkpoint_every="4 steps", background=True, pace=5)  # slow: stops mid-run however late the relay
     cut.wait(until_step=7).stop().join()
     saved = bp.Run.load(path)
     assert 7 <= saved.total_steps < 20 and saved.total_steps == cut.steps_done  # the end saved the last step
