@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Var
+from .batching import batch_matmuls
 from .fusion import Group, find_groups
 
 
@@ -162,6 +163,7 @@ class Allocator:
 
 def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan:
     """The plan of `graph` (see Executable for donate and guards); fuse: group runs of elementwise equations."""
+    graph = batch_matmuls(graph)
     order = schedule(graph, guards)
     last_use = last_uses(graph, order)
     checks = [graph.outputs[i] for i in guards]

@@ -7,6 +7,7 @@ are composed from elementwise ops, sums and diagonals. (Solves, decompositions a
 """
 from __future__ import annotations
 
+import re
 import string
 
 import numpy as np
@@ -47,13 +48,17 @@ def _matmul_vjp(g, out, a, b):
 
 
 def _matmul_lowering(ctx, a, b, out=None):
+    if out is None or not len(ctx.inputs[0].shape) == 2 == len(ctx.inputs[1].shape):
+        return None
     # a backend's own 2-d matmul kernel, when the step asks for a precision or a capturable call (CuPy's cuBLAS)
     make = getattr(ctx.backend, "matmul_kernel", None)
-    if make is None or not (ctx.cuda_graph or ctx.matmul_precision != "fp32") or out is None:
-        return None
-    if not len(ctx.inputs[0].shape) == 2 == len(ctx.inputs[1].shape):
-        return None
-    return f"{ctx.bind('_mm', lambda: make(ctx.matmul_precision))}({a}, {b}, {out})"
+    if make is not None and (ctx.cuda_graph or ctx.matmul_precision != "fp32"):
+        return f"{ctx.bind('_mm', lambda: make(ctx.matmul_precision))}({a}, {b}, {out})"
+    if ctx.xp is np and re.match(r"_b\d+$", out):
+        # NumPy's dot of matrices skips matmul's general loop set-up (0.7 µs of 1.9 at 16x32 @ 32x32); its out=
+        # must be C-contiguous in the product's dtype: a pool buffer is
+        return f"xp.dot({a}, {b}, {out})"
+    return None
 
 
 _matmul = Primitive("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_rule, _matmul_vjp, ufunc="matmul",

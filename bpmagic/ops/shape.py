@@ -284,8 +284,14 @@ def _getitem_onnx(ctx, x, *arrays, spec):
     return ctx.node("Unsqueeze", [x, ctx.ints(new_axes)]) if new_axes else x
 
 
+def _getitem_lowering(ctx, x, *arrays, out=None, spec=()):
+    if arrays or not spec:
+        return None
+    return f"{x}{spec!r}"  # ints, slices, None, ...: the subscript itself (a view), cheaper than a call
+
+
 _getitem = Primitive("getitem", _getitem_impl, _getitem_rule, _getitem_vjp, nondiff_inputs=range(1, 64),
-                     onnx=_getitem_onnx)
+                     lowering=_getitem_lowering, onnx=_getitem_onnx)
 
 
 def _scatter_add_impl(xp, g, *arrays, spec, shape):
@@ -380,8 +386,16 @@ def _concat_vjp(g, out, *xs, axis):
     return tuple(grads)
 
 
-_concatenate = Primitive("concatenate", lambda xp, *xs, axis: xp.concatenate(xs, axis=axis), _concat_rule,
-                         _concat_vjp, onnx=lambda ctx, *xs, axis: ctx.node("Concat", ctx.cast_to_result(xs), axis=axis))
+def _concat_impl(xp, *xs, axis, out=None):
+    return xp.concatenate(xs, axis=axis) if out is None else xp.concatenate(xs, axis=axis, out=out)
+
+
+def _concat_lowering(ctx, *xs, out=None, axis=0):
+    return None if out is None else f"xp.concatenate(({', '.join(xs)}{',' * (len(xs) == 1)}), {axis!r}, {out})"
+
+
+_concatenate = Primitive("concatenate", _concat_impl, _concat_rule, _concat_vjp, accepts_out=True,
+                         lowering=_concat_lowering, onnx=lambda ctx, *xs, axis: ctx.node("Concat", ctx.cast_to_result(xs), axis=axis))
 
 
 @exposes(_concatenate, samples=lambda rng: [

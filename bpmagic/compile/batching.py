@@ -1,0 +1,221 @@
+"""Fewer, larger calls: the matrix products an unrolled loop makes one by one, made as one product each.
+
+On the CPU a step costs about a microsecond per NumPy call whatever the arrays' size, and an RNN unrolled over T
+steps makes T small products of the same weight. Two rewrites of the step graph (before it is planned, so the graph a
+learner draws keeps one product per step, and `print(step)` shows what runs):
+
+- The input projection: `x[t] @ W` for many t of the same x and W is one product `x @ W`, read at each t (a view).
+- A weight's gradient: the backward pass sums one product per use, `Σ_t h[t]ᵀ @ g[t]`, which is one product of the
+  stacked rows, `[h[0]; h[1]; …]ᵀ @ [g[0]; g[1]; …]`; a bias's gradient `Σ_t sum(g[t], axis 0)` likewise is one
+  reduction of the stacked rows.
+
+Both reorder additions only (float rounding of a sum taken in another order).
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import replace
+
+from ..ir import Graph, Var
+from ..ops import elementwise, linalg, reduce, shape
+from .passes import common_subexpressions, dead_code_elimination
+
+MIN_TERMS = 4  # fewer terms: the stacking copies cost about what the calls it saves do
+
+
+def batch_matmuls(graph: Graph) -> Graph:
+    """`graph` with the input projections hoisted and the weights' gradient sums stacked (see above)."""
+    graph = _hoist_projections(graph)
+    graph = _stack_sums(graph)
+    return dead_code_elimination(common_subexpressions(graph))  # a stack two sums share is made once
+
+
+def _eqn(primitive, inputs, params, like):
+    """An equation of `primitive` recorded where `like` was (its user's line, phase and scope)."""
+    out_shape, out_dtype = primitive.shape_rule(*inputs, **params)
+    return replace(like, primitive=primitive, inputs=list(inputs), outputs=[Var(out_shape, out_dtype)],
+                   params=dict(params))
+
+
+def _defs(graph):
+    return {v: e for e in graph.eqns for v in e.outputs}
+
+
+# -- x[t] @ W for many t: (x @ W)[t] --------------------------------------------------------------------------------
+def _row_view(e):
+    """(x, spec) when `e` computes x[spec] and the index leaves x's last axis alone (then x[spec] @ W == (x @ W)[spec])."""
+    if e is None or e.primitive is not shape._getitem or len(e.inputs) != 1 or not isinstance(e.inputs[0], Var):
+        return None
+    x, spec = e.inputs[0], e.params["spec"]
+    plain = all(isinstance(i, int) or i == slice(None) for i in spec)
+    return (x, spec) if plain and len(spec) < len(x.shape) else None
+
+
+def _hoist_projections(graph: Graph) -> Graph:
+    defs, readers = _defs(graph), defaultdict(list)
+    for e in graph.eqns:
+        for v in dict.fromkeys(v for v in e.inputs if isinstance(v, Var)):
+            readers[v].append(e)
+    held = set(graph.inputs) | set(graph.consts)
+    uses = defaultdict(list)  # (x, W) -> [(equation, spec)]
+    for e in graph.eqns:
+        if e.primitive is linalg._matmul and all(isinstance(v, Var) for v in e.inputs) and len(e.inputs[1].shape) == 2:
+            view = _row_view(defs.get(e.inputs[0]))
+            if view is not None:
+                uses[view[0], e.inputs[1]].append((e, view[1]))
+    hoisted, replaced = {}, {}
+    for (x, w), found in uses.items():
+        distinct = {repr(spec): e.inputs[0] for e, spec in found}
+        if len(distinct) < 2 or 2 * sum(_rows(a) for a in distinct.values()) < _rows(x):
+            continue  # one use, or a few rows of a large x: the product of all of x would cost more
+        first = found[0][0]
+        made = [_eqn(shape._reshape, [x], {"shape": (_rows(x), x.shape[-1])}, first)] if len(x.shape) > 2 else []
+        made.append(_eqn(linalg._matmul, [made[-1].outputs[0] if made else x, w], {}, first))
+        if len(x.shape) > 2:
+            made.append(_eqn(shape._reshape, made[-1].outputs, {"shape": x.shape[:-1] + (w.shape[1],)}, first))
+        biases = [_bias_of(e.outputs[0], readers, held) for e, _ in found]
+        if all(b is not None and b[0] is biases[0][0] for b in biases):  # x[t] @ W (+ h @ U) + b: (x @ W + b)[t]
+            made.append(_eqn(elementwise.add, [made[-1].outputs[0], biases[0][0]], {}, first))
+        else:
+            biases = [None] * len(found)
+        product = made[-1].outputs[0]
+        hoisted[id(first)] = made
+        for (e, spec), bias in zip(found, biases):
+            view = replace(e, primitive=shape._getitem, inputs=[product], params={"spec": spec})
+            replaced[id(e)] = view
+            if bias is not None and bias[2] is None:  # the view plus the bias was the sum itself
+                replaced[id(bias[1])] = replace(view, outputs=list(bias[1].outputs))
+            elif bias is not None:  # the view plus the other term, without the bias's addition
+                replaced[id(bias[1])] = replace(bias[1], inputs=[view.outputs[0], bias[2]])
+    if not replaced:
+        return graph
+    eqns = []
+    for e in graph.eqns:
+        eqns += hoisted.get(id(e), [])
+        eqns.append(replaced.get(id(e), e))
+    return Graph(list(graph.inputs), eqns, list(graph.outputs), dict(graph.consts), graph.name)
+
+
+def _bias_of(u, readers, held):
+    """(b, the addition of b, the other term or None) when u, or u plus one other term, has a bias b added that
+    is a row (b's shape (H,) or (1, H)) held by the step (a parameter): then b can join the hoisted product."""
+    def sole_addition(v):
+        found = readers.get(v, [])
+        e = found[0] if len(found) == 1 else None
+        ok = e is not None and e.primitive is elementwise.add and e.outputs[0].shape == v.shape and v in e.inputs
+        return (e, next((o for o in e.inputs if o is not v), v)) if ok else (None, None)
+
+    def row(b):
+        return (b in held and 0 < len(b.shape) <= len(u.shape) and all(s == 1 for s in b.shape[:-1])
+                and b.shape[-1] == u.shape[-1])
+
+    first, other = sole_addition(u)
+    if first is None:
+        return None
+    if row(other):
+        return other, first, None
+    second, bias = sole_addition(first.outputs[0])
+    return (bias, second, other) if second is not None and row(bias) else None
+
+
+# -- Σ_t a[t]ᵀ @ g[t] and Σ_t sum(g[t], axis 0): one product, one reduction ------------------------------------------
+def _stack_sums(graph: Graph) -> Graph:
+    defs, position = _defs(graph), {v: k for k, e in enumerate(graph.eqns) for v in e.outputs}
+    uses = Counter(v for e in graph.eqns for v in e.inputs if isinstance(v, Var)) + Counter(graph.outputs)
+
+    def single(v):  # a value only one equation reads, made by an equation
+        return isinstance(v, Var) and uses[v] == 1 and v in defs
+
+    def chained(e):  # an addition of two values of its result's shape: a link of a sum
+        return (e.primitive is elementwise.add and all(isinstance(v, Var) and v.shape == e.outputs[0].shape
+                                                        for v in e.inputs))
+
+    inner = {id(defs[v]) for e in graph.eqns if chained(e) for v in e.inputs if single(v) and chained(defs[v])}
+
+    def terms(e):
+        out = []
+        for v in e.inputs:
+            out += terms(defs[v]) if v in defs and id(defs[v]) in inner else [v]
+        return out
+
+    made_at = {}
+    for root in graph.eqns:
+        if chained(root) and id(root) not in inner:
+            made = _stacked_sum(root, terms(root), defs, position, single)
+            if made:
+                made_at[id(root)] = made
+    if not made_at:
+        return graph
+    eqns = [m for e in graph.eqns for m in made_at.get(id(e), [e])]
+    return Graph(list(graph.inputs), eqns, list(graph.outputs), dict(graph.consts), graph.name)
+
+
+def _kind(v, defs, single):
+    """("product", a, g) for a value aᵀ @ g, ("sum", g) for sum(g, axis 0), None otherwise (2-d a and g)."""
+    if not single(v):
+        return None
+    e = defs[v]
+    if e.primitive is linalg._matmul:
+        t = defs.get(e.inputs[0])
+        if (t is not None and t.primitive is shape._transpose and tuple(t.params["axes"]) == (1, 0)
+                and isinstance(e.inputs[1], Var) and len(e.inputs[1].shape) == 2):
+            return "product", t.inputs[0], e.inputs[1]
+    if (e.primitive is reduce._sum and tuple(e.params["axis"]) == (0,) and not e.params["keepdims"]
+            and len(e.inputs[0].shape) == 2):
+        return "sum", e.inputs[0]
+    return None
+
+
+def _stacked_sum(root, leaves, defs, position, single) -> list:
+    """The equations computing `root` (a sum of `leaves`) with its products and reductions stacked; [] if none."""
+    groups, rest = defaultdict(list), []
+    for v in leaves:
+        kind = _kind(v, defs, single)
+        key = None if kind is None else (kind[0],) + tuple(p.shape for p in kind[1:])
+        (groups[key].append((v,) + kind[1:]) if key else rest.append(v))
+    made, partial = [], []
+    for key, parts in groups.items():
+        if len(parts) < MIN_TERMS:
+            rest += [p[0] for p in parts]
+            continue
+        if key[0] == "product":
+            parts.sort(key=lambda p: position.get(p[1], -1))  # in the order the forward pass made the rows
+            a, made_a = _stack([p[1] for p in parts], defs, root)
+            g, made_g = _stack([p[2] for p in parts], defs, root)
+            made += made_a + made_g
+            made.append(_eqn(shape._transpose, [a], {"axes": (1, 0)}, root))
+            made.append(_eqn(linalg._matmul, [made[-1].outputs[0], g], {}, root))
+        else:
+            # the backward pass made them last step first: stacked in forward order, as the products' are (shared)
+            parts.sort(key=lambda p: -position.get(p[1], -1))
+            g, made_g = _stack([p[1] for p in parts], defs, root)
+            made += made_g
+            made.append(_eqn(reduce._sum, [g], {"axis": (0,), "keepdims": False}, root))
+        partial.append(made[-1].outputs[0])
+    if not partial:
+        return []
+    total = partial + rest
+    for v in total[1:]:
+        made.append(_eqn(elementwise.add, [total[0] if v is total[1] else made[-1].outputs[0], v], {}, root))
+    made[-1] = replace(made[-1], outputs=list(root.outputs))  # the last equation writes the sum's own value
+    return made
+
+
+def _stack(parts, defs, like):
+    """(value, equations): the 2-d parts one above the other; x's rows as they are when the parts are x[0], x[1], ..."""
+    views = [_row_view(defs.get(p)) for p in parts]
+    x = views[0][0] if views[0] else None
+    if (x is not None and len(x.shape) == 3 and all(v is not None and v[0] is x for v in views)
+            and [tuple(v[1]) for v in views] == [(i,) for i in range(x.shape[0])]):
+        e = _eqn(shape._reshape, [x], {"shape": (_rows(x), x.shape[-1])}, like)
+    else:
+        e = _eqn(shape._concatenate, parts, {"axis": 0}, like)
+    return e.outputs[0], [e]
+
+
+def _rows(x) -> int:
+    """How many rows x has as a matrix (all axes but the last)."""
+    n = 1
+    for s in x.shape[:-1]:
+        n *= s
+    return n

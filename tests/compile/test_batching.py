@@ -1,0 +1,92 @@
+"""Fewer, larger calls (compile/batching.py): an unrolled RNN's products made as one, checked against JAX in float64,
+with the drawn graph and the guard as a learner meets them."""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bpmagic as bp
+
+jax.config.update("jax_enable_x64", True)
+
+T, B, N_IN, H = 12, 5, 3, 7
+
+
+def params_of(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"Wx": rng.standard_normal((N_IN, H)) / 2, "Wh": rng.standard_normal((H, H)) / 3,
+            "b": rng.standard_normal(H) / 4, "Wo": rng.standard_normal((H, 1)) / 2}
+
+
+def rnn(np_, time_major, bias_first):
+    """A learner's RNN, written two ways: data (T, B, n) or (B, T, n); the bias before or after the products."""
+    def loss_fn(p, x, y):
+        h = np_.zeros((B, H))
+        for t in range(T):
+            xt = x[t] if time_major else x[:, t]
+            if bias_first:
+                h = np_.tanh(p["b"] + xt @ p["Wx"] + h @ p["Wh"])
+            else:
+                h = np_.tanh(xt @ p["Wx"] + h @ p["Wh"] + p["b"])
+        return np_.mean((h @ p["Wo"] - y) ** 2)
+    return loss_fn
+
+
+@pytest.mark.parametrize("time_major", [True, False], ids=["x[t]", "x[:, t]"])
+@pytest.mark.parametrize("bias_first", [False, True], ids=["bias last", "bias first"])
+def test_an_unrolled_rnn_trains_as_jax_computes_it(time_major, bias_first):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, N_IN) if time_major else (B, T, N_IN))
+    y = rng.standard_normal((B, 1))
+    params, lr = params_of(), 0.05
+    step = bp.compile_step(rnn(bp, time_major, bias_first), params, x, y, optimizer=bp.optim.SGD(lr=lr),
+                           backend="numpy")
+
+    expected = {k: jnp.asarray(v) for k, v in params_of().items()}
+    value_and_grad = jax.jit(jax.value_and_grad(rnn(jnp, time_major, bias_first)))
+    for _ in range(3):
+        loss = step(x, y)
+        want, grads = value_and_grad(expected, x, y)
+        expected = {k: v - lr * grads[k] for k, v in expected.items()}
+        assert loss == pytest.approx(float(want), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(params[k], expected[k], rtol=1e-12, atol=1e-14)
+
+    code = str(step)
+    # the input projection is one product of all of x (+ the bias, once); the weights' gradients one product each
+    assert len(re.findall(r"xp\.dot\(t\d+, Wx, ", code)) == 1, code
+    assert re.search(r"xp\.dot\([^\n]*-> dWx\n", code), code
+    assert code.count("xp.dot(") <= 2 * T + 6, code  # h @ Wh and its backward at each step, and a few; not 5 T
+    assert "xp.concatenate((" in code
+    # what a learner draws is the model's own graph: one product per step and use
+    assert sum(e.primitive.name == "matmul" for e in step.forward_graph.eqns) == 2 * T + 1
+
+
+def test_a_few_rows_of_a_long_sequence_are_not_projected_whole():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((100, B, N_IN))
+
+    def loss_fn(p, x):
+        return bp.sum(bp.tanh(x[0] @ p["Wx"]) * bp.tanh(x[99] @ p["Wx"]))
+
+    step = bp.compile_step(loss_fn, {"Wx": params_of()["Wx"]}, x, backend="numpy")
+    step(x)
+    assert "reshape((500, 3))" not in str(step) and str(step).count("xp.dot(x") == 0
+
+
+def test_a_nan_at_one_time_step_keeps_the_parameters_and_names_the_line():
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((T, B, N_IN)), rng.standard_normal((B, 1))
+    params = params_of()
+    loss_fn = rnn(bp, True, False)
+    step = bp.compile_step(loss_fn, params, x, y, optimizer=bp.optim.SGD(lr=0.05), backend="numpy")
+    step(x, y)
+    before = {k: v.copy() for k, v in params.items()}
+    x[5, 2, 1] = np.nan
+    with pytest.raises(bp.NonFiniteError) as info:
+        step(x, y)
+    assert "getitem of (12, 5, 3) produced nan at step 2.\n    xt = x[t] if time_major" in str(info.value)
+    for k in params:
+        assert np.array_equal(params[k], before[k])
