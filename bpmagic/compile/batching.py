@@ -1,4 +1,5 @@
-"""Fewer, larger calls: the matrix products an unrolled loop makes one by one, made as one product each.
+"""Fewer, larger calls: the matrix products an unrolled loop makes one by one, made as one product each; and no call
+for a broadcast an elementwise operation would make itself.
 
 On the CPU a step costs about a microsecond per NumPy call whatever the arrays' size, and an RNN unrolled over T
 steps makes T small products of the same weight. Two rewrites of the step graph (before it is planned, so the graph a
@@ -9,12 +10,15 @@ learner draws keeps one product per step, and `print(step)` shows what runs):
   stacked rows, `[h[0]; h[1]; …]ᵀ @ [g[0]; g[1]; …]`; a bias's gradient `Σ_t sum(g[t], axis 0)` likewise is one
   reduction of the stacked rows.
 
-Both reorder additions only (float rounding of a sum taken in another order).
+Both reorder additions only (float rounding of a sum taken in another order). A `broadcast_to` whose every reader is
+a ufunc that broadcasts its operands anyway (the backward of a sum or a mean makes them) is left to the ufunc.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import replace
+
+import numpy as np
 
 from ..ir import Graph, Var
 from ..ops import elementwise, linalg, reduce, shape
@@ -27,6 +31,7 @@ def batch_matmuls(graph: Graph) -> Graph:
     """`graph` with the input projections hoisted and the weights' gradient sums stacked (see above)."""
     graph = _hoist_projections(graph)
     graph = _stack_sums(graph)
+    graph = _implicit_broadcasts(graph)
     return dead_code_elimination(common_subexpressions(graph))  # a stack two sums share is made once
 
 
@@ -219,3 +224,28 @@ def _rows(x) -> int:
     for s in x.shape[:-1]:
         n *= s
     return n
+
+
+# -- broadcast_to(a, shape) read by ufuncs: a itself ------------------------------------------------------------------
+def _implicit_broadcasts(graph: Graph) -> Graph:
+    readers = defaultdict(list)
+    for e in graph.eqns:
+        for v in e.inputs:
+            if isinstance(v, Var):
+                readers[v].append(e)
+    outputs, swap = set(graph.outputs), {}
+    for e in graph.eqns:
+        if e.primitive is not shape._broadcast_to or not isinstance(e.inputs[0], Var) or e.outputs[0] in outputs:
+            continue
+        wide, narrow = e.outputs[0], e.inputs[0]
+
+        def broadcasts_anyway(r):  # the ufunc's result keeps its shape with the narrow operand
+            shapes = [narrow.shape if v is wide else v.shape for v in r.inputs]
+            return r.primitive.ufunc and r.primitive.elementwise and np.broadcast_shapes(*shapes) == r.outputs[0].shape
+
+        if readers[wide] and all(broadcasts_anyway(r) for r in readers[wide]):
+            swap[wide] = narrow
+    if not swap:
+        return graph
+    eqns = [replace(e, inputs=[swap.get(v, v) if isinstance(v, Var) else v for v in e.inputs]) for e in graph.eqns]
+    return Graph(list(graph.inputs), eqns, list(graph.outputs), dict(graph.consts), graph.name)

@@ -153,7 +153,7 @@ def test_composites_are_one_node_by_default_and_open_on_request(ce_graph):
     # opening cross_entropy shows its own steps; the composites inside it stay closed
     outer = graph_to_dot(ce_graph, expand={"cross_entropy"})
     closed_inside = set(outer.bp_composites.values())
-    assert "log_softmax" in closed_inside and "cross_entropy" not in closed_inside
+    assert "logsumexp" in closed_inside and "cross_entropy" not in closed_inside
     assert len(nodes_and_edges(collapsed.source)[0]) < len(nodes_and_edges(outer.source)[0]) < len(
         nodes_and_edges(opened.source)[0])
     # collapse=False draws every equation
