@@ -71,6 +71,9 @@ class _Emitter:
         writes into a buffer; the header, a comment with the user's code, when that line changes."""
         if instr.group is not None:
             code, value = self.fused(instr), next((v for v in instr.results if v in self.hinted), None)
+        elif instr.in_place:
+            stack = self.array(instr.results[0], instr.into[0])
+            code, value = f"# {stack}: its {len(instr.operands)} parts were written into it", instr.results[0]
         elif instr.makes_local:
             code, value = self.local(instr), None
         else:
@@ -102,15 +105,26 @@ class _Emitter:
         return f"{name} = {self.expression(e, args, instr.position)}"
 
     def array(self, v, into) -> str:
-        """The name of the array `v` is written into; a pool buffer is allocated where it is first written (the
-        namespace's order numbers the literals)."""
+        """The name of the array `v` is written into."""
         if isinstance(into, Buffer):
-            if into.name not in self.ns:
-                self.ns[into.name] = self.backend.xp.empty(into.shape, into.dtype)
+            self.allocate(into)
             self.names[v] = into.name
         else:
             self.names[v] = self.names[into]
         return self.names[v]
+
+    def allocate(self, buffer):
+        """A pool buffer is allocated where it is first written (the namespace's order numbers the literals); a
+        block of a stack's buffer is a view of that buffer."""
+        if buffer.name in self.ns:
+            return
+        if buffer.within is None:
+            self.ns[buffer.name] = self.backend.xp.empty(buffer.shape, buffer.dtype)
+            return
+        self.allocate(buffer.within)
+        size = int(np.prod(buffer.shape, dtype=np.int64))
+        whole = self.ns[buffer.within.name].reshape(-1)
+        self.ns[buffer.name] = whole[buffer.offset:buffer.offset + size].reshape(buffer.shape)
 
     def operand(self, v, e) -> str:
         if isinstance(v, Literal):

@@ -5,6 +5,8 @@ Order: everything the guards need comes first, so the finiteness check runs befo
 Arrays: every primitive that can write into an `out=` array gets one, so a step allocates nothing: the donated input
 it replaces when nothing reads that input later (parameters are updated in place), else the buffer of an input that
 dies here (elementwise ufuncs), else a pool buffer of its shape and dtype, free again once no live value may alias it.
+A concatenation's parts are written into their blocks of its buffer, so that it copies nothing (the weight's gradient
+of an unrolled loop stacks one part per step: compile/batching.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class Buffer:
     name: str  # _b1, _b2, ...: as the generated code calls it
     shape: tuple
     dtype: np.dtype
+    within: Buffer | None = None  # a block of a stack's buffer: a part written where the stack will read it
+    offset: int = 0  # where the block starts in `within`, in elements
 
     @property
     def key(self):
@@ -39,6 +43,7 @@ class Instr:
     eqns: list
     into: list  # per result: the pool Buffer or donated input (a Var) written with out=, or None: a new local
     group: Group | None = None
+    in_place: bool = False  # a concatenation whose parts were written into its buffer: nothing left to do
 
     @property
     def makes_local(self) -> bool:
@@ -92,8 +97,11 @@ class Allocator:
     Ordered dicts stand for sets here, so that buffers are freed, and so reused, in the same order on every run.
     """
 
-    def __init__(self, arrays, last_use):
+    def __init__(self, arrays, last_use, blocks=None, stacks=()):
         self.last_use = last_use
+        self.blocks = blocks or {}  # part -> (the concatenation it is a part of, its offset there)
+        self.stacks = set(stacks)  # ids of concatenations whose parts are written in place
+        self.arenas = {}  # concatenation -> its Buffer
         self.aliases = {v: {v: None} for v in arrays}  # live value -> the arrays it may alias
         self.users = Counter(arrays)  # array -> how many live values may alias it
         self.buffer_of = {}  # value -> the pool Buffer it was written into
@@ -103,6 +111,18 @@ class Allocator:
     def place(self, e, k, donor=None):
         """Where equation k writes its result (None: it makes a new local)."""
         out = e.outputs[0]
+        if out in self.blocks:  # a part of a stack (or a run of its parts): its block, which keeps the stack in use
+            stack, offset = self.blocks[out]
+            arena = self.arena(stack)
+            self.count += 1
+            block = Buffer(f"_b{self.count}", out.shape, np.dtype(out.dtype), within=arena, offset=offset)
+            self.write(out, block)
+            self.aliases[out][arena] = None
+            self.users[arena] += 1
+            return block
+        if id(e) in self.stacks:
+            self.write(out, self.arena(out))
+            return self.arena(out)
         if not e.primitive.writes_out:
             self.aliases[out] = {a: None for v in e.inputs if isinstance(v, Var) for a in self.aliases.get(v, ())}
             self.users.update(self.aliases[out].keys())  # the local may be a view of any input: keep their arrays
@@ -123,6 +143,11 @@ class Allocator:
         self.count += 1
         return Buffer(f"_b{self.count}", v.shape, dtype)
 
+    def arena(self, stack) -> Buffer:
+        if stack not in self.arenas:
+            self.arenas[stack] = self.take(stack)
+        return self.arenas[stack]
+
     def write(self, v, array):
         self.aliases[v] = {array: None}
         self.users[array] += 1
@@ -134,7 +159,7 @@ class Allocator:
         for v in dict.fromkeys(v for v in values if isinstance(v, Var) and self.last_use.get(v, -1) <= k):
             for a in self.aliases.pop(v, ()):
                 self.users[a] -= 1
-                if self.users[a] == 0 and isinstance(a, Buffer):
+                if self.users[a] == 0 and isinstance(a, Buffer) and a.within is None:
                     self.free[a.key].append(a)
 
     def _can_write(self, donor, e, k) -> bool:
@@ -155,8 +180,8 @@ class Allocator:
         out = e.outputs[0]
         for v in e.inputs:
             buffer = self.buffer_of.get(v)
-            if (buffer is not None and self.last_use.get(v) == k and v.shape == out.shape and v.dtype == out.dtype
-                    and self.users[buffer] == 1):
+            if (buffer is not None and buffer.within is None and self.last_use.get(v) == k and v.shape == out.shape
+                    and v.dtype == out.dtype and self.users[buffer] == 1):
                 return buffer
         return None
 
@@ -179,7 +204,8 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
                                            stops=() if guard_at is None else {guard_at})}
     donated = {graph.outputs[o]: graph.inputs[i] for o, i in (donate or {}).items()}
 
-    alloc = Allocator(list(graph.inputs) + list(graph.consts), last_use)
+    blocks, stacks = ({}, ()) if fuse else _stacks(order, graph, set(donated))
+    alloc = Allocator(list(graph.inputs) + list(graph.consts), last_use, blocks, stacks)
     instrs, k = [], 0
     while k < len(order):
         group = groups.get(k)
@@ -190,7 +216,8 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
                 alloc.write(v, buffer)
             instr = Instr(k, group.eqns, into, group)
         else:
-            instr = Instr(k, [order[k]], [alloc.place(order[k], k, donated.get(order[k].outputs[0]))])
+            instr = Instr(k, [order[k]], [alloc.place(order[k], k, donated.get(order[k].outputs[0]))],
+                          in_place=id(order[k]) in stacks)
         instrs.append(instr)
         k += len(instr.eqns)
         alloc.retire(instr.operands, k - 1)
@@ -199,6 +226,37 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
     written = {v: into for instr in instrs for v, into in zip(instr.results, instr.into)}
     copies = [(donor, v) for v, donor in donated.items() if written.get(v) is not donor and v is not donor]
     return ExecutionPlan(graph, instrs, guard, checks, copies, _retake(instrs, guard, graph.outputs, copies))
+
+
+def _stacks(order, graph, donated) -> tuple:
+    """({value: (concatenation, offset)}, {ids of those concatenations}): the concatenations along the first axis
+    whose parts can be written straight into their blocks (each made by an equation that writes out=, in no other
+    stack, neither a result of the step nor a new parameter, of the stack's dtype). A concatenation of parts that lie
+    one after the other in a bigger stack is a block of that one too (the larger stacks are laid out first)."""
+    made_by = {v: e for e in order for v in e.outputs}
+    unavailable = set(graph.outputs) | donated
+    blocks, stacks = {}, set()
+    joins = [e for e in order if e.primitive.name == "concatenate" and e.params.get("axis") == 0
+             and len(set(e.inputs)) == len(e.inputs) and e.outputs[0] not in unavailable]
+    for e in sorted(joins, key=lambda e: -int(np.prod(e.outputs[0].shape, dtype=np.int64))):
+        parts, stack = e.inputs, e.outputs[0]
+        if all(isinstance(p, Var) and p in made_by and made_by[p].primitive.writes_out and p not in blocks
+               and p not in unavailable and p.dtype == stack.dtype for p in parts):
+            offset = 0
+            for p in parts:
+                blocks[p] = (stack, offset)
+                offset += int(np.prod(p.shape, dtype=np.int64))
+            stacks.add(id(e))
+        elif all(p in blocks for p in parts) and len({blocks[p][0] for p in parts}) == 1:
+            (outer, start), at = blocks[parts[0]], blocks[parts[0]][1]
+            for p in parts:  # one after the other, in this order
+                if blocks[p][1] != at:
+                    break
+                at += int(np.prod(p.shape, dtype=np.int64))
+            else:
+                blocks[stack] = (outer, start)
+                stacks.add(id(e))
+    return blocks, stacks
 
 
 def _retake(instrs, guard, outputs, copies) -> list:
