@@ -102,6 +102,7 @@ class Allocator:
         self.blocks = blocks or {}  # part -> (the concatenation it is a part of, its offset there)
         self.stacks = set(stacks)  # ids of concatenations whose parts are written in place
         self.arenas = {}  # concatenation -> its Buffer
+        self.parts = set()  # the values written into blocks of a stack (not the stacks themselves)
         self.aliases = {v: {v: None} for v in arrays}  # live value -> the arrays it may alias
         self.users = Counter(arrays)  # array -> how many live values may alias it
         self.buffer_of = {}  # value -> the pool Buffer it was written into
@@ -119,6 +120,8 @@ class Allocator:
             self.write(out, block)
             self.aliases[out][arena] = None
             self.users[arena] += 1
+            if id(e) not in self.stacks:
+                self.parts.add(out)
             return block
         if id(e) in self.stacks:
             self.write(out, self.arena(out))
@@ -142,6 +145,11 @@ class Allocator:
             return free.pop()
         self.count += 1
         return Buffer(f"_b{self.count}", v.shape, dtype)
+
+    def _stack_read(self, arena) -> bool:
+        """Whether a live value other than the parts (the stack, a view of it) may read the stack's buffer: then no
+        part's block may be written over."""
+        return arena is not None and any(arena in arrays for u, arrays in self.aliases.items() if u not in self.parts)
 
     def arena(self, stack) -> Buffer:
         if stack not in self.arenas:
@@ -180,8 +188,8 @@ class Allocator:
         out = e.outputs[0]
         for v in e.inputs:
             buffer = self.buffer_of.get(v)
-            if (buffer is not None and buffer.within is None and self.last_use.get(v) == k and v.shape == out.shape
-                    and v.dtype == out.dtype and self.users[buffer] == 1):
+            if (buffer is not None and self.last_use.get(v) == k and v.shape == out.shape and v.dtype == out.dtype
+                    and self.users[buffer] == 1 and not self._stack_read(buffer.within)):
                 return buffer
         return None
 
@@ -206,6 +214,12 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
 
     blocks, stacks = ({}, ()) if fuse else _stacks(order, graph, set(donated))
     alloc = Allocator(list(graph.inputs) + list(graph.consts), last_use, blocks, stacks)
+    readers = defaultdict(list)
+    for e in order:
+        for v in e.inputs:
+            readers[v].append(e)
+    unread = {id(e) for e in order if e.primitive.name == "reshape" and e.outputs[0] not in graph.outputs
+              and readers[e.outputs[0]] and all(id(r) in stacks for r in readers[e.outputs[0]])}
     instrs, k = [], 0
     while k < len(order):
         group = groups.get(k)
@@ -215,6 +229,9 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
             for v, buffer in zip(group.outputs, into):
                 alloc.write(v, buffer)
             instr = Instr(k, group.eqns, into, group)
+        elif id(order[k]) in unread:  # a part's raveled view that only an in-place stack names: nothing to do
+            k += 1
+            continue
         else:
             instr = Instr(k, [order[k]], [alloc.place(order[k], k, donated.get(order[k].outputs[0]))],
                           in_place=id(order[k]) in stacks)
@@ -238,14 +255,21 @@ def _stacks(order, graph, donated) -> tuple:
     blocks, stacks = {}, set()
     joins = [e for e in order if e.primitive.name == "concatenate" and e.params.get("axis") == 0
              and len(set(e.inputs)) == len(e.inputs) and e.outputs[0] not in unavailable]
+    def written(p):  # the value whose block p is: p itself, or what p is a reshape of (a gradient raveled)
+        e = made_by.get(p) if isinstance(p, Var) else None
+        if e is not None and e.primitive.name == "reshape" and isinstance(e.inputs[0], Var):
+            p, e = e.inputs[0], made_by.get(e.inputs[0])
+        return p if e is not None and e.primitive.writes_out else None
+
     for e in sorted(joins, key=lambda e: -int(np.prod(e.outputs[0].shape, dtype=np.int64))):
         parts, stack = e.inputs, e.outputs[0]
-        if all(isinstance(p, Var) and p in made_by and made_by[p].primitive.writes_out and p not in blocks
-               and p not in unavailable and p.dtype == stack.dtype for p in parts):
+        values = [written(p) for p in parts]
+        if all(v is not None and v not in blocks and v not in unavailable and v.dtype == stack.dtype
+               for v in values) and len(set(values)) == len(values):
             offset = 0
-            for p in parts:
-                blocks[p] = (stack, offset)
-                offset += int(np.prod(p.shape, dtype=np.int64))
+            for v in values:
+                blocks[v] = (stack, offset)
+                offset += int(np.prod(v.shape, dtype=np.int64))
             stacks.add(id(e))
         elif all(p in blocks for p in parts) and len({blocks[p][0] for p in parts}) == 1:
             (outer, start), at = blocks[parts[0]], blocks[parts[0]][1]
