@@ -5,10 +5,12 @@ On the CPU a step costs about a microsecond per NumPy call whatever the arrays' 
 steps makes T small products of the same weight. Two rewrites of the step graph (before it is planned, so the graph a
 learner draws keeps one product per step, and `print(step)` shows what runs):
 
-- The input projection: `x[t] @ W` for many t of the same x and W is one product `x @ W`, read at each t (a view).
+- The input projection: `x[t] @ W` for many t of the same x and W is one product `x @ W`, read at each t (a view);
+  a bias added to each, `x[t] @ W (+ h @ U) + b`, is added once, to the product.
 - A weight's gradient: the backward pass sums one product per use, `Σ_t h[t]ᵀ @ g[t]`, which is one product of the
   stacked rows, `[h[0]; h[1]; …]ᵀ @ [g[0]; g[1]; …]`; a bias's gradient `Σ_t sum(g[t], axis 0)` likewise is one
-  reduction of the stacked rows.
+  reduction of the stacked rows. The plan writes each part into its place in the stack (compile/plan.py): the
+  stacking copies nothing, unless a part is a view (x[:, t]).
 
 Both reorder additions only (float rounding of a sum taken in another order). A `broadcast_to` whose every reader is
 a ufunc that broadcasts its operands anyway (the backward of a sum or a mean makes them) is left to the ufunc.
@@ -24,7 +26,7 @@ from ..ir import Graph, Var
 from ..ops import elementwise, linalg, reduce, shape
 from .passes import common_subexpressions, dead_code_elimination
 
-MIN_TERMS = 4  # fewer terms: the stacking copies cost about what the calls it saves do
+MIN_TERMS = 4  # fewer terms: the stack's transpose and the sum's other calls cost about what the rewrite saves
 
 
 def batch_matmuls(graph: Graph) -> Graph:

@@ -48,6 +48,8 @@ def probe(kernel_name, tagged=False, singles=10, expect_live=True):
             end = time.time() + 0.1
             while time.time() < end:
                 k.drain(0.01)
+        if expect_live:  # a few more steps before Stop, so that the last value has a step to apply at (on a busy
+            k.wait_steps(3, DEADLINE)  # machine 0.1 s may pass without one: Stop would then come first)
         queued_id = k.kc.execute("print('queued cell ran')")  # Run All: the next cell waits behind this one
         clicked = len(k.iopub)
         k.click("bpmagic-stop", sid)
