@@ -50,7 +50,7 @@ def _defs(graph):
 
 # -- x[t] @ W for many t: (x @ W)[t] --------------------------------------------------------------------------------
 def _row_view(e):
-    """(x, spec) when `e` computes x[spec] and the index leaves x's last axis alone (then x[spec] @ W == (x @ W)[spec])."""
+    """(x, spec) when `e` computes x[spec] and the index leaves x's last axis alone: x[spec] @ W == (x @ W)[spec]."""
     if e is None or e.primitive is not shape._getitem or len(e.inputs) != 1 or not isinstance(e.inputs[0], Var):
         return None
     x, spec = e.inputs[0], e.params["spec"]
@@ -125,7 +125,7 @@ def _bias_of(u, readers, held):
     return (bias, second, other) if second is not None and row(bias) else None
 
 
-# -- Σ_t a[t]ᵀ @ g[t] and Σ_t sum(g[t], axis 0): one product, one reduction ------------------------------------------
+# -- Σ_t a[t]ᵀ @ g[t] and Σ_t sum(g[t], axis 0): one product, one reduction ----------------------------------------
 def _stack_sums(graph: Graph) -> Graph:
     defs, position = _defs(graph), {v: k for k, e in enumerate(graph.eqns) for v in e.outputs}
     uses = Counter(v for e in graph.eqns for v in e.inputs if isinstance(v, Var)) + Counter(graph.outputs)

@@ -18,7 +18,8 @@ from .fusion import PREAMBLE
 from .plan import Buffer, ExecutionPlan
 
 _BUFFER = re.compile(r"_b\d+$")
-_INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_workers$|_checks$|_part_[ab]$|run$")
+_INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_workers$|_checks$|_part_[ab]$|run$"
+                       r"|_clip$|_(zero|inf)_\w+$")
 
 
 def emit(plan: ExecutionPlan, backend, namespace: dict, lowering, split=False) -> str:

@@ -162,9 +162,22 @@ sigmoid = Primitive("sigmoid", _sigmoid, _float_same, lambda g, out, x: (g * out
                     onnx=op("Sigmoid"), jax=lambda jax, x: jax.nn.sigmoid(x),
                     samples=S.join(S.unary(), S.unary(shapes=[(3, 4)], gen=lambda rng, *s: 8 * S.normal(rng, *s))),
                     reference=lambda jax: jax.nn.sigmoid, vjp_math="x̄ = ḡ · y · (1 − y)")
+def _relu_lowering(ctx, x, out=None):
+    # NumPy's clip ufunc computes max(x, 0) about 3x faster than maximum (1.3 us against 4.0 at 64x128 float32,
+    # 59 against 200 at 512x1024); like maximum it keeps NaN (the guard sees it); relu(-0.0) is -0.0 there, 0.0 here
+    clip = getattr(getattr(getattr(ctx.xp, "_core", None), "umath", None), "clip", None)
+    dtype = np.dtype(ctx.inputs[0].dtype)
+    if out is None or ctx.xp is not np or clip is None or dtype.kind != "f":
+        return None
+    zero = ctx.bind(f"_zero_{dtype.name}", lambda: np.array(0, dtype))
+    inf = ctx.bind(f"_inf_{dtype.name}", lambda: np.array(np.inf, dtype))
+    return f"{ctx.bind('_clip', lambda: clip)}({x}, {zero}, {inf}, out={out})"
+
+
 # g * (out > 0): a multiply by a boolean mask is several times cheaper than where(mask, g, 0)
 relu = Primitive("relu", lambda xp, x, out=None: xp.maximum(x, 0, out=out), _same,
                  lambda g, out, x: (multiply(g, greater(out, 0.0)),), accepts_out=True, fused="max({0}, {T}(0))",
+                 lowering=_relu_lowering,
                  doc="max(x, 0).", onnx=op("Relu"), jax=lambda jax, x: jax.nn.relu(x),  # gradient 0 at 0, as here
                  samples=S.unary(S.away0), reference=lambda jax: jax.nn.relu, vjp_math="x̄ = ḡ · [y > 0]")
 

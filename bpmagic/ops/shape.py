@@ -395,7 +395,8 @@ def _concat_lowering(ctx, *xs, out=None, axis=0):
 
 
 _concatenate = Primitive("concatenate", _concat_impl, _concat_rule, _concat_vjp, accepts_out=True,
-                         lowering=_concat_lowering, onnx=lambda ctx, *xs, axis: ctx.node("Concat", ctx.cast_to_result(xs), axis=axis))
+                         lowering=_concat_lowering,
+                         onnx=lambda ctx, *xs, axis: ctx.node("Concat", ctx.cast_to_result(xs), axis=axis))
 
 
 @exposes(_concatenate, samples=lambda rng: [

@@ -43,10 +43,10 @@ class Layout:
     inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, the step's random key (when the model
              draws random numbers: dropout, noise), the worker's share of the batch (a step compiled for workers),
              per-step scalars ((param, scalar))
-    outputs: the loss, the finiteness checks (one per param, or one for all), the loss over every worker's batch (workers), the new
-             params, state and buffers, then the statistics
-             (per layer, sums of squares keyed (sum, layer): train.stats) and, for each watched value (a Var of the
-             forward pass), the sum of squares of the gradient there
+    outputs: the loss, the finiteness checks (one per param, or one for all), the loss over every worker's batch
+             (workers), the new params, state and buffers, then the statistics (per layer, sums of squares keyed
+             (sum, layer): train.stats) and, for each watched value (a Var of the forward pass), the sum of squares of
+             the gradient there
     """
 
     params: tuple
