@@ -17,6 +17,7 @@ a ufunc that broadcasts its operands anyway (the backward of a sum or a mean mak
 """
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import replace
 
@@ -48,6 +49,15 @@ def _defs(graph):
     return {v: e for e in graph.eqns for v in e.outputs}
 
 
+def readers_of(eqns) -> dict:
+    """Var -> the equations that read it, in order, each once."""
+    readers = defaultdict(list)
+    for e in eqns:
+        for v in dict.fromkeys(v for v in e.inputs if isinstance(v, Var)):
+            readers[v].append(e)
+    return readers
+
+
 # -- x[t] @ W for many t: (x @ W)[t] --------------------------------------------------------------------------------
 def _row_view(e):
     """(x, spec) when `e` computes x[spec] and the index leaves x's last axis alone: x[spec] @ W == (x @ W)[spec]."""
@@ -59,10 +69,7 @@ def _row_view(e):
 
 
 def _hoist_projections(graph: Graph) -> Graph:
-    defs, readers = _defs(graph), defaultdict(list)
-    for e in graph.eqns:
-        for v in dict.fromkeys(v for v in e.inputs if isinstance(v, Var)):
-            readers[v].append(e)
+    defs, readers = _defs(graph), readers_of(graph.eqns)
     held = set(graph.inputs) | set(graph.consts)
     uses = defaultdict(list)  # (x, W) -> [(equation, spec)]
     for e in graph.eqns:
@@ -179,7 +186,10 @@ def _stacked_sum(root, leaves, defs, position, single) -> list:
     for v in leaves:
         kind = _kind(v, defs, single)
         key = None if kind is None else (kind[0],) + tuple(p.shape for p in kind[1:])
-        (groups[key].append((v,) + kind[1:]) if key else rest.append(v))
+        if key:
+            groups[key].append((v,) + kind[1:])
+        else:
+            rest.append(v)
     made, partial = [], []
     for key, parts in groups.items():
         if len(parts) < MIN_TERMS:
@@ -201,9 +211,10 @@ def _stacked_sum(root, leaves, defs, position, single) -> list:
         partial.append(made[-1].outputs[0])
     if not partial:
         return []
-    total = partial + rest
-    for v in total[1:]:
-        made.append(_eqn(elementwise.add, [total[0] if v is total[1] else made[-1].outputs[0], v], {}, root))
+    total, *others = partial + rest
+    for v in others:
+        made.append(_eqn(elementwise.add, [total, v], {}, root))
+        total = made[-1].outputs[0]
     made[-1] = replace(made[-1], outputs=list(root.outputs))  # the last equation writes the sum's own value
     return made
 
@@ -222,20 +233,12 @@ def _stack(parts, defs, like):
 
 def _rows(x) -> int:
     """How many rows x has as a matrix (all axes but the last)."""
-    n = 1
-    for s in x.shape[:-1]:
-        n *= s
-    return n
+    return math.prod(x.shape[:-1])
 
 
 # -- broadcast_to(a, shape) read by ufuncs: a itself ------------------------------------------------------------------
 def _implicit_broadcasts(graph: Graph) -> Graph:
-    readers = defaultdict(list)
-    for e in graph.eqns:
-        for v in e.inputs:
-            if isinstance(v, Var):
-                readers[v].append(e)
-    outputs, swap = set(graph.outputs), {}
+    readers, outputs, swap = readers_of(graph.eqns), set(graph.outputs), {}
     for e in graph.eqns:
         if e.primitive is not shape._broadcast_to or not isinstance(e.inputs[0], Var) or e.outputs[0] in outputs:
             continue

@@ -17,7 +17,7 @@ from ..ir.printer import Namer, source_comment, source_label
 from .fusion import PREAMBLE
 from .plan import Buffer, ExecutionPlan
 
-_BUFFER = re.compile(r"_b\d+$")
+BUFFER = re.compile(r"_b\d+$")  # a pool buffer's name: C-contiguous, in its value's dtype
 _INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_workers$|_checks$|_part_[ab]$|run$"
                        r"|_clip$|_(zero|inf)_\w+$")
 
@@ -61,7 +61,7 @@ class _Emitter:
         if split:  # the second half cannot see the first half's locals: it takes those it reads again
             # so does the check, for a checked value that is a view of a buffer (a statistic's reshape)
             made = {v: statements[i] for i, instr in enumerate(plan.instrs) for v in instr.results}
-            views = [made[v] for v in plan.checks if v in made and not _BUFFER.match(self.names[v])]
+            views = [made[v] for v in plan.checks if v in made and not BUFFER.match(self.names[v])]
             lines += [f"def _part_a({args}):", *(before or ["    pass"]),
                       f"def _part_b({args}):", *(statements[i] for i in plan.retake), *after,
                       "def _checks():", *views, f"    return {checks}"]

@@ -13,7 +13,7 @@ import linecache
 import math
 
 from ..ir import Graph
-from .emit import emit
+from .emit import BUFFER, emit
 from .plan import plan_step
 
 _serial = itertools.count(1)
@@ -31,6 +31,11 @@ class Lowering:
         self.cuda_graph, self.matmul_precision = cuda_graph, matmul_precision
         self._ns = namespace
         self.inputs = ()  # the equation's operands (Vars and Literals: .shape, .dtype)
+
+    def is_pool_buffer(self, name: str) -> bool:
+        """Whether `name` is one of the step's pool buffers (C-contiguous, in its value's dtype), not a donated
+        input that may be laid out otherwise."""
+        return bool(BUFFER.match(name))
 
     def bind(self, key: str, make):
         """The name under which the generated code sees `make()`, made once per step and shared by all rules."""
@@ -59,7 +64,7 @@ class Executable:
         # CUDA-graph replay needs a backend that captures, and a matmul it can capture (see the CuPy backend)
         self.cuda_graph = bool(cuda_graph and getattr(backend, "graph_replay", None) and self.guards)
         # on a backend that compiles kernels (CuPy), runs of elementwise equations become one generated kernel
-        fuse = getattr(backend, "elementwise_kernel", None) is not None
+        fuse = fuses(backend)
         self.plan = plan_step(graph, self.donate, self.guards, fuse)
         namespace = {"xp": backend.xp, "GuardFailed": GuardFailed, "_isfinite": _isfinite}
         lowering = Lowering(backend, namespace, self.cuda_graph, matmul_precision)
@@ -110,6 +115,12 @@ class _Replayed:
             self.replay = False
             return self.eager(*inputs)
         raise GuardFailed()
+
+
+def fuses(backend) -> bool:
+    """Whether a step on `backend` fuses runs of elementwise equations into generated kernels (CuPy). Such a plan
+    gives each kernel's results buffers of their own: it does not write a concatenation's parts in place."""
+    return getattr(backend, "elementwise_kernel", None) is not None
 
 
 def _isfinite(x) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Var
-from .batching import batch_matmuls
+from .batching import batch_matmuls, readers_of
 from .fusion import Group, find_groups
 
 
@@ -214,10 +214,7 @@ def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan
 
     blocks, stacks = ({}, ()) if fuse else _stacks(order, graph, set(donated))
     alloc = Allocator(list(graph.inputs) + list(graph.consts), last_use, blocks, stacks)
-    readers = defaultdict(list)
-    for e in order:
-        for v in e.inputs:
-            readers[v].append(e)
+    readers = readers_of(order)
     unread = {id(e) for e in order if e.primitive.name == "reshape" and e.outputs[0] not in graph.outputs
               and readers[e.outputs[0]] and all(id(r) in stacks for r in readers[e.outputs[0]])}
     instrs, k = [], 0
@@ -255,6 +252,7 @@ def _stacks(order, graph, donated) -> tuple:
     blocks, stacks = {}, set()
     joins = [e for e in order if e.primitive.name == "concatenate" and e.params.get("axis") == 0
              and len(set(e.inputs)) == len(e.inputs) and e.outputs[0] not in unavailable]
+
     def written(p):  # the value whose block p is: p itself, or what p is a reshape of (a gradient raveled)
         e = made_by.get(p) if isinstance(p, Var) else None
         if e is not None and e.primitive.name == "reshape" and isinstance(e.inputs[0], Var):
@@ -272,7 +270,8 @@ def _stacks(order, graph, donated) -> tuple:
                 offset += int(np.prod(v.shape, dtype=np.int64))
             stacks.add(id(e))
         elif all(p in blocks for p in parts) and len({blocks[p][0] for p in parts}) == 1:
-            (outer, start), at = blocks[parts[0]], blocks[parts[0]][1]
+            outer, start = blocks[parts[0]]
+            at = start
             for p in parts:  # one after the other, in this order
                 if blocks[p][1] != at:
                     break

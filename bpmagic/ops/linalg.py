@@ -7,7 +7,6 @@ are composed from elementwise ops, sums and diagonals. (Solves, decompositions a
 """
 from __future__ import annotations
 
-import re
 import string
 
 import numpy as np
@@ -54,9 +53,9 @@ def _matmul_lowering(ctx, a, b, out=None):
     make = getattr(ctx.backend, "matmul_kernel", None)
     if make is not None and (ctx.cuda_graph or ctx.matmul_precision != "fp32"):
         return f"{ctx.bind('_mm', lambda: make(ctx.matmul_precision))}({a}, {b}, {out})"
-    if ctx.xp is np and re.match(r"_b\d+$", out):
+    if ctx.xp is np and ctx.is_pool_buffer(out):
         # NumPy's dot of matrices skips matmul's general loop set-up (0.7 µs of 1.9 at 16x32 @ 32x32); its out=
-        # must be C-contiguous in the product's dtype: a pool buffer is
+        # must be C-contiguous in the product's dtype
         return f"xp.dot({a}, {b}, {out})"
     return None
 

@@ -22,7 +22,7 @@ from .. import ops
 from .. import autodiff
 from ..pytree import arg_names
 from ..backends import get_backend
-from ..compile.executor import Executable, GuardFailed
+from ..compile.executor import Executable, GuardFailed, fuses
 from ..ops.collective import allreduce
 from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
@@ -551,9 +551,10 @@ class CompiledStep:
     def _sums(self, grads, names) -> list:
         """The finiteness checks without statistics: one sum of all the gradients joined (the plan writes each
         gradient into its block of the join: one reduction instead of one per gradient, 1.5-2 us each at small
-        sizes), else, for gradients of several dtypes or on workers (whose gradients are views of the meeting's
-        buffer, which a join would copy), one sum per gradient."""
-        if len(names) > 1 and self.workers is None and len({grads[n].dtype for n in names}) == 1:
+        sizes), else one sum per gradient: for gradients of several dtypes, on workers (whose gradients are views
+        of the meeting's buffer) and on a backend that fuses kernels, where the join would be a copy."""
+        joined = not fuses(self.backend) and self.workers is None and len({grads[n].dtype for n in names}) == 1
+        if len(names) > 1 and joined:
             return [ops.sum(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
         return [ops.sum(grads[n]) for n in names]
 
