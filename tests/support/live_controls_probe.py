@@ -44,12 +44,14 @@ def probe(kernel_name, tagged=False, singles=10, expect_live=True):
         for i in range(singles):
             value = 0.01 + 0.001 * i
             sent.append((time.time(), value))
-            k.set_value("bpmagic-lr", value, sid)
+            last = k.set_value("bpmagic-lr", value, sid)
             end = time.time() + 0.1
             while time.time() < end:
                 k.drain(0.01)
-        if expect_live:  # a few more steps before Stop, so that the last value has a step to apply at (on a busy
-            k.wait_steps(3, DEADLINE)  # machine 0.1 s may pass without one: Stop would then come first)
+        if expect_live:  # Stop only once the last value was trained with (Stop first would leave it no step)
+            k.wait_handled(last, DEADLINE)  # the kernel took it: it applies from the coming step
+            k.wait_steps(1, DEADLINE)  # a report published after that, counting at least the steps done then ...
+            k.wait_steps(1, DEADLINE)  # ... and one counting more: a step trained with the last value
         queued_id = k.kc.execute("print('queued cell ran')")  # Run All: the next cell waits behind this one
         clicked = len(k.iopub)
         k.click("bpmagic-stop", sid)
