@@ -126,5 +126,13 @@ def status_text(run) -> str:
         if math.isfinite(rate):
             parts.append(f"{rate:,.0f} steps/s" if rate >= 10 else f"{rate:.2g} steps/s")
             if total is not None and rate > 0:
-                parts.append(f"{(total - len(h['step'])) / rate:.0f} s left")
+                parts.append(f"{duration((total - len(h['step'])) / rate)} left")
     return "  ·  ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """A time to wait as a person reads it: "40 s", "12 min", "3.5 h", "9 days" (never "129600 s")."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.2g} {unit}" if seconds < 10 * size else f"{seconds / size:,.0f} {unit}"
+    return f"{seconds:.0f} s"

@@ -1,4 +1,5 @@
 """%%backprop through a real IPython shell: training, re-runs, background runs, live controls, every user error."""
+import re
 import threading
 import time
 
@@ -92,6 +93,22 @@ def test_background_then_wait_and_awaitable(ip, ns):
 
     backprop(ip, "--steps 200 --background --no-dashboard --name bg2")
     assert asyncio.run(_await(ns["bg2"])).steps_done == 200
+
+
+def test_time_left_reads_as_a_person_says_it(ip, ns):
+    """A long run says "29 days left", not "2500000 s left"."""
+    from bpmagic.train.describe import duration, status_text
+
+    assert [duration(s) for s in (0.4, 59, 119, 150, 599, 7200, 36000, 2.5e6)] == \
+        ["0 s", "59 s", "119 s", "2.5 min", "10 min", "2 h", "10 h", "29 days"]
+    backprop(ip, "--steps 100000000 --background --pace 40 --no-dashboard --name long")
+    run = ns["long"]
+    try:
+        run.wait(until_step=5, timeout=180)
+        text = status_text(run)
+        assert re.search(r"·  [\d,.]+ days left$", text), text
+    finally:
+        run.stop().join()
 
 
 async def _await(run):
