@@ -19,7 +19,7 @@ from .plan import Buffer, ExecutionPlan
 
 BUFFER = re.compile(r"_b\d+$")  # a pool buffer's name: C-contiguous, in its value's dtype
 _INTERNAL = re.compile(r"_[bckfg]\d+$|xp$|GuardFailed$|_isfinite$|_mm$|_workers$|_checks$|_part_[ab]$|run$"
-                       r"|_clip$|_(zero|inf)_\w+$")
+                       r"|_clip$|_(zero|inf|ones)_\w+$")
 
 
 def emit(plan: ExecutionPlan, backend, namespace: dict, lowering, split=False) -> str:
