@@ -537,7 +537,7 @@ class CompiledStep:
         opt, names, grads, kept = self.optimizer, st.names, st.grads, st.adjoints.kept
         with st.tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
             sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
-            st.checks = [sq[n] for n in names] if sq else self._sums(grads, names)
+            st.checks = [sq[n] for n in names] if sq else self._checks(grads, names)
             for n in names:
                 st.new_params[n], st.new_state[n] = opt.update(st.params[n], grads[n], st.state[n], st.scalars[n],
                                                                structure)
@@ -548,15 +548,17 @@ class CompiledStep:
             st.watched = {st.params[n]._bp_var: sq[n] for n in names} if watch else {}
             st.watched.update({v: sum_of_squares(kept[v]) for v in st.forward_values if v in kept})
 
-    def _sums(self, grads, names) -> list:
-        """The finiteness checks without statistics: one sum of all the gradients joined (the plan writes each
-        gradient into its block of the join: one reduction instead of one per gradient, 1.5-2 us each at small
-        sizes), else one sum per gradient: for gradients of several dtypes, on workers (whose gradients are views
-        of the meeting's buffer) and on a backend that fuses kernels, where the join would be a copy."""
+    def _checks(self, grads, names) -> list:
+        """The finiteness checks without statistics: sums of squares, as with them (one BLAS dot each: finite only
+        if every entry is; a float32 gradient beyond ~1e19 overflows them, and the step is refused as exploding,
+        dashboard or not). One of all the gradients joined (the plan writes each gradient into its block of the
+        join: one call instead of one per gradient, 1.5-2 us each at small sizes), else one per gradient: for
+        gradients of several dtypes, on workers (whose gradients are views of the meeting's buffer) and on a
+        backend that fuses kernels, where the join would be a copy."""
         joined = not fuses(self.backend) and self.workers is None and len({grads[n].dtype for n in names}) == 1
         if len(names) > 1 and joined:
-            return [ops.sum(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
-        return [ops.sum(grads[n]) for n in names]
+            return [sum_of_squares(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
+        return [sum_of_squares(grads[n]) for n in names]
 
     def _step_graph(self, st, structure) -> tuple:
         """(graph, layout): the traced step as one graph, its inputs and outputs in the Layout's order."""
@@ -694,9 +696,10 @@ class CompiledStep:
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""
         xp = self.backend.xp
-        found = []
+        found, values = [], {}
 
         def check(eqn, value):
+            values[eqn.outputs[0]] = value
             if not found and np.dtype(value.dtype).kind == "f" and not bool(xp.isfinite(value).all()):
                 found.append((eqn, value))
 
@@ -714,6 +717,16 @@ class CompiledStep:
             return NonFiniteError(f"step {step}: the loss or a gradient was not finite; the step was not applied "
                                   "and the parameters keep their values from before it.")
         eqn, value = found[0]
+        if eqn.phase == "update":  # the loss and the gradients are finite: the guard's sum of squares overflowed
+            operands = [values.get(v, v) for v in eqn.inputs]
+            largest = max(float(xp.max(xp.abs(a))) for a in operands if getattr(a, "size", 0))
+            err = NonFiniteError(
+                f"step {step}: a gradient is too large to measure (entries up to {largest:.3g}): its sum of squares, "
+                f"which the guard and the dashboard read, overflows {np.dtype(value.dtype).name}. The run is "
+                "exploding; the step was not applied: the parameters keep their values from before it. Lower the "
+                "learning rate, or clip each gradient entry (--clip-value).")
+            err.source, err.step = None, step
+            return err
         kind = "nan" if bool(xp.isnan(value).any()) else "inf"
         src = eqn.source
         where = f"line {src.lineno}: " if src else ""

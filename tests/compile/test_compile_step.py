@@ -284,6 +284,19 @@ def test_nan_gradient_with_finite_loss_keeps_params():
     assert np.array_equal(params["w"], [1.0, 0.5])
 
 
+@pytest.mark.parametrize("stats", [False, True], ids=["plain", "with statistics"])
+def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_statistics(stats):
+    """A float32 gradient whose squares overflow (finite entries of 4e20) is refused the same way whether the
+    step measures statistics or not, with a message that says so: not "matmul of (1, 6) and (6, 1) produced inf"."""
+    params = {"W": np.ones((3, 2), np.float32)}
+    step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]) * 1e20, params, np.ones((4, 3), np.float32),
+                           optimizer=bp.optim.SGD(lr=1e-30), stats=stats, backend="numpy")
+    with pytest.raises(bp.NonFiniteError, match=r"step 1: a gradient is too large to measure \(entries up to 4e\+20\)"
+                                                r".*overflows float32.*--clip-value"), np.errstate(over="ignore"):
+        step(np.ones((4, 3), np.float32))
+    assert np.array_equal(params["W"], np.ones((3, 2)))
+
+
 def test_integer_params_are_refused():
     with pytest.raises(bp.BackpropError, match=r"parameter 'W' has dtype int64 \(2, 2\).*astype"):
         bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((2, 2), int)}, np.ones((1, 2)),
