@@ -1,9 +1,9 @@
-"""Fewer, larger calls: the matrix products an unrolled loop makes one by one, made as one product each; and no call
-for a broadcast an elementwise operation would make itself.
+"""Fewer, larger calls: the matrix products and elementwise chains an unrolled loop (or a stack of like layers) makes
+one by one, made once each; and no call for a broadcast an elementwise operation would make itself.
 
 On the CPU a step costs about a microsecond per NumPy call whatever the arrays' size, and an RNN unrolled over T
-steps makes T small products of the same weight. Two rewrites of the step graph (before it is planned, so the graph a
-learner draws keeps one product per step, and `print(step)` shows what runs):
+steps makes T small products of the same weight. Three rewrites of the step graph (before it is planned, so the graph
+a learner draws keeps one product per step, and `print(step)` shows what runs):
 
 - The input projection: `x[t] @ W` for many t of the same x and W is one product `x @ W`, read at each t (a view);
   a bias added to each, `x[t] @ W (+ h @ U) + b`, is added once, to the product.
@@ -11,9 +11,14 @@ learner draws keeps one product per step, and `print(step)` shows what runs):
   stacked rows, `[h[0]; h[1]; …]ᵀ @ [g[0]; g[1]; …]`; a bias's gradient `Σ_t sum(g[t], axis 0)` likewise is one
   reduction of the stacked rows. The plan writes each part into its place in the stack (compile/plan.py): the
   stacking copies nothing, unless a part is a view (x[:, t]).
+- The same elementwise chain of many steps' values: the backward of tanh makes `1 - y[t] * y[t]` at every step
+  (three calls with the product by the gradient, which needs the step before); with the y[t] one above the other
+  (the plan writes each into its place), `1 - Y * Y` is computed once and read at each step as a view. Not on a
+  backend that fuses elementwise runs (CuPy): there each step's chain is already one kernel with its reader.
 
-Both reorder additions only (float rounding of a sum taken in another order). A `broadcast_to` whose every reader is
-a ufunc that broadcasts its operands anyway (the backward of a sum or a mean makes them) is left to the ufunc.
+The first two reorder additions only (float rounding of a sum taken in another order); the third computes the same
+values. A `broadcast_to` whose every reader is a ufunc that broadcasts its operands anyway (the backward of a sum or a
+mean makes them) is left to the ufunc.
 """
 from __future__ import annotations
 
@@ -30,10 +35,14 @@ from .passes import common_subexpressions, dead_code_elimination
 MIN_TERMS = 4  # fewer terms: the stack's transpose and the sum's other calls cost about what the rewrite saves
 
 
-def batch_matmuls(graph: Graph) -> Graph:
-    """`graph` with the input projections hoisted and the weights' gradient sums stacked (see above)."""
+def batch_calls(graph: Graph, fuse=False) -> Graph:
+    """`graph` with the input projections hoisted, the weights' gradient sums stacked and, unless the backend fuses
+    elementwise runs into kernels (where each step's chain is already one kernel with its reader), the same
+    elementwise chain of many steps' values made once (see above)."""
     graph = _hoist_projections(graph)
     graph = _stack_sums(graph)
+    if not fuse:
+        graph = _batch_chains(graph)
     graph = _implicit_broadcasts(graph)
     return dead_code_elimination(common_subexpressions(graph))  # a stack two sums share is made once
 
@@ -234,6 +243,66 @@ def _stack(parts, defs, like):
 def _rows(x) -> int:
     """How many rows x has as a matrix (all axes but the last)."""
     return math.prod(x.shape[:-1])
+
+
+# -- f(y[t]) for many t: f(Y)[t] --------------------------------------------------------------------------------------
+def _batch_chains(graph: Graph) -> Graph:
+    """Chains of elementwise equations of one phase computing a value from one `y` alone (and literal numbers),
+    where MIN_TERMS or more y of one shape compute the same chain and every y is made before the first of those
+    chains begins (the backward of the forward's values, not a recurrence): the chain, once, of the y stacked."""
+    defs, readers, outputs = _defs(graph), readers_of(graph.eqns), set(graph.outputs)
+    position = {id(e): k for k, e in enumerate(graph.eqns)}
+    root, chain_of = {}, {}  # chain value -> its y; chain equation -> the first equation of its chain
+    for e in graph.eqns:
+        values = [v for v in e.inputs if isinstance(v, Var)]
+        linked = [v for v in values if v in root and defs[v].phase == e.phase]  # a value of another phase is a y
+        ys = {root[v] if v in linked else v for v in values}
+        starts = {id(chain_of[id(defs[v])]) for v in linked}
+        if (len(ys) != 1 or len(starts) > 1 or not e.primitive.elementwise or e.primitive.effects
+                or len(e.outputs) != 1 or e.outputs[0] in outputs or any(v.shape != e.outputs[0].shape for v in values)
+                or not e.outputs[0].shape):
+            continue
+        root[e.outputs[0]] = ys.pop()
+        chain_of[id(e)] = chain_of[id(defs[linked[0]])] if linked else e
+    chains = defaultdict(list)
+    for e in graph.eqns:
+        if id(e) in chain_of:
+            chains[id(chain_of[id(e)])].append(e)
+    groups = defaultdict(list)
+    for eqns in chains.values():
+        y = root[eqns[0].outputs[0]]
+        names = {y: "y"} | {e.outputs[0]: k for k, e in enumerate(eqns)}
+        steps = tuple((e.primitive.name, tuple(names[v] if isinstance(v, Var) else (repr(v), v.dtype.str)
+                                               for v in e.inputs), repr(sorted(e.params.items()))) for e in eqns)
+        ends = tuple(k for k, e in enumerate(eqns)  # the values read past the chain
+                     if any(chain_of.get(id(r)) is not eqns[0] for r in readers.get(e.outputs[0], [])))
+        groups[steps, ends, y.shape, y.dtype].append((y, eqns))
+    made_at, replaced = {}, {}
+    for (_, ends, y_shape, _), members in groups.items():
+        start = min(position[id(eqns[0])] for _, eqns in members)
+        if len(members) < MIN_TERMS or any(y in defs and position[id(defs[y])] > start for y, _ in members):
+            continue
+        members.sort(key=lambda m: position[id(defs[m[0]])] if m[0] in defs else -1)  # in the forward's order
+        first = graph.eqns[start]
+        made = [_eqn(shape._concatenate, [y for y, _ in members], {"axis": 0}, first)]
+        batched = {members[0][0]: made[0].outputs[0]}
+        for e in members[0][1]:
+            made.append(_eqn(e.primitive, [batched.get(v, v) for v in e.inputs], e.params, e))
+            batched[e.outputs[0]] = made[-1].outputs[0]
+        for k in ends:
+            whole = batched[members[0][1][k].outputs[0]]
+            made.append(_eqn(shape._reshape, [whole], {"shape": (len(members),) + tuple(y_shape)}, first))
+            for t, (_, eqns) in enumerate(members):  # each step's value: a view of the batched one
+                replaced[id(eqns[k])] = replace(eqns[k], primitive=shape._getitem, inputs=list(made[-1].outputs),
+                                                params={"spec": shape.IndexSpec((t,))})
+        made_at[start] = made
+    if not made_at:
+        return graph
+    eqns = []
+    for k, e in enumerate(graph.eqns):
+        eqns += made_at.get(k, [])
+        eqns.append(replaced.get(id(e), e))
+    return Graph(list(graph.inputs), eqns, list(graph.outputs), dict(graph.consts), graph.name)
 
 
 # -- broadcast_to(a, shape) read by ufuncs: a itself ------------------------------------------------------------------

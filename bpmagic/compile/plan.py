@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Var
-from .batching import batch_matmuls, readers_of
+from .batching import batch_calls, readers_of
 from .fusion import Group, find_groups
 
 
@@ -196,7 +196,7 @@ class Allocator:
 
 def plan_step(graph: Graph, donate=None, guards=(), fuse=False) -> ExecutionPlan:
     """The plan of `graph` (see Executable for donate and guards); fuse: group runs of elementwise equations."""
-    graph = batch_matmuls(graph)
+    graph = batch_calls(graph, fuse)
     order = schedule(graph, guards)
     last_use = last_uses(graph, order)
     checks = [graph.outputs[i] for i in guards]

@@ -115,3 +115,37 @@ def test_a_learners_concatenation_is_written_in_place_and_stays_intact():
     assert "parts were written into it" in str(step), str(step)
     for k in params:
         np.testing.assert_allclose(params[k], expected[k] - 0.1 * grads[k], rtol=1e-12)
+
+
+def test_the_backward_of_tanh_at_every_layer_is_one_chain_of_the_stacked_outputs():
+    """A deep tanh net of one width: `1 - y * y` for the six layers' y is computed once, over the y stacked (each
+    written into its place), and read at each layer as a view; the y stay intact for the weights' gradients read
+    after it (JAX's values, float64). A recurrence (the RNN's state) is never batched: its chain needs the step
+    before; test_an_unrolled_rnn_trains_as_jax_computes_it covers it."""
+    rng = np.random.default_rng(5)
+    layers, width = 6, 16
+    x, y = rng.standard_normal((32, width)), rng.standard_normal((32, 1))
+    start = {f"W{k}": rng.standard_normal((width, width)) * 0.4 for k in range(layers)}
+    start["Wo"] = rng.standard_normal((width, 1)) * 0.3
+
+    def loss(np_, p, x, y):
+        h = x
+        for k in range(layers):
+            h = np_.tanh(h @ p[f"W{k}"])
+        return np_.mean((h @ p["Wo"] - y) ** 2)
+
+    params = {k: v.copy() for k, v in start.items()}
+    step = bp.compile_step(lambda p, x, y: loss(bp, p, x, y), params, x, y, optimizer=bp.optim.SGD(lr=0.1),
+                           backend="numpy")
+    expected = {k: jnp.asarray(v) for k, v in start.items()}
+    for _ in range(3):
+        got = step(x, y)
+        want, grads = jax.value_and_grad(lambda p: loss(jnp, p, x, y))(expected)
+        expected = {k: v - 0.1 * grads[k] for k, v in expected.items()}
+        assert got == pytest.approx(float(want), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(params[k], expected[k], rtol=1e-12, atol=1e-14)
+    code = str(step)
+    backward = [line for line in code.splitlines() if "# backward" in line]
+    assert sum("xp.subtract(_k" in line for line in backward) == 1, code  # 1 - Y * Y, once
+    assert re.search(r"reshape\(\(6, 32, 16\)\)", code) and "its 6 parts were written into it" in code, code
