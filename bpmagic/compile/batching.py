@@ -280,7 +280,7 @@ def _batch_chains(graph: Graph) -> Graph:
     made_at, replaced = {}, {}
     for (_, ends, y_shape, _), members in groups.items():
         start = min(position[id(eqns[0])] for _, eqns in members)
-        if len(members) < MIN_TERMS or any(y in defs and position[id(defs[y])] > start for y, _ in members):
+        if len(members) < MIN_TERMS or any(y in defs and position[id(defs[y])] >= start for y, _ in members):
             continue
         members.sort(key=lambda m: position[id(defs[m[0]])] if m[0] in defs else -1)  # in the forward's order
         first = graph.eqns[start]

@@ -537,7 +537,7 @@ class CompiledStep:
         opt, names, grads, kept = self.optimizer, st.names, st.grads, st.adjoints.kept
         with st.tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
             sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
-            st.checks = [sq[n] for n in names] if sq else self._checks(grads, names)
+            st.checks = self._checks(grads, names, sq)
             for n in names:
                 st.new_params[n], st.new_state[n] = opt.update(st.params[n], grads[n], st.state[n], st.scalars[n],
                                                                structure)
@@ -548,17 +548,25 @@ class CompiledStep:
             st.watched = {st.params[n]._bp_var: sq[n] for n in names} if watch else {}
             st.watched.update({v: sum_of_squares(kept[v]) for v in st.forward_values if v in kept})
 
-    def _checks(self, grads, names) -> list:
-        """The finiteness checks without statistics: sums of squares, as with them (one BLAS dot each: finite only
-        if every entry is; a float32 gradient beyond ~1e19 overflows them, and the step is refused as exploding,
-        dashboard or not). One of all the gradients joined (the plan writes each gradient into its block of the
-        join: one call instead of one per gradient, 1.5-2 us each at small sizes), else one per gradient: for
-        gradients of several dtypes, on workers (whose gradients are views of the meeting's buffer) and on a
-        backend that fuses kernels, where the join would be a copy."""
+    def _checks(self, grads, names, squares) -> list:
+        """The finiteness checks the guard reads: the gradients' sums of squares, as the statistics (`squares`, when
+        measured) have them — one BLAS dot each, finite only if every entry is; a float32 gradient beyond ~1e19
+        overflows them, and the step is refused as exploding, dashboard or not. Plain sums for gradients of a
+        narrower float (float16's squares overflow from |g| ~ 256, far short of exploding). One check of all the
+        gradients joined where the plan writes each gradient into its block of the join (one call instead of one per
+        gradient, 1.5-2 us each at small sizes), else one per gradient: for gradients of several dtypes, on workers
+        (whose gradients are views of the meeting's buffer) and on a backend that fuses kernels (the join would be a
+        copy)."""
+        if any(np.dtype(grads[n].dtype) not in (np.float32, np.float64) for n in names):
+            measure = ops.sum
+        elif squares:
+            return [squares[n] for n in names]
+        else:
+            measure = sum_of_squares
         joined = not fuses(self.backend) and self.workers is None and len({grads[n].dtype for n in names}) == 1
         if len(names) > 1 and joined:
-            return [sum_of_squares(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
-        return [sum_of_squares(grads[n]) for n in names]
+            return [measure(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
+        return [measure(grads[n]) for n in names]
 
     def _step_graph(self, st, structure) -> tuple:
         """(graph, layout): the traced step as one graph, its inputs and outputs in the Layout's order."""

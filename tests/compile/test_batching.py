@@ -149,3 +149,23 @@ def test_the_backward_of_tanh_at_every_layer_is_one_chain_of_the_stacked_outputs
     backward = [line for line in code.splitlines() if "# backward" in line]
     assert sum("xp.subtract(_k" in line for line in backward) == 1, code  # 1 - Y * Y, once
     assert re.search(r"reshape\(\(6, 32, 16\)\)", code) and "its 6 parts were written into it" in code, code
+
+
+def test_a_chain_whose_value_another_like_chain_starts_from_is_left_alone():
+    """arctan2's backward squares its operands (x * x); here one operand is itself x * x of the forward: that
+    value is made by the earliest like chain, so the chains are not stacked (the stack would read it before it is
+    made). The step compiles and is JAX's (a reviewer's case: it raised KeyError in the emitter)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 3))
+    start = {k: rng.standard_normal((3, 4)) for k in ("W1", "W2", "W3", "Wa")}
+
+    def loss(np_, p, x):
+        u1, u2, v, ya = x @ p["W1"], x @ p["W2"], x @ p["W3"], x @ p["Wa"]
+        return np_.sum(np_.arctan2(u1, u2) * np_.arctan2(ya * ya, v))
+
+    params = {k: v.copy() for k, v in start.items()}
+    step = bp.compile_step(lambda p, x: loss(bp, p, x), params, x, optimizer=bp.optim.SGD(lr=0.1), backend="numpy")
+    want, grads = jax.value_and_grad(lambda p: loss(jnp, p, x))({k: jnp.asarray(v) for k, v in start.items()})
+    assert step(x) == pytest.approx(float(want), rel=1e-12)
+    for k in params:
+        np.testing.assert_allclose(params[k], start[k] - 0.1 * np.asarray(grads[k]), rtol=1e-12, atol=1e-14)

@@ -297,6 +297,20 @@ def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_s
     assert np.array_equal(params["W"], np.ones((3, 2)))
 
 
+@pytest.mark.parametrize("stats", [False, True], ids=["plain", "with statistics"])
+def test_a_float16_step_is_applied_though_its_gradients_squares_would_overflow(stats):
+    """float16's squares overflow from |g| ~ 256: its guard sums the gradients instead (entries up to 42 here,
+    squares summing to 3e5 > 65504), so the step is applied, not refused as exploding."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 64)).astype(np.float16)
+    c = (rng.standard_normal((64, 64)) * 1.5).astype(np.float16)
+    params = {"W": (rng.standard_normal((64, 64)) * 0.1).astype(np.float16)}
+    before = params["W"].copy()
+    step = bp.compile_step(lambda p, x, c: bp.sum(bp.tanh(x @ p["W"]) * c), params, x, c,
+                           optimizer=bp.optim.SGD(lr=1e-4), stats=stats, backend="numpy")
+    assert np.isfinite(step(x, c)) and not np.array_equal(params["W"], before)
+
+
 def test_integer_params_are_refused():
     with pytest.raises(bp.BackpropError, match=r"parameter 'W' has dtype int64 \(2, 2\).*astype"):
         bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((2, 2), int)}, np.ones((1, 2)),

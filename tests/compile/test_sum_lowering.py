@@ -38,8 +38,9 @@ def test_nan_and_inf_reach_the_sum_as_np_sum_gives_them():
 
 
 def test_other_sums_keep_the_reduction():
-    """Integers, a whole array and a 3-d array's axis are not products with ones."""
-    cases = [(0, np.arange(12).reshape(3, 4)), (None, np.ones((3, 4))), (1, np.ones((2, 3, 4)))]
+    """Integers, a whole array, a 3-d array's axis and long rows are not products with ones."""
+    cases = [(0, np.arange(12).reshape(3, 4)), (None, np.ones((3, 4))), (1, np.ones((2, 3, 4))),
+             (1, np.ones((2, 2000)))]  # a long row: NumPy adds it pairwise, more exactly than a BLAS dot
     for axis, x in cases:
         exe = compiled(lambda a: bp.sum(a * 2, axis=axis), x)
         assert "_ones_" not in exe.source, exe.source
