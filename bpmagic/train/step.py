@@ -538,6 +538,8 @@ class CompiledStep:
         with st.tr.recording(phase="update", source=Source("<optimizer>", 0, f"{opt!r} update")):
             sq = {n: sum_of_squares(grads[n]) for n in names} if self.with_stats or watch else {}
             st.checks = self._checks(grads, names, sq)
+            if opt.clipping[0]:  # the norm clipping read: overflowed, it would scale every gradient to 0, silently
+                st.checks.append(st.clip_measured[0])
             for n in names:
                 st.new_params[n], st.new_state[n] = opt.update(st.params[n], grads[n], st.state[n], st.scalars[n],
                                                                structure)
@@ -725,12 +727,13 @@ class CompiledStep:
             return NonFiniteError(f"step {step}: the loss or a gradient was not finite; the step was not applied "
                                   "and the parameters keep their values from before it.")
         eqn, value = found[0]
-        if eqn.phase == "update":  # the loss and the gradients are finite: the guard's sum of squares overflowed
+        measuring = eqn.phase == "update" or (eqn.source is not None and eqn.source.filename == "<clipping>")
+        if measuring:  # the loss and the gradients are finite: a sum of squares (the guard's, clipping's) overflowed
             operands = [values.get(v, v) for v in eqn.inputs]
             largest = max(float(xp.max(xp.abs(a))) for a in operands if getattr(a, "size", 0))
             err = NonFiniteError(
                 f"step {step}: a gradient is too large to measure (entries up to {largest:.3g}): its sum of squares, "
-                f"which the guard and the dashboard read, overflows {np.dtype(value.dtype).name}. The run is "
+                f"which the guard, the dashboard and clipping read, overflows {np.dtype(value.dtype).name}. The run is "
                 "exploding; the step was not applied: the parameters keep their values from before it. Lower the "
                 "learning rate, or clip each gradient entry (--clip-value).")
             err.source, err.step = None, step

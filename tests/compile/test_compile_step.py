@@ -284,13 +284,16 @@ def test_nan_gradient_with_finite_loss_keeps_params():
     assert np.array_equal(params["w"], [1.0, 0.5])
 
 
-@pytest.mark.parametrize("stats", [False, True], ids=["plain", "with statistics"])
-def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_statistics(stats):
+@pytest.mark.parametrize("stats,clip", [(False, False), (True, False), (False, True)],
+                         ids=["plain", "with statistics", "clipped by norm"])
+def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_statistics(stats, clip):
     """A float32 gradient whose squares overflow (finite entries of 4e20) is refused the same way whether the
-    step measures statistics or not, with a message that says so: not "matmul of (1, 6) and (6, 1) produced inf"."""
+    step measures statistics or not, with a message that says so: not "matmul of (1, 6) and (6, 1) produced inf";
+    clipped by norm too, where the overflowed norm scaled the gradient to 0 and the step went on without a word."""
     params = {"W": np.ones((3, 2), np.float32)}
+    opt = bp.optim.SGD(lr=1e-30).clipped(norm=1.0) if clip else bp.optim.SGD(lr=1e-30)
     step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]) * 1e20, params, np.ones((4, 3), np.float32),
-                           optimizer=bp.optim.SGD(lr=1e-30), stats=stats, backend="numpy")
+                           optimizer=opt, stats=stats, backend="numpy")
     with pytest.raises(bp.NonFiniteError, match=r"step 1: a gradient is too large to measure \(entries up to 4e\+20\)"
                                                 r".*overflows float32.*--clip-value"), np.errstate(over="ignore"):
         step(np.ones((4, 3), np.float32))
