@@ -43,7 +43,8 @@ class Layout:
     inputs:  params, optimizer state ((param, slot) pairs), buffers, batch, the step's random key (when the model
              draws random numbers: dropout, noise), the worker's share of the batch (a step compiled for workers),
              per-step scalars ((param, scalar))
-    outputs: the loss, the finiteness checks (one per param, or one for all), the loss over every worker's batch
+    outputs: the loss, the finiteness checks (one per param or one for all; then clipping's norm, when it clips by
+             norm), the loss over every worker's batch
              (workers), the new params, state and buffers, then the statistics (per layer, sums of squares keyed
              (sum, layer): train.stats) and, for each watched value (a Var of the forward pass), the sum of squares of
              the gradient there
@@ -61,7 +62,7 @@ class Layout:
     watched: tuple = ()
     shard: tuple = ()  # ("shard_weight",) in a step compiled for workers: this worker's share of the global batch
     meeting: tuple = ()  # ("loss",) in a step compiled for workers: the loss summed over them, guarded too
-    checks: int = 0  # how many finiteness checks: one per param, or one of all the gradients together
+    checks: int = 0  # how many finiteness checks: one per param or one of all the gradients, and clipping's norm
 
     @property
     def n_guarded(self) -> int:
@@ -730,7 +731,7 @@ class CompiledStep:
         measuring = eqn.phase == "update" or (eqn.source is not None and eqn.source.filename == "<clipping>")
         if measuring:  # the loss and the gradients are finite: a sum of squares (the guard's, clipping's) overflowed
             operands = [values.get(v, v) for v in eqn.inputs]
-            largest = max(float(xp.max(xp.abs(a))) for a in operands if getattr(a, "size", 0))
+            largest = max((float(xp.max(xp.abs(a))) for a in operands if getattr(a, "size", 0)), default=math.inf)
             err = NonFiniteError(
                 f"step {step}: a gradient is too large to measure (entries up to {largest:.3g}): its sum of squares, "
                 f"which the guard, the dashboard and clipping read, overflows {np.dtype(value.dtype).name}. The run is "
