@@ -11,12 +11,27 @@ from __future__ import annotations
 import itertools
 import linecache
 import math
+import re
+import warnings
 
 from ..ir import Graph
 from .emit import BUFFER, emit
 from .plan import plan_step
 
 _serial = itertools.count(1)
+
+# A guarded step reports every non-finite value itself, once, naming the learner's line (train/step.py); NumPy's
+# RuntimeWarning for the same value names our generated code instead ("overflow encountered in dot", the guard's own
+# sum of squares), and JAX and PyTorch say nothing there either. A step without guards keeps NumPy's warnings.
+GUARDED_MODULE = "bpmagic.guarded_step"
+_QUIET = ("ignore", None, RuntimeWarning, re.compile(re.escape(GUARDED_MODULE) + r"\Z"), 0)
+
+
+def _quiet_guarded_steps():
+    # checked at every compile, not once at import: warnings.catch_warnings (pytest, a user's own) restores the
+    # filters it found on exit, and adding a filter anew resets every module's once-only warning registry
+    if _QUIET not in warnings.filters:
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=_QUIET[3].pattern)
 
 
 class GuardFailed(Exception):
@@ -67,6 +82,9 @@ class Executable:
         fuse = fuses(backend)
         self.plan = plan_step(graph, self.donate, self.guards, fuse)
         namespace = {"xp": backend.xp, "GuardFailed": GuardFailed, "_isfinite": _isfinite}
+        if self.guards:
+            namespace["__name__"] = GUARDED_MODULE  # the module NumPy's warnings from its lines are attributed to
+            _quiet_guarded_steps()
         lowering = Lowering(backend, namespace, self.cuda_graph, matmul_precision)
         self.source = emit(self.plan, backend, namespace, lowering, split=self.cuda_graph)
         # registered with linecache, so that a traceback through the step shows its generated lines

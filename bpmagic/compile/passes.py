@@ -74,8 +74,9 @@ def fold_constants(graph: Graph) -> Graph:
         else:
             eqns.append(e)
     consts = dict(graph.consts)
-    evaluate(Graph([], folded, [], {v: host(a) for v, a in graph.consts.items()}, graph.name), [], np,
-             on_value=lambda e, value: consts.__setitem__(e.outputs[0], np.array(value, order="C")))  # keeps 0-d
+    with np.errstate(all="ignore"):  # a constant that overflows is reported by the step's guard, naming the line
+        evaluate(Graph([], folded, [], {v: host(a) for v, a in graph.consts.items()}, graph.name), [], np,
+                 on_value=lambda e, value: consts.__setitem__(e.outputs[0], np.array(value, order="C")))  # keeps 0-d
     return Graph(list(graph.inputs), eqns, list(graph.outputs), consts, graph.name)
 
 
