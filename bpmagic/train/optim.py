@@ -211,6 +211,7 @@ class Optimizer:
         """(clipped gradients, measurements [global norm, clipped?]) for the step graph: `s` holds the thresholds
         as traced scalars. The measurements are the norm before clipping by it, and 1 where clipping engaged."""
         from .. import ops
+        from .stats import sum_of_squares
 
         by_norm, by_value = self.clipping
         engaged = []
@@ -218,11 +219,11 @@ class Optimizer:
             biggest = functools.reduce(ops.maximum, (ops.max(ops.abs(g)) for g in grads.values()))
             engaged.append(ops.greater(biggest, s["clip_value"]))
             grads = {n: ops.clip(g, -s["clip_value"], s["clip_value"]) for n, g in grads.items()}
-        norm = ops.sqrt(functools.reduce(operator.add, (ops.sum(g * g) for g in grads.values())))
+        norm = ops.sqrt(functools.reduce(operator.add, (sum_of_squares(g) for g in grads.values())))
         if by_norm:
             engaged.append(ops.greater(norm, s["clip_norm"]))
-            scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])
-            grads = {n: g * scale for n, g in grads.items()}
+            scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])  # in (0, 1]: any float holds it
+            grads = {n: g * (scale if g.dtype == scale.dtype else ops.astype(scale, g.dtype)) for n, g in grads.items()}
         flag = engaged[0] if len(engaged) == 1 else ops.logical_or(*engaged)
         return grads, [norm, ops.astype(flag, norm.dtype)]
 

@@ -554,22 +554,17 @@ class CompiledStep:
     def _checks(self, grads, names, squares) -> list:
         """The finiteness checks the guard reads: the gradients' sums of squares, as the statistics (`squares`, when
         measured) have them — one BLAS dot each, finite only if every entry is; a float32 gradient beyond ~1e19
-        overflows them, and the step is refused as exploding, dashboard or not. Plain sums for gradients of a
-        narrower float (float16's squares overflow from |g| ~ 256, far short of exploding). One check of all the
-        gradients joined where the plan writes each gradient into its block of the join (one call instead of one per
-        gradient, 1.5-2 us each at small sizes), else one per gradient: for gradients of several dtypes, on workers
-        (whose gradients are views of the meeting's buffer) and on a backend that fuses kernels (the join would be a
-        copy)."""
-        if any(np.dtype(grads[n].dtype) not in (np.float32, np.float64) for n in names):
-            measure = ops.sum
-        elif squares:
+        overflows them, and the step is refused as exploding, dashboard or not (float16's are summed in float32:
+        see sum_of_squares). One check of all the gradients joined where the plan writes each gradient into its
+        block of the join (one call instead of one per gradient, 1.5-2 us each at small sizes), else one per
+        gradient: for gradients of several dtypes, on workers (whose gradients are views of the meeting's buffer)
+        and on a backend that fuses kernels (the join would be a copy)."""
+        if squares:
             return [squares[n] for n in names]
-        else:
-            measure = sum_of_squares
         joined = not fuses(self.backend) and self.workers is None and len({grads[n].dtype for n in names}) == 1
         if len(names) > 1 and joined:
-            return [measure(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
-        return [measure(grads[n]) for n in names]
+            return [sum_of_squares(ops.concatenate([ops.ravel(grads[n]) for n in names]))]
+        return [sum_of_squares(grads[n]) for n in names]
 
     def _step_graph(self, st, structure) -> tuple:
         """(graph, layout): the traced step as one graph, its inputs and outputs in the Layout's order."""

@@ -1,6 +1,7 @@
 """compile_step: forward + backward + update as one compiled graph, on every backend that is usable here."""
 import re
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -295,23 +296,47 @@ def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_s
     step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]) * 1e20, params, np.ones((4, 3), np.float32),
                            optimizer=opt, stats=stats, backend="numpy")
     with pytest.raises(bp.NonFiniteError, match=r"step 1: a gradient is too large to measure \(entries up to 4e\+20\)"
-                                                r".*overflows float32.*--clip-value"), np.errstate(over="ignore"):
+                                                r".*overflows float32.*--clip-value"), warnings.catch_warnings(record=True) as said:
         step(np.ones((4, 3), np.float32))
     assert np.array_equal(params["W"], np.ones((3, 2)))
+    assert not said  # not NumPy's "overflow encountered in dot" besides, naming the guard's generated line
 
 
-@pytest.mark.parametrize("stats", [False, True], ids=["plain", "with statistics"])
-def test_a_float16_step_is_applied_though_its_gradients_squares_would_overflow(stats):
-    """float16's squares overflow from |g| ~ 256: its guard sums the gradients instead (entries up to 42 here,
-    squares summing to 3e5 > 65504), so the step is applied, not refused as exploding."""
+def test_a_nan_is_reported_once_by_the_guard_not_also_by_numpys_warning_on_our_generated_line():
+    with warnings.catch_warnings(record=True) as said:
+        params = {"w": np.array([1.0, -1.0])}
+        step = bp.compile_step(lambda p: bp.sum(bp.log(p["w"])), params, optimizer=bp.optim.SGD(lr=0.1),
+                               backend="numpy")
+        with pytest.raises(bp.NonFiniteError, match=r"log of \(2,\) produced nan at step 1"):
+            step()
+        with np.errstate(invalid="warn"):
+            np.log(np.array([-1.0]))  # the learner's own NumPy still warns as NumPy does
+    assert [str(w.message) for w in said] == ["invalid value encountered in log"]
+    assert said[0].filename == __file__
+
+
+@pytest.mark.parametrize("stats,clip", [(False, False), (True, False), (False, True)],
+                         ids=["plain", "with statistics", "clipped by norm"])
+def test_a_float16_step_is_applied_though_its_gradients_squares_would_overflow(stats, clip):
+    """float16's squares overflow from |g| ~ 256: its sums of squares (the guard's, the dashboard's, clipping's) are
+    taken in float32 (entries up to 42 here, squares summing to 3e5 > 65504), so the step is applied, not refused
+    as exploding, and the norms are the float64 reference's to float16 rounding."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 64)).astype(np.float16)
     c = (rng.standard_normal((64, 64)) * 1.5).astype(np.float16)
     params = {"W": (rng.standard_normal((64, 64)) * 0.1).astype(np.float16)}
     before = params["W"].copy()
+    opt = bp.optim.SGD(lr=1e-2).clipped(norm=1.0) if clip else bp.optim.SGD(lr=1e-4)
     step = bp.compile_step(lambda p, x, c: bp.sum(bp.tanh(x @ p["W"]) * c), params, x, c,
-                           optimizer=bp.optim.SGD(lr=1e-4), stats=stats, backend="numpy")
+                           optimizer=opt, stats=stats, backend="numpy")
     assert np.isfinite(step(x, c)) and not np.array_equal(params["W"], before)
+    assert params["W"].dtype == np.float16
+    z = x.astype(np.float64) @ before.astype(np.float64)
+    norm = np.linalg.norm(x.astype(np.float64).T @ ((1 - np.tanh(z) ** 2) * c))
+    if stats:
+        assert step.last.stats["grad_norm/W"] == pytest.approx(norm, rel=1e-2)
+    if clip:  # clipped to norm 1 exactly: the update is lr times a unit gradient
+        assert np.linalg.norm(before.astype(np.float64) - params["W"]) == pytest.approx(1e-2, rel=5e-2)
 
 
 def test_integer_params_are_refused():
