@@ -10,7 +10,7 @@ process running a 512x512 fp32 matmul loop on one thread (another notebook, anot
 spin-wait for work, so a step with more threads than free cores waits on a thread that is not running.
 Run it without OPENBLAS_NUM_THREADS set. It sets GOTO_NUM_THREADS (OpenBLAS's older name for it) to the number of
 CPUs, the count OpenBLAS starts with anyway: bpmagic then sees a count the user chose and leaves the counts set here
-as they are (backends/blas.py would otherwise run the small steps on one thread whatever is asked).
+as they are (backends/blas.py would otherwise choose the count itself, step by step, whatever is asked).
 """
 from __future__ import annotations
 

@@ -1,23 +1,26 @@
-"""One BLAS thread for a NumPy step whose matrix products are too small to gain from more.
+"""How many BLAS threads a NumPy step's matrix products get: one, or the library's count, whichever is faster now.
 
 OpenBLAS's threads spin while they wait for work, so a step whose GEMMs are split over every core becomes many times
 slower as soon as another process is busy on the machine: the product waits for a thread that is not running (a
 classroom server, a second notebook, a neighbour's tests). Measured on a 2-core machine (bench/threads.py, and per
 GEMM): 128x128x128 gains at best 1.4x from a second thread alone, and is 51x slower with it beside a one-thread busy
-neighbour (median 195 µs -> 10 ms); lab 07's 690 steps took 0.8 s alone and 58 s beside a busy matmul loop. Products
-large enough for threads to pay when the cores are free keep the library's count (bench's mnist step, 512x784x1024
-products: 1.8x faster with two threads alone, 3.5x slower with them beside the neighbour): that trade-off is the
-user's (OPENBLAS_NUM_THREADS=1, or threadpoolctl, choose one thread).
+neighbour (median 195 µs -> 10 ms); lab 07's 690 steps took 0.8 s alone and 58 s beside a busy matmul loop. Yet with
+the cores free, threads pay: bench's mnist128 step (64x784x128 products) 433 µs on one thread, 311 on two; beside
+the neighbour 401 on one, 1.00 ms on two. No fixed count is right for both, and which one a learner's machine is
+in changes while a run trains (a classmate starts a run on the same server).
 
-So: a step whose largest matrix product is between what OpenBLAS already runs on one thread by itself and
-THREADS_PAY runs with one BLAS thread, and gets the count back after it. A count the user chose is never changed: not
-when a thread-count variable is set in the environment, nor when the count is not what it was when bpmagic first
-looked (threadpoolctl or the library's own set_num_threads called since).
+So a step whose products OpenBLAS would split (more than it runs on one thread by itself) times itself both ways and
+keeps the faster (ThreadChoice): a few calls each, alternating; then the faster for a while — twice as long each time
+the same one wins again — or until its calls take half as long again as when it won (a neighbour started). One
+thread is set around a call and the count given back after it. A count the user chose is never changed: not when a
+thread-count variable is set in the environment, nor when the count is not what it was when bpmagic first looked
+(threadpoolctl or the library's own set_num_threads called since).
 """
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 # a user who sets one of these has chosen: bpmagic leaves every BLAS's thread count alone
 USER_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -25,8 +28,6 @@ USER_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
 # OpenBLAS runs a GEMM of up to 65536 x GEMM_MULTITHREAD_THRESHOLD (4) multiply-adds on one thread by itself
 # (interface/gemm.c): a step of such products (xor, the small RNNs) needs nothing, and pays nothing (~3 µs a step)
 BLAS_ALONE = 65536 * 4
-# from here up (~0.2 ms of one core's work per product) a second free core measured 1.75-1.85x faster
-THREADS_PAY = 1 << 23
 
 
 def largest_product(graph) -> int:
@@ -40,9 +41,9 @@ def largest_product(graph) -> int:
     return largest
 
 
-def wants_one_thread(graph) -> bool:
-    """Whether a step of `graph` should run with one BLAS thread (the module's doc says why)."""
-    return BLAS_ALONE < largest_product(graph) < THREADS_PAY
+def threads_matter(graph) -> bool:
+    """Whether the BLAS thread count changes how a step of `graph` runs (its products are split over threads)."""
+    return largest_product(graph) > BLAS_ALONE
 
 
 class _OneThread:
@@ -66,6 +67,12 @@ class _OneThread:
                 self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
             self._first = [lib.get_num_threads() for lib in self._libraries]
         return self._libraries
+
+    def can_limit(self) -> bool:
+        """Whether any BLAS here started with more than one thread (none in Pyodide, nor on one core)."""
+        with self._lock:
+            self._find()
+            return max(self._first, default=1) > 1
 
     def enter(self):
         with self._lock:
@@ -94,24 +101,81 @@ def user_chose() -> bool:
     return any(os.environ.get(v) for v in USER_VARIABLES)
 
 
-def with_one_thread(run):
-    """`run` (a generated step), called with one BLAS thread."""
+class ThreadChoice:
+    """A step (`run`) that times its calls with one BLAS thread and with the library's count, and keeps the faster.
 
-    def run_with_one_blas_thread(*inputs):
-        _one_thread.enter()
+    A trial: TRIAL + 1 calls with one thread, then as many with the library's count, the first of each run not
+    counted (it pays for the change: threads waking up, caches), compared by their medians; the library's count
+    wins only when faster by EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The
+    winner then holds for `hold` calls (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins
+    again), or until RISEN calls in a row take RISE x its trial median: then a trial again. Trials cost a few calls
+    in the slower way now and then (mnist128: 6 calls 0.15 ms slower per 512 at the longest hold, 0.6%). Calls that
+    raise (a refused step ends early) are not counted. Steps running on several threads at once may each see the
+    other's choice of count for a call: a choice is only ever a speed, never a result."""
+
+    TRIAL, EDGE = 5, 0.9
+    HOLD, LONGEST_HOLD = 16, 512
+    RISE, RISEN = 1.5, 3
+
+    def __init__(self, run):
+        self.run = run
+        self.one_thread = None  # the choice holding (True: one thread), None during a trial
+        self.hold = self.HOLD
+        self._won = None  # the last trial's winner and its median
+        self._held = self._risen = 0
+        self._start_trial()
+
+    def __call__(self, *inputs):
+        one = self.one_thread if self.one_thread is not None else len(self._trial) <= self.TRIAL
+        if one:
+            _one_thread.enter()
         try:
-            return run(*inputs)
+            start = time.perf_counter()
+            result = self.run(*inputs)
+            self._count(one, time.perf_counter() - start)
+            return result
         finally:
-            _one_thread.exit()
+            if one:
+                _one_thread.exit()
 
-    return run_with_one_blas_thread
+    def _count(self, one, seconds):
+        if self.one_thread is None:
+            self._trial.append(seconds)
+            if len(self._trial) == 2 * (self.TRIAL + 1):
+                self._decide()
+            return
+        self._held += 1
+        self._risen = self._risen + 1 if seconds > self.RISE * self._won[1] else 0
+        if self._risen >= self.RISEN:  # slower than when it won: something else is running now
+            self.hold = self.HOLD
+            self._start_trial()
+        elif self._held >= self.hold:
+            self._start_trial()
+
+    def _decide(self):
+        def median(run):
+            return sorted(run[1:])[self.TRIAL // 2]
+
+        one, many = median(self._trial[:self.TRIAL + 1]), median(self._trial[self.TRIAL + 1:])
+        winner = many >= self.EDGE * one
+        if self._won is not None and self._won[0] == winner:
+            self.hold = min(2 * self.hold, self.LONGEST_HOLD)
+        else:
+            self.hold = self.HOLD
+        self._won = (winner, one if winner else many)
+        self.one_thread, self._held, self._risen = winner, 0, 0
+
+    def _start_trial(self):
+        self._trial = []
+        self.one_thread = None
 
 
 def runner(graph, run):
-    """The function that runs a step of `graph` on the NumPy backend: `run` itself, or `run` with one BLAS thread."""
-    if user_chose() or not wants_one_thread(graph):
+    """The function that runs a step of `graph` on the NumPy backend: `run` itself, where the thread count does not
+    matter or is the user's, else `run` choosing it (ThreadChoice)."""
+    if user_chose() or not threads_matter(graph) or not _one_thread.can_limit():
         return run
-    return with_one_thread(run)
+    return ThreadChoice(run)
 
 
 def share_cores(processes: int):
