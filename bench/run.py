@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time ONE training step, fp32, of three MLPs and an unrolled RNN: bpmagic against hand-written NumPy, JAX jit and
+"""Time ONE training step, fp32, of four MLPs and an unrolled RNN: bpmagic against hand-written NumPy, JAX jit and
 PyTorch eager, side by side in one process.
 
     ./dev bench                          # all sizes, ~1-2 minutes on 2 CPU cores
@@ -10,6 +10,7 @@ PyTorch eager, side by side in one process.
 The sizes (plain SGD, random data from a fixed seed):
     xor     batch 4,   layers 2-8-1,          tanh hidden, MSE loss
     digits  batch 64,  layers 64-128-10,      relu hidden, softmax cross-entropy with integer labels
+    mnist128  batch 64, layers 784-128-10,    relu hidden, cross-entropy (an MNIST-sized input, a small net)
     mnist   batch 512, layers 784-1024-1024-10, relu hidden, cross-entropy
     rnnT    a tanh RNN unrolled over T = 10, 50, 200 steps, batch 16, 8 inputs -> 32 hidden, MSE of a linear
             read-out of the last state (no hand-written version: the ratio is against JAX jit)
@@ -68,12 +69,13 @@ RTOL = 1e-4
 SIZES = {
     "xor": {"batch": 4, "layers": [2, 8, 1], "act": "tanh", "loss": "mse"},
     "digits": {"batch": 64, "layers": [64, 128, 10], "act": "relu", "loss": "cross_entropy"},
+    "mnist128": {"batch": 64, "layers": [784, 128, 10], "act": "relu", "loss": "cross_entropy"},
     "mnist": {"batch": 512, "layers": [784, 1024, 1024, 10], "act": "relu", "loss": "cross_entropy"},
     **{f"rnn{T}": {"batch": 16, "layers": [8, 32, 1], "rnn_steps": T, "act": "tanh", "loss": "mse"}
        for T in (10, 50, 200)},
 }
 # seconds of timed work per size in a full run (rounds x n steps x all implementations), and rounds
-BUDGET = {"xor": 15.0, "digits": 15.0, "mnist": 45.0, "rnn10": 10.0, "rnn50": 15.0, "rnn200": 30.0}
+BUDGET = {"xor": 15.0, "digits": 15.0, "mnist128": 15.0, "mnist": 45.0, "rnn10": 10.0, "rnn50": 15.0, "rnn200": 30.0}
 ROUNDS = 30
 MIN_ROUNDS = 10   # when a size runs past twice its budget, stop after this many rounds
 QUICK_BUDGET, QUICK_ROUNDS = 0.4, 5
