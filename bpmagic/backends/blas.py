@@ -10,14 +10,15 @@ the neighbour 401 on one, 1.00 ms on two. No fixed count is right for both, and 
 in changes while a run trains (a classmate starts a run on the same server).
 
 So a step whose products OpenBLAS would split (more than it runs on one thread by itself) times itself both ways and
-keeps the faster (ThreadChoice): a few calls each, alternating; then the faster for a while — twice as long each time
-the same one wins again — or until its calls take half as long again as when it won (a neighbour started). One
-thread is set around a call and the count given back after it. A count the user chose is never changed: not when a
+keeps the faster (ThreadChoice): a few calls each; then the faster for a while — twice as long each time the same
+one wins again — or until its calls take half as long again as when it won (a neighbour started). One thread is set
+around a call and the count given back after it. A count the user chose is never changed: not when a
 thread-count variable is set in the environment, nor when the count is not what it was when bpmagic first looked
 (threadpoolctl or the library's own set_num_threads called since).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -102,19 +103,20 @@ def user_chose() -> bool:
 
 
 class ThreadChoice:
-    """A step (`run`) that times its calls with one BLAS thread and with the library's count, and keeps the faster.
+    """A step (`run`) that times its calls with the library's thread count and with one thread, and keeps the faster.
 
-    A trial: TRIAL + 1 calls with one thread, then as many with the library's count, the first of each run not
-    counted (it pays for the change: threads waking up, caches), compared by their medians; the library's count
-    wins only when faster by EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The
-    winner then holds for `hold` calls (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins
-    again), or until RISEN calls in a row take RISE x its trial median: then a trial again. Trials cost a few calls
-    in the slower way now and then (mnist128: 6 calls 0.15 ms slower per 512 at the longest hold, 0.6%). Calls that
-    raise (a refused step ends early) are not counted. Steps running on several threads at once may each see the
-    other's choice of count for a call: a choice is only ever a speed, never a result."""
+    A trial: WAKE + TRIAL calls with the library's count (the first WAKE not counted: they wake the threads, and on
+    a virtual machine the idle core), then calls with one thread, counted once SPIN seconds have passed since the last threaded call (OpenBLAS's idle threads spin that
+    long, measured ~0.1 s: beside a busy neighbour they take the one thread's core), TRIAL of them; compared by their
+    medians, the library's count wins only when faster by EDGE (a near tie keeps one thread, which a busy neighbour
+    cannot slow down much). The winner then holds for `hold` seconds (HOLD at first, doubled up to LONGEST_HOLD each
+    time the same one wins again), or until RISEN calls in a row take RISE x its trial median: then a trial again.
+    Trials cost a few calls in the slower way now and then (at mnist128, ~SPIN seconds 1.4x slower per trial: 0.1%
+    of a minute's hold). Calls that raise (a refused step ends early) are not counted. Steps running on several
+    threads at once may each see the other's choice of count for a call: a choice is only ever a speed."""
 
-    TRIAL, EDGE = 5, 0.9
-    HOLD, LONGEST_HOLD = 16, 512
+    WAKE, TRIAL, EDGE, SPIN = 2, 3, 0.9, 0.15
+    HOLD, LONGEST_HOLD = 1.0, 64.0
     RISE, RISEN = 1.5, 3
 
     def __init__(self, run):
@@ -122,51 +124,55 @@ class ThreadChoice:
         self.one_thread = None  # the choice holding (True: one thread), None during a trial
         self.hold = self.HOLD
         self._won = None  # the last trial's winner and its median
-        self._held = self._risen = 0
+        self._threaded_at = -math.inf  # when the last call with threads ended
         self._start_trial()
 
     def __call__(self, *inputs):
-        one = self.one_thread if self.one_thread is not None else len(self._trial) <= self.TRIAL
+        one = self.one_thread if self.one_thread is not None else len(self._threaded) >= self.WAKE + self.TRIAL
         if one:
             _one_thread.enter()
         try:
             start = time.perf_counter()
             result = self.run(*inputs)
-            self._count(one, time.perf_counter() - start)
+            self._count(one, start, time.perf_counter())
             return result
         finally:
             if one:
                 _one_thread.exit()
 
-    def _count(self, one, seconds):
+    def _count(self, one, start, end):
+        spinning = start - self._threaded_at < self.SPIN  # the threads of an earlier call may still hold a core
+        if not one:
+            self._threaded_at = end
         if self.one_thread is None:
-            self._trial.append(seconds)
-            if len(self._trial) == 2 * (self.TRIAL + 1):
-                self._decide()
+            if not one:
+                self._threaded.append(end - start)
+            elif not spinning:
+                self._alone.append(end - start)
+                if len(self._alone) == self.TRIAL:
+                    self._decide(end)
             return
-        self._held += 1
-        self._risen = self._risen + 1 if seconds > self.RISE * self._won[1] else 0
+        if one and spinning:
+            return
+        self._risen = self._risen + 1 if end - start > self.RISE * self._won[1] else 0
         if self._risen >= self.RISEN:  # slower than when it won: something else is running now
             self.hold = self.HOLD
             self._start_trial()
-        elif self._held >= self.hold:
+        elif end - self._since >= self.hold:
             self._start_trial()
 
-    def _decide(self):
-        def median(run):
-            return sorted(run[1:])[self.TRIAL // 2]
+    def _decide(self, now):
+        def median(times):
+            return sorted(times)[len(times) // 2]
 
-        one, many = median(self._trial[:self.TRIAL + 1]), median(self._trial[self.TRIAL + 1:])
+        one, many = median(self._alone), median(self._threaded[self.WAKE:])
         winner = many >= self.EDGE * one
-        if self._won is not None and self._won[0] == winner:
-            self.hold = min(2 * self.hold, self.LONGEST_HOLD)
-        else:
-            self.hold = self.HOLD
+        self.hold = min(2 * self.hold, self.LONGEST_HOLD) if self._won and self._won[0] == winner else self.HOLD
         self._won = (winner, one if winner else many)
-        self.one_thread, self._held, self._risen = winner, 0, 0
+        self.one_thread, self._since, self._risen = winner, now, 0
 
     def _start_trial(self):
-        self._trial = []
+        self._threaded, self._alone = [], []
         self.one_thread = None
 
 

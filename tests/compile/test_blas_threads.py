@@ -39,19 +39,19 @@ SCRIPT = textwrap.dedent("""
     out["choosing"] = [isinstance(s.plan.executable.run, blas.ThreadChoice) for s in (small, tiny, large)]
     seen = []
     probe = blas.ThreadChoice(lambda: seen.append(blas_threads()))  # what a step sees, inside the same wrapper
-    [probe() for _ in range(12)]  # a trial: 6 calls with one thread, then 6 with the library's count
+    [probe() for _ in range(6)]  # a trial: 5 calls with the library's count, then with one thread
     out["inside"], out["after"] = [seen[0], seen[-1]], blas_threads()
     losses = [small(x, y) for _ in range(12)]
     out["after_steps"], out["losses_fall"] = blas_threads(), losses[-1] < losses[0]
     with threadpool_limits(limits=2, user_api="blas") if out["start"][0] != 2 else threadpool_limits(limits=3):
         chosen = blas_threads()
-        [probe() for _ in range(12)]
-        out["user_chose"], out["inside_user"] = chosen, [seen[-12], seen[-1]]
+        [probe() for _ in range(6)]
+        out["user_chose"], out["inside_user"] = chosen, [seen[-6], seen[-1]]
     print(json.dumps(out))
 """)
 
 # a step whose time depends on the thread count it runs with, as a step's does beside a busy neighbour (threads
-# slow) or with the cores free (threads fast): the choice follows the machine, call by call
+# slow) or with the cores free (threads fast): the choice follows the machine
 CHOICE = textwrap.dedent("""
     import json, time
     from threadpoolctl import threadpool_info
@@ -65,18 +65,24 @@ CHOICE = textwrap.dedent("""
         time.sleep(0.02 if threads == 1 else 0.08 if machine["busy"] else 0.004)
         return threads
 
+    blas.ThreadChoice.HOLD = 0.6  # seconds (1 s in use): a shorter test
     choice = blas.ThreadChoice(step)
-    def calls(n):
-        return [choice() for _ in range(n)]
+    def until(chosen, limit=300):
+        calls = []
+        while choice.one_thread is not chosen and len(calls) < limit:
+            calls.append(choice())
+        return calls
 
-    out = {"trial": calls(12), "chose": choice.one_thread}
-    out["held"] = calls(10)
-    machine["busy"] = False  # the neighbour stops: one thread is no slower than before, so only the next trial sees it
-    out["until_switch"] = calls(28)
-    out["chose_free"] = choice.one_thread
+    out = {"trial": until(True)}  # busy
+    out["held"] = [choice() for _ in range(10)]  # 0.2 s of the 0.6 s hold
+    machine["busy"] = False  # the neighbour stops: one thread is no slower than before: the next trial sees it
+    t0 = time.perf_counter()
+    out["free"], out["free_after"] = until(False), time.perf_counter() - t0
     machine["busy"] = True  # the neighbour is back: the held choice's calls slow down, and it is tried again at once
-    out["after_busy"] = calls(16)
-    out["chose_busy"] = choice.one_thread
+    t0 = time.perf_counter()
+    out["slow"] = [choice() for _ in range(3)]
+    out["tried_at_once"] = choice.one_thread is None and time.perf_counter() - t0 < 0.6
+    out["busy"] = until(True)
     print(json.dumps(out))
 """)
 
@@ -100,7 +106,7 @@ def test_a_step_of_products_blas_would_split_chooses_its_thread_count_and_gives_
     start = out["start"]
     assert start and max(start) > 1
     assert out["choosing"] == [True, False, True]
-    assert out["inside"] == [[1] * len(start), start] and out["after"] == start
+    assert out["inside"] == [start, [1] * len(start)] and out["after"] == start
     assert out["after_steps"] == start and out["losses_fall"]
     # the user's own count (threadpoolctl) is left as it is, inside the step too
     assert out["inside_user"] == [out["user_chose"]] * 2 and out["user_chose"] != start
@@ -111,15 +117,17 @@ def test_the_choice_follows_the_machine_busy_or_free():
         pytest.skip("one core: BLAS starts with one thread, there is nothing to choose")
     out = _run(script=CHOICE)
     one, many = 1, max(out["trial"])
-    assert out["trial"] == [one] * 6 + [many] * 6 and out["chose"] is True  # busy: one thread won
+
+    def is_trial(calls):  # 5 calls with threads (the first 2 uncounted), then one thread: the calls while the threads
+        k = calls.index(many)  # would still spin (0.15 s) uncounted, then 3 counted
+        return calls[k:k + 5] == [many] * 5 and set(calls[k + 5:]) == {one} and len(calls[k + 5:]) >= 3
+
+    assert many > one and is_trial(out["trial"])  # busy: one thread won
     assert set(out["held"]) == {one}
-    # free: after the hold (16 calls at first), a trial, and the library's count wins and holds
-    switch = out["until_switch"]
-    assert switch[:6] == [one] * 6 and switch[6:18] == [one] * 6 + [many] * 6 and switch[18:] == [many] * 10
-    assert out["chose_free"] is False
-    # busy again: 3 slow calls in a row, a trial at once (not after the hold), one thread again
-    again = out["after_busy"]
-    assert again[:3] == [many] * 3 and again[3:15] == [one] * 6 + [many] * 6 and out["chose_busy"] is True
+    # free: the hold runs out (0.6 s from the choice), a trial, and the library's count wins
+    assert out["free"][0] == one and is_trial(out["free"]) and out["free_after"] >= 0.6 - 0.2 - 0.05
+    # busy again: 3 slow calls in a row, and a trial at once, not after the hold; one thread again
+    assert out["slow"] == [many] * 3 and out["tried_at_once"] and is_trial(out["busy"])
 
 
 def test_a_thread_count_set_in_the_environment_is_left_alone():
