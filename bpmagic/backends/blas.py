@@ -1,4 +1,4 @@
-"""How many BLAS threads a NumPy step's matrix products get: one, or the library's count, whichever is faster now.
+"""How many BLAS threads a NumPy step's matrix products get.
 
 OpenBLAS's threads spin while they wait for work, so a step whose GEMMs are split over every core becomes many times
 slower as soon as another process is busy on the machine: the product waits for a thread that is not running (a
@@ -9,12 +9,17 @@ the cores free, threads pay: bench's mnist128 step (64x784x128 products) 433 µs
 the neighbour 401 on one, 1.00 ms on two. No fixed count is right for both, and which one a learner's machine is
 in changes while a run trains (a classmate starts a run on the same server).
 
-So a step whose products OpenBLAS would split (more than it runs on one thread by itself) times itself both ways and
-keeps the faster (ThreadChoice): a few calls each; then the faster for a while — twice as long each time the same
-one wins again — or until its calls take half as long again as when it won (a neighbour started). One thread is set
-around a call and the count given back after it. A count the user chose is never changed: not when a
-thread-count variable is set in the environment, nor when the count is not what it was when bpmagic first looked
-(threadpoolctl or the library's own set_num_threads called since).
+So a step whose products OpenBLAS would split (more than it runs on one thread by itself) but whose largest is below
+THREADS_WIN times itself both ways and keeps the faster (ThreadChoice): a few calls each; then the faster for a
+while — twice as long each time the same one wins again — or until its calls have taken half as long again as when
+it won for longer than idle threads spin (a neighbour started). One thread is set around a call and the count given
+back after it. Larger products keep the library's count: threads win there by 1.6-2x on free cores (bench's mnist,
+512x784x1024), and a trial's one-thread calls cost more than the choice saves, more so where other libraries' threads
+(JAX's, PyTorch's) run in the same process and blur what a trial measures (mnist in bench/run.py: 1.07x JAX with
+the library's count, 1.2-1.4x choosing) — beside a busy neighbour that trade-off is the user's (OPENBLAS_NUM_THREADS=1
+or threadpoolctl choose one thread). A count the user chose is never changed: not when a thread-count variable is set
+in the environment, nor when the count is not what it was when bpmagic first looked (threadpoolctl or the library's
+own set_num_threads called since).
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ USER_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
 # OpenBLAS runs a GEMM of up to 65536 x GEMM_MULTITHREAD_THRESHOLD (4) multiply-adds on one thread by itself
 # (interface/gemm.c): a step of such products (xor, the small RNNs) needs nothing, and pays nothing (~3 µs a step)
 BLAS_ALONE = 65536 * 4
+# from here up (~0.2 ms of one core's work per product) a second free core measured 1.75-1.85x faster
+THREADS_WIN = 1 << 23
 
 
 def largest_product(graph) -> int:
@@ -42,9 +49,9 @@ def largest_product(graph) -> int:
     return largest
 
 
-def threads_matter(graph) -> bool:
-    """Whether the BLAS thread count changes how a step of `graph` runs (its products are split over threads)."""
-    return largest_product(graph) > BLAS_ALONE
+def choosing(graph) -> bool:
+    """Whether a step of `graph` chooses its BLAS thread count (the module's doc says why)."""
+    return BLAS_ALONE < largest_product(graph) < THREADS_WIN
 
 
 class _OneThread:
@@ -70,10 +77,13 @@ class _OneThread:
         return self._libraries
 
     def can_limit(self) -> bool:
-        """Whether any BLAS here started with more than one thread (none in Pyodide, nor on one core)."""
+        """Whether the BLAS libraries here run the count they start with, one thread per core, on more than one core:
+        not in Pyodide, nor on one core, nor where a count was chosen before bpmagic first looked (threadpoolctl
+        called before the first step was made)."""
         with self._lock:
             self._find()
-            return max(self._first, default=1) > 1
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            return cores > 1 and bool(self._first) and all(count == cores for count in self._first)
 
     def enter(self):
         with self._lock:
@@ -110,7 +120,9 @@ class ThreadChoice:
     long, measured ~0.1 s: beside a busy neighbour they take the one thread's core), TRIAL of them; compared by their
     medians, the library's count wins only when faster by EDGE (a near tie keeps one thread, which a busy neighbour
     cannot slow down much). The winner then holds for `hold` seconds (HOLD at first, doubled up to LONGEST_HOLD each
-    time the same one wins again), or until RISEN calls in a row take RISE x its trial median: then a trial again.
+    time the same one wins again), or until its calls have taken RISE x its trial median, RISEN of them in a row and
+    for 2 x SPIN seconds (not a moment's slowdown: a garbage collection, another library's threads spinning): then a
+    trial again.
     Trials cost a few calls in the slower way now and then (at mnist128, ~SPIN seconds 1.4x slower per trial: 0.1%
     of a minute's hold). Calls that raise (a refused step ends early) are not counted. Steps running on several
     threads at once may each see the other's choice of count for a call: a choice is only ever a speed."""
@@ -149,13 +161,19 @@ class ThreadChoice:
                 self._threaded.append(end - start)
             elif not spinning:
                 self._alone.append(end - start)
-                if len(self._alone) == self.TRIAL:
+                # >=, and both runs checked: a call begun before this trial may end in it (steps on two threads)
+                if len(self._alone) >= self.TRIAL and len(self._threaded) > self.WAKE:
                     self._decide(end)
             return
         if one and spinning:
             return
-        self._risen = self._risen + 1 if end - start > self.RISE * self._won[1] else 0
-        if self._risen >= self.RISEN:  # slower than when it won: something else is running now
+        if end - start <= self.RISE * self._won[1]:
+            self._risen = 0
+        elif self._risen == 0:
+            self._risen, self._rising_since = 1, start
+        else:
+            self._risen += 1
+        if self._risen >= self.RISEN and end - self._rising_since >= 2 * self.SPIN:  # something else runs now
             self.hold = self.HOLD
             self._start_trial()
         elif end - self._since >= self.hold:
@@ -177,9 +195,9 @@ class ThreadChoice:
 
 
 def runner(graph, run):
-    """The function that runs a step of `graph` on the NumPy backend: `run` itself, where the thread count does not
-    matter or is the user's, else `run` choosing it (ThreadChoice)."""
-    if user_chose() or not threads_matter(graph) or not _one_thread.can_limit():
+    """The function that runs a step of `graph` on the NumPy backend: `run` choosing its thread count (ThreadChoice)
+    where `choosing(graph)`, else `run` itself (or where the count is the user's)."""
+    if user_chose() or not choosing(graph) or not _one_thread.can_limit():
         return run
     return ThreadChoice(run)
 

@@ -10,4 +10,4 @@ class NumpyBackend(Backend):
     xp = np
 
     def runner(self, graph, run):
-        return blas.runner(graph, run)  # one BLAS thread for a step of small matrix products (backends/blas.py)
+        return blas.runner(graph, run)  # the step's BLAS thread count, chosen by timing (backends/blas.py)

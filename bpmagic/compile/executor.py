@@ -14,15 +14,20 @@ import math
 import re
 import warnings
 
+import numpy as np
+
 from ..ir import Graph
 from .emit import BUFFER, emit
 from .plan import plan_step
 
 _serial = itertools.count(1)
 
-# A guarded step reports every non-finite value itself, once, naming the learner's line (train/step.py); NumPy's
-# RuntimeWarning for the same value names our generated code instead ("overflow encountered in dot", the guard's own
-# sum of squares), and JAX and PyTorch say nothing there either. A step without guards keeps NumPy's warnings.
+# A guarded step reports every non-finite loss or gradient itself, once, naming the learner's line (train/step.py);
+# NumPy's RuntimeWarning for the same value names our generated code instead ("overflow encountered in dot", the
+# guard's own sum of squares), and JAX and PyTorch say nothing there either. A step without guards keeps NumPy's
+# warnings, and so does one with values narrower than float32: the guard sums float16 squares in float32, so its
+# gradients may pass it and still overflow in the update (Adam's g * g from |g| ~ 256), which only NumPy's warning
+# tells.
 GUARDED_MODULE = "bpmagic.guarded_step"
 _QUIET = ("ignore", None, RuntimeWarning, re.compile(re.escape(GUARDED_MODULE) + r"\Z"), 0)
 
@@ -82,7 +87,8 @@ class Executable:
         fuse = fuses(backend)
         self.plan = plan_step(graph, self.donate, self.guards, fuse)
         namespace = {"xp": backend.xp, "GuardFailed": GuardFailed, "_isfinite": _isfinite}
-        if self.guards:
+        if self.guards and all(np.dtype(v.dtype).itemsize >= 4 for v in graph.inputs
+                               if np.dtype(v.dtype).kind == "f"):
             namespace["__name__"] = GUARDED_MODULE  # the module NumPy's warnings from its lines are attributed to
             _quiet_guarded_steps()
         lowering = Lowering(backend, namespace, self.cuda_graph, matmul_precision)

@@ -74,7 +74,7 @@ def fold_constants(graph: Graph) -> Graph:
         else:
             eqns.append(e)
     consts = dict(graph.consts)
-    with np.errstate(all="ignore"):  # a constant that overflows is reported by the step's guard, naming the line
+    with np.errstate(all="ignore"):  # as when traced: a non-finite loss or gradient is the step's guard's to report
         evaluate(Graph([], folded, [], {v: host(a) for v, a in graph.consts.items()}, graph.name), [], np,
                  on_value=lambda e, value: consts.__setitem__(e.outputs[0], np.array(value, order="C")))  # keeps 0-d
     return Graph(list(graph.inputs), eqns, list(graph.outputs), consts, graph.name)

@@ -222,8 +222,11 @@ class Optimizer:
         norm = ops.sqrt(functools.reduce(operator.add, (sum_of_squares(g) for g in grads.values())))
         if by_norm:
             engaged.append(ops.greater(norm, s["clip_norm"]))
-            scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])  # in (0, 1]: any float holds it
-            grads = {n: g * (scale if g.dtype == scale.dtype else ops.astype(scale, g.dtype)) for n, g in grads.items()}
+            scale = s["clip_norm"] / ops.maximum(norm, s["clip_norm"])
+            # scaled in the scale's float (float32 at least): in float16 a scale under 6e-5 would lose digits, and
+            # one under 3e-8 would be 0
+            grads = {n: g * scale if g.dtype == scale.dtype else ops.astype(g * scale, g.dtype)
+                     for n, g in grads.items()}
         flag = engaged[0] if len(engaged) == 1 else ops.logical_or(*engaged)
         return grads, [norm, ops.astype(flag, norm.dtype)]
 

@@ -339,6 +339,29 @@ def test_a_float16_step_is_applied_though_its_gradients_squares_would_overflow(s
         assert np.linalg.norm(before.astype(np.float64) - params["W"]) == pytest.approx(1e-2, rel=5e-2)
 
 
+def test_a_float16_gradient_clipped_by_a_tiny_scale_keeps_its_digits():
+    """Clipping a float16 gradient of norm 3750 to 1e-4: the scale, 2.7e-8, is 0 in float16; applied in float32,
+    the update is lr x 1e-4 long."""
+    params = {"w": np.zeros(64, np.float16)}
+    c = np.full(64, 3e4, np.float16)
+    step = bp.compile_step(lambda p, c: bp.mean(p["w"] * c), params, c,
+                           optimizer=bp.optim.SGD(lr=100.0).clipped(norm=1e-4), backend="numpy")
+    step(c)
+    assert np.linalg.norm(params["w"].astype(np.float64)) == pytest.approx(0.01, rel=2e-2)
+
+
+def test_a_float16_update_that_overflows_is_still_told_by_numpys_warning():
+    """The guard sums float16 squares in float32, so |g| = 1000 passes it; Adam's g * g then overflows float16 in
+    its state: only NumPy's warning says so, and a float16 step keeps it."""
+    params = {"w": np.ones(4, np.float16)}
+    c = np.full(4, 1000, np.float16)
+    step = bp.compile_step(lambda p, c: bp.sum(p["w"] * c), params, c, optimizer=bp.optim.Adam(lr=0.1),
+                           backend="numpy")
+    with warnings.catch_warnings(record=True) as said:
+        step(c)
+    assert any("overflow" in str(w.message) for w in said), [str(w.message) for w in said]
+
+
 def test_integer_params_are_refused():
     with pytest.raises(bp.BackpropError, match=r"parameter 'W' has dtype int64 \(2, 2\).*astype"):
         bp.compile_step(lambda p, x: bp.sum(x @ p["W"]), {"W": np.ones((2, 2), int)}, np.ones((1, 2)),
