@@ -82,7 +82,7 @@ class _OneThread:
         called before the first step was made)."""
         with self._lock:
             self._find()
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            cores = usable_cores()
             return cores > 1 and bool(self._first) and all(count == cores for count in self._first)
 
     def enter(self):
@@ -106,6 +106,11 @@ class _OneThread:
 
 
 _one_thread = _OneThread()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container may be pinned to fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def user_chose() -> bool:
@@ -213,4 +218,4 @@ def share_cores(processes: int):
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
-    threadpool_limits(limits=max(1, (os.cpu_count() or 1) // max(1, processes)), user_api="blas")
+    threadpool_limits(limits=max(1, usable_cores() // max(1, processes)), user_api="blas")

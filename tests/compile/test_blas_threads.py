@@ -167,6 +167,5 @@ SHARE = ("import json\nimport numpy\nfrom threadpoolctl import threadpool_info\n
 def test_workers_on_one_machine_share_its_cores(tmp_path):
     """What each of 2 workers on one node does at its start (train/workers/engine.py): half the cores' threads each,
     not a thread per core each; unless the user set a count."""
-    cores = os.cpu_count() or 1
-    assert set(_run(script=SHARE)) == {max(1, cores // 2)}
+    assert set(_run(script=SHARE)) == {max(1, CORES // 2)}
     assert set(_run({"OPENBLAS_NUM_THREADS": "2"}, script=SHARE)) == {2}
