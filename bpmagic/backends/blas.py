@@ -11,9 +11,8 @@ in changes while a run trains (a classmate starts a run on the same server).
 
 So a step whose products OpenBLAS would split (more than it runs on one thread by itself) but whose largest is below
 THREADS_WIN times itself both ways and keeps the faster (ThreadChoice): a few calls each; then the faster for a
-while — twice as long each time the same one wins again — or until its calls have taken half as long again as when
-it won for longer than idle threads spin (a neighbour started). One thread is set around a call and the count given
-back after it. Larger products keep the library's count: threads win there by 1.6-2x on free cores (bench's mnist,
+while — twice as long each time the same one wins again — or until its calls have taken twice as long as when it
+won for a second (a neighbour started). One thread is set around a call and the count given back after it. Larger products keep the library's count: threads win there by 1.6-2x on free cores (bench's mnist,
 512x784x1024), and a trial's one-thread calls cost more than the choice saves, more so where other libraries' threads
 (JAX's, PyTorch's) run in the same process and blur what a trial measures (mnist in bench/run.py: 1.07x JAX with
 the library's count, 1.2-1.4x choosing) — beside a busy neighbour that trade-off is the user's (OPENBLAS_NUM_THREADS=1
@@ -121,20 +120,21 @@ class ThreadChoice:
     """A step (`run`) that times its calls with the library's thread count and with one thread, and keeps the faster.
 
     A trial: WAKE + TRIAL calls with the library's count (the first WAKE not counted: they wake the threads, and on
-    a virtual machine the idle core), then calls with one thread, counted once SPIN seconds have passed since the last threaded call (OpenBLAS's idle threads spin that
-    long, measured ~0.1 s: beside a busy neighbour they take the one thread's core), TRIAL of them; compared by their
-    medians, the library's count wins only when faster by EDGE (a near tie keeps one thread, which a busy neighbour
-    cannot slow down much). The winner then holds for `hold` seconds (HOLD at first, doubled up to LONGEST_HOLD each
-    time the same one wins again), or until its calls have taken RISE x its trial median, RISEN of them in a row and
-    for 2 x SPIN seconds (not a moment's slowdown: a garbage collection, another library's threads spinning): then a
-    trial again.
-    Trials cost a few calls in the slower way now and then (at mnist128, ~SPIN seconds 1.4x slower per trial: 0.1%
-    of a minute's hold). Calls that raise (a refused step ends early) are not counted. Steps running on several
-    threads at once may each see the other's choice of count for a call: a choice is only ever a speed."""
+    a virtual machine the idle core), then calls with one thread, counted once SPIN seconds have passed since the
+    last threaded call (OpenBLAS's idle threads spin that long, measured ~0.1 s: beside a busy neighbour they take
+    the one thread's core), TRIAL of them; compared by their medians, the library's count wins only when faster by
+    EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The winner then holds for `hold`
+    seconds (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins again), or until its calls have
+    taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads 2-50x
+    slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
+    spinning in the same process): then a trial again. A trial costs ~SPIN seconds of one-thread calls (mnist128:
+    40 ms, 1% of the first hold, 0.07% of the longest). Calls that raise (a refused step ends early) are not counted.
+    Steps running on several threads at once may each see the other's choice of count for a call: a choice is only
+    ever a speed."""
 
     WAKE, TRIAL, EDGE, SPIN = 2, 3, 0.9, 0.15
-    HOLD, LONGEST_HOLD = 1.0, 64.0
-    RISE, RISEN = 1.5, 3
+    HOLD, LONGEST_HOLD = 4.0, 64.0
+    RISE, RISEN, RISE_FOR = 2.0, 3, 1.0
 
     def __init__(self, run):
         self.run = run
@@ -178,7 +178,7 @@ class ThreadChoice:
             self._risen, self._rising_since = 1, start
         else:
             self._risen += 1
-        if self._risen >= self.RISEN and end - self._rising_since >= 2 * self.SPIN:  # something else runs now
+        if self._risen >= self.RISEN and end - self._rising_since >= self.RISE_FOR:  # something else runs now
             self.hold = self.HOLD
             self._start_trial()
         elif end - self._since >= self.hold:

@@ -82,6 +82,8 @@ CHOICE = textwrap.dedent("""
             time.sleep(0.2 if spun else 0.02)
         return threads
 
+    # shorter than in use (a first hold of 4 s; a slowdown that lasts 1 s), for a short test
+    blas.ThreadChoice.HOLD, blas.ThreadChoice.RISE_FOR = 1.0, 0.3
     choice = blas.ThreadChoice(step)
     def until(chosen, limit=300):
         calls = []
@@ -142,7 +144,7 @@ def test_the_choice_follows_the_machine_busy_or_free():
     assert set(out["held"]) == {one}
     # free: the hold runs out (1 s from the choice), a trial, and the library's count wins
     assert out["free"][0] == one and is_trial(out["free"]) and out["free_after"] >= 1.0 - 0.2 - 0.05
-    # busy again: slow calls for longer than idle threads spin (0.3 s: 4 calls), then a trial before the hold (1 s)
+    # busy again: slow calls for longer than RISE_FOR (0.3 s here: 4 calls), then a trial before the hold (1 s)
     # has run out; one thread again
     assert set(out["slow"]) == {many} and 3 <= len(out["slow"]) <= 5 and 0.3 <= out["tried_after"] < 1.0
     assert is_trial(out["busy"])
