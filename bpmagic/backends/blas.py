@@ -128,7 +128,7 @@ class ThreadChoice:
     taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads 2-50x
     slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
     spinning in the same process): then a trial again. A trial costs ~SPIN seconds of one-thread calls (mnist128:
-    40 ms, 1% of the first hold, 0.07% of the longest). Calls that raise (a refused step ends early) are not counted.
+    ~50 ms, 1% of the first hold, 0.08% of the longest). Calls that raise (a refused step ends early) are not counted.
     Steps running on several threads at once may each see the other's choice of count for a call: a choice is only
     ever a speed."""
 
