@@ -10,15 +10,16 @@ the neighbour 401 on one, 1.00 ms on two. No fixed count is right for both, and 
 in changes while a run trains (a classmate starts a run on the same server).
 
 So a step whose products OpenBLAS would split (more than it runs on one thread by itself) but whose largest is below
-THREADS_WIN times itself both ways and keeps the faster (ThreadChoice): a few calls each; then the faster for a
-while — twice as long each time the same one wins again — or until its calls have taken twice as long as when it
-won for a second (a neighbour started). One thread is set around a call and the count given back after it. Larger products keep the library's count: threads win there by 1.6-2x on free cores (bench's mnist,
-512x784x1024), and a trial's one-thread calls cost more than the choice saves, more so where other libraries' threads
-(JAX's, PyTorch's) run in the same process and blur what a trial measures (mnist in bench/run.py: 1.07x JAX with
-the library's count, 1.2-1.4x choosing) — beside a busy neighbour that trade-off is the user's (OPENBLAS_NUM_THREADS=1
-or threadpoolctl choose one thread). A count the user chose is never changed: not when a thread-count variable is set
-in the environment, nor when the count is not what it was when bpmagic first looked (threadpoolctl or the library's
-own set_num_threads called since).
+THREADS_WIN times itself both ways and keeps the faster (ThreadChoice): a few calls each; then the faster for a while
+— twice as long each time the same one wins again — or until its calls have taken twice as long as when it won for a
+second (a neighbour started). One thread is set around a call and the count given back after it. Larger products keep
+the library's count: threads win there by 1.6-2x on free cores (bench's mnist, 512x784x1024), and a trial's
+one-thread calls cost more than the choice saves, more so where other libraries' threads (JAX's, PyTorch's) run in
+the same process and blur what a trial measures (mnist in bench/run.py: 1.07x JAX with the library's count, 1.2-1.4x
+choosing) — beside a busy neighbour that trade-off is the user's (OPENBLAS_NUM_THREADS=1 or threadpoolctl choose one
+thread). A count the user chose is never changed: not when a thread-count variable is set in the environment, nor
+when the count was not the library's own (one thread per core) when bpmagic first looked, or is not what it was then
+(threadpoolctl or the library's own set_num_threads called before or since).
 """
 from __future__ import annotations
 

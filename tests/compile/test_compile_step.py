@@ -295,8 +295,9 @@ def test_an_exploding_gradient_is_refused_alike_with_or_without_the_dashboards_s
     opt = bp.optim.SGD(lr=1e-30).clipped(norm=1.0) if clip else bp.optim.SGD(lr=1e-30)
     step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]) * 1e20, params, np.ones((4, 3), np.float32),
                            optimizer=opt, stats=stats, backend="numpy")
-    with pytest.raises(bp.NonFiniteError, match=r"step 1: a gradient is too large to measure \(entries up to 4e\+20\)"
-                                                r".*overflows float32.*--clip-value"), warnings.catch_warnings(record=True) as said:
+    with warnings.catch_warnings(record=True) as said, pytest.raises(
+            bp.NonFiniteError, match=r"step 1: a gradient is too large to measure \(entries up to 4e\+20\)"
+                                     r".*overflows float32.*--clip-value"):
         step(np.ones((4, 3), np.float32))
     assert np.array_equal(params["W"], np.ones((3, 2)))
     assert not said  # not NumPy's "overflow encountered in dot" besides, naming the guard's generated line
