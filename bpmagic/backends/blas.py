@@ -128,13 +128,14 @@ class ThreadChoice:
     seconds (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins again), or until its calls have
     taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads 2-50x
     slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
-    spinning in the same process): then a trial again. A trial costs ~SPIN seconds of one-thread calls (mnist128:
-    ~50 ms, 1% of the first hold, 0.08% of the longest). Calls that raise (a refused step ends early) are not counted.
+    spinning in the same process): then a trial again. A first hold is short: a trial may measure calls made among
+    other work (a first step, a check beside other libraries' steps) that a run's loop will not repeat. A trial
+    costs ~SPIN seconds of one-thread calls (mnist128: ~50 ms, 0.08% of the longest hold). Calls that raise (a refused step ends early) are not counted.
     Steps running on several threads at once may each see the other's choice of count for a call: a choice is only
     ever a speed."""
 
     WAKE, TRIAL, EDGE, SPIN = 2, 3, 0.9, 0.15
-    HOLD, LONGEST_HOLD = 4.0, 64.0
+    HOLD, LONGEST_HOLD = 0.5, 64.0
     RISE, RISEN, RISE_FOR = 2.0, 3, 1.0
 
     def __init__(self, run):

@@ -82,7 +82,7 @@ CHOICE = textwrap.dedent("""
             time.sleep(0.2 if spun else 0.02)
         return threads
 
-    # shorter than in use (a first hold of 4 s; a slowdown that lasts 1 s), for a short test
+    # a hold of 1 s (0.5 s in use, doubling to 64 s), a slowdown that lasts 0.3 s (1 s in use): a short test
     blas.ThreadChoice.HOLD, blas.ThreadChoice.RISE_FOR = 1.0, 0.3
     choice = blas.ThreadChoice(step)
     def until(chosen, limit=300):
