@@ -124,15 +124,15 @@ class ThreadChoice:
     a virtual machine the idle core), then calls with one thread, counted once SPIN seconds have passed since the
     last threaded call (OpenBLAS's idle threads spin that long, measured ~0.1 s: beside a busy neighbour they take
     the one thread's core), TRIAL of them; compared by their medians, the library's count wins only when faster by
-    EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The winner then holds for `hold`
-    seconds (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins again), or until its calls have
-    taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads 2-50x
-    slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
+    EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The winner then holds for
+    `hold` seconds (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins again), or until its calls
+    have taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads
+    2-50x slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
     spinning in the same process): then a trial again. A first hold is short: a trial may measure calls made among
     other work (a first step, a check beside other libraries' steps) that a run's loop will not repeat. A trial
-    costs ~SPIN seconds of one-thread calls (mnist128: ~50 ms, 0.08% of the longest hold). Calls that raise (a refused step ends early) are not counted.
-    Steps running on several threads at once may each see the other's choice of count for a call: a choice is only
-    ever a speed."""
+    costs ~SPIN seconds of one-thread calls (mnist128: ~50 ms, 0.08% of the longest hold). Calls that raise (a
+    refused step ends early) are not counted. Steps running on several threads at once may each see the other's
+    choice of count for a call: a choice is only ever a speed."""
 
     WAKE, TRIAL, EDGE, SPIN = 2, 3, 0.9, 0.15
     HOLD, LONGEST_HOLD = 0.5, 64.0
