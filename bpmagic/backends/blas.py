@@ -18,8 +18,9 @@ one-thread calls cost more than the choice saves, more so where other libraries'
 the same process and blur what a trial measures (mnist in bench/run.py: 1.07x JAX with the library's count, 1.2-1.4x
 choosing) — beside a busy neighbour that trade-off is the user's (OPENBLAS_NUM_THREADS=1 or threadpoolctl choose one
 thread). A count the user chose is never changed: not when a thread-count variable is set in the environment, nor
-when the count was not the library's own (one thread per core) when bpmagic first looked, or is not what it was then
-(threadpoolctl or the library's own set_num_threads called before or since).
+when the count is not what it was when bpmagic first looked (threadpoolctl or the library's own set_num_threads
+called since); a count above one set before that is taken as the library's (bpmagic only ever lowers it to one,
+around its calls).
 """
 from __future__ import annotations
 
@@ -56,14 +57,14 @@ def choosing(graph) -> bool:
 
 class _OneThread:
     """Sets every BLAS's thread count to 1 around the calls of steps that want it, and back after the last of
-    them ends (steps may run on several threads of a kernel at once)."""
+    them ends (steps may run on several threads of a kernel at once: %%backprop trains on a thread of its own)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._libraries = None  # threadpoolctl's controllers of the BLAS libraries loaded, found at the first step
         self._first = None  # their thread counts then: what bpmagic may restore, and change only while still so
-        self._running = 0
-        self._saved = None
+        self._running = set()  # the threads with a call under way (a step's call never nests another's)
+        self._saved = None  # the counts to give back, while set to 1
 
     def _find(self):
         if self._libraries is None:
@@ -77,31 +78,47 @@ class _OneThread:
         return self._libraries
 
     def can_limit(self) -> bool:
-        """Whether the BLAS libraries here run the count they start with, one thread per core, on more than one core:
-        not in Pyodide, nor on one core, nor where a count was chosen before bpmagic first looked (threadpoolctl
-        called before the first step was made)."""
+        """Whether any BLAS here runs more than one thread (none in Pyodide, nor on one core). A count above one
+        set before bpmagic first looked is taken as the library's: bpmagic only ever lowers it to one, around its
+        own calls."""
         with self._lock:
             self._find()
-            cores = usable_cores()
-            return cores > 1 and bool(self._first) and all(count == cores for count in self._first)
+            return max(self._first, default=1) > 1
+
+    @staticmethod
+    def _set(libraries, counts):
+        for lib, count in zip(libraries, counts):
+            # threadpoolctl >= 3.8 lets only the first thread that set OpenBLAS's count set it again, silently: the
+            # count is process-wide, bpmagic's changes are serialized by its lock, and its steps run on any thread
+            clear = getattr(type(lib), "clear_controlling_thread", None)
+            if clear is not None:
+                clear(force=True)
+            lib.set_num_threads(count)
 
     def enter(self):
         with self._lock:
-            self._running += 1
-            if self._running == 1:
-                libraries = self._find()
+            libraries = self._find()
+            me = threading.get_ident()
+            # a KeyboardInterrupt may have cut an exit short: this thread's own mark, or one of a thread that ended
+            self._running.discard(me)
+            if self._running:
+                self._running &= {t.ident for t in threading.enumerate()}
+            if not self._running:
+                if self._saved is not None:  # ... and left the counts at one: give them back first
+                    self._set(libraries, self._saved)
+                    self._saved = None
                 counts = [lib.get_num_threads() for lib in libraries]
-                self._saved = counts if counts == self._first and max(counts, default=1) > 1 else None
-                if self._saved is not None:
-                    for lib in libraries:
-                        lib.set_num_threads(1)
+                if counts == self._first and max(counts, default=1) > 1:
+                    self._saved = counts  # first: set to one, the counts are known to be owed back
+                    self._set(libraries, [1] * len(libraries))
+            self._running.add(me)
 
     def exit(self):
+        """After enter(), or where a KeyboardInterrupt stopped it before it was done: then nothing to undo."""
         with self._lock:
-            self._running -= 1
-            if self._running == 0 and self._saved is not None:
-                for lib, count in zip(self._libraries, self._saved):
-                    lib.set_num_threads(count)
+            self._running.discard(threading.get_ident())
+            if not self._running and self._saved is not None:
+                self._set(self._libraries, self._saved)
                 self._saved = None
 
 
@@ -142,15 +159,17 @@ class ThreadChoice:
         self.run = run
         self.one_thread = None  # the choice holding (True: one thread), None during a trial
         self.hold = self.HOLD
-        self._won = None  # the last trial's winner and its median
+        self._won = None  # the last trial's winner and its median (None after a slowdown: the hold starts over)
         self._threaded_at = -math.inf  # when the last call with threads ended
+        self._since = self._rising_since = 0.0  # when the choice was made; when the calls began to take longer
+        self._risen = 0
         self._start_trial()
 
     def __call__(self, *inputs):
         one = self.one_thread if self.one_thread is not None else len(self._threaded) >= self.WAKE + self.TRIAL
-        if one:
-            _one_thread.enter()
         try:
+            if one:
+                _one_thread.enter()
             start = time.perf_counter()
             result = self.run(*inputs)
             self._count(one, start, time.perf_counter())
@@ -172,17 +191,18 @@ class ThreadChoice:
                 if len(self._alone) >= self.TRIAL and len(self._threaded) > self.WAKE:
                     self._decide(end)
             return
-        if one and spinning:
+        won = self._won
+        if (one and spinning) or won is None:  # None: another thread's call has just begun a trial
             return
-        if end - start <= self.RISE * self._won[1]:
+        if end - start <= self.RISE * won[1]:
             self._risen = 0
         elif self._risen == 0:
             self._risen, self._rising_since = 1, start
         else:
             self._risen += 1
         if self._risen >= self.RISEN and end - self._rising_since >= self.RISE_FOR:  # something else runs now
-            self.hold = self.HOLD
             self._start_trial()
+            self._won = None
         elif end - self._since >= self.hold:
             self._start_trial()
 
@@ -190,11 +210,15 @@ class ThreadChoice:
         def median(times):
             return sorted(times)[len(times) // 2]
 
-        one, many = median(self._alone), median(self._threaded[self.WAKE:])
+        alone, threaded = self._alone, self._threaded[self.WAKE:]
+        if not alone or not threaded:  # a trial begun anew by a call on another thread meanwhile
+            return
+        one, many = median(alone), median(threaded)
         winner = many >= self.EDGE * one
         self.hold = min(2 * self.hold, self.LONGEST_HOLD) if self._won and self._won[0] == winner else self.HOLD
         self._won = (winner, one if winner else many)
-        self.one_thread, self._since, self._risen = winner, now, 0
+        self._since, self._risen = now, 0
+        self.one_thread = winner  # last: another thread's call reads it without the lock
 
     def _start_trial(self):
         self._threaded, self._alone = [], []

@@ -53,13 +53,36 @@ SCRIPT = textwrap.dedent("""
     print(json.dumps(out))
 """)
 
-# a count chosen with threadpoolctl before bpmagic first looks is the user's too
+# a count set with threadpoolctl before bpmagic first looks is taken as the library's: bpmagic lowers it to one only
+# around its own calls, and gives it back
 CHOSEN_FIRST = SCRIPT.split('out = {"start"')[0] + textwrap.dedent("""
-    with threadpool_limits(limits=len(os.sched_getaffinity(0)) + 1, user_api="blas"):  # not BLAS's own count
+    chosen = len(os.sched_getaffinity(0)) + 1  # not BLAS's own count
+    with threadpool_limits(limits=chosen, user_api="blas"):
         small, x, y = mlp([64, 128, 10], 64)
-        small(x, y)
-    print(json.dumps({"choosing": isinstance(small.plan.executable.run, blas.ThreadChoice)}))
+        seen = []
+        probe = blas.ThreadChoice(lambda: seen.append(blas_threads()))
+        [probe() for _ in range(6)]  # a trial: 5 calls with the count found, then one thread
+        print(json.dumps([seen[0], seen[-1], blas_threads()]))
 """)
+
+# steps on other threads than the first to set a count (threadpoolctl >= 3.8 lets only that thread set it again,
+# silently) set it and give it back too, calls overlapping or not
+ON_THREADS = SCRIPT.split('out = {"start"')[0] + textwrap.dedent("""
+    import threading, time
+    start = blas_threads()
+    main = blas.ThreadChoice(lambda: time.sleep(0.002))
+    [main() for _ in range(6)]  # the main thread sets the count first (its one-thread calls)
+    inside = []
+    def on_a_thread():
+        step = blas.ThreadChoice(lambda: (inside.append(blas_threads()), time.sleep(0.01)))
+        [step() for _ in range(30)]
+    workers = [threading.Thread(target=on_a_thread) for _ in range(2)]
+    [w.start() for w in workers]
+    [main() for _ in range(100)]
+    [w.join() for w in workers]
+    print(json.dumps([start, sorted({tuple(c) for c in inside}), blas_threads()]))
+""")
+
 
 # a step whose time depends on the thread count it runs with, as a step's does beside a busy neighbour (threads
 # slow) or with the cores free (threads fast): the choice follows the machine
@@ -150,10 +173,17 @@ def test_the_choice_follows_the_machine_busy_or_free():
     assert is_trial(out["busy"])
 
 
-def test_a_count_chosen_before_the_first_step_is_left_alone():
+def test_a_count_set_before_bpmagic_first_looks_is_lowered_only_around_its_calls():
     if CORES < 2:
         pytest.skip(f"{CORES} core: BLAS starts with one thread, there is nothing to limit")
-    assert _run(script=CHOSEN_FIRST) == {"choosing": False}
+    assert _run(script=CHOSEN_FIRST) == [[CORES + 1], [1], [CORES + 1]]
+
+
+def test_steps_on_other_threads_set_the_count_and_give_it_back():
+    if CORES < 2:
+        pytest.skip(f"{CORES} core: BLAS starts with one thread, there is nothing to limit")
+    start, inside, after = _run(script=ON_THREADS)
+    assert inside == [[1], start] and after == start
 
 
 def test_a_thread_count_set_in_the_environment_is_left_alone():
