@@ -142,7 +142,10 @@ class ThreadChoice:
     last threaded call (OpenBLAS's idle threads spin that long, measured ~0.1 s: beside a busy neighbour they take
     the one thread's core), TRIAL of them; compared by their medians, the library's count wins only when faster by
     EDGE (a near tie keeps one thread, which a busy neighbour cannot slow down much). The winner then holds for
-    `hold` seconds (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins again), or until its calls
+    `hold` seconds of the step's own calls (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins
+    again: counted in the step's time, not the clock's, so that a trial's cost stays the same share of the step's
+    work however much else the process does between steps — loading batches, validating, other libraries' steps in
+    a benchmark, where a clock's hold made trials three times as frequent per step), or until its calls
     have taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads
     2-50x slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
     spinning in the same process): then a trial again. A first hold is short: a trial may measure calls made among
@@ -161,7 +164,9 @@ class ThreadChoice:
         self.hold = self.HOLD
         self._won = None  # the last trial's winner and its median (None after a slowdown: the hold starts over)
         self._threaded_at = -math.inf  # when the last call with threads ended
-        self._since = self._rising_since = 0.0  # when the choice was made; when the calls began to take longer
+        self._own = 0.0  # the time spent in this step's calls so far
+        self._since = 0.0  # self._own when the choice was made
+        self._rising_since = 0.0  # when the calls began to take longer (the clock's time)
         self._risen = 0
         self._start_trial()
 
@@ -180,6 +185,7 @@ class ThreadChoice:
 
     def _count(self, one, start, end):
         spinning = start - self._threaded_at < self.SPIN  # the threads of an earlier call may still hold a core
+        self._own += end - start
         if not one:
             self._threaded_at = end
         if self.one_thread is None:
@@ -189,7 +195,7 @@ class ThreadChoice:
                 self._alone.append(end - start)
                 # >=, and both runs checked: a call begun before this trial may end in it (steps on two threads)
                 if len(self._alone) >= self.TRIAL and len(self._threaded) > self.WAKE:
-                    self._decide(end)
+                    self._decide()
             return
         won = self._won
         if (one and spinning) or won is None:  # None: another thread's call has just begun a trial
@@ -203,10 +209,10 @@ class ThreadChoice:
         if self._risen >= self.RISEN and end - self._rising_since >= self.RISE_FOR:  # something else runs now
             self._start_trial()
             self._won = None
-        elif end - self._since >= self.hold:
+        elif self._own - self._since >= self.hold:
             self._start_trial()
 
-    def _decide(self, now):
+    def _decide(self):
         def median(times):
             return sorted(times)[len(times) // 2]
 
@@ -217,7 +223,7 @@ class ThreadChoice:
         winner = many >= self.EDGE * one
         self.hold = min(2 * self.hold, self.LONGEST_HOLD) if self._won and self._won[0] == winner else self.HOLD
         self._won = (winner, one if winner else many)
-        self._since, self._risen = now, 0
+        self._since, self._risen = self._own, 0
         self.one_thread = winner  # last: another thread's call reads it without the lock
 
     def _start_trial(self):

@@ -73,13 +73,16 @@ ON_THREADS = SCRIPT.split('out = {"start"')[0] + textwrap.dedent("""
     main = blas.ThreadChoice(lambda: time.sleep(0.002))
     [main() for _ in range(6)]  # the main thread sets the count first (its one-thread calls)
     inside = []
-    def on_a_thread():
+    def on_a_thread(calls=30):
         step = blas.ThreadChoice(lambda: (inside.append(blas_threads()), time.sleep(0.01)))
-        [step() for _ in range(30)]
+        [step() for _ in range(calls)]
     workers = [threading.Thread(target=on_a_thread) for _ in range(2)]
     [w.start() for w in workers]
-    [main() for _ in range(100)]
+    [main() for _ in range(100)]  # overlapping: one thread while any of them is inside a one-thread call
     [w.join() for w in workers]
+    alone = threading.Thread(target=on_a_thread, args=(8,))  # not overlapping: a trial's calls with the count
+    alone.start()
+    alone.join()
     print(json.dumps([start, sorted({tuple(c) for c in inside}), blas_threads()]))
 """)
 
