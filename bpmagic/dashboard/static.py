@@ -71,9 +71,11 @@ def loss_svg(view: LossView, width: int, y0: float):
 
 
 def bars_svg(view: LayerBarsView, width: int, y0: float):
-    """Per-layer bars on the decade axis the browser view was sent, with their legend; returns (elements, height)."""
+    """Per-layer bars on the decade axis the browser view was sent, with their legend, and the layers x time strip
+    when the view has one; returns (elements, height). Past the rows the browser shows at once (where its bars
+    scroll), the bars are thin and every few are named, so that a deep net's image stays about a screen tall."""
     theme, axis = view.theme, view.axis
-    colours, bar = theme["series"], theme["bar"]
+    colours = theme["series"]
     layers, series = list(view.layers), list(view.series)
     values = floats(view.values).reshape(len(layers), len(series)) if layers and series else np.zeros((0, 0))
     out = [svg_text(0, y0 + 12, view.title, size=12, weight="bold")]
@@ -86,11 +88,16 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
     labels = list(view.value_labels) or numbers(values.ravel())
     name_w, num_w = theme["name_width"], theme["name_width"]
     track = width - name_w - num_w
+    thin = len(layers) > theme["rows_shown"]
+    bar = theme["thin_bar"] if thin else theme["bar"]
     pitch = bar + 1
-    row_h = pitch * len(series) + 6
+    row_h = pitch * len(series) + (2 if thin else 6)
+    named = -(-theme["name_height"] // row_h)  # every how many rows a name (and the numbers) fit
     for i, layer in enumerate(layers):
         top = y + i * row_h
-        out.append(svg_text(0, top + row_h / 2 + 3, layer, size=11))
+        written = (len(layers) - 1 - i) % named == 0  # counted from the last: the output layer is named
+        if written:
+            out.append(svg_text(0, top + row_h / 2 + 3, layer, size=11 if not thin else 9))
         out.append(f'<rect x="{name_w}" y="{top}" width="{track}" height="{pitch * len(series)}" '
                    f'fill="{theme["track"]}"/>')
         for s in range(len(series)):
@@ -101,14 +108,63 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
             x = name_w + track * fraction(view.reference, axis)
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + pitch * len(series)}" '
                        f'stroke="{theme["reference"]}"/>')
-        for s in range(len(series)):  # each bar's value beside it, as the browser view shows it
-            out.append(svg_text(width, top + pitch * s + bar, labels[i * len(series) + s], size=9, anchor="end",
-                                color=colours[s % len(colours)]))
+        if written:  # each bar's value beside it, as the browser view shows it (thin rows: the first series')
+            for s in range(1 if thin else len(series)):
+                baseline = top + (row_h / 2 + 3 if thin else pitch * s + bar)
+                out.append(svg_text(width, baseline, labels[i * len(series) + s], size=9, anchor="end",
+                                    color=colours[s % len(colours)]))
     y += len(layers) * row_h
     for at, label in axis["ticks"]:  # the decades under the bars, as in the browser view
         anchor = "start" if at == 0 else "end" if at >= 1 else "middle"
         out.append(svg_text(name_w + track * at, y + 10, label, size=10, anchor=anchor, color=theme["axis"]))
-    return out, 36 + len(layers) * row_h + 14
+    y += 14
+    if view.strip_cols > 0 and len(floats(view.strip)) == view.strip_cols * len(layers):
+        elements, height = strip_svg(view, width, y + 8)
+        out += elements
+        y += 8 + height
+    return out, y - y0
+
+
+def strip_svg(view: LayerBarsView, width: int, y0: float):
+    """The layers x time strip as the browser view draws it: each cell coloured by its log10 band (a run of cells
+    of one band is one rectangle), the names, the time axis and the bands' key; returns (elements, height)."""
+    theme, layers, cols = view.theme, list(view.layers), view.strip_cols
+    cells = floats(view.strip).reshape(len(layers), cols)
+    row, every = view.strip_row, view.names_every
+    left = theme["name_width"] + 6
+    cell_w = (width - left) / cols
+
+    def band(v):  # as the browser view colours a cell: 0 (log10: -inf, a vanished gradient) in the lowest band
+        if math.isnan(v) or v == math.inf:
+            return theme["invalid"]
+        return next(colour for upper, colour, _ in theme["bands"] if upper is None or v < upper)
+
+    out = []
+    for i, layer in enumerate(layers):
+        top = y0 + i * row
+        if (len(layers) - 1 - i) % every == 0:
+            out.append(svg_text(0, top + row / 2 + 3.5, layer, size=10))
+        colours = [band(float(v)) for v in cells[i]]
+        start = 0
+        for c in range(1, cols + 1):
+            if c == cols or colours[c] != colours[start]:
+                out.append(f'<rect x="{left + start * cell_w:.1f}" y="{top}" width="{(c - start) * cell_w:.1f}" '
+                           f'height="{row - 1}" fill="{colours[start]}"/>')
+                start = c
+    y = y0 + len(layers) * row
+    steps = view.strip_steps
+    for at, text in ((0, "step 0"), (0.5, f"{round(steps / 2)}"), (1, f"step {steps}")):
+        anchor = "start" if at == 0 else "end" if at == 1 else "middle"
+        out.append(svg_text(left + (width - left) * at, y + 10, text, size=10, anchor=anchor, color=theme["axis"]))
+    y += 16
+    x = 0.0
+    out.append(svg_text(x, y + 9, "log10 bands, the same for every run:", size=10, color=theme["legend"]))
+    x += 190
+    for _, colour, name in theme["bands"]:
+        out.append(f'<rect x="{x:.1f}" y="{y}" width="14" height="9" fill="{colour}" stroke="#ccc"/>')
+        out.append(svg_text(x + 17, y + 9, name, size=10, color=theme["legend"]))
+        x += 17 + 7 * len(name) + 8
+    return out, y + 12 - y0
 
 
 def lines_svg(view: LayerLinesView, width: int, y0: float):

@@ -17,11 +17,20 @@ THEME = {
     "track": "#f2f2f2",  # behind each layer's bars
     "text": INK,  # the static image's text (the browser views use the page's)
     "reference": INK,  # the reference line across the bars (a healthy update/weight ratio)
-    "invalid": "#000",  # a bar or strip cell whose value is not a finite number
+    "invalid": "#000",  # a bar or strip cell whose value is NaN or infinite (a zero gradient is the lowest band)
     "chart_height": 200,  # the loss chart (its least height in the browser, where it may grow with its panel)
     "chart_pad": [56, 12, 10, 24],  # left, right, top, bottom: room for the axis labels and the caption
     "name_width": 70,  # the layer names' column
     "bar": 7,  # one bar's height; a layer's bars are bar + 1 apart
+    # a deep net (lab 9: 52 layers): past rows_shown layers the browser's bars scroll and the image's are thin, and
+    # the strip's rows shrink from strip_row pixels to fit strip_height (not under strip_row_least), names on
+    # every few rows: a dashboard stays about a screen tall
+    "rows_shown": 12,
+    "thin_bar": 2,
+    "strip_row": 14,
+    "strip_row_least": 3,
+    "strip_height": 280,
+    "name_height": 12,  # the least height a row's name needs
     # a run on workers: per layer over time, the averaged gradient's norm (a thick line in series[0]) amid each
     # worker's own (thin lines, lighter)
     "worker": "#7fb2d9",

@@ -60,6 +60,13 @@ class LossView(BuiltView, anywidget.AnyWidget, Recorded):
                 self._rescale()  # still held: the axes join the same message
 
 
+def strip_rows(layers: int, theme=THEME) -> tuple:
+    """(a row's height, names every how many rows) of the layers x time strip: rows shrink so that many layers fit
+    the strip's height, and a name goes on every row only where it fits."""
+    row = max(theme["strip_row_least"], min(theme["strip_row"], theme["strip_height"] // max(layers, 1)))
+    return row, -(-theme["name_height"] // row)
+
+
 class LayerBarsView(BuiltView, anywidget.AnyWidget):
     _esm = module("layer_bars.js")
     title = Unicode("").tag(sync=True)
@@ -74,6 +81,12 @@ class LayerBarsView(BuiltView, anywidget.AnyWidget):
     theme = Dict(THEME).tag(sync=True)  # colours, sizes and the strip's bands (dashboard/theme.py)
     axis = Dict(decade_axis([])).tag(sync=True)  # the bars' decades (dashboard/scales.py)
     reference_label = Unicode("").tag(sync=True)
+    strip_row = Int(THEME["strip_row"]).tag(sync=True)  # one layer's row of the strip, in pixels
+    names_every = Int(1).tag(sync=True)  # the strip names every this many rows (rows too thin for each name)
+
+    @observe("layers")
+    def _layers_changed(self, _change=None):
+        self.strip_row, self.names_every = strip_rows(len(self.layers), self.theme)
 
     def show(self, values):
         """values: [layers][series] numbers; sent as float32 with their labels and the axis that frames them."""

@@ -27,8 +27,37 @@ def step_through_hides_the_answers(page):
     assert answers.count() >= 1 and not answers.filter(visible=True).count(), "the printed answers are not folded"
 
 
+DEEP_DASHBOARD = """d => {
+    const bars = d.querySelector('.bpmagic-bars'), rows = bars.querySelector('.bpmagic-bars-scroll');
+    const strip = bars.querySelector('canvas'), box = strip.getBoundingClientRect();
+    const ctx = strip.getContext('2d'), ratio = strip.width / box.width;
+    const pixel = (y) => [...ctx.getImageData(Math.round(box.width / 2 * ratio), Math.round(y * ratio), 1, 1).data]
+        .slice(0, 3).map(c => c.toString(16).padStart(2, '0')).join('');
+    return {rows: bars.querySelectorAll('.bpmagic-layer-row').length, shown: rows && rows.clientHeight,
+            scrolled: rows && rows.scrollHeight, strip: box.height, first: pixel(1),
+            names: [...bars.querySelectorAll('.bpmagic-strip-rows div')].map(n => n.textContent),
+            height: d.getBoundingClientRect().height};
+}"""
+
+
+def deep_net_dashboard_stays_a_screen_tall(page):
+    """Lab 09 (52 layers): the bars scroll past 12 layers, the strip's rows shrink to fit (names on every few,
+    the output layer's among them), and a layer whose gradient has vanished to 0 is the strip's darkest band, not
+    black (not a number): the dashboard is about a screen tall, with the strip the lab's text points to on it."""
+    board = page.locator(".bpmagic-dashboard").first
+    board.scroll_into_view_if_needed()
+    d = board.evaluate(DEEP_DASHBOARD)
+    assert d["rows"] == 52 and d["shown"] and d["scrolled"] > 2 * d["shown"], d
+    assert 52 * 3 <= d["strip"] <= 300, d
+    assert d["names"][-1] == "W_out" and 8 <= len(d["names"]) < 52, d
+    assert d["first"] == "08306b", d  # W_in's gradient in the plain net is 0: the lowest band's colour
+    assert d["height"] < 1500, d
+    board.screenshot(path=str(ARTIFACTS / "labs" / "09_depth_that_trains-first-dashboard.png"))
+
+
 # what a lab shows on the page besides its outcome check
-PAGE_CHECKS = {"01_reverse_accumulation": step_through_hides_the_answers}
+PAGE_CHECKS = {"01_reverse_accumulation": step_through_hides_the_answers,
+               "09_depth_that_trains": deep_net_dashboard_stays_a_screen_tall}
 
 DASHBOARDS = """() => [...document.querySelectorAll('.bpmagic-dashboard')].map(d => ({
     status: (d.querySelector('.bpmagic-status') || {}).textContent || '',

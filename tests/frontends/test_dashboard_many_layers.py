@@ -1,11 +1,15 @@
 """A deep net's dashboard (lab 09: 52 layers): the per-layer learning-rate multipliers are folded into one closed
 section, so the speed control and the buttons stay beside the panels; the static record names only the changed
-multipliers and counts the rest. A net with a few layers shows its multipliers as before."""
+multipliers and counts the rest, draws the layers x time strip the lab points to, and its bars thin: it stays about
+a screen tall. A net with a few layers shows its multipliers and full bars as before."""
+import re
+
 import ipywidgets as widgets
 import numpy as np
 
 import bpmagic as bp
 from bpmagic.dashboard import Dashboard
+from bpmagic.dashboard.theme import THEME
 
 
 def trained(depth):
@@ -52,3 +56,32 @@ def test_a_few_layers_show_their_multipliers():
     panel = controls_of(Dashboard(trained(2)))
     assert not any(isinstance(w, widgets.Accordion) for w in panel.widget.children)
     assert all(m in panel.widget.children for m in panel.multipliers.values())
+
+
+def test_a_deep_nets_record_draws_the_strip_with_thin_bars_and_stays_a_screen_tall():
+    import math
+
+    deep, shallow = Dashboard(trained(50)), Dashboard(trained(2))
+    for d in (deep, shallow):
+        d.update(d.run)
+    record, few = deep.static_svg(), shallow.static_svg()
+    height = int(re.search(r'height="(\d+)"', record).group(1))
+    assert height < 1500  # 51 layers' rows of full bars took 2,300 pixels
+    layers = list(deep.run.layers)  # "0" ... "49", "Wout"
+    named = [layer for layer in layers if f">{layer}</text>" in record]
+    assert 8 <= len(named) < len(layers) and "Wout" in named  # every few rows, counted from the output layer
+    assert record.count(">Wout</text>") == 3  # in the gradient bars, the strip and the update ratios
+    # the strip: its key, and its cells in the bands' colours (runs of one colour are one rectangle)
+    bands = {colour for _, colour, _ in THEME["bands"]}
+    assert "log10 bands, the same for every run:" in record and "log10 bands" in few
+    assert len(set(re.findall(r'fill="(#[0-9a-f]{6})"', record)) & bands) >= 1
+    # a gradient of exactly 0 (log10: -inf) is the lowest band's colour in the strip, not the invalid black
+    bars = next(p for p in deep.panels if type(p).__name__ == "GradientPanel").bars
+    bars.strip = np.full((len(bars.layers), 2), -math.inf, np.float32).tobytes()
+    bars.strip_cols = 2
+    zeroed = deep.static_svg()
+    assert zeroed.count(f'fill="{THEME["bands"][0][1]}"') >= len(bars.layers) and 'fill="#000"' not in zeroed
+    # a few layers: every one named, with each series' value beside its bar
+    assert few.count(">Wout</text>") == 3
+    signal = f'fill="{THEME["series"][1]}" text-anchor="end"'  # the second series' value beside its bar
+    assert few.count(signal) == 3 and record.count(signal) == 0  # a deep net's thin rows: the first series' only

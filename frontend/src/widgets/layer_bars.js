@@ -7,9 +7,10 @@
 // each value on the axis, and each strip cell in its band, happens here, where they are drawn.
 import { floats } from "../shared/buffers";
 
-// bands: [[upper bound of log10 |gradient| (null: none), colour, name], ...], lowest first
+// bands: [[upper bound of log10 |gradient| (null: none), colour, name], ...], lowest first; a gradient of exactly 0
+// (log10: -Infinity, a vanished one) is in the lowest band, only NaN and +Infinity are not numbers to colour
 function band(bands, logv, invalid) {
-  if (!Number.isFinite(logv)) return invalid;
+  if (Number.isNaN(logv) || logv === Infinity) return invalid;
   return bands.find(([upper]) => upper === null || logv < upper)[1];
 }
 
@@ -32,7 +33,7 @@ function render({ model, el }) {
     `color: ${theme.axis}; font: 10px sans-serif`);
   axis.className = "bpmagic-bars-axis";
   const stripBox = div("display: flex; gap: 6px; margin-top: 8px");
-  const stripNames = div(font + `width: ${theme.name_width}px; display: flex; flex-direction: column`);
+  const stripNames = div(font + `width: ${theme.name_width}px; position: relative; flex: none`);
   stripNames.className = "bpmagic-strip-rows";
   const stripMain = div("flex: 1; min-width: 0");
   const strip = document.createElement("canvas");
@@ -67,6 +68,12 @@ function render({ model, el }) {
     const ref = model.get("reference");
 
     rows.replaceChildren();
+    // a deep net: the first rows_shown layers' rows show, the others scroll into view (a row is as tall as its
+    // bars, or as its numbers, one 12px line per series)
+    const rowPx = Math.max((bar + 1) * S, 12 * S, 13) + 4;
+    const scrolls = layers.length > theme.rows_shown;
+    rows.style.cssText = scrolls ? `max-height: ${theme.rows_shown * rowPx}px; overflow-y: auto` : "";
+    rows.classList.toggle("bpmagic-bars-scroll", scrolls);
     layers.forEach((layer, i) => {
       const row = div(font + "display: flex; align-items: center; gap: 6px; margin: 2px 0");
       row.className = "bpmagic-layer-row";
@@ -87,7 +94,7 @@ function render({ model, el }) {
         track.append(div(`position: absolute; left: ${pct(ref)}%; top: 0; bottom: 0; width: 1px; ` +
           `background: ${theme.reference}`));
       }
-      const num = div("width: 64px; text-align: right; font-family: monospace; white-space: pre");
+      const num = div("width: 64px; text-align: right; font: 10px/12px monospace; white-space: pre");
       num.textContent = series.map((_, s) => label(i * S + s)).join("\n");
       row.append(name, track, num);
       rows.append(row);
@@ -103,7 +110,10 @@ function render({ model, el }) {
     const steps = model.get("strip_steps");
     if (cols > 0 && data.length === cols * layers.length) {
       const ratio = window.devicePixelRatio || 1;
-      const rh = 14, w = strip.clientWidth || 400, h = rh * layers.length;
+      // rows shrink so that many layers fit the strip's height (the kernel's strip_row); names on every few rows,
+      // counted from the last (the output layer), centred on theirs
+      const rh = model.get("strip_row"), every = model.get("names_every");
+      const w = strip.clientWidth || 400, h = rh * layers.length;
       strip.style.height = `${h}px`;
       strip.width = w * ratio; strip.height = h * ratio;
       const ctx = strip.getContext("2d");
@@ -116,9 +126,10 @@ function render({ model, el }) {
           ctx.fillRect(x0, l * rh, x1 - x0, rh - 1);
         }
       }
-      stripNames.replaceChildren(...layers.map((layer) =>
-        div(`height: ${rh}px; line-height: ${rh}px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap`,
-          layer)));
+      stripNames.style.height = `${h}px`;
+      stripNames.replaceChildren(...layers.flatMap((layer, l) => (layers.length - 1 - l) % every ? [] : [
+        div(`position: absolute; left: 0; right: 0; top: ${(l + 0.5) * rh}px; transform: translateY(-50%); ` +
+          "line-height: 12px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap", layer)]));
       timeAxis.replaceChildren(
         div("position: absolute; left: 0", "step 0"),
         div("position: absolute; left: 50%; transform: translateX(-50%)", `${Math.round(steps / 2)}`),
@@ -133,6 +144,7 @@ function render({ model, el }) {
         "has simply converged. Red (10 and above): very large steps (exploding).";
     } else {
       strip.style.height = "0";
+      stripNames.style.height = "0";
       stripNames.replaceChildren();
       timeAxis.replaceChildren();
       key.replaceChildren();
