@@ -145,7 +145,8 @@ class ThreadChoice:
     `hold` seconds of the step's own calls (HOLD at first, doubled up to LONGEST_HOLD each time the same one wins
     again: counted in the step's time, not the clock's, so that a trial's cost stays the same share of the step's
     work however much else the process does between steps — loading batches, validating, other libraries' steps in
-    a benchmark, where a clock's hold made trials three times as frequent per step), or until its calls
+    a benchmark, where a clock's hold made trials three times as frequent per step), or IDLE x `hold` seconds of the
+    clock (a run paused, or paced to a few steps a second, still sees a neighbour leave), or until its calls
     have taken RISE x its trial median, RISEN of them in a row and for RISE_FOR seconds (a neighbour makes threads
     2-50x slower for as long as it runs; not a moment's slowdown: a garbage collection, another library's threads
     spinning in the same process): then a trial again. A first hold is short: a trial may measure calls made among
@@ -155,7 +156,7 @@ class ThreadChoice:
     choice of count for a call: a choice is only ever a speed."""
 
     WAKE, TRIAL, EDGE, SPIN = 2, 3, 0.9, 0.15
-    HOLD, LONGEST_HOLD = 0.5, 64.0
+    HOLD, LONGEST_HOLD, IDLE = 0.5, 64.0, 4.0
     RISE, RISEN, RISE_FOR = 2.0, 3, 1.0
 
     def __init__(self, run):
@@ -166,6 +167,7 @@ class ThreadChoice:
         self._threaded_at = -math.inf  # when the last call with threads ended
         self._own = 0.0  # the time spent in this step's calls so far
         self._since = 0.0  # self._own when the choice was made
+        self._chosen_at = 0.0  # ... and the clock's time then
         self._rising_since = 0.0  # when the calls began to take longer (the clock's time)
         self._risen = 0
         self._start_trial()
@@ -195,7 +197,7 @@ class ThreadChoice:
                 self._alone.append(end - start)
                 # >=, and both runs checked: a call begun before this trial may end in it (steps on two threads)
                 if len(self._alone) >= self.TRIAL and len(self._threaded) > self.WAKE:
-                    self._decide()
+                    self._decide(end)
             return
         won = self._won
         if (one and spinning) or won is None:  # None: another thread's call has just begun a trial
@@ -209,10 +211,10 @@ class ThreadChoice:
         if self._risen >= self.RISEN and end - self._rising_since >= self.RISE_FOR:  # something else runs now
             self._start_trial()
             self._won = None
-        elif self._own - self._since >= self.hold:
+        elif self._own - self._since >= self.hold or end - self._chosen_at >= self.IDLE * self.hold:
             self._start_trial()
 
-    def _decide(self):
+    def _decide(self, now):
         def median(times):
             return sorted(times)[len(times) // 2]
 
@@ -223,7 +225,7 @@ class ThreadChoice:
         winner = many >= self.EDGE * one
         self.hold = min(2 * self.hold, self.LONGEST_HOLD) if self._won and self._won[0] == winner else self.HOLD
         self._won = (winner, one if winner else many)
-        self._since, self._risen = self._own, 0
+        self._since, self._chosen_at, self._risen = self._own, now, 0
         self.one_thread = winner  # last: another thread's call reads it without the lock
 
     def _start_trial(self):

@@ -127,6 +127,11 @@ CHOICE = textwrap.dedent("""
     out["slow"] = until(None, limit=20)
     out["tried_after"] = time.perf_counter() - t0
     out["busy"] = until(True)
+    # paused longer than IDLE x the hold (2 x 1 s here) while the neighbour left: tried again at the first call after
+    blas.ThreadChoice.IDLE = 2.0
+    machine["busy"] = False
+    time.sleep(2.2)
+    out["resumed"] = until(False)
     print(json.dumps(out))
 """)
 
@@ -174,6 +179,9 @@ def test_the_choice_follows_the_machine_busy_or_free():
     # has run out; one thread again
     assert set(out["slow"]) == {many} and 3 <= len(out["slow"]) <= 5 and 0.3 <= out["tried_after"] < 1.0
     assert is_trial(out["busy"])
+    # resumed after a pause in which the neighbour left: its first call (one thread, held) ends the hold, a trial,
+    # and the library's count wins (counted in the step's own time alone, the hold had 50 one-thread calls to go)
+    assert out["resumed"][0] == one and out["resumed"].index(many) == 1 and is_trial(out["resumed"])
 
 
 def test_a_count_set_before_bpmagic_first_looks_is_lowered_only_around_its_calls():
