@@ -37,8 +37,8 @@ parameter to fp32 tolerance (1e-4 relative); otherwise the script prints what di
 Timing: warm-up, then rounds; each round runs a block of n steps of every implementation (the order rotates from
 round to round), so machine noise hits all of them alike. A round's per-step time is its block time / n; we report
 the median over rounds. A ratio is the median of the rounds' own ratios (both implementations ran moments apart in
-the same round), shown with their 25th-75th percentiles; a target inside that range is "within noise". The garbage
-collector is off inside blocks (as timeit does), for every implementation.
+the same round), shown with the 95 % confidence interval of that median; a target inside it is "within noise". The
+garbage collector is off inside blocks (as timeit does), for every implementation.
 
 Note: this machine may set OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (for older OpenBLAS builds). They are left as they
 are on purpose; they may slow NumPy (and so both bpmagic and the hand-written baseline) somewhat. The header of
@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -535,17 +536,27 @@ def time_size(name, impls, sync, budget, rounds, warmup_s):
 
 
 def paired_ratio(samples, a, b):
-    """(median, [25th, 75th percentile]) of a's time over b's, round by round: both ran in the same round, moments
-    apart, so a round in which the machine was slow slows both and its ratio still holds (a ratio of the medians
-    mixes rounds: on a VM whose second core changes speed from second to second, it moved by ±10 % between runs)."""
-    lo, m, hi = quantiles([x / y for x, y in zip(samples[a], samples[b])])
-    return m, [lo, hi]
+    """(median, [low, high]) of a's time over b's, round by round, [low, high] the 95 % confidence interval of that
+    median: both ran in the same round, moments apart, so a round in which the machine was slow slows both and its
+    ratio still holds (a ratio of the medians mixes rounds: on a VM whose second core changes speed from second to
+    second, it moved by ±10 % between runs)."""
+    ratios = sorted(x / y for x, y in zip(samples[a], samples[b], strict=True))
+    return statistics.median(ratios), median_interval(ratios)
 
 
-def sure(iqr, target) -> str:
-    """"met" when even the 75th percentile of the per-round ratios is within the target, "missed" when even the 25th
-    is past it, else "within noise": the rounds disagree, and one run cannot say."""
-    return "met" if iqr[1] <= target else "missed" if iqr[0] > target else "within noise"
+def median_interval(ordered, z=1.96):
+    """The distribution-free 95 % confidence interval of the median of `ordered` (sorted) values: the order
+    statistics n/2 -+ z sqrt(n)/2 (the binomial count of values below the median). It narrows as rounds are added, so
+    more rounds can settle a verdict that fewer left "within noise"."""
+    n = len(ordered)
+    k = max(0, math.floor(n / 2 - z * math.sqrt(n) / 2))
+    return [ordered[k], ordered[min(n - 1, n - 1 - k)]]
+
+
+def sure(interval, target) -> str:
+    """"met" when the median's whole confidence interval is within the target, "missed" when it is all past it,
+    else "within noise": this run cannot say."""
+    return "met" if interval[1] <= target else "missed" if interval[0] > target else "within noise"
 
 
 def quantiles(xs):
@@ -688,18 +699,18 @@ def main(argv=None):
         peers = {k: med[k] for k in PEERS if k in med}
         fastest = min(peers, key=peers.get)
         res["fastest_peer"] = fastest
-        res["ratio_over_fastest"], res["ratio_over_fastest_iqr"] = paired_ratio(samples, "bpmagic", fastest)
+        res["ratio_over_fastest"], res["ratio_over_fastest_ci"] = paired_ratio(samples, "bpmagic", fastest)
         if "rnn_steps" not in cfg:
             res["target_over_fastest_max"] = TARGET_OVER_FASTEST
             res["pass_over_fastest"] = res["ratio_over_fastest"] <= TARGET_OVER_FASTEST
-            res["sure_over_fastest"] = sure(res["ratio_over_fastest_iqr"], TARGET_OVER_FASTEST)
+            res["sure_over_fastest"] = sure(res["ratio_over_fastest_ci"], TARGET_OVER_FASTEST)
         if "jax" in med:
-            res["ratio_over_jax"], res["ratio_over_jax_iqr"] = paired_ratio(samples, "bpmagic", "jax")
+            res["ratio_over_jax"], res["ratio_over_jax_ci"] = paired_ratio(samples, "bpmagic", "jax")
             res["first_call_over_jax"] = first["bpmagic"] / first["jax"]
             res["ratio_over_jax_guarded"] = paired_ratio(samples, "bpmagic", "jax_guarded")[0]
             if name in RNN_TARGET_SIZES:
                 res["pass_over_jax"] = res["ratio_over_jax"] <= TARGET_OVER_JAX_RNN
-                res["sure_over_jax"] = sure(res["ratio_over_jax_iqr"], TARGET_OVER_JAX_RNN)
+                res["sure_over_jax"] = sure(res["ratio_over_jax_ci"], TARGET_OVER_JAX_RNN)
                 res["pass_first_call_over_jax"] = res["first_call_over_jax"] <= TARGET_FIRST_OVER_JAX
         if name == "mnist" and meta["gemm_peak_flops"]:
             lib, peak = max(meta["gemm_peak_flops"].items(), key=lambda kv: kv[1])
@@ -753,11 +764,11 @@ def print_table(results, labels, backend, missing):
     for name, r in results.items():
         cell = {k: (f"{fmt_time(r['median_s'][k])} {spread(r, k)}" if k in r["median_s"]
                     else "–" if k == "hand" else "n/a") for k in IMPLS}
-        ratio = f"{r['ratio_over_fastest']:.2f}x{between(r['ratio_over_fastest_iqr'])} ({r['fastest_peer']})"
+        ratio = f"{r['ratio_over_fastest']:.2f}x{between(r['ratio_over_fastest_ci'])} ({r['fastest_peer']})"
         if "pass_over_fastest" in r:
             ratio += f" ≤{TARGET_OVER_FASTEST:.1f} {verdict(r['pass_over_fastest'], r['sure_over_fastest'])}"
         if "pass_over_jax" in r:
-            ratio += (f"; /JAX {r['ratio_over_jax']:.2f}x{between(r['ratio_over_jax_iqr'])} "
+            ratio += (f"; /JAX {r['ratio_over_jax']:.2f}x{between(r['ratio_over_jax_ci'])} "
                       f"≤{TARGET_OVER_JAX_RNN:.1f} {verdict(r['pass_over_jax'], r['sure_over_jax'])}")
         first = r["first_call_s"]
         first_s = fmt_time(first["bpmagic"]) + (f", {fmt_time(first['jax'])}" if "jax" in first else "")
@@ -780,8 +791,8 @@ def print_table(results, labels, backend, missing):
     for line in notes:
         print(line)
     print("\nmedian time per training step (± half the interquartile range over rounds); a ratio is the median of "
-          "the rounds' own ratios\n[their 25th–75th percentiles]; below 1 means bpmagic is faster. \"within noise\": "
-          "the target lies inside that range,\nso this run cannot say whether it is met.")
+          "the rounds' own ratios\n[its 95 % confidence interval]; below 1 means bpmagic is faster. \"within noise\": "
+          "the target lies inside that interval,\nso this run cannot say whether it is met.")
     print("JAX jit+guard: the jitted step keeping its params on a non-finite gradient, as bpmagic's does (not a peer: "
           "the least a guard costs under XLA).")
     print(f"targets (#32): bpmagic ≤ {TARGET_OVER_FASTEST:.1f}x the fastest peer at every MLP size; the RNN at "
