@@ -14,7 +14,7 @@ import numpy as np
 from .numbers import numbers
 from .scales import fraction, shown
 from .theme import THEME
-from .views import LayerBarsView, LayerLinesView, LossView, floats
+from .views import LayerBarsView, LayerLinesView, LossView, bar_rows, floats, named, names_every
 
 WIDTH = 900
 FONT = 'font-family="sans-serif"'
@@ -73,7 +73,7 @@ def loss_svg(view: LossView, width: int, y0: float):
 def bars_svg(view: LayerBarsView, width: int, y0: float):
     """Per-layer bars on the decade axis the browser view was sent, with their legend, and the layers x time strip
     when the view has one; returns (elements, height). Past the rows the browser shows at once (where its bars
-    scroll), the bars are thin and every few are named, so that a deep net's image stays about a screen tall."""
+    scroll), the bars thin as needed to fit about as tall, named every few rows (views.bar_rows)."""
     theme, axis = view.theme, view.axis
     colours = theme["series"]
     layers, series = list(view.layers), list(view.series)
@@ -88,16 +88,15 @@ def bars_svg(view: LayerBarsView, width: int, y0: float):
     labels = list(view.value_labels) or numbers(values.ravel())
     name_w, num_w = theme["name_width"], theme["name_width"]
     track = width - name_w - num_w
-    thin = len(layers) > theme["rows_shown"]
-    bar = theme["thin_bar"] if thin else theme["bar"]
+    bar, row_h = bar_rows(len(layers), len(series), theme)
     pitch = bar + 1
-    row_h = pitch * len(series) + (2 if thin else 6)
-    named = -(-theme["name_height"] // row_h)  # every how many rows a name (and the numbers) fit
+    thin = bar < theme["bar"]  # too thin for each series' number beside its bar: the first series' only
+    every = names_every(row_h, theme)
     for i, layer in enumerate(layers):
         top = y + i * row_h
-        written = (len(layers) - 1 - i) % named == 0  # counted from the last: the output layer is named
+        written = named(i, len(layers), every)
         if written:
-            out.append(svg_text(0, top + row_h / 2 + 3, layer, size=11 if not thin else 9))
+            out.append(svg_text(0, top + row_h / 2 + 3, layer, size=9 if thin else 11))
         out.append(f'<rect x="{name_w}" y="{top}" width="{track}" height="{pitch * len(series)}" '
                    f'fill="{theme["track"]}"/>')
         for s in range(len(series)):
@@ -142,7 +141,7 @@ def strip_svg(view: LayerBarsView, width: int, y0: float):
     out = []
     for i, layer in enumerate(layers):
         top = y0 + i * row
-        if (len(layers) - 1 - i) % every == 0:
+        if named(i, len(layers), every):
             out.append(svg_text(0, top + row / 2 + 3.5, layer, size=10))
         colours = [band(float(v)) for v in cells[i]]
         start = 0

@@ -22,11 +22,10 @@ THEME = {
     "chart_pad": [56, 12, 10, 24],  # left, right, top, bottom: room for the axis labels and the caption
     "name_width": 70,  # the layer names' column
     "bar": 7,  # one bar's height; a layer's bars are bar + 1 apart
-    # a deep net (lab 9: 52 layers): past rows_shown layers the browser's bars scroll and the image's are thin, and
-    # the strip's rows shrink from strip_row pixels to fit strip_height (not under strip_row_least), names on
-    # every few rows: a dashboard stays about a screen tall
+    # a deep net (lab 9: 52 layers): past rows_shown layers the browser's bars scroll and the image's thin to fit
+    # about as tall, and the strip's rows shrink from strip_row pixels to fit strip_height (not under
+    # strip_row_least), names on every few rows: a dashboard stays about a screen tall
     "rows_shown": 12,
-    "thin_bar": 2,
     "strip_row": 14,
     "strip_row_least": 3,
     "strip_height": 280,

@@ -1,6 +1,7 @@
 """The dashboard's browser views (anywidget modules built from frontend/src/widgets/ into bpmagic/widgets/)."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import anywidget
@@ -64,7 +65,28 @@ def strip_rows(layers: int, theme=THEME) -> tuple:
     """(a row's height, names every how many rows) of the layers x time strip: rows shrink so that many layers fit
     the strip's height, and a name goes on every row only where it fits."""
     row = max(theme["strip_row_least"], min(theme["strip_row"], theme["strip_height"] // max(layers, 1)))
-    return row, -(-theme["name_height"] // row)
+    return row, names_every(row, theme)
+
+
+def bar_rows(layers: int, series: int, theme=THEME) -> tuple:
+    """(a bar's height, a layer's row height) in the static image: full bars for up to rows_shown layers (where the
+    browser's start to scroll), thinner ones past that, as thin as needed for all to fit about the height of
+    rows_shown full rows (a bar at least a pixel)."""
+    full = (theme["bar"] + 1) * series + 6
+    if layers <= theme["rows_shown"]:
+        return theme["bar"], full
+    bar = max(1, min(theme["bar"], int((theme["rows_shown"] * full / layers - 2) // series) - 1))
+    return bar, (bar + 1) * series + 2
+
+
+def names_every(row: float, theme=THEME) -> int:
+    """Every how many rows of `row` pixels a layer's name fits."""
+    return max(1, math.ceil(theme["name_height"] / row))
+
+
+def named(i: int, count: int, every: int) -> bool:
+    """Whether row i of `count` carries its name: every `every` rows, counted from the last (the output layer)."""
+    return (count - 1 - i) % every == 0
 
 
 class LayerBarsView(BuiltView, anywidget.AnyWidget):
@@ -86,7 +108,7 @@ class LayerBarsView(BuiltView, anywidget.AnyWidget):
 
     @observe("layers")
     def _layers_changed(self, _change=None):
-        self.strip_row, self.names_every = strip_rows(len(self.layers), self.theme)
+        self.strip_row, self.names_every = strip_rows(len(self.layers), {**THEME, **self.theme})
 
     def show(self, values):
         """values: [layers][series] numbers; sent as float32 with their labels and the axis that frames them."""

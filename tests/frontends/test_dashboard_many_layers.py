@@ -68,9 +68,13 @@ def test_a_deep_nets_record_draws_the_strip_with_thin_bars_and_stays_a_screen_ta
     height = int(re.search(r'height="(\d+)"', record).group(1))
     assert height < 1500  # 51 layers' rows of full bars took 2,300 pixels
     layers = list(deep.run.layers)  # "0" ... "49", "Wout"
-    named = [layer for layer in layers if f">{layer}</text>" in record]
-    assert 8 <= len(named) < len(layers) and "Wout" in named  # every few rows, counted from the output layer
-    assert record.count(">Wout</text>") == 3  # in the gradient bars, the strip and the update ratios
+    names = re.findall(r'<text x="0\.0" [^>]*>([^<]*)</text>', record)  # the left column's: names (and titles)
+    assert names.count("Wout") == 3  # in the gradient bars, the strip and the update ratios
+    # the thin bars' names (9 pixels), of the gradient panel then of the update ratios: every few rows, from the last
+    thin = re.findall(r'<text x="0\.0" [^>]*font-size="9"[^>]*>([^<]*)</text>', record)
+    gradient_bars, ratio_bars = thin[:thin.index("Wout") + 1], thin[thin.index("Wout") + 1:]
+    for panel in (gradient_bars, ratio_bars):
+        assert panel[-1] == "Wout" and set(panel) <= set(layers) and 8 <= len(panel) <= 0.6 * len(layers), panel
     # the strip: its key, and its cells in the bands' colours (runs of one colour are one rectangle)
     bands = {colour for _, colour, _ in THEME["bands"]}
     assert "log10 bands, the same for every run:" in record and "log10 bands" in few
@@ -83,5 +87,21 @@ def test_a_deep_nets_record_draws_the_strip_with_thin_bars_and_stays_a_screen_ta
     assert zeroed.count(f'fill="{THEME["bands"][0][1]}"') >= len(bars.layers) and 'fill="#000"' not in zeroed
     # a few layers: every one named, with each series' value beside its bar
     assert few.count(">Wout</text>") == 3
+    few_names = re.findall(r'<text x="0\.0" [^>]*>([^<]*)</text>', few)
+    assert [n for n in few_names if n in shallow.run.layers] == list(shallow.run.layers) * 3  # every row named
     signal = f'fill="{THEME["series"][1]}" text-anchor="end"'  # the second series' value beside its bar
     assert few.count(signal) == 3 and record.count(signal) == 0  # a deep net's thin rows: the first series' only
+
+
+def test_the_images_bars_thin_only_as_much_as_their_layers_need():
+    """12 layers: full bars; 13: about as tall as 12 (not a jump to thin bars and half the names); 200: thin, bounded."""
+    from bpmagic.dashboard.views import bar_rows
+
+    full_bar, full_row = bar_rows(12, 2)
+    assert full_bar == THEME["bar"]
+    bar, row = bar_rows(13, 2)
+    assert bar == THEME["bar"] and 13 * row <= 12 * full_row
+    bar, row = bar_rows(52, 2)
+    assert 1 <= bar < THEME["bar"] and 52 * row <= 12 * full_row * 1.5
+    bar, row = bar_rows(200, 2)
+    assert bar == 1 and row == 6

@@ -69,10 +69,10 @@ function render({ model, el }) {
 
     rows.replaceChildren();
     // a deep net: the first rows_shown layers' rows show, the others scroll into view (a row is as tall as its
-    // bars, or as its numbers, one 12px line per series)
-    const rowPx = Math.max((bar + 1) * S, 12 * S, 13) + 4;
+    // bars, or as its numbers, one 12px line per series; rows 2px apart, their margins collapsed)
+    const rowPx = Math.max((bar + 1) * S, 12 * S, 13) + 2;
     const scrolls = layers.length > theme.rows_shown;
-    rows.style.cssText = scrolls ? `max-height: ${theme.rows_shown * rowPx}px; overflow-y: auto` : "";
+    rows.style.cssText = scrolls ? `max-height: ${theme.rows_shown * rowPx + 2}px; overflow-y: auto` : "";
     rows.classList.toggle("bpmagic-bars-scroll", scrolls);
     layers.forEach((layer, i) => {
       const row = div(font + "display: flex; align-items: center; gap: 6px; margin: 2px 0");
@@ -152,7 +152,7 @@ function render({ model, el }) {
     }
   };
   for (const name of ["layers", "series", "values", "value_labels", "strip", "strip_cols", "strip_steps", "title",
-    "reference", "reference_label", "axis"]) {
+    "reference", "reference_label", "axis", "strip_row", "names_every"]) {
     model.on(`change:${name}`, redraw);
   }
   requestAnimationFrame(redraw);
