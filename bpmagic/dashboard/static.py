@@ -185,7 +185,7 @@ def lines_svg(view: LayerLinesView, width: int, y0: float):
     if not axes or values is None:
         out.append(svg_text(0, y + 12, "no steps yet", color=theme["empty"]))
         return out, 20 + 16 + 20
-    name_w, right, row = theme["name_width"], theme["lines_ticks"], theme["lines_row"]
+    name_w, right, row = theme["name_width"], theme["lines_ticks"], view.row
     plot_w = width - name_w - right
     (x0, x1) = axes["x"]
 
@@ -199,7 +199,8 @@ def lines_svg(view: LayerLinesView, width: int, y0: float):
         if axes["rows"][i] is None:
             continue
         lo, hi = axes["rows"][i]
-        for label, at in zip(axes["ticks"][i], (top + 10, top + row - 4)):
+        ends = 2 if row >= theme["lines_both_ticks"] else 1
+        for label, at in list(zip(axes["ticks"][i], (top + 10, top + row - 4)))[:ends]:
             out.append(svg_text(width, at, label, size=9, anchor="end", color=theme["axis"]))
 
         def Y(v):

@@ -35,7 +35,10 @@ THEME = {
     "worker": "#7fb2d9",
     "worker_width": 1.0,
     "average_width": 1.8,
-    "lines_row": 54,  # one layer's chart
+    "lines_row": 54,  # one layer's chart; a deep net's shrink to fit lines_height, not under lines_row_least
+    "lines_row_least": 16,  # room for a name
+    "lines_height": 648,
+    "lines_both_ticks": 30,  # a chart this tall has room for its range's both ends, a shorter one for its top only
     "lines_ticks": 50,  # the column right of the charts with each layer's range
     # the gradient strip's log10 |gradient| bands, fixed for every run so a vanishing run looks different from a
     # healthy one: [upper bound (None: no bound), colour, name]; below 1e-5 little is learnt, above 1 steps are big

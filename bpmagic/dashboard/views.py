@@ -68,6 +68,12 @@ def strip_rows(layers: int, theme=THEME) -> tuple:
     return row, names_every(row, theme)
 
 
+def lines_row(layers: int, theme=THEME) -> int:
+    """A layer's chart height in a run on workers' per-layer lines: charts shrink so that many layers fit the lines'
+    height, not below a height that still has room for the layer's name."""
+    return max(theme["lines_row_least"], min(theme["lines_row"], theme["lines_height"] // max(layers, 1)))
+
+
 def bar_rows(layers: int, series: int, theme=THEME) -> tuple:
     """(a bar's height, a layer's row height) in the static image: full bars for up to rows_shown layers (where the
     browser's start to scroll), thinner ones past that, as thin as needed for all to fit about the height of
@@ -135,6 +141,11 @@ class LayerLinesView(BuiltView, anywidget.AnyWidget):
     values = Bytes(b"").tag(sync=True)  # float32 [layers, 1 + workers, points]: the average, then each worker
     theme = Dict(THEME).tag(sync=True)
     axes = Dict().tag(sync=True)  # per layer ranges, ticks and the caption (dashboard/scales.py)
+    row = Int(THEME["lines_row"]).tag(sync=True)  # one layer's chart, in pixels
+
+    @observe("layers")
+    def _layers_changed(self, _change=None):
+        self.row = lines_row(len(self.layers), {**THEME, **self.theme})
 
     def show(self, steps, values):
         """steps [points], values [layers, 1 + workers, points]: sent as float32 with the axes that frame them."""

@@ -105,3 +105,31 @@ def test_the_images_bars_thin_only_as_much_as_their_layers_need():
     assert 1 <= bar < THEME["bar"] and 52 * row <= 12 * full_row * 1.5
     bar, row = bar_rows(200, 2)
     assert bar == 1 and row == 6
+
+
+def test_a_deep_net_on_workers_draws_its_lines_about_a_screen_tall():
+    """A run on workers shows each layer's chart of the average and each worker's gradient norm: 54 pixels each,
+    2,872 pixels for 52 layers; now the charts shrink to fit (to 16 pixels: the name, the top tick only)."""
+    from bpmagic.dashboard.static import lines_svg
+    from bpmagic.dashboard.views import LayerLinesView
+
+    rng = np.random.default_rng(0)
+    layers = ["W_in"] + [f"Ws[{i}]" for i in range(50)] + ["W_out"]
+    charts = {}
+    for names in (layers, layers[:3]):
+        view = LayerLinesView(layers=names, workers=2, title="per worker", series=["average", "each worker's own"])
+        steps = np.arange(1, 101, dtype=np.float32)
+        view.show(steps, np.exp(rng.standard_normal((len(names), 3, 100))).astype(np.float32) * 0.1)
+        elements, height = lines_svg(view, 900, 0)
+        charts[len(names)] = (view, "".join(elements), height)
+    deep, svg, height = charts[52]
+    assert deep.row == THEME["lines_row_least"] and height < 1000
+    assert svg.count('class="bpmagic-average-line"') == 52 and svg.count('class="bpmagic-worker-line"') == 104
+    named = re.findall(r'<text x="0\.0" [^>]*>([^<]*)</text>', svg)
+    shown = [n for n in named if n in layers]
+    assert shown == layers
+    assert svg.count('font-size="9"') == 52  # the ranges' ticks: a 16-pixel chart has its top one only
+    few, few_svg, _ = charts[3]
+    assert few.row == THEME["lines_row"]
+    assert [n for n in re.findall(r'<text x="0\.0" [^>]*>([^<]*)</text>', few_svg) if n in layers] == layers[:3]
+    assert few_svg.count('font-size="9"') == 6

@@ -31,7 +31,8 @@ function draw(model, canvas, parts) {
     }));
 
   const ratio = window.devicePixelRatio || 1;
-  const row = theme.lines_row, nameW = theme.name_width, right = theme.lines_ticks;
+  // a deep net's charts shrink to fit (the kernel's row)
+  const row = model.get("row"), nameW = theme.name_width, right = theme.lines_ticks;
   const w = canvas.clientWidth || 400, h = row * layers.length;
   canvas.style.height = `${h}px`;
   canvas.width = w * ratio; canvas.height = h * ratio;
@@ -60,7 +61,7 @@ function draw(model, canvas, parts) {
     const Y = (v) => top + 4 + (1 - (Math.log10(v) - lo) / (hi - lo)) * (row - 8);
     ctx.fillStyle = theme.axis; ctx.font = "9px sans-serif"; ctx.textAlign = "right";
     ctx.fillText(axes.ticks[i][0], w, top + 10);
-    ctx.fillText(axes.ticks[i][1], w, top + row - 4);
+    if (row >= theme.lines_both_ticks) ctx.fillText(axes.ticks[i][1], w, top + row - 4);
     ctx.font = "11px sans-serif";
     // the workers first, the average drawn over them
     for (const j of [...Array(lines).keys()].slice(1).concat([0])) {
@@ -104,7 +105,7 @@ export default {
     const redraw = () => draw(model, canvas, parts);
     const resized = new ResizeObserver(() => requestAnimationFrame(redraw));
     resized.observe(canvas);
-    const names = ["steps", "values", "axes", "layers", "workers", "series", "title"];
+    const names = ["steps", "values", "axes", "layers", "workers", "series", "title", "row"];
     for (const name of names) model.on(`change:${name}`, redraw);
     requestAnimationFrame(redraw);
     return () => {
