@@ -27,6 +27,10 @@ def step_through_hides_the_answers(page):
     assert answers.count() >= 1 and not answers.filter(visible=True).count(), "the printed answers are not folded"
 
 
+SHOWN = """d => { const r = d.getBoundingClientRect(), x = r.left + r.width / 2;
+    const y = (Math.max(r.top, 0) + Math.min(r.bottom, innerHeight)) / 2;  // the middle of its part on the screen
+    return r.bottom > 0 && r.top < innerHeight && d.contains(document.elementFromPoint(x, y)); }"""
+
 DEEP_DASHBOARD = """d => {
     const bars = d.querySelector('.bpmagic-bars'), rows = bars.querySelector('.bpmagic-bars-scroll');
     const strip = bars.querySelector('canvas'), box = strip.getBoundingClientRect();
@@ -127,6 +131,9 @@ def test_lab_with_run_all_in_the_browser(page, lab, path, frontend):
         last = page.locator(".bpmagic-dashboard").last
         if dashboards:
             last.scroll_into_view_if_needed()
+            # Notebook 7 draws the cells it scrolled to a moment later (a far jump, as after lab 09's check of its
+            # first dashboard, showed a blank page): the screenshot waits until the dashboard is what is there
+            page.wait_for_function(SHOWN, arg=last.element_handle(), timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "labs" / f"{path.stem}-{frontend}.png"))
     finally:
         # a lab may leave a run training (lab 05): end its kernel so later tests get the CPU
