@@ -22,7 +22,7 @@ from .. import ops
 from .. import autodiff
 from ..pytree import arg_names
 from ..backends import get_backend
-from ..compile.executor import Executable, GuardFailed, fuses
+from ..compile.executor import Executable, GuardFailed, fuses, quiet_guarded_steps
 from ..ops.collective import allreduce
 from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
@@ -169,6 +169,7 @@ class _Prepared:
     def __post_init__(self):  # read at every step: worked out once (a step of a small model is ~30 µs)
         layout = self.plan.layout
         self.run = self.plan.executable.run
+        self.quiet = self.plan.executable.quiet
         self.per_step = bool(layout.key or layout.shard)  # inputs made anew at each step (a key, a worker's share)
         self.loss_at = layout.n_guarded - 1 if layout.meeting else 0  # workers: the global batch's loss
         self.measures = bool(layout.stats or layout.watched)
@@ -604,6 +605,8 @@ class CompiledStep:
                 inputs = ready.held + batch + self._key(plan, self.step_count + 1) + self._shard(plan) + ready.scalars
             else:
                 inputs = ready.held + batch + ready.scalars
+            if ready.quiet:
+                quiet_guarded_steps()
             try:
                 outs = ready.run(*inputs)
             except GuardFailed:

@@ -316,6 +316,26 @@ def test_a_nan_is_reported_once_by_the_guard_not_also_by_numpys_warning_on_our_g
     assert said[0].filename == __file__
 
 
+@pytest.mark.parametrize("after", ["catch_warnings", "resetwarnings"])
+def test_a_step_compiled_inside_catch_warnings_stays_quiet_after_the_block(after):
+    """catch_warnings puts back the filters it found when it ends (resetwarnings empties them): a step compiled
+    inside such a block, and refused after it, had lost its filter, and NumPy's "overflow encountered in dot" named
+    the guard's generated line above the guard's own message."""
+    params = {"W": np.ones((3, 2), np.float32)}
+    x = np.ones((4, 3), np.float32)
+    with warnings.catch_warnings():
+        step = bp.compile_step(lambda p, x: bp.sum(x @ p["W"]) * 1e20, params, x, optimizer=bp.optim.SGD(lr=1e-30),
+                               backend="numpy")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        if after == "resetwarnings":
+            warnings.resetwarnings()
+        with pytest.raises(bp.NonFiniteError, match="too large to measure"):
+            step(x)
+    assert not [str(w.message) for w in said]
+    assert np.array_equal(params["W"], np.ones((3, 2)))
+
+
 @pytest.mark.parametrize("stats,clip", [(False, False), (True, False), (False, True)],
                          ids=["plain", "with statistics", "clipped by norm"])
 def test_a_float16_step_is_applied_though_its_gradients_squares_would_overflow(stats, clip):
