@@ -28,6 +28,8 @@ The implementations:
              mnist: issue #32). Shown beside the others; not one of the peers the targets compare with
     torch    PyTorch eager: plain tensors with requires_grad (no nn.Module), loss.backward(), SGD under
              torch.no_grad(), grads reset with `.grad = None`, returns loss.item(); default thread count
+    products the MLP step's matrix products alone, NumPy into arrays made once, timed in the same rounds (not a
+             step, not a peer): the floor a NumPy step stands on, each step shown as a ratio over it
     gemm     the machine's fp32 GEMM peak (NumPy's BLAS, and torch's when installed, on 2048x2048 squares): mnist's
              step is GEMM-bound, and its FLOPs per second are shown as a share of that peak
 
@@ -93,6 +95,7 @@ TARGET_GEMM_SHARE = 0.8       # at mnist (GEMM-bound): >= 80% of the machine's f
 
 IMPLS = ("bpmagic", "hand", "jax", "jax_guarded", "torch")
 PEERS = ("hand", "jax", "torch")
+FLOOR = "products"  # the MLP step's matrix products alone (ProductsImpl): timed in the rounds, not a step
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,6 +248,32 @@ class HandImpl:
         return out
 
 
+class ProductsImpl:
+    """Only the step's matrix products, NumPy into arrays made once: forward, then each layer's input gradient (not
+    the first's) and weight gradient, the shapes the step multiplies, nothing else. Not a step and not a peer: the
+    floor a NumPy step stands on (bpmagic and hand NumPy run these same products, plus their elementwise passes)."""
+
+    def __init__(self, cfg, X):
+        rng = np.random.default_rng(SEED)
+        sizes, batch = cfg["layers"], cfg["batch"]
+        self.X = X
+        self.W = [(rng.standard_normal((i, o)) / np.sqrt(i)).astype(np.float32) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.h = [np.empty((batch, o), np.float32) for o in sizes[1:]]  # each layer's output, and its gradient
+        self.d = [np.ones((batch, o), np.float32) for o in sizes[1:]]
+        self.gW = [np.empty_like(W) for W in self.W]
+
+    def __call__(self):
+        W, h, d, gW = self.W, self.h, self.d, self.gW
+        inputs = [self.X, *h[:-1]]
+        for i in range(len(W)):
+            np.dot(inputs[i], W[i], h[i])
+        for i in range(len(W) - 1, -1, -1):
+            if i > 0:
+                np.dot(d[i], W[i].T, d[i - 1])
+            np.dot(inputs[i].T, d[i], gW[i])
+        return 0.0
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # (c) JAX jit
 
@@ -358,6 +387,8 @@ def build_impls(cfg, params, X, Y, backend, torch_device, use_jax):
     makers = {"bpmagic": lambda: BpmagicImpl(cfg, params, X, Y, backend)}
     if "rnn_steps" not in cfg:
         makers["hand"] = lambda: HandImpl(cfg, params, X, Y, backend)
+        if backend == "numpy":
+            makers[FLOOR] = lambda: ProductsImpl(cfg, X)
     if use_jax:
         makers["jax"] = lambda: JaxImpl(cfg, params, X, Y, backend)
         makers["jax_guarded"] = lambda: JaxImpl(cfg, params, X, Y, backend, guarded=True)
@@ -457,6 +488,7 @@ def fmt_time(s):
 
 def check_agreement(name, impls):
     """Run CHECK_STEPS steps of each implementation from the same start; return a list of problems (empty = ok)."""
+    impls = {k: impl for k, impl in impls.items() if k != FLOOR}  # no loss, no parameters to agree on
     losses = {k: [] for k in impls}
     for k, impl in impls.items():
         try:
@@ -598,6 +630,7 @@ def main(argv=None):
     use_jax, jax_desc = jax_status(backend)
     hand_label = "hand-written CuPy" if backend == "cupy" else "hand-written NumPy"
     labels = {"bpmagic": f"bpmagic ({backend})", "hand": hand_label, "jax": "JAX jit", "jax_guarded": "JAX jit+guard",
+              FLOOR: "its products alone (NumPy)",
               "torch": f"torch eager ({torch_device})" if torch_device else "torch eager"}
 
     # -- header ---------------------------------------------------------------------------------------------------
@@ -712,6 +745,8 @@ def main(argv=None):
                 res["pass_over_jax"] = res["ratio_over_jax"] <= TARGET_OVER_JAX_RNN
                 res["sure_over_jax"] = sure(res["ratio_over_jax_ci"], TARGET_OVER_JAX_RNN)
                 res["pass_first_call_over_jax"] = res["first_call_over_jax"] <= TARGET_FIRST_OVER_JAX
+        if FLOOR in med:  # how far above the floor of its own matrix products each step runs
+            res["ratio_over_products"] = {k: paired_ratio(samples, k, FLOOR) for k in ("bpmagic", *PEERS) if k in med}
         if name == "mnist" and meta["gemm_peak_flops"]:
             lib, peak = max(meta["gemm_peak_flops"].items(), key=lambda kv: kv[1])
             res["gemm_share"] = {k: step_flops(cfg) / med[k] / peak for k in med}
@@ -776,6 +811,10 @@ def print_table(results, labels, backend, missing):
             first_s += (f" ({r['first_call_over_jax']:.2f}x ≤{TARGET_FIRST_OVER_JAX} "
                         f"{verdict(r['pass_first_call_over_jax'])})")
         rows.append([name, *(cell[k] for k in IMPLS), ratio, first_s])
+        if "ratio_over_products" in r:
+            over = ", ".join(f"{labels[k]} {m:.2f}x{between(ci)}" for k, (m, ci) in r["ratio_over_products"].items())
+            notes.append(f"{name}: over the step's matrix products alone ({fmt_time(r['median_s'][FLOOR])}, NumPy): "
+                         f"{over}")
         if "gemm_share" in r:
             shares = ", ".join(f"{labels[k]} {100 * v:.0f}%" for k, v in r["gemm_share"].items())
             notes.append(f"{name}: share of the fp32 GEMM peak ({r['gemm_peak']['flops'] / 1e9:.1f} GFLOP/s, "
@@ -795,6 +834,9 @@ def print_table(results, labels, backend, missing):
           "the target lies inside that interval,\nso this run cannot say whether it is met.")
     print("JAX jit+guard: the jitted step keeping its params on a non-finite gradient, as bpmagic's does (not a peer: "
           "the least a guard costs under XLA).")
+    if any("ratio_over_products" in r for r in results.values()):
+        print("the step's matrix products alone: only its GEMMs, NumPy into arrays made once (not a step, not a peer): "
+              "the floor a NumPy step\nstands on; a step at 1.00x of it spends nothing beyond its products.")
     print(f"targets (#32): bpmagic ≤ {TARGET_OVER_FASTEST:.1f}x the fastest peer at every MLP size; the RNN at "
           f"{' and '.join(RNN_TARGET_SIZES)} ≤ {TARGET_OVER_JAX_RNN:.1f}x JAX jit, with a first step ≤ "
           f"{TARGET_FIRST_OVER_JAX}x JAX's; ≥ {100 * TARGET_GEMM_SHARE:.0f}% of the GEMM peak at mnist.")

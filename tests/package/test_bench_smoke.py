@@ -34,14 +34,17 @@ def test_bench_quick_xor_writes_json(tmp_path):
             expected |= {peer, "jax_guarded"} if peer == "jax" else {peer}
         else:  # absent: the script must say so rather than drop it silently
             assert peer in xor["unavailable"]
-    assert set(xor["median_s"]) == expected
+    assert set(xor["median_s"]) == expected | {"products"}  # and the floor: the step's matrix products alone
+    assert set(xor["ratio_over_products"]) == expected - {"jax_guarded"}
+    assert all(m > 0 and lo <= m <= hi for m, (lo, hi) in xor["ratio_over_products"].values())
+    assert "over the step's matrix products alone" in proc.stdout
     for impl in expected:
         t = xor["median_s"][impl]
         assert isinstance(t, float) and t > 0
         assert len(xor["samples_s"][impl]) == xor["rounds"]
     assert xor["ratio_over_fastest"] > 0 and xor["fastest_peer"] in expected - {"bpmagic"}
     assert isinstance(xor["pass_over_fastest"], bool)
-    assert set(xor["first_call_s"]) == expected  # the first call (trace + compile + one step) of each
+    assert set(xor["first_call_s"]) == expected | {"products"}  # the first call (trace + compile + one step) of each
     rnn = data["results"]["rnn10"]  # no hand-written RNN: compared with the peers there are
     assert set(rnn["median_s"]) == expected - {"hand"} and rnn["config"]["rnn_steps"] == 10
     if "jax" in expected:
