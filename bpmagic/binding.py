@@ -27,6 +27,7 @@ from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
 from .tracing import numpy_dispatch
+from .train.fitting import data_problem
 from .train.layers import layer_of
 from .train.metrics import report as report_metric
 
@@ -97,6 +98,9 @@ def bind_data(prog, user_ns, dtype):
         if value.ndim == 0:
             raise CellError(f"line {lineno}: {name} is a scalar; Inputs and Targets are data sets batched along "
                             f"axis 0\n    {prog.line(lineno)}")
+        problem = data_problem(value)
+        if problem:
+            raise CellError(f"line {lineno}: {name} = {ast.unparse(node)} {problem}\n    {prog.line(lineno)}")
         data[name] = value
     lengths = {n: int(a.shape[0]) for n, a in data.items()}
     if len(set(lengths.values())) > 1:

@@ -20,6 +20,7 @@ from traitlets import Bool, Float, Int, Unicode
 from . import live_comms
 from .backends import is_array
 from .binding import arrays_of, bind_buffers, bind_data, bind_params, make_loss_fn
+from .train.fitting import data_problem
 from .cell import CellError, parse_cell
 from .errors import BackpropError
 from .progress import TextProgress
@@ -327,6 +328,10 @@ class Backprop(Magics):
         if arrays[0].shape[0] != arrays[1].shape[0]:
             raise CellError(f"--validate {' '.join(names)}: different lengths {arrays[0].shape[0]} and "
                             f"{arrays[1].shape[0]}")
+        for name, a in zip(names, arrays):
+            problem = data_problem(a)
+            if problem:
+                raise CellError(f"--validate {' '.join(names)}: {name} {problem.replace('train on', 'validate on')}")
         return tuple(arrays)
 
     def _wait(self, run, text=True):

@@ -14,8 +14,8 @@ class TextProgress:
     def __init__(self, run, interval):
         self.run, self.interval, self.last, self.started = run, interval, 0.0, time.perf_counter()
 
-    def line(self) -> str:
-        return f"{self.run.name}: {status_text(self.run)}"
+    def line(self, detail=True) -> str:
+        return f"{self.run.name}: {status_text(self.run, detail)}"
 
     def update(self):
         now = time.perf_counter()
@@ -26,12 +26,12 @@ class TextProgress:
 
     def finish(self, text=True):
         run = self.run
-        if text:
-            sys.stdout.write("\r" + self.line() + "\n")
+        if text:  # a failed run's error follows on a line of its own: once, not also glued into this one
+            sys.stdout.write("\r" + self.line(detail=run.status != "failed") + "\n")
         h = run.history
         took = h["time"][-1] if h.get("time") else time.perf_counter() - self.started
         if run.status == "failed":
-            sys.stderr.write(f"Training stopped at step {run.steps_done}: {run.error}\n")
+            sys.stderr.write(f"Training stopped after step {run.steps_done}: {run.error}\n")
         elif run.ended_because == "interrupted":
             print(f"Interrupted: training stopped after step {run.steps_done}; the Params are those of that step.")
         elif run.ended_because == "stopped":

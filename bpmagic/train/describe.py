@@ -57,8 +57,9 @@ class Changes(list):
     _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))  # noqa: E731  (IPython shows the lines, not a list)
 
 
-def outcome(run) -> str:
-    """Where the run stands, in one sentence: "finished all 300 steps", "stopped at step 812 of 10000", ..."""
+def outcome(run, detail=True) -> str:
+    """Where the run stands, in one sentence: "finished all 300 steps", "stopped at step 812 of 10000", ...
+    (a failed run's error after it, unless not `detail`)."""
     status, n, total = run.status, run.steps_done, run.total_steps
     of = f" of {total}" if total is not None else ""
     if status in ("created", "running"):
@@ -79,8 +80,8 @@ def outcome(run) -> str:
         return f"interrupted at step {n}{of} (kernel interrupt)"
     if status == "failed":
         why = "the loss or a gradient became non-finite" if run.ended_because == "non-finite" else "an error"
-        detail = f": {run.error}" if run.error is not None else ""
-        return f"failed at step {n + 1}, {why}{detail}"
+        said = f": {run.error}" if detail and run.error is not None else ""
+        return f"failed at step {n + 1}, {why}{said}"
     return f"{status} after {n} steps"
 
 
@@ -101,19 +102,20 @@ def steps_per_second(history) -> float:
     return (len(times) - 1 - first) / span if span > 0 else float("nan")
 
 
-def status_text(run) -> str:
+def status_text(run, detail=True) -> str:
     """The run in one line, as the dashboard and the text progress show it: its state first ("training",
     "paused at step N of M", "stopped at step N", ...), then step, epoch, loss, learning rate and (while it trains)
-    speed and time left. An open-ended run says "until Stop" and gives no time left."""
+    speed and time left. An open-ended run says "until Stop" and gives no time left. Not `detail`: a failed run's
+    error is left out (said on a line of its own)."""
     h = run.history
     if not h.get("step"):
-        return run.outcome
+        return outcome(run, detail)
     step, total = h["step"][-1], run.total_steps
     training = run.status == "running"
     if training:
         parts = ["training", f"step {step}/{total}" if total is not None else f"step {step} · until Stop"]
     else:
-        parts = [run.outcome]
+        parts = [outcome(run, detail)]
     scale = getattr(run, "describe_workers", None)  # a run on workers: "2 workers · global batch 256"
     if scale is not None:
         parts.append(scale())

@@ -46,12 +46,10 @@ def collecting():
         _collected.reset(token)
 
 
-def accuracy_from(trace, start: int = 0):
-    """The classification accuracy of the model traced in `trace` (from equation `start` on), read from its loss's
-    inputs: the fraction of the batch whose highest logit is the target class (cross_entropy), or whose probability
-    is on the target's side of 0.5 (binary_cross_entropy). None when the model has no classification loss."""
-    from .. import ops
-
+def classification_inputs(trace, start: int = 0):
+    """(loss, scores, target): the classification loss ("cross_entropy" or "binary_cross_entropy") of the model
+    traced in `trace` (from equation `start` on) and the tracers of its two inputs (logits or probabilities, and the
+    classes or labels); None when the model has none."""
     tracers = trace.tracers
     for loss in ("cross_entropy", "binary_cross_entropy"):
         scope = [e for e in trace.eqns[start:] if e.scope and e.scope[0] == loss]
@@ -60,16 +58,27 @@ def accuracy_from(trace, start: int = 0):
         made = {o for e in scope for o in e.outputs}
         outside = list(dict.fromkeys(v for e in scope for v in e.inputs
                                      if v in tracers and v not in made and v not in trace.consts))
-        if len(outside) < 2:
-            continue
-        scores, target = tracers[outside[0]], tracers[outside[1]]
-        if loss == "binary_cross_entropy":
-            return ops.mean(ops.astype(ops.equal(scores > 0.5, target > 0.5), scores.dtype))
-        if len(target.shape) == len(scores.shape):  # one-hot (or soft) targets: their highest entry is the class
-            target = ops.argmax(target, axis=-1)
-        hit = ops.equal(ops.argmax(scores, axis=-1), target)
-        return ops.mean(ops.astype(hit, scores.dtype))
+        if len(outside) >= 2:
+            return loss, tracers[outside[0]], tracers[outside[1]]
     return None
+
+
+def accuracy_from(trace, start: int = 0):
+    """The classification accuracy of the model traced in `trace` (from equation `start` on), read from its loss's
+    inputs: the fraction of the batch whose highest logit is the target class (cross_entropy), or whose probability
+    is on the target's side of 0.5 (binary_cross_entropy). None when the model has no classification loss."""
+    from .. import ops
+
+    found = classification_inputs(trace, start)
+    if found is None:
+        return None
+    loss, scores, target = found
+    if loss == "binary_cross_entropy":
+        return ops.mean(ops.astype(ops.equal(scores > 0.5, target > 0.5), scores.dtype))
+    if len(target.shape) == len(scores.shape):  # one-hot (or soft) targets: their highest entry is the class
+        target = ops.argmax(target, axis=-1)
+    hit = ops.equal(ops.argmax(scores, axis=-1), target)
+    return ops.mean(ops.astype(hit, scores.dtype))
 
 
 def evaluate(step, params: dict, batch, names=()) -> dict:

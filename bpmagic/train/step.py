@@ -32,7 +32,8 @@ from ..ir.printer import Namer
 from ..tracing import new_trace
 from .layers import Layers, default_groups
 from .optim import Optimizer, SGD
-from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, collecting as collecting_metrics
+from .metrics import BUILT_IN as BUILT_IN_METRICS, accuracy_from, classification_inputs, \
+    collecting as collecting_metrics
 from .stats import WORKER_GRAD, from_sums, layer_outputs, layer_sums, sum_of_squares
 
 
@@ -458,6 +459,13 @@ class CompiledStep:
         tr = st.tr
         with collecting_metrics() as metrics:
             loss, new_buf = self.call_loss(st.params, st.batch, st.buffers)  # a mistake in it: one message at its line
+        # integer classes straight from the data: fit checks the whole data set's (tracing saw one batch's)
+        found = classification_inputs(tr, st.start)
+        self.classes_of = None  # (the batch argument holding class numbers, how many classes the logits have)
+        batch_vars = [b._bp_var for b in st.batch]
+        if found is not None and found[0] == "cross_entropy" and np.dtype(found[2].dtype).kind in "iu" \
+                and found[2]._bp_var in batch_vars:
+            self.classes_of = (batch_vars.index(found[2]._bp_var), int(found[1].shape[-1]))
         if "accuracy" in self.metric_names:
             found = accuracy_from(tr, st.start)
             if found is None:

@@ -3,6 +3,8 @@
 Cells run through IPython's InteractiveShell as a learner's would; what the user sees (the error, stdout, stderr)
 must hold no frame from bpmagic's files. The Python API raises the same text as a BackpropError.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -155,9 +157,70 @@ def test_a_mistake_that_shows_only_in_a_later_batch_ends_training_with_one_messa
     assert result.success
     run = ns["_bp"]
     assert run.status == "failed" and run.steps_done == 1
-    assert "Training stopped at step 1: line 8: AssertionError: batches of 3" in out.err
+    assert "Training stopped after step 1: line 8: AssertionError: batches of 3" in out.err
+    assert "_bp: failed at step 2, an error  ·  epoch 1/3" in out.out  # the error once, on a line of its own
+    assert "batches of 3" not in out.out
     assert "Traceback" not in out.out + out.err and "bpmagic/" not in out.out + out.err
     assert all(np.isfinite(ns[k]).all() for k in ("W1", "b1", "W2", "b2"))
+
+
+@pytest.mark.parametrize("case", ["no rows", "a nan in row 2", "an empty validation set", "an inf in validation"])
+def test_data_no_run_can_train_on_is_refused_before_any_step(ip, ns, capsys, case):
+    """No rows (a ZeroDivisionError from our loop) or a value that is not finite (the guard blamed the first
+    operation it met, at whichever step drew that row) in the data or the validation set: one message naming it."""
+    ns.update(X_good=ns["X"].copy(), Y_good=ns["Y"].copy())
+    options = ""
+    if case == "no rows":
+        ns.update(X=ns["X"][:0], Y=ns["Y"][:0])
+        start = "line 6: x = X has no rows (shape (0, 2)): there is nothing to train on"
+    elif case == "a nan in row 2":
+        ns["X"] = ns["X"].copy()
+        ns["X"][2, 1] = np.nan
+        start = "line 6: x = X holds nan in row 2: a step on a batch with it gives a nan loss whatever the model"
+    elif case == "an empty validation set":
+        ns.update(Xv=ns["X"][:0], Yv=ns["Y"][:0])
+        options, start = "--validate Xv Yv", "--validate Xv Yv: Xv has no rows (shape (0, 2)): there is nothing to validate on"
+    else:
+        ns.update(Xv=ns["X"].copy(), Yv=ns["Y"].copy())
+        ns["Yv"][1:3] = np.inf
+        options, start = "--validate Xv Yv", "--validate Xv Yv: Yv holds inf in row 1 (and 1 more row)"
+    try:
+        result = backprop(ip, f"--steps 3 --no-dashboard {options}", XOR_CELL)
+        out = capsys.readouterr()
+        assert type(result.error_in_exec).__name__ == "UsageError"
+        assert str(result.error_in_exec).startswith(start), result.error_in_exec
+        assert "Traceback" not in out.out + out.err and "W1" not in ns
+    finally:
+        ns.update(X=ns.pop("X_good"), Y=ns.pop("Y_good"))
+        ns.pop("Xv", None), ns.pop("Yv", None)
+
+
+@pytest.mark.parametrize("where", ["cell", "api"])
+def test_a_class_number_out_of_range_in_a_later_batch_is_refused_before_any_step(ip, ns, capsys, where):
+    """cross_entropy checks the classes it sees while tracing, the first batch's: a class of 7 among 3 in a later
+    batch was scored as no class at all (its row's one-hot mask all zero), and the run trained on silently."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    y[45] = 7
+    start = "y holds class 7 in row 45, but cross_entropy's logits have 3 classes: class numbers must be 0 to 2."
+    if where == "api":
+        params = {"W": np.zeros((4, 3), np.float32)}
+        with pytest.raises(bp.BackpropError, match=re.escape(start)):
+            bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), params, (X, y), epochs=1, batch_size=10)
+        assert not params["W"].any()
+        return
+    ns.update(Xc=X, yc=y)
+    try:
+        result = backprop(ip, "--epochs 1 --batch-size 10 --no-dashboard --reset --name lbl",
+                          "Wc: Param = randn(4, 3) * 0.1\nx: Input = Xc\ny: Target = yc\n"
+                          "loss: Loss = cross_entropy(x @ Wc, y)\n")
+        capsys.readouterr()
+        assert str(result.error_in_exec).startswith(start), result.error_in_exec
+        assert "Give the model 8 outputs, or number the classes from 0" in str(result.error_in_exec)
+    finally:
+        for name in ("Xc", "yc", "Wc", "lbl"):
+            ns.pop(name, None)
 
 
 # -- the Python API: the same text, as a BackpropError ---------------------------------------------------------------

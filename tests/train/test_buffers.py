@@ -66,7 +66,9 @@ def test_a_nan_step_keeps_the_buffers(ip, data, capsys):
     backprop(ip, "--steps 20 --lr 0.5 --batch-size 32 --no-dashboard", BN_CELL)
     before = {k: data[k].copy() for k in ("mean1", "var1", "W1")}
     data["XB"] = data["XB"].copy()
-    data["XB"][5, 0] = np.nan  # the first batch of the next run holds a NaN (batch size: all 256)
+    # the first batch of the next run (all 256) holds a row of values finite in float32 whose products overflow it
+    # (a NaN in the data itself is refused before any step)
+    data["XB"][5] = 3e38
     backprop(ip, "--steps 3 --lr 0.5 --batch-size 256 --no-dashboard", BN_CELL)
     run = data["_bp"]
     assert run.status == "failed" and run.ended_because == "non-finite" and run.steps_done == 0

@@ -140,14 +140,18 @@ def test_interrupt_stops_every_worker(client):
 
 
 def test_a_nan_on_one_shard_makes_every_worker_skip_the_same_step(client):
-    loss_fn, params, X, Y = model()
-    X[77, 2] = np.nan  # in one worker's part of some batch of the first epoch
-    before = {k: v.copy() for k, v in params.items()}
+    plain, params, X, Y = model()
+    X[77, 2] = -100.0  # in one worker's part of some batch of the first epoch: its sqrt is nan (a NaN in the data
+    before = {k: v.copy() for k, v in params.items()}  # itself is refused before any step)
+
+    def loss_fn(p, x, y):
+        return plain(p, x, y) + bp.mean(bp.sqrt(x[:, 2] + 50))
+
     run = bp.fit(loss_fn, params, (X, Y), steps=100, batch_size=32, backend="numpy", seed=3, workers=client)
     assert run.status == "failed" and run.ended_because == "non-finite"
     message = str(run.error)
     assert message.startswith(f"worker {run.error.worker}'s shard of the batch: line ")
-    assert "matmul of (16, 5) and (5, 8) produced nan" in message
+    assert "sqrt of (16,) produced nan" in message
     assert len(run._final_histories[0].get("step", [])) == len(run._final_histories[1].get("step", []))
     assert run.steps_done < 3  # the poisoned row comes up within the first epoch's three batches
     assert all(np.isfinite(v).all() for v in params.values())
