@@ -61,12 +61,17 @@ def call_user(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except BackpropError as e:
-        if getattr(e, "source", None) is not None:
-            raise
         frames = user_frames(e)  # an op's own check (an argument, an axis) fails before it records anything
-        if not frames:
+        source = getattr(e, "source", None)
+        if source is None and frames:
+            source = source_of(*frames[-1])
+        elif source is None or not hasattr(e, "said"):
             raise
-        raise at_source(source_of(*frames[-1]), e) from None
+        if len(frames) > 1 and (frames[-1][0].f_code.co_filename, frames[-1][1]) == (source.filename, source.lineno):
+            # inside a helper function the user wrote: say where it was called from, as user_error does
+            e = type(e)(f"in {frames[-1][0].f_code.co_name}(), called from line {frames[0][1]}: "
+                        f"{getattr(e, 'said', e)}")
+        raise at_source(source, e) from None
     except Exception as e:
         if isinstance(e, AssertionError) and not is_users(innermost_frame(e).f_code.co_filename):
             raise

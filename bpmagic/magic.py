@@ -8,6 +8,7 @@ cell line (IPython's UsageError), never a traceback through bpmagic.
 """
 from __future__ import annotations
 
+import ast
 import math
 import weakref
 
@@ -20,17 +21,48 @@ from traitlets import Bool, Float, Int, Unicode
 from . import live_comms
 from .backends import is_array
 from .binding import arrays_of, bind_buffers, bind_data, bind_params, make_loss_fn
-from .train.fitting import data_problem
 from .cell import CellError, parse_cell
 from .errors import BackpropError
 from .progress import TextProgress
 from .train import fit, optim
+from .train.fitting import data_problem
 
 _DTYPES = ("float32", "float64")
 
 
-def _usage(error) -> UsageError:
-    return UsageError(str(error))
+def _usage(error, hint="") -> UsageError:
+    return UsageError(str(error) + hint)
+
+
+def _say_buffers_never_assigned(prog):
+    """A Buffer keeps the value the cell last assigns it: one the cell never assigns after declaring it (`h, m, v =
+    batch_norm(h, g, b, mean1, var1)`, the new values under other names) keeps its initial value, silently."""
+    stores = [n.id if isinstance(n, ast.Name) else n.value.id for n in ast.walk(ast.parse("\n".join(prog.source_lines)))
+              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)  # and an entry's (a list of Buffers)
+              or isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name)]
+    for spec in prog.buffers:
+        if stores.count(spec.name) < 2:  # its declaration is one
+            print(f"bpmagic: the Buffer {spec.name} is never assigned after line {spec.lineno}, so it keeps its "
+                  f"initial value: assign the new value to it (as in h, mean1, var1 = batch_norm(h, g1, b1, mean1, "
+                  f"var1))")
+
+
+def _assigned_whole(prog, user_ns, data) -> str:
+    """A hint for a mistake made with a data set assigned whole, its annotation forgotten (`x = X` for
+    `x: Input = X`): the model meets all its rows beside a batch of the declared ones."""
+    rows = {int(a.shape[0]) for a in (data or {}).values()}
+    if len(rows) != 1:
+        return ""
+    n = rows.pop()
+    for node in ast.walk(ast.parse("\n".join(prog.source_lines))):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and isinstance(node.value, ast.Name):
+            value = user_ns.get(node.value.id)
+            if is_array(value) and value.ndim >= 1 and value.shape[0] == n:
+                name, whole = node.targets[0].id, node.value.id
+                return (f"\n{name} = {whole} (line {node.lineno}) is the whole data set ({n} rows) beside batches of "
+                        f"the others: did you mean `{name}: Input = {whole}` (or Target)?")
+    return ""
 
 
 def make_optimizer(kind: str, given: dict):
@@ -172,8 +204,10 @@ class Backprop(Magics):
         opts = self._options(args)
         self.cell_count += 1
         user_ns = self.shell.user_ns
+        data = None
         try:
             prog = parse_cell(cell, filename=f"<backprop cell {self.cell_count}>")
+            _say_buffers_never_assigned(prog)
             data = bind_data(prog, user_ns, opts["dtype"])
             bound, groups = bind_params(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"], reset=args.reset)
             bound_buffers = bind_buffers(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"], reset=args.reset)
@@ -211,7 +245,7 @@ class Backprop(Magics):
                       restore_best=args.restore_best, workers=_workers(args.workers),
                       checkpoint=args.checkpoint, checkpoint_every=args.every or "60s", resume=args.resume)
         except (BackpropError, ValueError) as e:
-            raise _usage(e) from None
+            raise _usage(e, _assigned_whole(prog, user_ns, data) if data is not None else "") from None
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
         user_ns.update(trained)
         for name, value in trained.items():

@@ -120,16 +120,28 @@ def calling_line(e) -> Source | None:
     return source_of(*frames[0]) if frames else None
 
 
+def where(source) -> str:
+    """"line 8" in the cell being run; in an earlier notebook cell "cell In[3], line 2", as IPython's tracebacks
+    name it (a kernel runs each cell from a file named by its hash); in a file of the user's "helpers.py, line 3"."""
+    filename = source.filename
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    count = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(filename)
+    if count is not None and count != getattr(shell, "execution_count", None):  # not the cell being run
+        return f"cell In[{count}], line {source.lineno}"
+    if count is not None:
+        return f"line {source.lineno}"
+    if not filename or filename.startswith("<"):  # the %%backprop cell itself ("<backprop cell 3>")
+        return f"line {source.lineno}"
+    return f"{os.path.basename(filename)}, line {source.lineno}"
+
+
 def at_source(source, error: Exception) -> Exception:
     """`error` with the user's line in front of its message (once), and that line as its `source`."""
     msg = str(error)
     if getattr(error, "source", None) is not None:  # located already (by the equation that raised it)
         return error
     if source is not None and not msg.startswith("line "):
-        where = f"line {source.lineno}"
-        if source.filename and not source.filename.startswith("<"):
-            where = f"{os.path.basename(source.filename)}, {where}"
-        msg = f"{where}: {msg}" + (f"\n    {source.line}" if source.line else "")
+        msg = f"{where(source)}: {msg}" + (f"\n    {source.line}" if source.line else "")
     new = type(error)(msg)
-    new.source = source
+    new.source, new.said = source, str(error)  # said: the message without its place
     return new

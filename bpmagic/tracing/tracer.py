@@ -95,6 +95,15 @@ class Trace:
         if is_array(x):
             t = self.const(x)
             return t._bp_var, t.value
+        if isinstance(x, (list, tuple)):  # a learner's list where one array was meant (no Tracers' repr shown)
+            names = {str(getattr(getattr(v, "_bp_var", None), "name", "")).partition("[")[0] for v in x}
+            declared = names.pop() if len(names) == 1 and all(
+                str(getattr(getattr(v, "_bp_var", None), "name", "")).endswith("]") for v in x) else None
+            raise TypeError(
+                f"a {type(x).__name__} of {len(x)} values where an array is needed: make one with np.stack(...)"
+                + (f" ({declared} is a list of {len(x)} Params, one per entry, as a Param declared as a list is; for "
+                   f"one vector declare an array: {declared}: Param = zeros({len(x)}), or np.array([...]))"
+                   if declared else ""))
         raise TypeError(f"cannot trace a value of type {type(x).__name__}: {x!r}")
 
     # -- recording -----------------------------------------------------------------------------------------

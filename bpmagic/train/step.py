@@ -500,12 +500,26 @@ class CompiledStep:
                                         keep=set(st.probes.values()) | set(st.forward_values))
         st.grads = {n: g if g is not None else tr.const(np.zeros(p_in[n].shape, p_in[n].dtype))
                     for n, g in zip(st.names, st.adjoints.grads)}
+        self._say_unreached([n for n, g in zip(st.names, st.adjoints.grads) if g is None])
         if self.workers is not None:
             self._trace_meeting(st)
         opt = self.optimizer
         if any(opt.clipping):  # the end of the backward pass: what the optimizer will read
             with tr.recording(phase="backward", source=Source("<clipping>", 0, f"gradient clipping of {opt!r}")):
                 st.grads, st.clip_measured = opt.clip(st.grads, st.scalars[st.names[0]])
+
+    def _say_unreached(self, names):
+        """A param the loss does not depend on is a learner's mistake more often than not (a layer left out of the
+        forward pass): no param reached is refused; some are said once, as their gradient is 0 at every step."""
+        if names and len(names) == len(self.params):
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise BackpropError(f"the loss does not depend on any parameter ({shown}), so there is nothing to train: "
+                                "compute it from them")
+        if names and not getattr(self, "_said_unreached", False):
+            self._said_unreached = True
+            print(f"bpmagic: the loss does not depend on {', '.join(names)} (the gradient is 0 at every step, so "
+                  f"{'they stay' if len(names) > 1 else 'it stays'} as initialised): is "
+                  f"{'each' if len(names) > 1 else 'it'} used in the model?")
 
     def _trace_meeting(self, st):
         """Where the workers meet: each worker's gradients and loss, weighted by its share of the global batch (and,

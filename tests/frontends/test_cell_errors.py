@@ -130,11 +130,73 @@ def test_numpy_habits_and_python_builtins_work_in_a_cell(ip, ns, capsys):
     assert run.history["loss"][-1] < run.history["loss"][0]
 
 
-def test_a_mistake_in_a_helper_from_an_earlier_cell_names_both_lines(ip, ns, capsys):
-    ip.run_cell("def block(v, W, b):\n    z = v @ W + b\n    return np.tanh(z) * gian")
+@pytest.mark.parametrize("mistake_in_it", ["a Python error", "an operation's shapes"])
+def test_a_mistake_in_a_helper_from_an_earlier_cell_names_both_lines(ip, ns, capsys, mistake_in_it):
+    """The helper's line as IPython's tracebacks name it (a kernel runs each cell from a file named by its hash:
+    "2228612520.py, line 11" was all a learner read of a wrong matmul in a helper), and the cell's line calling it."""
+    count = ip.execution_count
+    if mistake_in_it == "a Python error":
+        ip.run_cell("def block(v, W, b):\n    z = v @ W + b\n    return np.tanh(z) * gian", store_history=True)
+        said, code = "NameError: name 'gian' is not defined", "return np.tanh(z) * gian"
+    else:
+        ip.run_cell("def block(v, W, b):\n    z = v @ W.T + b\n    return np.tanh(z)", store_history=True)
+        said, code = "matmul of (4, 2) and (8, 2): inner sizes differ", "z = v @ W.T + b"
     msg = mistake(ip, capsys, replace("h = tanh(x @ W1 + b1)", "h = block(x, W1, b1)"))
-    assert msg.startswith("line 3: in block(), called from line 8: NameError: name 'gian' is not defined"), msg
-    assert "return np.tanh(z) * gian" in msg
+    assert msg.startswith(f"cell In[{count}], line 2: in block(), called from line 8: {said}"
+                          if mistake_in_it != "a Python error" else
+                          f"cell In[{count}], line 3: in block(), called from line 8: {said}"), msg
+    assert code in msg
+
+
+def test_a_list_where_one_array_is_meant_says_what_to_write(ip, ns, capsys):
+    msg = mistake(ip, capsys, replace("b1: Param = zeros(8)", "b1: Param = [0.0] * 8"))
+    assert msg.startswith("line 8: TypeError: a list of 8 values where an array is needed: make one with "
+                          "np.stack(...) (b1 is a list of 8 Params, one per entry"), msg
+    assert "b1: Param = zeros(8)" in msg and "Tracer(" not in msg
+
+
+def test_a_data_set_assigned_whole_is_pointed_at(ip, ns, capsys):
+    """`x = X` for `x: Input = X`: the model meets all of X beside a batch of Y; the shapes' message alone pointed
+    at a reshape."""
+    ns.update(X8=np.repeat(ns["X"], 2, axis=0), Y8=np.repeat(ns["Y"], 2, axis=0))
+    try:
+        result = backprop(ip, "--steps 3 --batch-size 4 --no-dashboard",
+                          replace("x: Input = X", "x = X8").replace("y: Target = Y", "y: Target = Y8"))
+        msg = str(result.error_in_exec)
+        capsys.readouterr()
+    finally:
+        ns.pop("X8"), ns.pop("Y8")
+    assert msg.startswith("line 10: binary_cross_entropy of (8, 1) and (4, 1)"), msg
+    assert msg.endswith("x = X8 (line 6) is the whole data set (8 rows) beside batches of the others: did you mean "
+                        "`x: Input = X8` (or Target)?"), msg
+
+
+def test_a_param_the_loss_does_not_depend_on_is_said_and_none_is_refused(ip, ns, capsys):
+    backprop(ip, "--steps 3 --no-dashboard", XOR_CELL.replace("b2: Param = zeros(1)", "b2: Param = zeros(1)\n"
+                                                                "W3: Param = randn(8, 8)"))
+    out = capsys.readouterr().out
+    assert out.count("bpmagic: the loss does not depend on W3 (the gradient is 0 at every step, so it stays as "
+                     "initialised): is it used in the model?") == 1, out
+    assert ns["_bp"].status == "finished"
+    msg = mistake(ip, capsys, replace("loss: Loss = binary_cross_entropy(p, y)", "loss: Loss = np.mean(y * 2.0)"))
+    assert msg == "the loss does not depend on any parameter (W1, b1, W2, b2), so there is nothing to train: " \
+                  "compute it from them", msg
+    ns.pop("W3", None)
+
+
+def test_a_buffer_the_cell_never_assigns_is_said(ip, ns, capsys):
+    cell = replace("h = tanh(x @ W1 + b1)", "h = tanh(x @ W1 + b1)\nh2, m, v = batch_norm(h, g, c, mean1, var1)")
+    cell = cell.replace("b2: Param = zeros(1)", "b2: Param = zeros(1)\ng: Param = ones(8)\nc: Param = zeros(8)\n"
+                        "mean1: Buffer = zeros(8)\nvar1: Buffer = ones(8)")
+    backprop(ip, "--steps 3 --no-dashboard", cell)
+    out = capsys.readouterr().out
+    assert "bpmagic: the Buffer mean1 is never assigned after line 8, so it keeps its initial value" in out, out
+    assert "bpmagic: the Buffer var1 is never assigned after line 9" in out
+    assert not ns["mean1"].any()
+    backprop(ip, "--steps 3 --no-dashboard", cell.replace("h2, m, v =", "h2, mean1, var1 ="))
+    assert "Buffer" not in capsys.readouterr().out and ns["mean1"].any()
+    for name in ("g", "c", "mean1", "var1"):
+        ns.pop(name, None)
 
 
 def test_a_mistake_does_not_lose_the_trained_params(ip, ns, capsys):
