@@ -213,6 +213,7 @@ class Backprop(Magics):
             bound_buffers = bind_buffers(prog, user_ns, seed=opts["seed"], dtype=opts["dtype"], reset=args.reset)
             params, buffers = bound.arrays, bound_buffers.arrays
             self._say_reinitialised(bound.reshaped + bound_buffers.reshaped, args.name)
+            continued = self._continued({**bound.namespace(params), **buffers}, args.name)
             validation = None
             if args.validate:
                 validation = self._validation(args.validate, user_ns, prog, opts["dtype"])
@@ -246,6 +247,8 @@ class Backprop(Magics):
                       checkpoint=args.checkpoint, checkpoint_every=args.every or "60s", resume=args.resume)
         except (BackpropError, ValueError) as e:
             raise _usage(e, _assigned_whole(prog, user_ns, data) if data is not None else "") from None
+        if continued:
+            print(f"bpmagic: {continued}; --reset starts them from the cell's initialisers")
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
         user_ns.update(trained)
         for name, value in trained.items():
@@ -330,6 +333,18 @@ class Backprop(Magics):
             if not eq:
                 raise UsageError(f"--hyper {item}: write NAME=VALUE, e.g. --hyper beta2=0.99")
         return given
+
+    def _continued(self, arrays, run_name) -> str:
+        """What this run continues from that another run (another --name) trained: a Param is kept by its name, so a
+        new model declaring W1 of the same shape starts where the last model left it (a diverged one's too)."""
+        by = {}
+        for name, value in arrays.items():
+            owner, refs = self._trained_by.get(name, (None, []))
+            olds = arrays_of(value)
+            if owner not in (None, run_name) and len(refs) == len(olds) and all(r() is o for r, o in zip(refs, olds)):
+                by.setdefault(owner, []).append(name)
+        return "; ".join(f"{', '.join(names)} {'continue' if len(names) > 1 else 'continues'} from the values run "
+                         f"{owner} trained" for owner, names in by.items())
 
     def _say_reinitialised(self, reshaped, run_name):
         """One line for the arrays whose shape no longer fits the cell, unless the learner would expect it: arrays

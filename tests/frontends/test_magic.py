@@ -66,6 +66,20 @@ def test_another_models_arrays_of_the_same_names_start_afresh_in_silence(ip, ns,
     assert "re-initialised W2 (3, 3) -> (16, 1)" in capsys.readouterr().out
 
 
+def test_another_models_arrays_of_the_same_shapes_are_continued_with_a_notice(ip, ns, capsys):
+    """A Param is kept by its name: a new model (another --name) declaring W1 of the same shape starts where the
+    last one left it — a diverged one's too, silently until now."""
+    backprop(ip, "--steps 5 --no-dashboard --name first")
+    capsys.readouterr()
+    backprop(ip, "--steps 5 --no-dashboard --name second")
+    assert "bpmagic: W1, b1, W2, b2 continue from the values run first trained; --reset starts them from the " \
+           "cell's initialisers" in capsys.readouterr().out
+    backprop(ip, "--steps 5 --no-dashboard --name second")  # the same model's cell again: what a learner expects
+    assert "continue" not in capsys.readouterr().out
+    backprop(ip, "--steps 5 --no-dashboard --name third --reset")
+    assert "continue" not in capsys.readouterr().out
+
+
 def test_background_without_steps_trains_until_stop_at_its_pace(ip, ns):
     from bpmagic.train.describe import status_text
 
