@@ -11,7 +11,7 @@ import numpy as np
 
 from . import autodiff
 from .backends import array_module, is_array
-from .errors import BackpropError, ShapeError, call_user
+from .errors import BackpropError, ShapeError, call_user, described
 from .ops.core import Primitive
 from .pytree import arg_names, flatten, unflatten
 from .tracing import Tracer, current_trace, new_trace
@@ -140,7 +140,14 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
                     "integers. Differentiate with respect to float arrays (e.g. x.astype(np.float32)), and pass "
                     "integer data (labels, indices) as an argument not listed in argnums.")
     result = call_user(fn, *new_args)
+    if has_aux and not (isinstance(result, (tuple, list)) and len(result) == 2):
+        raise BackpropError(f"has_aux=True needs a function that returns a pair (loss, aux), but it returned "
+                            f"{described(result)}")
     value, aux = result if has_aux else (result, None)
+    if not isinstance(value, Tracer) and not is_array(value) and not isinstance(value, (int, float, np.number)):
+        raise BackpropError(f"grad needs a function that returns a scalar, but it returned {described(value)}"
+                            + ("; if it returns (loss, something else), pass has_aux=True"
+                               if isinstance(value, (tuple, list)) and len(value) == 2 else ""))
     if tuple(getattr(value, "shape", ())) != ():
         raise ShapeError(f"grad needs a function that returns a scalar, but it returned shape "
                          f"{tuple(value.shape)}; reduce it first (e.g. .sum() or .mean())")

@@ -53,6 +53,19 @@ def did_you_mean(word: str, *candidate_groups, prefix: str = "") -> str:
     return ""
 
 
+def described(value) -> str:
+    """A value a user's function returned, in a few words: "a tuple of 2 (a scalar, an array (2,))"."""
+    def one(v):
+        shape = tuple(getattr(v, "shape", ()))
+        return f"an array {shape}" if shape else "a scalar" if hasattr(v, "shape") or isinstance(v, (int, float)) \
+            else f"a {type(v).__name__}"
+
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} ({', '.join(one(v) for v in value[:3])}" \
+               + (", ...)" if len(value) > 3 else ")")
+    return f"a dict with keys {', '.join(map(repr, list(value)[:4]))}" if isinstance(value, dict) else one(value)
+
+
 # -- mistakes in the user's traced code ------------------------------------------------------------------------
 def call_user(fn, *args, **kwargs):
     """fn(*args, **kwargs) for user code run on traced values. Any exception it raises becomes one BackpropError

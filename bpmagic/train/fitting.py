@@ -3,18 +3,21 @@ workers (a WorkersRun, train/workers/)."""
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import sys
 import weakref
 
 import numpy as np
 
-from ..backends import array_module
+from ..backends import array_module, is_array
 from ..errors import BackpropError
 from .checkpoint import Checkpointing, resume as resume_from
 from .controls import Controls
 from .drivers import make_driver
 from .loop import Job
 from .metrics import EarlyStopping
+from .optim import Optimizer
 from .step import CompiledStep
 from .trainer import Run
 
@@ -77,6 +80,33 @@ def _check_classes(step, data, validation):
                    else "Number") + " the classes from 0 (classes, ids = np.unique(y, return_inverse=True))")
 
 
+def _arrays(what, arrays) -> tuple:
+    """data (or validation) as a tuple of arrays: one array alone, or a tuple or list of arrays or of nested lists
+    (NumPy's, a CPU torch tensor's or JAX array's values taken as NumPy arrays)."""
+    arrays = tuple(arrays) if isinstance(arrays, (tuple, list)) and not _numbers(arrays) else (arrays,)
+    out = []
+    for i, a in enumerate(arrays):
+        if not is_array(a):
+            try:
+                a = np.asarray(a)
+            except Exception as e:  # noqa: BLE001  what NumPy says is the message
+                raise BackpropError(f"{what}[{i}] is a {type(a).__name__} that is not an array: {e}") from None
+            if a.dtype == object:
+                raise BackpropError(f"{what}[{i}] is not an array of numbers (rows of different lengths?)")
+        out.append(a)
+    return tuple(out)
+
+
+def _numbers(values) -> bool:
+    """Whether a list is one array's values (numbers, or lists of them) rather than a list of arrays."""
+    return bool(values) and all(isinstance(v, numbers.Number) for v in values)
+
+
+def _check_whole(name, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise BackpropError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
 def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, optimizer=None, backend="auto",
         seed=0, groups=None, validation=None, name="run", background=False, optimizer_state=None,
         buffers=None, pace=None, initial_params=None, driver="auto", metrics=(), early_stop=None,
@@ -112,9 +142,38 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     run after a crash); the hyperparameters are those it had then (steered ones included) unless this call sets
     one to another value than the run started with (train/checkpoint.py).
     """
-    data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
+    data = _arrays("data", data)
     if not data:
         raise BackpropError("fit needs at least one data array")
+    if validation is not None:
+        if is_array(validation):
+            raise BackpropError("validation must be arrays like data's, one for each of them: (X_val, Y_val)")
+        validation = _arrays("validation", validation)
+        wrong = [i for i, (v, d) in enumerate(zip(validation, data)) if tuple(v.shape[1:]) != tuple(d.shape[1:])]
+        if len(validation) != len(data) or wrong:
+            raise BackpropError(
+                "validation must be arrays like data's, one for each of them, each with the shape of its rows: got "
+                + ", ".join(str(tuple(v.shape)) for v in validation) + " for data "
+                + ", ".join(str(tuple(d.shape)) for d in data))
+    _check_whole("epochs", epochs)
+    _check_whole("batch_size", batch_size)
+    if epochs is not None and steps is not None:
+        raise BackpropError(f"give epochs or steps, not both (epochs={epochs!r}, steps={steps!r})")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise BackpropError(f"seed must be a whole number (the run's random draws come from it), got {seed!r}")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise BackpropError(f"optimizer must be a bpmagic optimizer, e.g. bp.optim.Adam(lr=1e-3) (one made from its "
+                            f"class, with its hyperparameters), got {optimizer!r}")
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise BackpropError(f"groups must be a dict from a parameter's name to its layer's name, got "
+                                f"{type(groups).__name__}")
+        unknown = [n for n in groups if n not in params]
+        if unknown:
+            raise BackpropError(f"groups: {', '.join(map(repr, unknown))} is not a parameter (they are "
+                                f"{', '.join(map(repr, params))})")
     lengths = {int(np.shape(d)[0]) if np.ndim(d) else -1 for d in data}
     if len(lengths) != 1 or -1 in lengths:
         shapes = ", ".join(str(tuple(np.shape(d))) for d in data)
@@ -219,6 +278,9 @@ def _started(run, background: bool):
         except KeyboardInterrupt:
             run.interrupt()
             raise
+        if run.status == "failed":  # said, as the cell magic says it; the Run holds the rest (a diverged run in a
+            # lab is a lesson, not an exception that would stop the notebook's Run All)
+            print(f"bpmagic: {run.name} stopped after step {run.steps_done}: {run.error}", file=sys.stderr)
     return run
 
 

@@ -425,6 +425,8 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-7, weight_decay=0.0, initial_accumulator_value=0.1):
         super().__init__(lr=lr, eps=eps, weight_decay=weight_decay)
+        # the sum of squares it starts from: below 0, its root is nan wherever the gradient is small
+        _check("initial_accumulator_value", initial_accumulator_value, lo=0)
         object.__setattr__(self, "initial_accumulator_value", float(initial_accumulator_value))
 
     def structure(self, hyper):

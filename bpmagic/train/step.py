@@ -26,7 +26,7 @@ from ..compile.executor import Executable, GuardFailed, fuses, quiet_guarded_ste
 from ..ops.collective import allreduce
 from ..ops.evaluate import evaluate
 from ..compile.passes import optimize
-from ..errors import BackpropError, NonFiniteError, call_user
+from ..errors import BackpropError, NonFiniteError, call_user, described
 from ..ir import Graph, Source
 from ..ir.printer import Namer
 from ..tracing import new_trace
@@ -166,6 +166,7 @@ class _Prepared:
     held: list  # the params, state and buffers: updated in place, so the same arrays at every step
     scalars: list
     lrs: dict
+    arrays: dict  # the params dict when prepared: an array replaced since (params["W"] = ...) is seen
 
     def __post_init__(self):  # read at every step: worked out once (a step of a small model is ~30 µs)
         layout = self.plan.layout
@@ -177,6 +178,11 @@ class _Prepared:
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def _largest(dtype) -> float:
+    return float(np.finfo(dtype).max)
 
 
 class Measurements:
@@ -325,6 +331,7 @@ class CompiledStep:
                 self.buffers[name] = self.backend.asarray(np.array(b) if not self.backend.owns(b) else b.copy())
         self.loss_fn = loss_fn
         self.params = params
+        self._param_shapes = {n: (tuple(p.shape), np.dtype(p.dtype)) for n, p in params.items()}  # as compiled
         self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
         if not isinstance(self.optimizer, Optimizer):
             raise BackpropError(f"optimizer must be a bpmagic optimizer (bp.optim.SGD, bp.optim.Adam, ...), "
@@ -449,8 +456,9 @@ class CompiledStep:
         tr.float_dtype = np.result_type(*dtype.values())
         if self.workers is not None:
             st.shard = tr.new_input(np.asarray(self.shard_weight, tr.float_dtype), name="shard_weight")
-        st.scalars = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
-                      for n in names}
+        with np.errstate(over="ignore"):  # a scalar too large for the dtype: refused before any step (_prepare_call)
+            st.scalars = {n: {k: tr.new_input(np.asarray(v, dtype[n]), name=f"{k}_{n}") for k, v in scalars[n].items()}
+                          for n in names}
         st.start = len(tr.eqns)
         return st
 
@@ -478,6 +486,9 @@ class CompiledStep:
         # a buffer's new value never carries a gradient, and keeps the buffer's dtype
         st.new_buffers = {n: ops.astype(v if getattr(v, "_bp_trace", None) is tr else tr.const(getattr(v, "value", v)),
                                         self.buffers[n].dtype) for n, v in new_buf.items()}
+        if isinstance(loss, (tuple, list, dict)):
+            raise BackpropError(f"loss_fn must return the loss, a scalar, but it returned {described(loss)}"
+                                + ("; with buffers it returns (loss, new_buffers)" if not self.buffers else ""))
         if tuple(getattr(loss, "shape", ())) != ():
             raise BackpropError(f"the loss must be a scalar, but loss_fn returned shape {tuple(loss.shape)}; "
                                 "reduce it (e.g. .mean())")
@@ -619,6 +630,10 @@ class CompiledStep:
             ready = self._prepared
             # where a schedule stands; `now` is no hyperparameter: set without the optimizer's check of the name
             object.__setattr__(opt, "now", self.step_count + 1)
+            if ready is not None and not (len(self.params) == len(ready.arrays)
+                                          and all(map(operator.is_, self.params.values(), ready.arrays.values()))):
+                self._take_replaced(ready)
+                ready = None
             if (ready is None or ready.signature != signature or ready.version != opt.version or opt.changes_every_step
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
@@ -705,6 +720,34 @@ class CompiledStep:
     def __str__(self):
         return self.source
 
+    def _take_replaced(self, ready):
+        """The params dict changed since the step was compiled: an array replaced by one of the same shape and dtype
+        is the one trained from now on (as a new step would); anything else is said, and the old arrays are kept."""
+        names, was = list(self._param_shapes), ready.arrays
+        if set(self.params) != set(names):
+            added, gone = sorted(set(self.params) - set(names)), sorted(set(names) - set(self.params))
+            for n in gone:  # keep the step whole: the dict gets back what it lost
+                self.params[n] = was[n]
+            for n in added:
+                del self.params[n]
+            raise BackpropError(
+                "the params dict changed after the step was compiled"
+                + (f": {', '.join(map(repr, added))} added" if added else "")
+                + (f"{';' if added else ':'} {', '.join(map(repr, gone))} removed" if gone else "")
+                + " (put back as they were); compile a new step (bp.compile_step) for another set of parameters")
+        for n, (shape, dtype) in self._param_shapes.items():
+            new = self.params[n]
+            if new is was[n]:
+                continue
+            if tuple(np.shape(new)) != shape or np.dtype(getattr(new, "dtype", None) or np.float64) != dtype:
+                self.params[n] = was[n]
+                raise BackpropError(
+                    f"params[{n!r}] was replaced by an array of shape {tuple(np.shape(new))} and dtype "
+                    f"{getattr(new, 'dtype', type(new).__name__)}, but the step was compiled for {shape} {dtype} (the "
+                    "old array is put back): assign into it (params[...][...] = value) or compile a new step")
+            if not self.backend.owns(new) or not getattr(getattr(new, "flags", None), "writeable", True):
+                self.params[n] = self.backend.asarray(np.array(new) if not self.backend.owns(new) else new.copy())
+
     def _prepare_call(self, batch, signature):
         """What stays the same from step to step until the batch shape or a hyperparameter changes."""
         version, hyper = self.optimizer.snapshot()
@@ -716,13 +759,20 @@ class CompiledStep:
         # 0-d arrays of each parameter's dtype (as traced): float32 math stays float32, and NumPy's ufuncs take
         # a same-dtype 0-d array about twice as fast as a Python float
         layout = plan.layout
-        values = [self.backend.asarray(np.asarray(scalars[n][k], self.params[n].dtype)) for n, k in layout.scalars]
+        values = []
+        for n, k in layout.scalars:
+            x, dtype = scalars[n][k], self.params[n].dtype
+            if abs(x) > _largest(dtype):  # cast, it would be inf in every update
+                raise BackpropError(f"the update's {k} for {n} comes to {x:g} at step {self.step_count + 1} (from "
+                                    f"lr = {hyper['lr']:g}), beyond {dtype}'s largest number ({_largest(dtype):.3g}): "
+                                    "the update would be inf; choose a smaller lr")
+            values.append(self.backend.asarray(np.asarray(x, dtype)))
         lrs = {n: scalars[n].get("lr") for n in self.params}
         held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
                 + [self.buffers[n] for n in layout.buffers])
         if self.optimizer.schedule is not None:  # what the step uses, and what was set ("lr_set")
             hyper = {**self.optimizer.in_use(hyper, self.step_count + 1), "lr_set": hyper["lr"]}
-        return _Prepared(signature, version, watch, plan, hyper, held, values, lrs)
+        return _Prepared(signature, version, watch, plan, hyper, held, values, lrs, dict(self.params))
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""

@@ -1,4 +1,7 @@
 """grad / value_and_grad over pytrees and argnums, grad of grad, gradcheck, user-defined primitives."""
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -163,3 +166,119 @@ def test_the_random_op_is_random_uniform_and_its_old_name_warns():
     with pytest.warns(DeprecationWarning, match="random_uniform"):
         old = bp.uniform(7, (3,))
     np.testing.assert_array_equal(old, bp.random_uniform(7, (3,)))
+
+
+# -- a practitioner's mistakes (a helper tried the API as one would, coming from JAX and PyTorch) ----------------------
+@pytest.mark.parametrize("returns, kwargs, said", [
+    (lambda x: (bp.sum(x * x), x), {}, "grad needs a function that returns a scalar, but it returned a tuple of 2 "
+                                       "(a scalar, an array (2,)); if it returns (loss, something else), pass "
+                                       "has_aux=True"),
+    (lambda x: {"l": bp.sum(x * x)}, {}, "grad needs a function that returns a scalar, but it returned a dict with "
+                                         "keys 'l'"),
+    (lambda x: bp.sum(x * x), {"has_aux": True}, "has_aux=True needs a function that returns a pair (loss, aux), "
+                                                 "but it returned a scalar"),
+], ids=["a tuple without has_aux", "a dict", "has_aux with a scalar"])
+def test_grad_of_a_function_returning_more_than_a_scalar_is_refused_not_zero(returns, kwargs, said):
+    """JAX refuses; bpmagic returned zeros for every gradient, silently (a tuple has no shape, so it passed for a
+    scalar that does not depend on x)."""
+    with pytest.raises(bp.BackpropError) as info:
+        bp.grad(returns, **kwargs)(np.array([1.0, 2.0]))
+    assert str(info.value) == said
+
+
+def test_fit_with_a_loss_returning_a_tuple_says_so():
+    X, Y = np.ones((8, 2)), np.ones((8, 1))
+    with pytest.raises(bp.BackpropError, match=re.escape(
+            "loss_fn must return the loss, a scalar, but it returned a tuple of 2 (a scalar, a scalar); with buffers "
+            "it returns (loss, new_buffers)")):
+        bp.fit(lambda p, x, y: (bp.mse(x @ p["W"], y), 1.0), {"W": np.zeros((2, 1))}, (X, Y), steps=2)
+
+
+def test_a_blocking_fit_that_fails_midway_says_why(capsys):
+    """It returned as if all went well: the reason was in run.error only."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((32, 3)), rng.standard_normal((32, 1))
+    params = {"W": np.zeros((3, 1))}
+    run = bp.fit(lambda p, x, y: bp.mse(x @ p["W"], y * 1e150), params, (X, Y), epochs=5, batch_size=8,
+                 optimizer=bp.optim.SGD(lr=1e150), name="boom")
+    assert run.status == "failed" and np.isfinite(params["W"]).all()
+    err = capsys.readouterr().err
+    assert err.startswith(f"bpmagic: boom stopped after step {run.steps_done}: line ") and "produced inf" in err
+
+
+def test_a_param_replaced_in_the_dict_after_compiling_is_the_one_trained_or_is_refused():
+    """params["W"] = new after compile_step: the step went on training the old array, silently."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((16, 3)).astype(np.float32), rng.standard_normal((16, 1)).astype(np.float32)
+    params = {"W": np.ones((3, 1), np.float32)}
+    step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, optimizer=bp.optim.SGD(lr=0.1),
+                           backend="numpy")
+    step(X, Y)
+    params["W"] = new = np.zeros((3, 1), np.float32)
+    assert step(X, Y) == pytest.approx(float((Y.astype(np.float64) ** 2).mean()), rel=1e-6)  # the loss at W = 0
+    assert params["W"] is new and new.any()  # ... and it is the one updated
+    for wrong in (np.zeros((2, 1), np.float32), np.zeros((3, 1))):
+        params["W"] = wrong
+        with pytest.raises(bp.BackpropError, match=r"params\['W'\] was replaced by an array of shape .* but the step "
+                                                   r"was compiled for \(3, 1\) float32 \(the old array is put back\)"):
+            step(X, Y)
+        assert params["W"] is new
+    del params["W"]
+    with pytest.raises(bp.BackpropError, match="'W' removed"):
+        step(X, Y)
+    assert params["W"] is new
+
+
+def test_hyperparameters_that_would_make_every_update_nan_or_inf_are_refused_before_any_step():
+    """An accumulator starting below 0 (its root is nan: the params were written nan while the message said they
+    kept their values), and an lr whose update coefficient is past float32's largest number (cast to inf)."""
+    with pytest.raises(ValueError, match=r"initial_accumulator_value must be a finite number >= 0, got -1.0"):
+        bp.optim.Adagrad(lr=0.1, initial_accumulator_value=-1.0)
+    X, Y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    params = {"W": np.zeros((2, 1), np.float32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # not NumPy's "overflow encountered in cast" either
+        with pytest.raises(bp.BackpropError, match=re.escape(
+                "the update's lr for W comes to 1e+40 at step 1 (from lr = 1e+39), beyond float32's largest number")):
+            bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, optimizer=bp.optim.Adam(lr=1e39),
+                            backend="numpy")(X, Y)
+    assert not params["W"].any()
+
+
+@pytest.mark.parametrize("given, said", [
+    ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number of at least 1, got 2.5"),
+    ({"batch_size": True}, "batch_size must be a whole number of at least 1, got True"),
+    ({"epochs": -1}, "epochs must be a whole number of at least 1, got -1"),
+    ({"epochs": 2, "steps": 3}, "give epochs or steps, not both (epochs=2, steps=3)"),
+    ({"seed": None}, "seed must be a whole number"),
+    ({"optimizer": "adam"}, "optimizer must be a bpmagic optimizer, e.g. bp.optim.Adam(lr=1e-3)"),
+    ({"groups": {"Q": "x"}}, "groups: 'Q' is not a parameter (they are 'W')"),
+    ({"validation": "X"}, "validation must be arrays like data's, one for each of them: (X_val, Y_val)"),
+    ({"validation": ("X2", "Y")}, "validation must be arrays like data's, one for each of them, each with the shape of "
+                                  "its rows: got (16, 2), (16, 1) for data (16, 3), (16, 1)"),
+], ids=lambda v: next(iter(v)) if isinstance(v, dict) else "")
+def test_fit_refuses_arguments_it_would_have_bent_or_failed_on_later(given, said):
+    """batch_size 0, -1, True or 2.5 ran with 1 or 2; epochs=-1 "finished all 0 steps"; steps beside epochs won
+    silently; a validation set of the wrong shape failed after a whole epoch had changed the params; a class or a
+    string for the optimizer raised AttributeError from inside fit."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((16, 3)), rng.standard_normal((16, 1))
+    named = {"X": X, "X2": X[:, :2], "Y": Y}
+    if "validation" in given:
+        v = given["validation"]
+        given = {"validation": named[v] if isinstance(v, str) else tuple(named[k] for k in v)}
+    params = {"W": np.zeros((3, 1))}
+    with pytest.raises(bp.BackpropError) as info:
+        bp.fit(lambda p, x, y: bp.mse(x @ p["W"], y), params, (X, Y), **{"epochs": 1, **given} if "steps" not in given
+               else given)
+    assert str(info.value).startswith(said), info.value
+    assert not params["W"].any()
+
+
+def test_fit_takes_data_as_lists_and_metrics_as_one_name():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 3)), rng.integers(0, 2, 16)
+    run = bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), {"W": np.zeros((3, 2))}, (X.tolist(), y.tolist()),
+                 epochs=2, batch_size=8, metrics="accuracy")
+    assert run.status == "finished" and len(run.history["accuracy"]) == 4
