@@ -64,7 +64,12 @@ def trace(fn, *args, backend="numpy", name=None):
 
 
 def _as_tuple(argnums):
-    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if isinstance(argnums, numbers.Integral) and not isinstance(argnums, bool):
+        return (argnums,)
+    nums = tuple(argnums) if isinstance(argnums, (tuple, list)) else None
+    if nums is None or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in nums):
+        raise BackpropError(f"argnums must be an argument's position (an int) or a tuple of them, got {argnums!r}")
+    return nums
 
 
 def value_and_grad(fn, argnums=0, has_aux=False):
@@ -78,14 +83,15 @@ def value_and_grad(fn, argnums=0, has_aux=False):
 
     def value_and_grad_fn(*args):
         for n in nums:
-            if n >= len(args):
+            if not -len(args) <= n < len(args):
                 raise BackpropError(f"argnums={argnums} but the function got only {len(args)} argument(s)")
+        positions = tuple(n % len(args) for n in nums)  # -1: the last, as in JAX
         tr = current_trace() or _trace_of(args)
         if tr is not None:
-            return _value_and_grad_in(tr, fn, args, nums, argnums, has_aux)
+            return _value_and_grad_in(tr, fn, args, positions, argnums, has_aux)
         leaves = [leaf for a in args for leaf in flatten(a)[0]]
         with new_trace(_backend_of(leaves)) as tr:
-            value, grads = _value_and_grad_in(tr, fn, args, nums, argnums, has_aux)
+            value, grads = _value_and_grad_in(tr, fn, args, positions, argnums, has_aux)
             return _concrete(value), _concrete(grads)
 
     _wrap(value_and_grad_fn, fn, "value_and_grad")
@@ -160,7 +166,7 @@ def _value_and_grad_in(tr, fn, args, nums, argnums, has_aux):
     grads = [g if g is not None else tr.const(np.zeros(t.shape, t.dtype)) for g, t in zip(grads, all_wrt)]
     it = iter(grads)
     per_arg = [unflatten(treedef, [next(it) for _ in ts]) for _, treedef, ts in inputs]
-    g = per_arg[0] if isinstance(argnums, int) else tuple(per_arg)
+    g = per_arg[0] if isinstance(argnums, numbers.Integral) else tuple(per_arg)
     return (value, aux) if has_aux else value, g
 
 

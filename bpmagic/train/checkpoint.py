@@ -44,6 +44,9 @@ def save(path, params: dict, state: dict, meta: dict, buffers: dict | None = Non
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), dtype=np.uint8)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # else mkstemp's error names the hidden file it meant to write first
+        raise BackpropError(f"cannot save the run to {path}: there is no folder {folder} (make it first, e.g. "
+                            f"os.makedirs({os.path.dirname(path)!r}, exist_ok=True))")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -60,11 +63,15 @@ def save(path, params: dict, state: dict, meta: dict, buffers: dict | None = Non
 def load(path):
     """(params, state, meta, buffers) as written by `save`."""
     params, state, buffers = {}, {}, {}
+    written = "--resume (resume=) and Run.load take the file --checkpoint (checkpoint=) or run.save wrote"
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise BackpropError(f"there is no checkpoint at {path}: --resume (resume=) takes the file --checkpoint "
-                            "(checkpoint=) or run.save wrote") from None
+        raise BackpropError(f"there is no checkpoint at {path}: {written}") from None
+    except ValueError:  # NumPy's "contains pickled data": a file of another kind
+        raise BackpropError(f"{path} is not a checkpoint (not a NumPy file): {written}") from None
+    if not hasattr(data, "files") or "meta" not in data.files:
+        raise BackpropError(f"{path} is not a checkpoint (a NumPy file without a run's record): {written}")
     with data:
         meta = json.loads(bytes(data["meta"]).decode())
         for key in data.files:

@@ -315,6 +315,13 @@ class CompiledStep:
             print(f"bpmagic: matmul_precision={matmul_precision!r} applies on the GPU (CuPy); the {self.backend.name} "
                   "backend computes matmuls in the parameters' own precision")
         for name, p in params.items():
+            if not isinstance(name, str) or isinstance(p, (dict, list, tuple)):
+                raise BackpropError(
+                    "params must be a flat dict from names (str) to arrays, but "
+                    + (f"params[{name!r}] is a {type(p).__name__}" if isinstance(p, (dict, list, tuple))
+                       else f"the key {name!r} is not a str")
+                    + ": flatten nested parameters into one dict, e.g. {'l1.W': ..., 'l1.b': ...} (the loss function "
+                    "reads p['l1.W'])")
             kind = np.dtype(getattr(p, "dtype", np.float64)).kind
             if kind != "f":
                 raise BackpropError(
@@ -384,6 +391,10 @@ class CompiledStep:
 
     # -- compiling ----------------------------------------------------------------------------------------------------
     def _prepare(self, batch):
+        if hasattr(self, "batch_names") and len(batch) != len(self.batch_names):
+            raise BackpropError(f"the step takes {len(self.batch_names)} batch array"
+                                f"{'s' if len(self.batch_names) != 1 else ''} ({', '.join(self.batch_names)}), as it was "
+                                f"compiled with, but got {len(batch)}")
         owns = self.backend.owns
         return [b if owns(b) else self.backend.asarray(b) for b in batch]
 

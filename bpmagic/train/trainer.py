@@ -200,19 +200,27 @@ class Run:
             self.controls.stop("interrupted")
         return self.join()
 
+    def _trains(self, what):
+        if self.controls is None:  # Run.load's: a record of a run, with no step to take
+            raise BackpropError(f"{self.name} was loaded from a file: it has no steps to {what}. To train on from it, "
+                                "pass run.params (and optimizer_state=run.optimizer_state) to bp.fit")
+
     def pause(self):
         """Pause after the step in progress; `status` is "paused" from now on."""
+        self._trains("pause")
         self.controls.pause()
         self._publish_if_live()  # views say "paused" at once, not at the next periodic update
         return self
 
     def resume(self):
+        self._trains("resume")
         self.controls.resume()
         self._publish_if_live()
         return self
 
     def step_once(self):
         """While paused, run exactly one step."""
+        self._trains("take")
         self.controls.step_once()
         return self
 

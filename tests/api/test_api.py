@@ -282,3 +282,51 @@ def test_fit_takes_data_as_lists_and_metrics_as_one_name():
     run = bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), {"W": np.zeros((3, 2))}, (X.tolist(), y.tolist()),
                  epochs=2, batch_size=8, metrics="accuracy")
     assert run.status == "finished" and len(run.history["accuracy"]) == 4
+
+
+@pytest.mark.parametrize("params, said", [({"l1": {"W": np.zeros((2, 1))}}, "params['l1'] is a dict"),
+                                          ({0: np.zeros((2, 1))}, "the key 0 is not a str")], ids=["nested", "int key"])
+def test_params_that_are_not_a_flat_dict_of_named_arrays_are_said(params, said):
+    """A flax-style nested dict got "indexing supports ints, slices ... (got str)" from inside the loss."""
+    with pytest.raises(bp.BackpropError, match=re.escape(f"params must be a flat dict from names (str) to arrays, but "
+                                                         f"{said}: flatten nested parameters into one dict")):
+        bp.fit(lambda p, x, y: bp.mse(x @ p["l1"]["W"], y), params, (np.ones((8, 2)), np.ones((8, 1))), steps=1)
+
+
+def test_argnums_counts_from_the_end_as_in_jax_and_is_checked():
+    f = lambda a, b: bp.sum(a * b * b)  # noqa: E731
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    np.testing.assert_array_equal(bp.grad(f, argnums=-1)(a, b), 2 * a * b)
+    with pytest.raises(bp.BackpropError, match=r"argnums must be an argument's position \(an int\) or a tuple of "
+                                               r"them, got 1.0"):
+        bp.grad(f, argnums=1.0)
+    with pytest.raises(bp.BackpropError, match=r"argnums=-3 but the function got only 2 argument\(s\)"):
+        bp.grad(f, argnums=-3)(a, b)
+
+
+def test_a_step_called_with_another_number_of_batch_arrays_says_which_it_takes():
+    X, Y = np.ones((8, 2)), np.ones((8, 1))
+    step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), {"W": np.zeros((2, 1))}, X, Y, backend="numpy")
+    with pytest.raises(bp.BackpropError, match=re.escape("the step takes 2 batch arrays (x, y), as it was compiled "
+                                                         "with, but got 3")):
+        step(X, Y, Y)
+
+
+def test_files_that_are_not_checkpoints_and_a_loaded_run_are_said(tmp_path):
+    """NumPy's "contains pickled data", a KeyError 'meta is not a file', a FileNotFoundError naming a hidden temp
+    file, and AttributeErrors on None from a loaded run's resume() were what a user read."""
+    (tmp_path / "notes.txt").write_text("hello")
+    np.savez(tmp_path / "plain.npz", a=np.ones(3))
+    for name, said in (("notes.txt", "is not a checkpoint (not a NumPy file)"),
+                       ("plain.npz", "is not a checkpoint (a NumPy file without a run's record)")):
+        with pytest.raises(bp.BackpropError, match=re.escape(said)):
+            bp.Run.load(tmp_path / name)
+    run = bp.fit(lambda p, x, y: bp.mse(x @ p["W"], y), {"W": np.zeros((2, 1))}, (np.ones((8, 2)), np.ones((8, 1))),
+                 steps=2, name="small")
+    with pytest.raises(bp.BackpropError, match="cannot save the run to .*: there is no folder .*nowhere"):
+        run.save(tmp_path / "nowhere" / "run.npz")
+    run.save(tmp_path / "run.npz")
+    loaded = bp.Run.load(tmp_path / "run.npz")
+    for method in (loaded.resume, loaded.pause, loaded.step_once):
+        with pytest.raises(bp.BackpropError, match="small was loaded from a file: it has no steps to"):
+            method()
