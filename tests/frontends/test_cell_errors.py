@@ -188,12 +188,12 @@ def test_a_buffer_the_cell_never_assigns_is_said(ip, ns, capsys):
     cell = replace("h = tanh(x @ W1 + b1)", "h = tanh(x @ W1 + b1)\nh2, m, v = batch_norm(h, g, c, mean1, var1)")
     cell = cell.replace("b2: Param = zeros(1)", "b2: Param = zeros(1)\ng: Param = ones(8)\nc: Param = zeros(8)\n"
                         "mean1: Buffer = zeros(8)\nvar1: Buffer = ones(8)")
-    backprop(ip, "--steps 3 --no-dashboard", cell)
+    backprop(ip, "--steps 3 --no-dashboard --reset", cell)  # --reset: not another test's mean1 of the same shape
     out = capsys.readouterr().out
     assert "bpmagic: the Buffer mean1 is never assigned after line 8, so it keeps its initial value" in out, out
     assert "bpmagic: the Buffer var1 is never assigned after line 9" in out
     assert not ns["mean1"].any()
-    backprop(ip, "--steps 3 --no-dashboard", cell.replace("h2, m, v =", "h2, mean1, var1 ="))
+    backprop(ip, "--steps 3 --no-dashboard --reset", cell.replace("h2, m, v =", "h2, mean1, var1 ="))
     assert "Buffer" not in capsys.readouterr().out and ns["mean1"].any()
     for name in ("g", "c", "mean1", "var1"):
         ns.pop(name, None)
