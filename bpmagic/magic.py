@@ -36,15 +36,14 @@ def _usage(error, hint="") -> UsageError:
 
 def _say_buffers_never_assigned(prog):
     """A Buffer keeps the value the cell last assigns it: one the cell never assigns after declaring it (`h, m, v =
-    batch_norm(h, g, b, mean1, var1)`, the new values under other names) keeps its initial value, silently."""
+    batch_norm(h, g, b, mean1, var1)`, the new values under other names) never changes, silently."""
     stores = [n.id if isinstance(n, ast.Name) else n.value.id for n in ast.walk(ast.parse("\n".join(prog.source_lines)))
               if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)  # and an entry's (a list of Buffers)
               or isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name)]
     for spec in prog.buffers:
         if stores.count(spec.name) < 2:  # its declaration is one
-            print(f"bpmagic: the Buffer {spec.name} is never assigned after line {spec.lineno}, so it keeps its "
-                  f"initial value: assign the new value to it (as in h, mean1, var1 = batch_norm(h, g1, b1, mean1, "
-                  f"var1))")
+            print(f"bpmagic: the Buffer {spec.name} is never assigned after line {spec.lineno}, so it never changes: "
+                  "assign the new value to it (as in h, mean1, var1 = batch_norm(h, g1, b1, mean1, var1))")
 
 
 def _assigned_whole(prog, user_ns, data) -> str:
