@@ -795,10 +795,24 @@ class CompiledStep:
             if not found and np.dtype(value.dtype).kind == "f" and not bool(xp.isfinite(value).all()):
                 found.append((eqn, value))
 
+        step = self.step_count + 1
+        broken = [n for n, a in zip(plan.layout.params, inputs) if not bool(xp.isfinite(a).all())]
+        if broken and step == 1:
+            err = NonFiniteError(f"{', '.join(broken)} {'hold' if len(broken) > 1 else 'holds'} values that are not "
+                                 "finite before the first step: give the parameters finite initial values")
+            err.source, err.step = None, step
+            return err
+        if broken:  # an update the guard does not see overflowed (it checks the gradients): say so, not "kept"
+            err = NonFiniteError(
+                f"step {step}: {', '.join(broken)} {'are' if len(broken) > 1 else 'is'} not finite at the start of "
+                f"the step: the update of step {step - 1} made {'them' if len(broken) > 1 else 'it'} so (finite "
+                f"gradients, but the learning rate times a gradient overflowed {inputs[0].dtype}), and the parameters "
+                "cannot go back past that step. Choose a smaller learning rate and start over (--reset, run.reset()).")
+            err.source, err.step = None, step
+            return err
         alone = self.workers.alone() if self.workers is not None else contextlib.nullcontext()
         with np.errstate(all="ignore"), alone:  # each worker looks at its own shard: the others are doing the same
             evaluate(plan.graph, inputs, xp, on_value=check)
-        step = self.step_count + 1
         if not found and self.workers is not None:
             err = NonFiniteError(f"step {step}: another worker's shard of the batch made the loss or a gradient not "
                                  "finite; every worker skipped the step, and the parameters keep their values from "

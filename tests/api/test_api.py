@@ -330,3 +330,20 @@ def test_files_that_are_not_checkpoints_and_a_loaded_run_are_said(tmp_path):
     for method in (loaded.resume, loaded.pause, loaded.step_once):
         with pytest.raises(bp.BackpropError, match="small was loaded from a file: it has no steps to"):
             method()
+
+
+def test_params_an_overflowing_update_made_inf_are_said_not_said_kept():
+    """The guard checks the gradients: lr 3e38 times a finite gradient overflowed float32 in the update, and the next
+    step's message said the parameters kept their values from before it (they were inf)."""
+    X, Y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+    params = {"W": np.zeros((2, 1), np.float32)}
+    step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, optimizer=bp.optim.SGD(lr=3e38),
+                           backend="numpy")
+    step(X, Y)
+    with pytest.raises(bp.NonFiniteError, match=re.escape(
+            "step 2: W is not finite at the start of the step: the update of step 1 made it so")):
+        step(X, Y)
+    params = {"W": np.full((2, 1), np.nan, np.float32)}
+    step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, backend="numpy")
+    with pytest.raises(bp.NonFiniteError, match="W holds values that are not finite before the first step"):
+        step(X, Y)
