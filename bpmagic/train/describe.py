@@ -126,7 +126,8 @@ def status_text(run, detail=True) -> str:
     if training:
         rate = steps_per_second(h)
         if math.isfinite(rate):
-            parts.append(f"{rate:,.0f} steps/s" if rate >= 10 else f"{rate:.2g} steps/s")
+            shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+            parts.append(f"{shown} step{'' if shown == '1' else 's'}/s")
             if total is not None and rate > 0:
                 parts.append(f"{duration((total - len(h['step'])) / rate)} left")
     return "  ·  ".join(parts)

@@ -122,6 +122,15 @@ def test_lab05_a_hand_drags_the_learning_rate_to_2_and_back_and_resets(page, lab
     assert falling[-1][0] - typed_at <= 500
     play.shot("lab05-3-recovered")
 
+    # a mistake typed is said under the field, and the row stays as it was (it had shifted to make room for the words)
+    box = play.field("lr").bounding_box()
+    play.type("lr", "abc")
+    error = play.el.locator(".bpmagic-lr .bpmagic-control-error")
+    assert error.text_content() == "not a number: abc"
+    assert play.field("lr").input_value() == "0.1"
+    moved = play.field("lr").bounding_box()
+    assert (moved["x"], moved["width"]) == (box["x"], box["width"]), (box, moved)
+
     # Reset: the same run from its initial weights, with the learning rate the learner set
     before_reset = play.step_and_loss()[0]
     play.click("reset")

@@ -11,7 +11,8 @@ const CSS = `
 .bpmagic-control-label { width: 110px; flex: none; text-align: right; }
 .bpmagic-control-slider { flex: 1; min-width: 80px; }
 .bpmagic-control-value { width: 92px; font: 12px monospace; padding: 1px 4px; }
-.bpmagic-control-error { color: #b00020; font-size: 11px; }
+.bpmagic-control-error { color: #b00020; font-size: 11px; flex-basis: 100%; padding-left: 118px; }
+.bpmagic-control-error:empty { display: none; }
 .bpmagic-control-note { color: #777; font-size: 11px; flex-basis: 100%; padding-left: 118px; }
 .bpmagic-control-note:empty { display: none; }
 .bpmagic-control.bpmagic-disabled { opacity: 0.55; }
