@@ -66,7 +66,7 @@ def trace(fn, *args, backend="numpy", name=None):
 def _as_tuple(argnums):
     if isinstance(argnums, numbers.Integral) and not isinstance(argnums, bool):
         return (argnums,)
-    nums = tuple(argnums) if isinstance(argnums, (tuple, list)) else None
+    nums = tuple(argnums) if not isinstance(argnums, (str, bytes)) and hasattr(argnums, "__iter__") else None
     if nums is None or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in nums):
         raise BackpropError(f"argnums must be an argument's position (an int) or a tuple of them, got {argnums!r}")
     return nums

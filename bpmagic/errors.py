@@ -6,7 +6,7 @@ Internal bugs are assertions, never these classes. An exception raised by the us
 import inspect
 import re
 
-from .usercode import at_source, calling_line, innermost_frame, is_users, source_of, user_frames
+from .usercode import at_source, calling_line, innermost_frame, is_users, source_of, user_frames, where
 
 
 class BackpropError(Exception):
@@ -81,9 +81,7 @@ def call_user(fn, *args, **kwargs):
         elif source is None or not hasattr(e, "said"):
             raise
         if len(frames) > 1 and (frames[-1][0].f_code.co_filename, frames[-1][1]) == (source.filename, source.lineno):
-            # inside a helper function the user wrote: say where it was called from, as user_error does
-            e = type(e)(f"in {frames[-1][0].f_code.co_name}(), called from line {frames[0][1]}: "
-                        f"{getattr(e, 'said', e)}")
+            e = type(e)(f"{called_from(frames)}: {getattr(e, 'said', e)}")  # inside a helper the user wrote
         raise at_source(source, e) from None
     except Exception as e:
         if isinstance(e, AssertionError) and not is_users(innermost_frame(e).f_code.co_filename):
@@ -96,6 +94,12 @@ def raise_as_users(e):
     naming their line; any other exception is left to propagate as it is."""
     if not isinstance(e, BackpropError) and is_users(innermost_frame(e).f_code.co_filename):
         raise user_error(e) from None
+
+
+def called_from(frames) -> str:
+    """"in block(), called from line 8" for an error in a helper the user wrote (frames: the user's, outermost
+    first), the calling line named as where() names any ("cell In[2], line 3" when not the cell being run)."""
+    return f"in {frames[-1][0].f_code.co_name}(), called from {where(source_of(*frames[0]))}"
 
 
 def user_error(e: Exception) -> BackpropError:
@@ -111,7 +115,7 @@ def user_error(e: Exception) -> BackpropError:
     frame, lineno = frames[-1]
     source = source_of(frame, lineno)
     if len(frames) > 1:  # inside a helper function the user wrote: say where it was called from
-        detail = f"in {frame.f_code.co_name}(), called from line {frames[0][1]}: {detail}"
+        detail = f"{called_from(frames)}: {detail}"
     err = at_source(source, BackpropError(detail))
     err.original = e
     return err

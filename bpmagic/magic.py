@@ -22,7 +22,7 @@ from . import live_comms
 from .backends import is_array
 from .binding import arrays_of, bind_buffers, bind_data, bind_params, make_loss_fn
 from .cell import CellError, parse_cell
-from .errors import BackpropError
+from .errors import BackpropError, ShapeError
 from .progress import TextProgress
 from .train import fit, optim
 from .train.fitting import data_problem
@@ -46,16 +46,16 @@ def _say_buffers_never_assigned(prog):
                   "assign the new value to it (as in h, mean1, var1 = batch_norm(h, g1, b1, mean1, var1))")
 
 
-def _assigned_whole(prog, user_ns, data) -> str:
-    """A hint for a mistake made with a data set assigned whole, its annotation forgotten (`x = X` for
+def _assigned_whole(error, prog, user_ns, data, batch_size) -> str:
+    """A hint for a shapes' mistake made by a data set assigned whole, its annotation forgotten (`x = X` for
     `x: Input = X`): the model meets all its rows beside a batch of the declared ones."""
     rows = {int(a.shape[0]) for a in (data or {}).values()}
-    if len(rows) != 1:
+    if not isinstance(error, ShapeError) or len(rows) != 1 or batch_size >= min(rows):
         return ""
-    n = rows.pop()
+    n, declared = rows.pop(), {*prog.data_names, *(spec.name for spec in prog.params + prog.buffers)}
     for node in ast.walk(ast.parse("\n".join(prog.source_lines))):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
-                and isinstance(node.value, ast.Name):
+                and isinstance(node.value, ast.Name) and node.value.id not in declared:
             value = user_ns.get(node.value.id)
             if is_array(value) and value.ndim >= 1 and value.shape[0] == n:
                 name, whole = node.targets[0].id, node.value.id
@@ -245,7 +245,7 @@ class Backprop(Magics):
                       restore_best=args.restore_best, workers=_workers(args.workers),
                       checkpoint=args.checkpoint, checkpoint_every=args.every or "60s", resume=args.resume)
         except (BackpropError, ValueError) as e:
-            raise _usage(e, _assigned_whole(prog, user_ns, data) if data is not None else "") from None
+            raise _usage(e, _assigned_whole(e, prog, user_ns, data, opts["batch_size"]) if data else "") from None
         if continued:
             print(f"bpmagic: {continued}; --reset starts them from the cell's initialisers")
         trained = {**bound.namespace(run.params), **run.buffers}  # the very arrays the worker updates in place
@@ -333,14 +333,20 @@ class Backprop(Magics):
                 raise UsageError(f"--hyper {item}: write NAME=VALUE, e.g. --hyper beta2=0.99")
         return given
 
+    def _trainer_of(self, name, value):
+        """(the --name of the run that last trained `name`, or None; whether `value` holds the very arrays it
+        left there)."""
+        owner, refs = self._trained_by.get(name, (None, []))
+        olds = arrays_of(value)
+        return owner, len(refs) == len(olds) and all(r() is o for r, o in zip(refs, olds))
+
     def _continued(self, arrays, run_name) -> str:
         """What this run continues from that another run (another --name) trained: a Param is kept by its name, so a
         new model declaring W1 of the same shape starts where the last model left it (a diverged one's too)."""
         by = {}
         for name, value in arrays.items():
-            owner, refs = self._trained_by.get(name, (None, []))
-            olds = arrays_of(value)
-            if owner not in (None, run_name) and len(refs) == len(olds) and all(r() is o for r, o in zip(refs, olds)):
+            owner, same = self._trainer_of(name, value)
+            if same and owner not in (None, run_name):
                 by.setdefault(owner, []).append(name)
         return "; ".join(f"{', '.join(names)} {'continue' if len(names) > 1 else 'continues'} from the values run "
                          f"{owner} trained" for owner, names in by.items())
@@ -349,9 +355,8 @@ class Backprop(Magics):
         """One line for the arrays whose shape no longer fits the cell, unless the learner would expect it: arrays
         another model's run (another --name) trained are that model's, and a new model starts afresh in silence."""
         def expected(name, old):
-            owner, refs = self._trained_by.get(name, (None, []))
-            olds = arrays_of(old)
-            return owner != run_name and len(refs) == len(olds) and all(r() is o for r, o in zip(refs, olds))
+            owner, same = self._trainer_of(name, old)
+            return same and owner != run_name
 
         def shape_of(value):
             if isinstance(value, (list, tuple, dict)):
@@ -377,9 +382,9 @@ class Backprop(Magics):
             raise CellError(f"--validate {' '.join(names)}: different lengths {arrays[0].shape[0]} and "
                             f"{arrays[1].shape[0]}")
         for name, a in zip(names, arrays):
-            problem = data_problem(a)
+            problem = data_problem(a, "validate")
             if problem:
-                raise CellError(f"--validate {' '.join(names)}: {name} {problem.replace('train on', 'validate on')}")
+                raise CellError(f"--validate {' '.join(names)}: {name} {problem}")
         return tuple(arrays)
 
     def _wait(self, run, text=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .train.describe import format_loss, status_text
+from .train.describe import failure, format_loss, status_text
 
 
 class TextProgress:
@@ -31,7 +31,7 @@ class TextProgress:
         h = run.history
         took = h["time"][-1] if h.get("time") else time.perf_counter() - self.started
         if run.status == "failed":
-            sys.stderr.write(f"Training stopped after step {run.steps_done}: {run.error}\n")
+            sys.stderr.write(failure(run) + "\n")
         elif run.ended_because == "interrupted":
             print(f"Interrupted: training stopped after step {run.steps_done}; the Params are those of that step.")
         elif run.ended_because == "stopped":

@@ -125,8 +125,10 @@ def where(source) -> str:
     name it (a kernel runs each cell from a file named by its hash); in a file of the user's "helpers.py, line 3"."""
     filename = source.filename
     shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
-    count = getattr(getattr(shell, "compile", None), "_filename_map", {}).get(filename)
-    if count is not None and count != getattr(shell, "execution_count", None):  # not the cell being run
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+    count = cells.get(filename)
+    # the cell being run is the one IPython cached last (its count is not execution_count on every IPython)
+    if count is not None and filename != next(reversed(cells)):
         return f"cell In[{count}], line {source.lineno}"
     if count is not None:
         return f"line {source.lineno}"

@@ -40,14 +40,15 @@ def quiet_guarded_steps():
 
     Checked at every compile and every step (~0.1 µs when nothing changed), not once at import: a
     warnings.catch_warnings block (pytest's, a user's own) puts back the list of filters it found when it ends, so a
-    step compiled inside one and stepped after it had lost its filter (and resetwarnings() empties the list). Not
-    added again while present: adding a filter resets every module's once-only warning registry."""
+    step compiled inside one and stepped after it had lost its filter (and resetwarnings() empties the list); a
+    filter added in front of it since (simplefilter("error")) would match first. Moved to the front only when the
+    list changed: adding a filter resets every module's once-only warning registry."""
     global _quieted
     filters = warnings.filters
     if filters is _quieted[0] and len(filters) == _quieted[1]:
         return
-    if _QUIET not in filters:
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=_QUIET[3].pattern)
+    if not filters or filters[0] != _QUIET:  # first, before a filter added since ("error", "always") that would match
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module=_QUIET[3].pattern)  # (moved, if there)
     _quieted = (warnings.filters, len(warnings.filters))
 
 

@@ -68,7 +68,7 @@ def load(path):
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise BackpropError(f"there is no checkpoint at {path}: {written}") from None
-    except ValueError:  # NumPy's "contains pickled data": a file of another kind
+    except (ValueError, EOFError):  # NumPy's "contains pickled data" (a file of another kind), an empty file
         raise BackpropError(f"{path} is not a checkpoint (not a NumPy file): {written}") from None
     if not hasattr(data, "files") or "meta" not in data.files:
         raise BackpropError(f"{path} is not a checkpoint (a NumPy file without a run's record): {written}")

@@ -57,6 +57,11 @@ class Changes(list):
     _repr_pretty_ = lambda self, p, cycle: p.text(repr(self))  # noqa: E731  (IPython shows the lines, not a list)
 
 
+def failure(run) -> str:
+    """A failed run's error, said once on a line of its own (the cell magic's and a blocking bp.fit's)."""
+    return f"Training stopped after step {run.steps_done}: {run.error}"
+
+
 def outcome(run, detail=True) -> str:
     """Where the run stands, in one sentence: "finished all 300 steps", "stopped at step 812 of 10000", ...
     (a failed run's error after it, unless not `detail`)."""

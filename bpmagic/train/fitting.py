@@ -14,6 +14,7 @@ from ..backends import array_module, is_array
 from ..errors import BackpropError
 from .checkpoint import Checkpointing, resume as resume_from
 from .controls import Controls
+from .describe import failure
 from .drivers import make_driver
 from .loop import Job
 from .metrics import EarlyStopping
@@ -31,12 +32,17 @@ def last_run() -> Run | None:
     return _last_run() if _last_run is not None else None
 
 
-def data_problem(array) -> str | None:
+def _more(rows: int) -> str:
+    """" (and 2 more rows)" after the first of `rows` rows found."""
+    return f" (and {rows - 1} more row{'s' if rows > 2 else ''})" if rows > 1 else ""
+
+
+def data_problem(array, use="train") -> str | None:
     """What makes a data set's array one that no run can train on, said to follow its name: no rows, or values that
     are not finite (a step on a batch holding one gives a nan loss whatever the model, and the guard would blame the
     first operation it meets); None when it is fine. One sum when it is (~10 ms for MNIST's 47M floats)."""
     if int(array.shape[0]) == 0:
-        return f"has no rows (shape {tuple(array.shape)}): there is nothing to train on"
+        return f"has no rows (shape {tuple(array.shape)}): there is nothing to {use} on"
     if array.dtype.kind not in "fc":
         return None
     xp = array_module(array)
@@ -50,12 +56,12 @@ def data_problem(array) -> str | None:
         return None
     first = int(rows[0])
     value = array.reshape(array.shape[0], -1)[first][bad[first]][0]
-    return (f"holds {value} in row {first}" + (f" (and {rows.size - 1} more row{'s' if rows.size > 2 else ''})" if rows.size > 1 else "")
+    return (f"holds {value} in row {first}{_more(rows.size)}"
             + ": a step on a batch with it gives a nan loss whatever the model. Drop those rows first "
             "(keep = np.isfinite(X).reshape(len(X), -1).all(axis=1); X, Y = X[keep], Y[keep]) or fill them")
 
 
-def _check_classes(step, data, validation):
+def check_classes(step, data, validation):
     """cross_entropy's classes, read from the data set: tracing checked one batch's; a class number out of range
     in a later batch would be scored as no class at all (its row's mask all zero), silently."""
     if step.classes_of is None:
@@ -71,10 +77,10 @@ def _check_classes(step, data, validation):
         wrong = xp.nonzero((labels < 0) | (labels >= n_classes))[0]
         if wrong.size:
             row = int(wrong[0])
-            name = step.batch_names[k] if what == "data" else f"validation[{k}]"
+            name = step.batch_names[k] if what == "data" else f"the validation set's {step.batch_names[k]}"
             raise BackpropError(
                 f"{name} holds class {int(labels[row])} in row {row}"
-                + (f" (and {wrong.size - 1} more row{'s' if wrong.size > 2 else ''})" if wrong.size > 1 else "")
+                + _more(wrong.size)
                 + f", but cross_entropy's logits have {n_classes} classes: class numbers must be 0 to {n_classes - 1}. "
                 + (f"Give the model {int(labels.max()) + 1} outputs, or number" if int(labels.max()) >= n_classes
                    else "Number") + " the classes from 0 (classes, ids = np.unique(y, return_inverse=True))")
@@ -103,7 +109,8 @@ def _numbers(values) -> bool:
 
 
 def _check_whole(name, value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value)
+                              or value < 1):
         raise BackpropError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
@@ -146,11 +153,12 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     if not data:
         raise BackpropError("fit needs at least one data array")
     if validation is not None:
-        if is_array(validation):
+        if is_array(validation) and len(data) > 1:
             raise BackpropError("validation must be arrays like data's, one for each of them: (X_val, Y_val)")
         validation = _arrays("validation", validation)
-        wrong = [i for i, (v, d) in enumerate(zip(validation, data)) if tuple(v.shape[1:]) != tuple(d.shape[1:])]
-        if len(validation) != len(data) or wrong:
+        wrong = [i for i, (v, d) in enumerate(zip(validation, data))
+                 if v.ndim == 0 or tuple(v.shape[1:]) != tuple(d.shape[1:])]
+        if len(validation) != len(data) or wrong or len({v.shape[0] for v in validation}) > 1:
             raise BackpropError(
                 "validation must be arrays like data's, one for each of them, each with the shape of its rows: got "
                 + ", ".join(str(tuple(v.shape)) for v in validation) + " for data "
@@ -178,9 +186,9 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     if len(lengths) != 1 or -1 in lengths:
         shapes = ", ".join(str(tuple(np.shape(d))) for d in data)
         raise BackpropError(f"the data arrays must have the same length along axis 0, got shapes {shapes}")
-    for what, arrays in (("data", data), ("validation", validation or ())):
+    for what, arrays, use in (("data", data, "train"), ("validation", validation or (), "validate")):
         for i, array in enumerate(arrays):
-            problem = data_problem(array)
+            problem = data_problem(array, use)
             if problem:
                 raise BackpropError(f"{what}[{i}] {problem}")
     if epochs is None and steps is None:
@@ -218,7 +226,7 @@ def fit(loss_fn, params, data, *, epochs=None, steps=None, batch_size=None, opti
     driver = make_driver(driver)
     step = CompiledStep(loss_fn, params, tuple(d[:bs] for d in data), controls.optimizer, backend, groups,
                         stats=True, buffers=buffers, seed=seed, metrics=tuple(metrics))
-    _check_classes(step, data, validation)
+    check_classes(step, data, validation)
     if optimizer_state:
         for pname, slots in optimizer_state.items():
             step.state.setdefault(pname, {}).update({s: step.backend.asarray(v) for s, v in slots.items()})
@@ -280,7 +288,7 @@ def _started(run, background: bool):
             raise
         if run.status == "failed":  # said, as the cell magic says it; the Run holds the rest (a diverged run in a
             # lab is a lesson, not an exception that would stop the notebook's Run All)
-            print(f"bpmagic: {run.name} stopped after step {run.steps_done}: {run.error}", file=sys.stderr)
+            print(f"{run.name}: {failure(run)}", file=sys.stderr)
     return run
 
 

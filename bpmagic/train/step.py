@@ -166,7 +166,6 @@ class _Prepared:
     held: list  # the params, state and buffers: updated in place, so the same arrays at every step
     scalars: list
     lrs: dict
-    arrays: dict  # the params dict when prepared: an array replaced since (params["W"] = ...) is seen
 
     def __post_init__(self):  # read at every step: worked out once (a step of a small model is ~30 µs)
         layout = self.plan.layout
@@ -179,10 +178,6 @@ class _Prepared:
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
-
-@functools.lru_cache(maxsize=None)
-def _largest(dtype) -> float:
-    return float(np.finfo(dtype).max)
 
 
 class Measurements:
@@ -338,7 +333,8 @@ class CompiledStep:
                 self.buffers[name] = self.backend.asarray(np.array(b) if not self.backend.owns(b) else b.copy())
         self.loss_fn = loss_fn
         self.params = params
-        self._param_shapes = {n: (tuple(p.shape), np.dtype(p.dtype)) for n, p in params.items()}  # as compiled
+        self._arrays = dict(params)  # the arrays the step writes into: one replaced in `params` is seen at a call
+        self._largest = min(float(np.finfo(p.dtype).max) for p in params.values())  # an update's scalar, cast
         self.optimizer = optimizer if optimizer is not None else SGD(lr=0.01)
         if not isinstance(self.optimizer, Optimizer):
             raise BackpropError(f"optimizer must be a bpmagic optimizer (bp.optim.SGD, bp.optim.Adam, ...), "
@@ -641,10 +637,9 @@ class CompiledStep:
             ready = self._prepared
             # where a schedule stands; `now` is no hyperparameter: set without the optimizer's check of the name
             object.__setattr__(opt, "now", self.step_count + 1)
-            if ready is not None and not (len(self.params) == len(ready.arrays)
-                                          and all(map(operator.is_, self.params.values(), ready.arrays.values()))):
-                self._take_replaced(ready)
-                ready = None
+            if not (len(self.params) == len(self._arrays) and all(map(operator.is_, self.params.values(),
+                                                                       self._arrays.values()))):
+                self._take_replaced()
             if (ready is None or ready.signature != signature or ready.version != opt.version or opt.changes_every_step
                     or ready.watching != self.watching_values):
                 ready = self._prepared = self._prepare_call(batch, signature)
@@ -731,33 +726,46 @@ class CompiledStep:
     def __str__(self):
         return self.source
 
-    def _take_replaced(self, ready):
-        """The params dict changed since the step was compiled: an array replaced by one of the same shape and dtype
-        is the one trained from now on (as a new step would); anything else is said, and the old arrays are kept."""
-        names, was = list(self._param_shapes), ready.arrays
-        if set(self.params) != set(names):
-            added, gone = sorted(set(self.params) - set(names)), sorted(set(names) - set(self.params))
-            for n in gone:  # keep the step whole: the dict gets back what it lost
-                self.params[n] = was[n]
+    def _refuse_scalars(self, names, raw, hyper):
+        for (n, k), x in zip(names, raw):
+            dtype = np.dtype(self.params[n].dtype)
+            largest = float(np.finfo(dtype).max)
+            if abs(float(x)) > largest:
+                cause = (f"from lr = {hyper['lr']:g}), beyond {dtype}'s largest number ({largest:.3g}): the update "
+                         "would be inf; choose a smaller lr" if k in self.optimizer.per_layer_scalars else
+                         f"from {', '.join(f'{h} = {v:.10g}' for h, v in hyper.items() if isinstance(v, float))}), "
+                         f"beyond {dtype}'s largest number ({largest:.3g}): choose hyperparameters that keep it finite")
+                raise BackpropError(f"the update's {k} for {n} comes to {x:g} at step {self.step_count + 1} ({cause}")
+
+    def _take_replaced(self):
+        """The params dict changed since the step was compiled (params["W"] = new): the new values are copied into
+        the step's own array, which goes back into the dict (the arrays a compiled step, or a replayed CUDA graph,
+        writes into stay the same), so params["W"] trains on from them; another shape or dtype, or a name added or
+        removed, is said and the dict put back as it was."""
+        mine = self._arrays
+        if set(self.params) != set(mine):
+            added, gone = sorted(set(self.params) - set(mine)), sorted(set(mine) - set(self.params))
             for n in added:
                 del self.params[n]
+            self.params.update({n: mine[n] for n in gone})
             raise BackpropError(
                 "the params dict changed after the step was compiled"
                 + (f": {', '.join(map(repr, added))} added" if added else "")
                 + (f"{';' if added else ':'} {', '.join(map(repr, gone))} removed" if gone else "")
                 + " (put back as they were); compile a new step (bp.compile_step) for another set of parameters")
-        for n, (shape, dtype) in self._param_shapes.items():
+        for n, array in mine.items():
             new = self.params[n]
-            if new is was[n]:
+            if new is array:
                 continue
-            if tuple(np.shape(new)) != shape or np.dtype(getattr(new, "dtype", None) or np.float64) != dtype:
-                self.params[n] = was[n]
+            self.params[n] = array
+            if tuple(np.shape(new)) != tuple(array.shape) or np.dtype(getattr(new, "dtype", None) or np.float64) \
+                    != np.dtype(array.dtype):
                 raise BackpropError(
                     f"params[{n!r}] was replaced by an array of shape {tuple(np.shape(new))} and dtype "
-                    f"{getattr(new, 'dtype', type(new).__name__)}, but the step was compiled for {shape} {dtype} (the "
-                    "old array is put back): assign into it (params[...][...] = value) or compile a new step")
-            if not self.backend.owns(new) or not getattr(getattr(new, "flags", None), "writeable", True):
-                self.params[n] = self.backend.asarray(np.array(new) if not self.backend.owns(new) else new.copy())
+                    f"{getattr(new, 'dtype', type(new).__name__)}, but the step was compiled for "
+                    f"{tuple(array.shape)} {array.dtype} (the old array is put back): assign into it "
+                    "(params[...][...] = value) or compile a new step")
+            array[...] = self.backend.asarray(new)
 
     def _prepare_call(self, batch, signature):
         """What stays the same from step to step until the batch shape or a hyperparameter changes."""
@@ -770,20 +778,16 @@ class CompiledStep:
         # 0-d arrays of each parameter's dtype (as traced): float32 math stays float32, and NumPy's ufuncs take
         # a same-dtype 0-d array about twice as fast as a Python float
         layout = plan.layout
-        values = []
-        for n, k in layout.scalars:
-            x, dtype = scalars[n][k], self.params[n].dtype
-            if abs(x) > _largest(dtype):  # cast, it would be inf in every update
-                raise BackpropError(f"the update's {k} for {n} comes to {x:g} at step {self.step_count + 1} (from "
-                                    f"lr = {hyper['lr']:g}), beyond {dtype}'s largest number ({_largest(dtype):.3g}): "
-                                    "the update would be inf; choose a smaller lr")
-            values.append(self.backend.asarray(np.asarray(x, dtype)))
+        raw = [scalars[n][k] for n, k in layout.scalars]
+        if raw and max(map(abs, raw)) > self._largest:  # cast, it would be inf in every update: say which
+            self._refuse_scalars(layout.scalars, raw, hyper)
+        values = [self.backend.asarray(np.asarray(x, self.params[n].dtype)) for (n, _), x in zip(layout.scalars, raw)]
         lrs = {n: scalars[n].get("lr") for n in self.params}
         held = ([self.params[n] for n in layout.params] + [self.state[n][s] for n, s in layout.state]
                 + [self.buffers[n] for n in layout.buffers])
         if self.optimizer.schedule is not None:  # what the step uses, and what was set ("lr_set")
             hyper = {**self.optimizer.in_use(hyper, self.step_count + 1), "lr_set": hyper["lr"]}
-        return _Prepared(signature, version, watch, plan, hyper, held, values, lrs, dict(self.params))
+        return _Prepared(signature, version, watch, plan, hyper, held, values, lrs)
 
     def _diagnose(self, plan, inputs) -> NonFiniteError:
         """Find the first equation whose value is not finite, and name the user's line."""

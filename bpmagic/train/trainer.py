@@ -107,10 +107,11 @@ class Run:
     @property
     def pace(self) -> float | None:
         """At most this many steps per second (None: full speed); set it at any time, from any thread."""
-        return self.controls.pace
+        return self.controls.pace if self.controls is not None else None
 
     @pace.setter
     def pace(self, value):
+        self._trains("pace")
         self.controls.pace = value
 
     def changes(self) -> Changes:

@@ -203,7 +203,7 @@ def test_a_blocking_fit_that_fails_midway_says_why(capsys):
                  optimizer=bp.optim.SGD(lr=1e150), name="boom")
     assert run.status == "failed" and np.isfinite(params["W"]).all()
     err = capsys.readouterr().err
-    assert err.startswith(f"bpmagic: boom stopped after step {run.steps_done}: line ") and "produced inf" in err
+    assert err.startswith(f"boom: Training stopped after step {run.steps_done}: line ") and "produced inf" in err
 
 
 def test_a_param_replaced_in_the_dict_after_compiling_is_the_one_trained_or_is_refused():
@@ -213,10 +213,12 @@ def test_a_param_replaced_in_the_dict_after_compiling_is_the_one_trained_or_is_r
     params = {"W": np.ones((3, 1), np.float32)}
     step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, optimizer=bp.optim.SGD(lr=0.1),
                            backend="numpy")
-    step(X, Y)
-    params["W"] = new = np.zeros((3, 1), np.float32)
+    params["W"] = np.full((3, 1), 5.0, np.float32)  # before the first step too
+    assert step(X, Y) == pytest.approx(float(((X.astype(np.float64) @ np.full((3, 1), 5.0) - Y) ** 2).mean()), rel=1e-6)
+    params["W"] = np.zeros((3, 1), np.float32)
     assert step(X, Y) == pytest.approx(float((Y.astype(np.float64) ** 2).mean()), rel=1e-6)  # the loss at W = 0
-    assert params["W"] is new and new.any()  # ... and it is the one updated
+    new = params["W"]  # the step's own array, holding the new values, trained from them on
+    assert new.any() and step.params is params
     for wrong in (np.zeros((2, 1), np.float32), np.zeros((3, 1))):
         params["W"] = wrong
         with pytest.raises(bp.BackpropError, match=r"params\['W'\] was replaced by an array of shape .* but the step "
@@ -347,3 +349,42 @@ def test_params_an_overflowing_update_made_inf_are_said_not_said_kept():
     step = bp.compile_step(lambda p, x, y: bp.mse(x @ p["W"], y), params, X, Y, backend="numpy")
     with pytest.raises(bp.NonFiniteError, match="W holds values that are not finite before the first step"):
         step(X, Y)
+
+
+def test_fit_takes_what_it_took_before_its_checks():
+    """A reviewer's list: argnums as any sequence, epochs and batch_size as whole floats, one data array with one
+    validation array."""
+    f = lambda a, b: bp.sum(a * b * b)  # noqa: E731
+    a = np.array([1.0, 2.0])
+    assert len(bp.grad(f, argnums=range(2))(a, a)) == 2
+    X = np.random.default_rng(0).standard_normal((8, 2))
+    run = bp.fit(lambda p, x: bp.mean((x @ p["W"]) ** 2), {"W": np.ones((2, 1))}, X, validation=X[:3], epochs=2.0,
+                 batch_size=4.0)
+    assert run.status == "finished" and run.steps_done == 4 and len(run.history["val_loss"]) == 4
+
+
+def test_a_validation_set_is_named_as_one_and_its_lengths_checked():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    Xv, yv = X[:6], np.array([0, 1, 2, 5, 1, 0])
+    loss = lambda p, x, y: bp.cross_entropy(x @ p["W"], y)  # noqa: E731
+    with pytest.raises(bp.BackpropError, match=re.escape("the validation set's y holds class 5 in row 3")):
+        bp.fit(loss, {"W": np.zeros((4, 3))}, (X, y), validation=(Xv, yv), epochs=1)
+    with pytest.raises(bp.BackpropError, match=re.escape("got (6, 4), (5,) for data (20, 4), (20,)")):
+        bp.fit(loss, {"W": np.zeros((4, 3))}, (X, y), validation=(Xv, yv[:5]), epochs=1)
+    with pytest.raises(bp.BackpropError, match=re.escape("validation[0] has no rows (shape (0, 4)): there is nothing "
+                                                         "to validate on")):
+        bp.fit(loss, {"W": np.zeros((4, 3))}, (X, y), validation=(X[:0], y[:0]), epochs=1)
+
+
+def test_an_empty_file_and_a_loaded_runs_pace_are_said(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(bp.BackpropError, match="is not a checkpoint"):
+        bp.Run.load(tmp_path / "empty.npz")
+    run = bp.fit(lambda p, x, y: bp.mse(x @ p["W"], y), {"W": np.zeros((2, 1))}, (np.ones((8, 2)), np.ones((8, 1))),
+                 steps=2, name="small")
+    run.save(tmp_path / "run.npz")
+    loaded = bp.Run.load(tmp_path / "run.npz")
+    assert loaded.pace is None
+    with pytest.raises(bp.BackpropError, match="small was loaded from a file"):
+        loaded.pace = 3

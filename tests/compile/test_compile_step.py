@@ -316,7 +316,7 @@ def test_a_nan_is_reported_once_by_the_guard_not_also_by_numpys_warning_on_our_g
     assert said[0].filename == __file__
 
 
-@pytest.mark.parametrize("after", ["catch_warnings", "resetwarnings"])
+@pytest.mark.parametrize("after", ["catch_warnings", "resetwarnings", "simplefilter error"])
 def test_a_step_compiled_inside_catch_warnings_stays_quiet_after_the_block(after):
     """catch_warnings puts back the filters it found when it ends (resetwarnings empties them): a step compiled
     inside such a block, and refused after it, had lost its filter, and NumPy's "overflow encountered in dot" named
@@ -330,6 +330,8 @@ def test_a_step_compiled_inside_catch_warnings_stays_quiet_after_the_block(after
         warnings.simplefilter("always")
         if after == "resetwarnings":
             warnings.resetwarnings()
+        if after == "simplefilter error":  # in front of the step's own filter: it would turn the warning into an error
+            warnings.simplefilter("error")
         with pytest.raises(bp.NonFiniteError, match="too large to measure"):
             step(x)
     assert not [str(w.message) for w in said]

@@ -169,6 +169,13 @@ def test_a_data_set_assigned_whole_is_pointed_at(ip, ns, capsys):
     assert msg.startswith("line 10: binary_cross_entropy of (8, 1) and (4, 1)"), msg
     assert msg.endswith("x = X8 (line 6) is the whole data set (8 rows) beside batches of the others: did you mean "
                         "`x: Input = X8` (or Target)?"), msg
+    # not under other mistakes, nor for a name the cell declares itself (x, also an array of the notebook's here)
+    ns["x"] = ns["X"]
+    try:
+        msg = mistake(ip, capsys, replace("h = tanh(x @ W1 + b1)", "z = x\nh = tanhh(z @ W1 + b1)"))
+    finally:
+        ns.pop("x")
+    assert "whole data set" not in msg, msg
 
 
 def test_a_param_the_loss_does_not_depend_on_is_said_and_none_is_refused(ip, ns, capsys):

@@ -244,3 +244,14 @@ def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job ca
     run2 = bp.fit(loss_fn, params, (X, Y), steps=3, batch_size=32, backend="numpy", workers=2)  # a new cluster
     assert run2.status == "finished"
 
+
+
+def test_a_class_number_out_of_range_is_refused_before_the_workers_start(client):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    y[45] = 7
+    params = {"W": np.zeros((4, 3))}
+    with pytest.raises(bp.BackpropError, match=r"y holds class 7 in row 45, but cross_entropy's logits have 3 classes"):
+        bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), params, (X, y), epochs=1, batch_size=10,
+               backend="numpy", workers=client)
+    assert not params["W"].any()

@@ -249,6 +249,9 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     first_rows = Job(list(data), batch_size, total_steps, seed, shard=(0, size)).part(None, 0)[0]
     shown = CompiledStep(loss_fn, params, tuple(first_rows), optimizer, "numpy", groups, stats=True, buffers=buffers,
                          seed=seed, metrics=tuple(metrics), workers=Workers(None, size=size))
+    from ..fitting import check_classes
+
+    check_classes(shown, data, validation)
     run = WorkersRun(name, shown, controls, client, engines, [])
     run.run_id = uuid.uuid4().hex
     spec = worker_spec(loss_fn, params, buffers, optimizer, {p: shown.groups[p] for p in params}, batch_size,
