@@ -226,6 +226,17 @@ def test_a_schedule_and_early_stopping_on_workers_act_as_in_one_process(client):
         np.testing.assert_allclose(params[name], alone[name], rtol=0, atol=1e-12)
 
 
+def test_a_class_number_out_of_range_is_refused_before_the_workers_start(client):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    y[45] = 7
+    params = {"W": np.zeros((4, 3))}
+    with pytest.raises(bp.BackpropError, match=r"y holds class 7 in row 45, but cross_entropy's logits have 3 classes"):
+        bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), params, (X, y), epochs=1, batch_size=10,
+               backend="numpy", workers=client)
+    assert not params["W"].any()
+
+
 def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job cannot be mended afterwards
     loss_fn, params, X, Y = model()
     run = bp.fit(loss_fn, params, (X, Y), steps=10**7, batch_size=32, backend="numpy", workers=client,
@@ -243,15 +254,3 @@ def test_a_worker_killed_with_sigkill(client):  # last: the cluster's MPI job ca
     # the notebook holds rank 0's parameters of that step: one more step from them on one process moves on
     run2 = bp.fit(loss_fn, params, (X, Y), steps=3, batch_size=32, backend="numpy", workers=2)  # a new cluster
     assert run2.status == "finished"
-
-
-
-def test_a_class_number_out_of_range_is_refused_before_the_workers_start(client):
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
-    y[45] = 7
-    params = {"W": np.zeros((4, 3))}
-    with pytest.raises(bp.BackpropError, match=r"y holds class 7 in row 45, but cross_entropy's logits have 3 classes"):
-        bp.fit(lambda p, x, y: bp.cross_entropy(x @ p["W"], y), params, (X, y), epochs=1, batch_size=10,
-               backend="numpy", workers=client)
-    assert not params["W"].any()
