@@ -27,7 +27,7 @@ from .errors import BackpropError, did_you_mean
 from .initializers import initializers
 from .ops import constants
 from .tracing import numpy_dispatch
-from .train.fitting import data_problem
+from .train.datacheck import data_problem
 from .train.layers import layer_of
 from .train.metrics import report as report_metric
 

@@ -25,7 +25,7 @@ from .cell import CellError, parse_cell
 from .errors import BackpropError, ShapeError
 from .progress import TextProgress
 from .train import fit, optim
-from .train.fitting import data_problem
+from .train.datacheck import data_problem
 
 _DTYPES = ("float32", "float64")
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import BackpropError, NonFiniteError
 from ..controls import Controls
+from ..datacheck import check_classes
 from ..loop import Job
 from ..step import CompiledStep
 from ..trainer import Run
@@ -249,8 +250,6 @@ def fit_on_workers(workers, loss_fn, params, data, *, batch_size, total_steps, o
     first_rows = Job(list(data), batch_size, total_steps, seed, shard=(0, size)).part(None, 0)[0]
     shown = CompiledStep(loss_fn, params, tuple(first_rows), optimizer, "numpy", groups, stats=True, buffers=buffers,
                          seed=seed, metrics=tuple(metrics), workers=Workers(None, size=size))
-    from ..fitting import check_classes
-
     check_classes(shown, data, validation)
     run = WorkersRun(name, shown, controls, client, engines, [])
     run.run_id = uuid.uuid4().hex
