@@ -130,6 +130,7 @@ def test_lab05_a_hand_drags_the_learning_rate_to_2_and_back_and_resets(page, lab
     assert play.field("lr").input_value() == "0.1"
     moved = play.field("lr").bounding_box()
     assert (moved["x"], moved["width"]) == (box["x"], box["width"]), (box, moved)
+    play.shot("lab05-3b-typed-abc")
 
     # Reset: the same run from its initial weights, with the learning rate the learner set
     before_reset = play.step_and_loss()[0]
