@@ -766,6 +766,7 @@ class CompiledStep:
                     f"{tuple(array.shape)} {array.dtype} (the old array is put back): assign into it "
                     "(params[...][...] = value) or compile a new step")
             array[...] = self.backend.asarray(new)
+        self._arrays = {n: mine[n] for n in self.params}  # in the dict's order (a key deleted and put back moves)
 
     def _prepare_call(self, batch, signature):
         """What stays the same from step to step until the batch shape or a hyperparameter changes."""
